@@ -1,0 +1,271 @@
+package session
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+	"sync"
+	"unicode/utf8"
+)
+
+// Frame types; PROTOCOL.md §3.
+const (
+	FrameHello = "hello"
+	FrameMsg   = "msg"
+	FrameSub   = "sub"
+	FrameReset = "reset"
+	FrameUnsub = "unsub"
+	FramePing  = "ping"
+	FramePong  = "pong"
+	FrameAck   = "ack"
+	FrameClose = "close"
+	FrameSend  = "send"
+	FramePub   = "pub"
+)
+
+// ClientFrame is a frame sent by a client, as DecodeClientFrame validated it.
+type ClientFrame struct {
+	T    string          `json:"t"`
+	Seq  uint64          `json:"seq,omitempty"`
+	Ch   string          `json:"ch,omitempty"`
+	Ep   string          `json:"ep,omitempty"`
+	Off  uint64          `json:"off,omitempty"`
+	Data json.RawMessage `json:"d,omitempty"`
+	Bin  []byte          `json:"b,omitempty"`
+}
+
+// Position returns the position a sub frame asks to resume after (zero: from now).
+func (f *ClientFrame) Position() Position { return Position{Epoch: f.Ep, Offset: f.Off} }
+
+// DecodeClientFrame parses and validates one client frame. maxPayload bounds the decoded
+// payload of send and pub frames. Every error is an *Error naming the problem.
+func DecodeClientFrame(data []byte, maxPayload int) (ClientFrame, error) {
+	var f ClientFrame
+	if !utf8.Valid(data) {
+		return f, Errorf(CodeInvalidPayload, "frame is not valid UTF-8")
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		return f, Errorf(CodeBadRequest, "malformed frame: %v", jsonProblem(err))
+	}
+	return f, f.validate(maxPayload)
+}
+
+func (f *ClientFrame) validate(maxPayload int) error {
+	switch f.T {
+	case FrameSub:
+		if err := CheckChannel(f.Ch); err != nil {
+			return err
+		}
+		if f.Ep != "" && !ValidEpoch(f.Ep) {
+			return Errorf(CodeBadRequest, "sub frame: bad epoch %.40q", f.Ep)
+		}
+		if f.Ep == "" && f.Off != 0 {
+			return Errorf(CodeBadRequest, "sub frame: offset without epoch")
+		}
+	case FrameUnsub:
+		return CheckChannel(f.Ch)
+	case FramePong:
+	case FrameSend, FramePub:
+		if f.Seq == 0 {
+			return Errorf(CodeBadRequest, "%s frame: seq must be an integer from 1", f.T)
+		}
+		if f.T == FramePub {
+			if err := CheckChannel(f.Ch); err != nil {
+				return err
+			}
+		}
+		if (len(f.Data) == 0) == (f.Bin == nil) {
+			return Errorf(CodeBadRequest, "%s frame: want exactly one of d (JSON) or b (base64)", f.T)
+		}
+		if n := len(f.Data) + len(f.Bin); n > maxPayload {
+			return Errorf(CodeTooBig, "%s frame: payload of %d bytes exceeds the limit of %d", f.T, n, maxPayload)
+		}
+		if f.Data != nil {
+			f.Data = compact(f.Data)
+		}
+	case "":
+		return Errorf(CodeBadRequest, "frame has no type (t)")
+	default:
+		return Errorf(CodeBadRequest, "unknown frame type %.20q", f.T)
+	}
+	return nil
+}
+
+// jsonProblem keeps decoder errors short and free of Go type names.
+func jsonProblem(err error) string {
+	switch e := err.(type) {
+	case *json.SyntaxError:
+		return "invalid JSON at byte " + strconv.FormatInt(e.Offset, 10)
+	case *json.UnmarshalTypeError:
+		return "field " + strconv.Quote(e.Field) + " has the wrong type"
+	}
+	return "invalid JSON"
+}
+
+// compact returns JSON without insignificant whitespace, so that payloads fit on one SSE
+// data line. Input has already been validated by encoding/json.
+func compact(raw json.RawMessage) json.RawMessage {
+	if bytes.IndexAny(raw, " \t\r\n") < 0 {
+		return raw
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return raw
+	}
+	return b.Bytes()
+}
+
+// CompactPayload validates a JSON payload from a backend and compacts it.
+func CompactPayload(raw []byte, maxPayload int) (json.RawMessage, error) {
+	if len(raw) == 0 {
+		return nil, Errorf(CodeBadRequest, "payload is empty")
+	}
+	if len(raw) > maxPayload {
+		return nil, Errorf(CodeTooBig, "payload of %d bytes exceeds the limit of %d", len(raw), maxPayload)
+	}
+	if !json.Valid(raw) {
+		return nil, Errorf(CodeBadRequest, "payload is not valid JSON")
+	}
+	return compact(raw), nil
+}
+
+// Message is one message on a channel. It is immutable once published and shared by every
+// subscriber, queue and history that holds it; its frame is encoded once, on first use.
+type Message struct {
+	Channel string
+	Pos     Position
+	Data    json.RawMessage // compact JSON; nil when Bin is set
+	Bin     []byte
+	Time    int64 // publish time, Unix milliseconds
+
+	once    sync.Once
+	frame   []byte
+	eventID string
+}
+
+// Size is the number of payload bytes of m.
+func (m *Message) Size() int { return len(m.Data) + len(m.Bin) }
+
+// Frame returns the msg frame of m, encoded once for all subscribers.
+func (m *Message) Frame() []byte {
+	m.once.Do(m.encode)
+	return m.frame
+}
+
+// EventID is the SSE id of m: "<channel>=<epoch>.<offset>".
+func (m *Message) EventID() string {
+	m.once.Do(m.encode)
+	return m.eventID
+}
+
+func (m *Message) encode() {
+	// Channel names and epochs come from restricted character sets (ValidChannel,
+	// ValidEpoch), so they need no JSON escaping; the payload is already compact JSON.
+	b := make([]byte, 0, 48+len(m.Channel)+len(m.Pos.Epoch)+len(m.Data)+base64.StdEncoding.EncodedLen(len(m.Bin)))
+	b = append(b, `{"t":"msg","ch":"`...)
+	b = append(b, m.Channel...)
+	b = append(b, `","ep":"`...)
+	b = append(b, m.Pos.Epoch...)
+	b = append(b, `","off":`...)
+	b = strconv.AppendUint(b, m.Pos.Offset, 10)
+	if m.Bin != nil {
+		b = append(b, `,"b":"`...)
+		b = base64.StdEncoding.AppendEncode(b, m.Bin)
+		b = append(b, `"}`...)
+	} else {
+		b = append(b, `,"d":`...)
+		b = append(b, m.Data...)
+		b = append(b, '}')
+	}
+	m.frame = b
+	m.eventID = m.Channel + "=" + m.Pos.String()
+}
+
+// Outgoing is one frame on its way to a client. EventID is set for msg frames and becomes
+// the SSE id line; Msg is the message of a msg frame.
+type Outgoing struct {
+	JSON    []byte
+	EventID string
+	Msg     *Message
+}
+
+// ServerFrame is the generic form of the server's control frames (everything but msg).
+type ServerFrame struct {
+	T      string   `json:"t"`
+	SID    string   `json:"sid,omitempty"`
+	V      int      `json:"v,omitempty"`
+	Tr     string   `json:"tr,omitempty"`
+	TS     int64    `json:"ts,omitempty"`
+	HB     int64    `json:"hb,omitempty"`
+	Ch     string   `json:"ch,omitempty"`
+	Ep     string   `json:"ep,omitempty"`
+	Off    *uint64  `json:"off,omitempty"`
+	Seq    uint64   `json:"seq,omitempty"`
+	Dup    bool     `json:"dup,omitempty"`
+	Err    *errBody `json:"err,omitempty"`
+	Code   Code     `json:"code,omitempty"`
+	Reason string   `json:"reason,omitempty"`
+}
+
+type errBody struct {
+	Code   Code   `json:"code"`
+	Reason string `json:"reason"`
+}
+
+// Encode marshals f. Control frames are rare next to msg frames, so encoding/json is fine.
+func (f *ServerFrame) Encode() Outgoing {
+	b, err := json.Marshal(f)
+	if err != nil {
+		panic("session: encoding a server frame: " + err.Error()) // only plain types inside
+	}
+	return Outgoing{JSON: b}
+}
+
+// moves returns the channel and position a frame moves a client's cursor to: those of a
+// msg, sub or reset frame.
+func (o Outgoing) moves() (ch string, pos Position, ok bool) {
+	if o.Msg != nil {
+		return o.Msg.Channel, o.Msg.Pos, true
+	}
+	// Control frames that carry a position are rare (one per channel and attachment, or
+	// a reset): decoding them here keeps Outgoing small for the queues.
+	if !bytes.HasPrefix(o.JSON, []byte(`{"t":"sub"`)) && !bytes.HasPrefix(o.JSON, []byte(`{"t":"reset"`)) {
+		return "", Position{}, false
+	}
+	var f ServerFrame
+	if json.Unmarshal(o.JSON, &f) != nil || f.Off == nil || f.Ep == "" {
+		return "", Position{}, false
+	}
+	return f.Ch, Position{Epoch: f.Ep, Offset: *f.Off}, true
+}
+
+func posFrame(t, ch string, p Position) Outgoing {
+	off := p.Offset
+	return (&ServerFrame{T: t, Ch: ch, Ep: p.Epoch, Off: &off}).Encode()
+}
+
+func closeFrame(e *Error) Outgoing {
+	return (&ServerFrame{T: FrameClose, Code: e.Code, Reason: e.Reason}).Encode()
+}
+
+// Ack is the server's answer to one send or pub frame.
+type Ack struct {
+	Seq uint64
+	Pos Position // set for an accepted pub
+	Dup bool
+	Err *Error
+}
+
+// Frame encodes a as an ack frame.
+func (a Ack) Frame() Outgoing {
+	f := ServerFrame{T: FrameAck, Seq: a.Seq, Dup: a.Dup}
+	if !a.Pos.IsZero() {
+		off := a.Pos.Offset
+		f.Ep, f.Off = a.Pos.Epoch, &off
+	}
+	if a.Err != nil {
+		f.Err = &errBody{Code: a.Err.Code, Reason: a.Err.Reason}
+	}
+	return f.Encode()
+}

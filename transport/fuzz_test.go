@@ -1,0 +1,90 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/r3labs/sse/v2"
+
+	"github.com/ferryrt/ferry/internal/fclient"
+	"github.com/ferryrt/ferry/session"
+)
+
+func FuzzApplyLastEventID(f *testing.F) {
+	for _, s := range []string{"room:a=ep.5", "room:a=", "=", "room:a=ep.x", "a=b=c.1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		cur := session.Cursor{{Channel: "room:a", Position: session.Position{Epoch: "ep", Offset: 3}}, {Channel: "b"}}
+		if err := applyLastEventID(cur, id); err != nil {
+			var e *session.Error
+			if !errors.As(err, &e) || e.Code != session.CodeBadRequest {
+				t.Fatalf("error %v", err)
+			}
+			return
+		}
+		// Only a newer position of the same epoch for a listed channel moves the cursor.
+		if cur[0].Position.Epoch != "ep" || cur[0].Position.Offset < 3 || !cur[1].Position.IsZero() {
+			t.Fatalf("cursor became %v", cur)
+		}
+	})
+}
+
+func FuzzDecodeSendFrames(f *testing.F) {
+	f.Add([]byte(`{"frames":[{"t":"send","seq":1,"d":1}]}`))
+	f.Add([]byte(`{"frames":[{"t":"pub","seq":1,"ch":"a","d":1},{"t":"x"}]}`))
+	f.Add([]byte(`{"frames":null}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var req SendRequest
+		if json.Unmarshal(body, &req) != nil {
+			return
+		}
+		frames, err := DecodeSendFrames(req.Frames, 256)
+		if err != nil {
+			var e *session.Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error %v", err)
+			}
+			return
+		}
+		if len(frames) != len(req.Frames) {
+			t.Fatalf("%d frames decoded from %d", len(frames), len(req.Frames))
+		}
+	})
+}
+
+// Whatever a client publishes, the SSE encoding of its message is exactly one event whose
+// id and data are those of the message: no CR, LF or NUL can start a field of its own.
+func FuzzSSEEventEncoding(f *testing.F) {
+	for _, s := range []string{`"a\nb"`, `{"x":"\r\ndata: evil"}`, `"\u0000"`, `[1,` + "\n" + `2]`, `"id: x"`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, payload string) {
+		data, err := session.CompactPayload([]byte(payload), 1<<16)
+		if err != nil {
+			return
+		}
+		m := &session.Message{Channel: "room:a", Pos: session.Position{Epoch: "ep", Offset: 9}, Data: data}
+		var buf bytes.Buffer
+		bw := bufio.NewWriter(&buf)
+		writeEvent(bw, session.Outgoing{JSON: m.Frame(), EventID: m.EventID()})
+		writeEvent(bw, session.Outgoing{JSON: []byte(`{"t":"ping","seq":1,"ts":1}`)})
+		bw.Flush()
+		r := sse.NewEventStreamReader(&buf, 1<<20)
+		ev, err := r.ReadEvent()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fr, ok, err := fclient.ParseEvent(ev)
+		if err != nil || !ok || fr.T != "msg" || fr.EventID != "room:a=ep.9" || !bytes.Equal(fr.D, data) {
+			t.Fatalf("event %q decoded to %+v, %v", ev, fr, err)
+		}
+		ev, err = r.ReadEvent()
+		if fr, ok, _ := fclient.ParseEvent(ev); err != nil || !ok || fr.T != "ping" {
+			t.Fatalf("second event %q: the first one spilled over", ev)
+		}
+	})
+}

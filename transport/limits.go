@@ -1,0 +1,156 @@
+package transport
+
+import (
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/ferryrt/ferry/session"
+)
+
+// Limits bound what one client address and the whole node may hold. Zero values get the
+// defaults below; a negative value turns a bound off.
+type Limits struct {
+	// MaxConns bounds open attachments (WebSocket connections, SSE streams, held polls)
+	// on this node; beyond it requests get 503 (code 4000: try another node). Default
+	// 100,000.
+	MaxConns int
+	// MaxConnsPerIP bounds open attachments per client address; beyond it requests get
+	// 429 (code 4029). Default 1,000 (offices behind one NAT share an address).
+	MaxConnsPerIP int
+	// NegotiateRate and NegotiateBurst bound new sessions per client address: a token
+	// bucket refilled at NegotiateRate per second. Default 5/s, burst 50.
+	NegotiateRate  float64
+	NegotiateBurst int
+	// TrustForwardedFor takes the client address from the last X-Forwarded-For entry, as
+	// set by a trusted reverse proxy in front of the server. Off by default: a client could
+	// claim any address.
+	TrustForwardedFor bool
+}
+
+func (l Limits) withDefaults() Limits {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&l.MaxConns, 100_000)
+	def(&l.MaxConnsPerIP, 1000)
+	def(&l.NegotiateBurst, 50)
+	if l.NegotiateRate == 0 {
+		l.NegotiateRate = 5
+	}
+	return l
+}
+
+// Limiter counts attachments per address and node and rate-limits negotiations. One is
+// shared by all handlers of a server (Config.Limiter).
+type Limiter struct {
+	cfg Limits
+
+	mu      sync.Mutex
+	total   int
+	perIP   map[string]int
+	buckets map[string]*bucket
+	swept   time.Time
+}
+
+type bucket struct {
+	lim  *rate.Limiter
+	seen time.Time
+}
+
+// maxBuckets bounds the negotiation rate table; idle entries are swept beyond it.
+const maxBuckets = 100_000
+
+// NewLimiter returns a Limiter enforcing cfg.
+func NewLimiter(cfg Limits) *Limiter {
+	return &Limiter{cfg: cfg.withDefaults(), perIP: map[string]int{}, buckets: map[string]*bucket{}}
+}
+
+// clientIP returns the address a request comes from.
+func (l *Limiter) clientIP(r *http.Request) string {
+	if l.cfg.TrustForwardedFor {
+		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+			parts := strings.Split(xff, ",")
+			return strings.TrimSpace(parts[len(parts)-1])
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+var (
+	errNodeFull = &session.Error{Code: session.CodeReconnect, Reason: "server full: connect to another node"}
+	errIPFull   = &statusError{http.StatusTooManyRequests, &session.Error{Code: session.CodeRateLimited, Reason: "too many connections from this address"}}
+	errNegRate  = &statusError{http.StatusTooManyRequests, &session.Error{Code: session.CodeRateLimited, Reason: "too many new sessions from this address; retry later"}}
+)
+
+// acquire takes one attachment slot for r's address, or returns why not. The caller must
+// call the returned release once.
+func (l *Limiter) acquire(r *http.Request) (release func(), err error) {
+	ip := l.clientIP(r)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cfg.MaxConns > 0 && l.total >= l.cfg.MaxConns {
+		return nil, &statusError{http.StatusServiceUnavailable, errNodeFull}
+	}
+	if l.cfg.MaxConnsPerIP > 0 && l.perIP[ip] >= l.cfg.MaxConnsPerIP {
+		return nil, errIPFull
+	}
+	l.total++
+	l.perIP[ip]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			l.total--
+			if l.perIP[ip]--; l.perIP[ip] <= 0 {
+				delete(l.perIP, ip)
+			}
+		})
+	}, nil
+}
+
+// allowNegotiate takes a token from r's address's negotiation bucket.
+func (l *Limiter) allowNegotiate(r *http.Request) error {
+	if l.cfg.NegotiateRate < 0 {
+		return nil
+	}
+	ip := l.clientIP(r)
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[ip]
+	if b == nil {
+		if len(l.buckets) >= maxBuckets && now.Sub(l.swept) > time.Second {
+			l.sweep(now)
+		}
+		b = &bucket{lim: rate.NewLimiter(rate.Limit(l.cfg.NegotiateRate), l.cfg.NegotiateBurst)}
+		l.buckets[ip] = b
+	}
+	b.seen = now
+	if !b.lim.AllowN(now, 1) {
+		return errNegRate
+	}
+	return nil
+}
+
+// sweep forgets buckets idle long enough to be full again.
+func (l *Limiter) sweep(now time.Time) {
+	l.swept = now
+	full := time.Duration(float64(l.cfg.NegotiateBurst)/l.cfg.NegotiateRate*float64(time.Second)) + time.Second
+	for ip, b := range l.buckets {
+		if now.Sub(b.seen) > full {
+			delete(l.buckets, ip)
+		}
+	}
+}

@@ -1,0 +1,126 @@
+package transport
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+
+	"github.com/ferryrt/ferry/session"
+)
+
+// Negotiate handles POST /negotiate: it creates or resumes a session and tells the client
+// the transports, timings and limits. PROTOCOL.md §2.
+type Negotiate struct{ cfg *Config }
+
+// NewNegotiate returns the negotiation handler.
+func NewNegotiate(cfg Config) *Negotiate { return &Negotiate{cfg: cfg.withDefaults()} }
+
+// NegotiateRequest is the optional body of a negotiation.
+type NegotiateRequest struct {
+	Session string `json:"session,omitempty"`
+}
+
+// NegotiateResponse is the answer to a negotiation.
+type NegotiateResponse struct {
+	V            int          `json:"v"`
+	Session      string       `json:"session"`
+	SID          string       `json:"sid"`
+	Resumed      bool         `json:"resumed"`
+	Transports   []string     `json:"transports"`
+	HeartbeatMs  int64        `json:"heartbeatMs"`
+	PollHoldMs   int64        `json:"pollHoldMs"`
+	SessionTTLMs int64        `json:"sessionTtlMs"`
+	Limits       ClientLimits `json:"limits"`
+}
+
+// ClientLimits are the bounds a client must respect.
+type ClientLimits struct {
+	MaxMessageBytes int   `json:"maxMessageBytes"`
+	MaxChannels     int   `json:"maxChannels"`
+	MaxBodyBytes    int64 `json:"maxBodyBytes"`
+}
+
+func (h *Negotiate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.cfg.cors(w, r) {
+		return
+	}
+	if r.Method != http.MethodPost {
+		methodNotAllowed(w, "POST")
+		return
+	}
+	if err := h.cfg.Limiter.allowNegotiate(r); err != nil {
+		h.cfg.logFailure(r, "negotiate", err)
+		writeError(w, err)
+		return
+	}
+	var req NegotiateRequest
+	if err := readJSON(w, r, h.cfg.MaxBodyBytes, &req, true); err != nil {
+		writeError(w, err)
+		return
+	}
+	var id session.Identity
+	if h.cfg.Authenticate != nil {
+		got, ok, err := h.cfg.Authenticate(r)
+		if err == nil && !ok && !h.cfg.AllowAnonymous {
+			err = session.Errorf(session.CodeUnauthorized, "authentication required: send a token (Authorization: Bearer, ?token= or cookie)")
+		}
+		if err != nil {
+			h.cfg.logFailure(r, "negotiate", err)
+			writeError(w, err)
+			return
+		}
+		id = got
+	}
+	n, err := h.cfg.Manager.Negotiate(r.Context(), req.Session, id)
+	if err != nil {
+		h.cfg.logFailure(r, "negotiate", err)
+		writeError(w, err)
+		return
+	}
+	mc := h.cfg.Manager.Config()
+	writeJSON(w, NegotiateResponse{
+		V:            1,
+		Session:      n.Credential,
+		SID:          n.Claims.SID,
+		Resumed:      n.Resumed,
+		Transports:   h.cfg.Transports,
+		HeartbeatMs:  mc.Heartbeat.Milliseconds(),
+		PollHoldMs:   mc.PollHold.Milliseconds(),
+		SessionTTLMs: mc.SessionTTL.Milliseconds(),
+		Limits: ClientLimits{
+			MaxMessageBytes: mc.MaxMessageBytes,
+			MaxChannels:     mc.MaxChannels,
+			MaxBodyBytes:    h.cfg.MaxBodyBytes,
+		},
+	})
+}
+
+// readJSON decodes a JSON body of at most limit bytes into v. Only application/json is
+// accepted, which also turns away cross-site "simple" POSTs (text/plain, form encodings)
+// that a browser sends without a preflight. optional allows an empty body.
+func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any, optional bool) error {
+	if r.ContentLength == 0 && optional {
+		return nil
+	}
+	ct := r.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+		return &statusError{http.StatusUnsupportedMediaType, session.Errorf(session.CodeBadRequest, "Content-Type must be application/json, not %.40q", ct)}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return session.Errorf(session.CodeTooBig, "body exceeds %d bytes", limit)
+		}
+		return session.Errorf(session.CodeBadRequest, "reading body: %v", err)
+	}
+	if len(body) == 0 && optional {
+		return nil
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return session.Errorf(session.CodeBadRequest, "malformed JSON body")
+	}
+	return nil
+}

@@ -1,0 +1,296 @@
+// Package transport moves Ferry frames over HTTP: one http.Handler per transport
+// (WebSocket, Server-Sent Events, long-polling), plus negotiation and the upstream POST.
+// A transport knows nothing of channels: it authenticates the request, asks the
+// session.Manager for an attachment, writes what the attachment's Next returns, and hands
+// client frames back to the Manager.
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/ferryrt/ferry/session"
+)
+
+// Transport names, as they appear in negotiation and hello frames.
+const (
+	WebSocket = "websocket"
+	SSE       = "sse"
+	LongPoll  = "longpoll"
+)
+
+// Authenticator returns the identity a request presents. ok is false when the request
+// presents none (no token); err refuses the request (an *session.Error for a specific code).
+type Authenticator func(r *http.Request) (id session.Identity, ok bool, err error)
+
+// Config is shared by the handlers of one server. Manager is required; the zero value of
+// every other field is valid.
+type Config struct {
+	Manager *session.Manager
+	// Authenticate identifies requests. Nil means anonymous sessions only.
+	Authenticate Authenticator
+	// AllowAnonymous lets requests without a token negotiate when Authenticate is set.
+	AllowAnonymous bool
+	// AllowedOrigins lists the origins (scheme://host[:port]) allowed for WebSocket
+	// handshakes and cross-origin HTTP requests; "*" allows any. An empty list allows only
+	// requests without Origin and same-host requests.
+	AllowedOrigins []string
+	// Transports lists the transports offered in negotiation; default all three.
+	Transports []string
+	// MaxBodyBytes bounds POST bodies; default 1 MiB.
+	MaxBodyBytes int64
+	// Limiter bounds connections and negotiations; default NewLimiter(Limits{}), which a
+	// server should create once and share between its handlers.
+	Limiter *Limiter
+	// SSERetry is the reconnection hint of SSE streams in milliseconds; default 2000.
+	SSERetry int
+	Logger   *slog.Logger
+	// Streams, if set, counts the WebSocket connections and SSE streams that outlive their
+	// handler: an HTTP/1.1 connection is hijacked and served by goroutines of its own,
+	// which http.Server.Shutdown does not wait for. A server that drains waits on it.
+	Streams *sync.WaitGroup
+}
+
+// handOff is called when a hijacked stream leaves its handler; the returned func, which
+// also releases the stream's connection slot, must run once when the stream ends.
+func (c *Config) handOff(release func()) (done func()) {
+	if c.Streams == nil {
+		return release
+	}
+	c.Streams.Add(1)
+	return func() {
+		release()
+		c.Streams.Done()
+	}
+}
+
+func (c *Config) withDefaults() *Config {
+	cc := *c
+	if len(cc.Transports) == 0 {
+		cc.Transports = []string{WebSocket, SSE, LongPoll}
+	}
+	if cc.MaxBodyBytes <= 0 {
+		cc.MaxBodyBytes = 1 << 20
+	}
+	if cc.Limiter == nil {
+		cc.Limiter = NewLimiter(Limits{})
+	}
+	if cc.SSERetry <= 0 {
+		cc.SSERetry = 2000
+	}
+	if cc.Logger == nil {
+		cc.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &cc
+}
+
+// originAllowed reports whether r's Origin may use the server. Requests without Origin
+// (curl, backends) and same-host requests are always allowed.
+func (c *Config) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, r.Host)
+}
+
+// cors answers the CORS headers of an allowed cross-origin request and reports whether the
+// request may go on. A preflight is answered here.
+func (c *Config) cors(w http.ResponseWriter, r *http.Request) bool {
+	if !c.originAllowed(r) {
+		c.obs().Rejected("origin")
+		writeError(w, session.Errorf(session.CodeForbidden, "origin %.80q not allowed", r.Header.Get("Origin")))
+		return false
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		h := w.Header()
+		// Echo the origin rather than "*": credentials (cookies) are never combined with a
+		// wildcard.
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Allow-Credentials", "true")
+		h.Add("Vary", "Origin")
+		if r.Method == http.MethodOptions {
+			h.Set("Access-Control-Allow-Methods", "GET, POST")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return false
+		}
+	}
+	return true
+}
+
+// errorBody is the JSON body of every HTTP error.
+type errorBody struct {
+	Code   session.Code `json:"code"`
+	Reason string       `json:"reason"`
+}
+
+// statusError is a close reason answered with an HTTP status other than its code's.
+type statusError struct {
+	status int
+	err    *session.Error
+}
+
+func (e *statusError) Error() string { return e.err.Error() }
+func (e *statusError) Unwrap() error { return e.err }
+
+// writeError answers err as JSON with the status of its close code.
+func writeError(w http.ResponseWriter, err error) {
+	e := session.AsError(err)
+	status := e.Code.HTTPStatus()
+	var se *statusError
+	if errors.As(err, &se) {
+		status = se.status
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // reasons quote client input; JSON, not HTML, is the context
+	enc.Encode(errorBody{Code: e.Code, Reason: e.Reason})
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) {
+	w.Header().Set("Allow", allow)
+	writeError(w, &statusError{http.StatusMethodNotAllowed, session.Errorf(session.CodeBadRequest, "method not allowed: use %s", allow)})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(v)
+}
+
+// attachRequest verifies the session credential of r (and the identity r presents, if
+// any) and parses its cursor. Errors are *session.Error for the client.
+func (c *Config) attachRequest(ctx context.Context, r *http.Request, transport string) (session.AttachRequest, error) {
+	q := r.URL.Query()
+	claims, err := c.verify(ctx, r, q.Get("session"))
+	if err != nil {
+		return session.AttachRequest{}, err
+	}
+	cur, err := session.ParseCursor(q.Get("cursor"), c.Manager.Config().MaxChannels)
+	if err != nil {
+		return session.AttachRequest{}, err
+	}
+	var seq uint64
+	if v := q.Get("att"); v != "" {
+		if seq, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return session.AttachRequest{}, session.Errorf(session.CodeBadRequest, "bad att %.20q: want an integer", v)
+		}
+	}
+	return session.AttachRequest{Claims: claims, Transport: transport, Cursor: cur, Hello: true, Heartbeat: true, Seq: seq,
+		From: knownTransport(q.Get("from")), Reason: reasonLabel(q.Get("reason")), Remote: r.RemoteAddr}, nil
+}
+
+// knownTransport keeps metric labels bounded: what a client claims is only counted when
+// it is one of the transports.
+func knownTransport(s string) string {
+	switch s {
+	case WebSocket, SSE, LongPoll:
+		return s
+	case "":
+		return ""
+	}
+	return "other"
+}
+
+// reasonLabel keeps a client-given switch reason short and simple, for metric labels.
+func reasonLabel(s string) string {
+	if s == "" {
+		return ""
+	}
+	if len(s) > 32 {
+		return "other"
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			return "other"
+		}
+	}
+	return s
+}
+
+func (c *Config) obs() session.Observer { return c.Manager.Config().Observer }
+
+func (c *Config) verify(ctx context.Context, r *http.Request, cred string) (session.Claims, error) {
+	if cred == "" {
+		return session.Claims{}, session.Errorf(session.CodeSessionExpired, "missing session parameter")
+	}
+	var user *string
+	if c.Authenticate != nil {
+		id, ok, err := c.Authenticate(r)
+		if err != nil {
+			return session.Claims{}, err
+		}
+		if ok {
+			user = &id.User
+		}
+	}
+	return c.Manager.Verify(ctx, cred, user)
+}
+
+// logFailure logs errors that are the server's fault and counts the client's mistakes,
+// which are answered, not logged.
+func (c *Config) logFailure(r *http.Request, what string, err error) {
+	var e *session.Error
+	if errors.As(err, &e) {
+		c.obs().Rejected(rejectReason(e.Code))
+		return
+	}
+	c.Logger.Warn(what+" failed", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+}
+
+// rejectReason is the metric label of a refusal.
+func rejectReason(code session.Code) string {
+	switch code {
+	case session.CodeSessionExpired:
+		return "session"
+	case session.CodeUnauthorized:
+		return "auth"
+	case session.CodeForbidden, session.CodePolicy:
+		return "forbidden"
+	case session.CodeTooBig:
+		return "limit"
+	case session.CodeRateLimited:
+		return "rate"
+	case session.CodeShutdown:
+		return "draining"
+	}
+	return "bad_request"
+}
+
+// admitGET checks what every attachment request needs before anything else: CORS, the
+// method, and a connection slot. On false it has answered; otherwise the caller must call
+// release when the attachment ends.
+func (c *Config) admitGET(w http.ResponseWriter, r *http.Request, what string) (release func(), ok bool) {
+	if !c.cors(w, r) {
+		return nil, false
+	}
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, "GET")
+		return nil, false
+	}
+	release, err := c.Limiter.acquire(r)
+	if err != nil {
+		c.logFailure(r, what, err)
+		writeError(w, err)
+		return nil, false
+	}
+	return release, true
+}

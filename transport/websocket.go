@@ -1,0 +1,332 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/ferryrt/ferry/session"
+)
+
+// writeWait bounds one write to a client; a client that doesn't read for this long is gone.
+const writeWait = 10 * time.Second
+
+// frameOverhead is what a send frame adds to its payload (type, seq, channel); the read
+// limit is the payload limit plus this.
+const frameOverhead = 512
+
+// writeBufferPool lends write buffers to connections only while they write: an idle
+// connection holds none (gorilla otherwise keeps 4 KiB per connection).
+var writeBufferPool = &sync.Pool{}
+
+// WebSocketHandler serves GET /ws. PROTOCOL.md §4.
+type WebSocketHandler struct {
+	cfg      *Config
+	upgrader websocket.Upgrader
+}
+
+// NewWebSocket returns the WebSocket handler. Compression is off, so the read limit
+// counts exactly the bytes a frame takes in memory (gorilla's limit counts compressed
+// bytes, which a deflate bomb would turn into far more).
+func NewWebSocket(cfg Config) *WebSocketHandler {
+	c := cfg.withDefaults()
+	return &WebSocketHandler{cfg: c, upgrader: websocket.Upgrader{
+		ReadBufferSize:    256,
+		WriteBufferSize:   4096,
+		WriteBufferPool:   writeBufferPool,
+		EnableCompression: false,
+		CheckOrigin:       c.originAllowed,
+		HandshakeTimeout:  10 * time.Second,
+	}}
+}
+
+func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.cfg.originAllowed(r) {
+		h.cfg.obs().Rejected("origin")
+		writeError(w, session.Errorf(session.CodeForbidden, "origin %.80q not allowed", r.Header.Get("Origin")))
+		return
+	}
+	// Connection caps apply before the upgrade, so a flood costs an HTTP answer only.
+	release, err := h.cfg.Limiter.acquire(r)
+	if err != nil {
+		h.cfg.logFailure(r, "websocket", err)
+		writeError(w, err)
+		return
+	}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			release()
+		}
+	}()
+	hj := &corkHijacker{ResponseWriter: w}
+	conn, err := h.upgrader.Upgrade(hj, r, nil)
+	if err != nil {
+		return // the upgrader has answered with an HTTP error
+	}
+	defer func() {
+		if !handedOff {
+			conn.Close()
+		}
+	}()
+
+	// Errors in the credential or cursor are reported after the upgrade: a browser sees no
+	// status of a failed handshake, only close code 1006, which means "try another
+	// transport" to a client.
+	ctx := r.Context()
+	req, err := h.cfg.attachRequest(ctx, r, WebSocket)
+	if err != nil {
+		h.cfg.logFailure(r, "websocket attach", err)
+		writeClose(conn, session.AsError(err))
+		return
+	}
+	// A close (slow consumer, superseded, shutdown) must not wait behind a write that is
+	// stuck on a client that stopped reading: fail that write now.
+	req.OnClose = func(*session.Error) { conn.UnderlyingConn().SetWriteDeadline(time.Now()) }
+	s := &wsSession{h: h, conn: conn, cork: hj.conn, attached: make(chan struct{}), done: make(chan struct{})}
+	req.OnWake = s.wake
+	a, err := h.cfg.Manager.Attach(ctx, req)
+	if err != nil {
+		close(s.attached) // a writer started by an early wake finds no attachment and ends
+		h.cfg.logFailure(r, "websocket attach", err)
+		writeClose(conn, session.AsError(err))
+		return
+	}
+	s.a = a
+	close(s.attached)
+	// The connection is hijacked: net/http's request, response and buffers are of no more
+	// use, but they stay reachable as long as this handler runs. Running the session on
+	// its own goroutine and returning lets them go (about 12 KiB and a deep stack per
+	// connection). The request's context ends with ServeHTTP, so the session has its own.
+	handedOff = true
+	done := h.cfg.handOff(release)
+	go func() {
+		defer done()
+		s.run()
+	}()
+}
+
+// wsSession is one WebSocket attachment. Its only lasting goroutine is the reader; a
+// writer goroutine exists only while there are frames to write: the attachment's OnWake
+// starts one, which drains with TryNext and ends when nothing is left. Heartbeats come
+// from a timer. So an idle connection costs one goroutine stack, not two.
+type wsSession struct {
+	h        *WebSocketHandler
+	conn     *websocket.Conn
+	cork     *corkConn
+	a        *session.Attachment // set before attached is closed
+	attached chan struct{}
+	idle     time.Duration // read deadline while open
+	hb       *time.Timer
+
+	writing atomic.Bool   // a writer goroutine runs or is starting
+	done    chan struct{} // closed once the writer has sent the close frame, or failed
+	once    sync.Once
+
+	mu      sync.Mutex // orders deadline changes of the reader and the closing writer
+	closing bool
+}
+
+func (s *wsSession) run() {
+	mc := s.h.cfg.Manager.Config()
+	s.conn.SetReadLimit(int64(mc.MaxMessageBytes + frameOverhead))
+	s.idle = 2*mc.Heartbeat + writeWait
+	s.extendRead()
+	s.conn.SetPongHandler(func(string) error { s.extendRead(); return nil })
+	hb := time.AfterFunc(time.Hour, func() {
+		select {
+		case <-s.done:
+		default:
+			s.a.Ping()
+			s.hb.Reset(mc.Heartbeat)
+		}
+	})
+	hb.Stop()
+	s.hb = hb
+	hb.Reset(mc.Heartbeat)
+
+	s.read(context.Background())
+	// The read ended: the writer has sent the close frame (the client answered, or the
+	// close handshake's deadline passed), or the read failed and closed the attachment,
+	// whose close frame a writer is sending now.
+	<-s.done
+	hb.Stop()
+	s.h.cfg.Manager.Detach(s.a)
+	s.conn.Close()
+}
+
+// wake runs under the attachment's lock whenever frames are ready: it starts a writer
+// unless one is running.
+func (s *wsSession) wake() {
+	if s.writing.CompareAndSwap(false, true) {
+		go s.flush()
+	}
+}
+
+// finish ends the writing side: after the close frame (or a failed write) the reader gets
+// closeGrace for the client's answer, as in the close handshake.
+func (s *wsSession) finish() {
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.closing = true
+		s.conn.SetReadDeadline(time.Now().Add(closeGrace))
+		s.mu.Unlock()
+		close(s.done)
+	})
+}
+
+// flush writes what the attachment has until nothing is left, then ends; after the close
+// frame or a failed write it finishes and leaves writing set, so that no writer starts
+// again.
+func (s *wsSession) flush() {
+	<-s.attached
+	if s.a == nil {
+		return
+	}
+	for {
+		out, err := s.a.TryNext(context.Background())
+		if err != nil {
+			s.finish()
+			return
+		}
+		if len(out) == 0 {
+			s.writing.Store(false)
+			// A wake between TryNext and the Store saw a writer running and left: look
+			// again, and go on unless another writer has started meanwhile.
+			if !s.a.Ready() || !s.writing.CompareAndSwap(false, true) {
+				return
+			}
+			continue
+		}
+		if !s.write(out) {
+			s.finish()
+			return
+		}
+	}
+}
+
+// closeGrace bounds the close handshake.
+const closeGrace = time.Second
+
+// extendRead moves the read deadline while the attachment is open: a client must send
+// something (a frame or a pong) within two heartbeats.
+func (s *wsSession) extendRead() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closing {
+		s.conn.SetReadDeadline(time.Now().Add(s.idle))
+	}
+}
+
+// read handles client frames until the connection fails or a frame is bad; either way it
+// closes the attachment, which ends the writer. It then reads and drops what the client
+// still sends, until the close handshake's deadline or the client's close.
+func (s *wsSession) read(ctx context.Context) {
+	defer io.Copy(io.Discard, s.conn.UnderlyingConn())
+	maxPayload := s.h.cfg.Manager.Config().MaxMessageBytes
+	for {
+		typ, data, err := s.conn.ReadMessage()
+		if err != nil {
+			s.a.Close(readError(err))
+			return
+		}
+		if s.a.Err() != nil {
+			return
+		}
+		s.extendRead()
+		s.h.cfg.obs().Received(WebSocket, 1, len(data))
+		if typ != websocket.TextMessage {
+			s.a.Close(session.Errorf(session.CodeBadRequest, "binary WebSocket messages are not part of the protocol"))
+			return
+		}
+		f, err := session.DecodeClientFrame(data, maxPayload)
+		if err != nil {
+			s.h.cfg.obs().Rejected("bad_request")
+			s.a.Close(session.AsError(err))
+			return
+		}
+		s.h.cfg.Manager.HandleFrame(ctx, s.a, &f)
+	}
+}
+
+// readError maps a read failure to the reason the attachment ends with.
+func readError(err error) *session.Error {
+	var ce *websocket.CloseError
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		return session.Errorf(session.CodeTooBig, "frame exceeds the size limit")
+	case errors.As(err, &ce):
+		return &session.Error{Code: session.Code(ce.Code), Reason: "closed by client"}
+	}
+	var ne interface{ Timeout() bool }
+	if errors.As(err, &ne) && ne.Timeout() {
+		return session.Errorf(session.CodeHeartbeat, "no frame or pong from the client in time")
+	}
+	return &session.Error{Code: session.CodeAbnormal, Reason: "connection lost"}
+}
+
+// write sends one batch, one WebSocket message per frame gathered into one write to the
+// socket, and reports whether the connection goes on. A ping frame also sends a
+// WebSocket ping, whose pong keeps the reader's deadline moving.
+func (s *wsSession) write(out []session.Outgoing) (ok bool) {
+	s.conn.SetWriteDeadline(time.Now().Add(writeWait))
+	bytes := 0
+	for _, o := range out {
+		bytes += len(o.JSON)
+	}
+	s.h.cfg.obs().Sent(WebSocket, len(out), bytes)
+	if len(out) > 1 {
+		s.cork.cork()
+		defer func() {
+			if err := s.cork.uncork(); err != nil && ok {
+				s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+				ok = false
+			}
+		}()
+	}
+	for _, o := range out {
+		if isFrame(o.JSON, session.FrameClose) {
+			writeClose(s.conn, s.a.Err())
+			return false
+		}
+		if err := s.conn.WriteMessage(websocket.TextMessage, o.JSON); err != nil {
+			s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+			return false
+		}
+		if isFrame(o.JSON, session.FramePing) {
+			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+				s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// isFrame reports whether an encoded server frame has type t. Every server frame starts
+// with its type, so this needs no decoding.
+func isFrame(b []byte, t string) bool {
+	const prefix = `{"t":"`
+	return len(b) > len(prefix)+len(t) && string(b[:len(prefix)]) == prefix &&
+		string(b[len(prefix):len(prefix)+len(t)]) == t && b[len(prefix)+len(t)] == '"'
+}
+
+// writeClose sends a close frame with e's code and reason. Codes a client must not see in
+// a close frame (1006 is only ever reported locally) are sent as 1011.
+func writeClose(conn *websocket.Conn, e *session.Error) {
+	code := int(e.Code)
+	if code == int(session.CodeAbnormal) || code < 1000 || code > 4999 {
+		code = websocket.CloseInternalServerErr
+	}
+	reason := e.Reason
+	if len(reason) > 120 { // a close frame's reason must fit in 123 bytes
+		reason = reason[:120]
+	}
+	conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+}

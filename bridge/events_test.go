@@ -1,0 +1,317 @@
+package bridge
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/r3labs/sse/v2"
+	"gopkg.in/cenkalti/backoff.v1"
+)
+
+// event is one event of a dashboard stream.
+type event struct{ id, name, data string }
+
+func parseEvent(b []byte) (e event) {
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ": ")
+		switch k {
+		case "id":
+			e.id = v
+		case "event":
+			e.name = v
+		case "data":
+			e.data = v
+		}
+	}
+	return e
+}
+
+// openEvents opens GET /events and returns its events on a channel.
+func openEvents(t *testing.T, u string, lastID string) (<-chan event, *http.Response, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	ch := make(chan event, 1024)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(ch)
+		r := sse.NewEventStreamReader(resp.Body, 1<<20)
+		for {
+			b, err := r.ReadEvent()
+			if err != nil {
+				return
+			}
+			if e := parseEvent(b); e.data != "" {
+				ch <- e
+			}
+		}
+	}()
+	return ch, resp, func() { cancel(); resp.Body.Close(); <-done }
+}
+
+func nextEvent(t *testing.T, ch <-chan event) event {
+	t.Helper()
+	select {
+	case e, ok := <-ch:
+		if !ok {
+			t.Fatal("stream ended")
+		}
+		return e
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event within 5s")
+	}
+	return event{}
+}
+
+// One stream carries several channels; its ids resume all of them at once.
+func TestEventsSeveralChannelsResume(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	u := ts.URL + "/events?channel=a&channel=b"
+	ch, resp, stop := openEvents(t, u, "")
+	if got := resp.Header.Get("Content-Type"); !strings.HasPrefix(got, "text/event-stream") ||
+		resp.Header.Get("X-Accel-Buffering") != "no" || resp.Header.Get("Cache-Control") != "no-cache" {
+		t.Fatalf("headers %v", resp.Header)
+	}
+	waitUntil(t, func() bool { return ts.hub.Channels() == 2 })
+	ts.publish(t, "a", 1)
+	ts.publish(t, "b", 2)
+	e1, e2 := nextEvent(t, ch), nextEvent(t, ch)
+	if e1.name != "a" || e1.data != "1" || e2.name != "b" || e2.data != "2" {
+		t.Fatalf("events %+v %+v", e1, e2)
+	}
+	stop()
+	// Missed while disconnected, on both channels.
+	ts.publish(t, "a", 3)
+	ts.publish(t, "b", 4)
+	ts.publish(t, "a", 5)
+	ch, _, stop = openEvents(t, u, e2.id)
+	defer stop()
+	// Order is per channel: each channel resumes from its own history.
+	got := map[string][]string{}
+	for range 3 {
+		e := nextEvent(t, ch)
+		got[e.name] = append(got[e.name], e.data)
+	}
+	if strings.Join(got["a"], ",") != "3,5" || strings.Join(got["b"], ",") != "4" {
+		t.Fatalf("resumed with %v", got)
+	}
+}
+
+// The r3labs/sse Go client rides through cut connections and resumes by Last-Event-ID
+// with no gap and no duplicate.
+func TestEventsGoClientResumesAcrossCuts(t *testing.T) {
+	ts := newTestServer(t, Config{Heartbeat: time.Second, SessionTTL: 10 * time.Second})
+	client := sse.NewClient(ts.URL + "/events?channel=ticker")
+	ctx, cancel := context.WithCancel(context.Background())
+	// Quick reconnects, and bound to ctx: the library's default backoff ignores
+	// cancellation and would keep the test waiting for up to a minute per retry.
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 20*time.Millisecond, 500*time.Millisecond, 0
+	client.ReconnectStrategy = backoff.WithContext(b, ctx)
+	got := make(chan int, 1024)
+	done := make(chan error, 1)
+	go func() {
+		done <- client.SubscribeRawWithContext(ctx, func(m *sse.Event) {
+			if string(m.Event) == "ticker" {
+				n, _ := strconv.Atoi(string(m.Data))
+				got <- n
+			}
+		})
+	}()
+	defer func() {
+		cancel()
+		ts.http.CloseClientConnections()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("the SSE client did not stop after cancel")
+		}
+	}()
+	waitUntil(t, func() bool { return ts.hub.Channels() == 1 })
+
+	const n = 300
+	next := 0
+	for i := range n {
+		ts.publish(t, "ticker", i)
+		if i%100 == 50 {
+			// Cut every connection; the client reconnects with Last-Event-ID.
+			for next <= i {
+				if v := <-got; v != next {
+					t.Fatalf("got %d, want %d", v, next)
+				}
+				next++
+			}
+			ts.http.CloseClientConnections()
+		}
+	}
+	for next < n {
+		select {
+		case v := <-got:
+			if v != next {
+				t.Fatalf("got %d, want %d", v, next)
+			}
+			next++
+		case <-time.After(10 * time.Second):
+			t.Fatalf("stuck after %d", next)
+		}
+	}
+}
+
+// A resume behind history gets a reset event; bad Last-Event-ID values get a clear 400,
+// and positions of channels outside the query are ignored.
+func TestEventsResetAndBadIDs(t *testing.T) {
+	ts := newTestServer(t, Config{History: HistoryConfig{Size: 5}})
+	pos, _ := ts.Publish(context.Background(), "a", 0)
+	for i := 1; i < 20; i++ {
+		ts.publish(t, "a", i)
+	}
+	ch, _, stop := openEvents(t, ts.URL+"/events?channel=a", "a="+pos.String())
+	e := nextEvent(t, ch)
+	stop()
+	var reset struct {
+		Channel string `json:"channel"`
+		Offset  uint64 `json:"offset"`
+	}
+	json.Unmarshal([]byte(e.data), &reset)
+	if e.name != "reset" || reset.Channel != "a" || reset.Offset != 20 || e.id != "a="+pos.Epoch+".20" {
+		t.Fatalf("got %+v, want a reset to offset 20", e)
+	}
+
+	for _, bad := range []string{"garbage", "a=x", "a=" + strings.Repeat("z", 20) + ".1", strings.Repeat("a=,", 500)} {
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+"/events?channel=a", nil)
+		req.Header.Set("Last-Event-ID", bad)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(string(body), "Last-Event-ID") {
+			t.Errorf("Last-Event-ID %.30q: %d %s", bad, resp.StatusCode, body)
+		}
+	}
+	// b's position in the id must not open b: the query decides the stream.
+	ts.publish(t, "b", "secret")
+	ch, _, stop = openEvents(t, ts.URL+"/events?channel=a", "b="+pos.Epoch+".0")
+	defer stop()
+	waitUntil(t, func() bool { return ts.hub.Channels() == 1 })
+	ts.publish(t, "a", "x")
+	if e := nextEvent(t, ch); e.name != "a" {
+		t.Fatalf("got %+v", e)
+	}
+	for _, q := range []string{"", "?channel=bad%20name", "?channel=$session:x"} {
+		resp, err := http.Get(ts.URL + "/events" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 && resp.StatusCode != 403 {
+			t.Errorf("%q: status %d", q, resp.StatusCode)
+		}
+	}
+}
+
+func TestHistoryAPI(t *testing.T) {
+	ts := newTestServer(t, Config{History: HistoryConfig{Size: 50}})
+	first, _ := ts.Publish(context.Background(), "c", 0)
+	for i := 1; i < 80; i++ {
+		ts.publish(t, "c", i)
+	}
+	get := func(q string) (HistoryResponse, int) {
+		resp, err := http.Get(ts.URL + "/api/history?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var h HistoryResponse
+		json.NewDecoder(resp.Body).Decode(&h)
+		return h, resp.StatusCode
+	}
+	offsets := func(h HistoryResponse) (lo, hi uint64) {
+		return h.Messages[0].Offset, h.Messages[len(h.Messages)-1].Offset
+	}
+	h, _ := get("channel=c&limit=10")
+	if lo, hi := offsets(h); lo != 71 || hi != 80 || h.Reset || h.More || h.Top != 80 {
+		t.Fatalf("latest 10: %d..%d %+v", lo, hi, h)
+	}
+	h, _ = get("channel=c&limit=5&since=" + url.QueryEscape(first.Epoch+".60"))
+	if lo, hi := offsets(h); lo != 61 || hi != 65 || !h.More || h.Reset {
+		t.Fatalf("since 60: %d..%d %+v", lo, hi, h)
+	}
+	if string(h.Messages[0].Data) != "60" {
+		t.Fatalf("payload %s", h.Messages[0].Data)
+	}
+	h, _ = get("channel=c&limit=1000&since=" + first.String())
+	if lo, hi := offsets(h); lo != 31 || hi != 80 || !h.Reset {
+		t.Fatalf("since an offset older than history: %d..%d reset=%v", lo, hi, h.Reset)
+	}
+	h, _ = get("channel=c&since=other.3")
+	if !h.Reset || len(h.Messages) != 50 {
+		t.Fatalf("other epoch: reset=%v, %d messages", h.Reset, len(h.Messages))
+	}
+	for _, q := range []string{"", "channel=bad%20name", "channel=c&limit=0", "channel=c&limit=1001", "channel=c&limit=x", "channel=c&since=nodot", "channel=$session:abc"} {
+		if _, status := get(q); status != 400 && status != 403 {
+			t.Errorf("%q: status %d", q, status)
+		}
+	}
+}
+
+// The stream names its starting position at once, so a cut before the first message
+// resumes from there; and a drain ends open streams instead of waiting for them.
+func TestEventsStartingIDAndDrain(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	ts.publish(t, "a", 1)
+	resp, err := http.Get(ts.URL + "/events?channel=a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := sse.NewEventStreamReader(resp.Body, 1<<20)
+	for {
+		b, err := r.ReadEvent()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := parseEvent(b); e.id != "" {
+			if e.data != "" || !strings.HasSuffix(e.id, ".1") {
+				t.Fatalf("first id event %+v, want an id-only event at offset 1", e)
+			}
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ts.Shutdown(ctx); err != nil {
+		t.Fatalf("drain with an open stream: %v", err)
+	}
+	for {
+		b, err := r.ReadEvent()
+		if err != nil {
+			t.Fatal("stream ended without a close event")
+		}
+		if e := parseEvent(b); e.name == "close" {
+			if !strings.Contains(e.data, "4003") {
+				t.Fatalf("close event %+v", e)
+			}
+			break
+		}
+	}
+}

@@ -1,0 +1,217 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferryrt/ferry/internal/fclient"
+)
+
+var transports = []string{"websocket", "sse", "longpoll"}
+
+// testServer runs a Server on an httptest server and records upstream messages.
+type testServer struct {
+	*Server
+	URL  string // base URL, e.g. http://127.0.0.1:1234/ferry
+	http *httptest.Server
+
+	mu   sync.Mutex
+	seen map[string]int // "sid/seq" -> times the handler saw it
+}
+
+func newTestServer(t *testing.T, cfg Config) *testServer {
+	t.Helper()
+	ts := &testServer{seen: map[string]int{}}
+	if cfg.OnMessage == nil {
+		cfg.OnMessage = func(_ context.Context, m Upstream) error {
+			ts.mu.Lock()
+			ts.seen[fmt.Sprintf("%s/%d", m.Session, m.Seq)]++
+			ts.mu.Unlock()
+			return nil
+		}
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Server = srv
+	mux := http.NewServeMux()
+	srv.Mount(mux)
+	ts.http = httptest.NewServer(mux)
+	ts.URL = ts.http.URL + srv.Base()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		ts.http.CloseClientConnections()
+		ts.http.Close()
+	})
+	return ts
+}
+
+func (ts *testServer) seenCount(sid string, seq uint64) int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.seen[fmt.Sprintf("%s/%d", sid, seq)]
+}
+
+func (ts *testServer) client(t *testing.T) *fclient.Client {
+	t.Helper()
+	c := fclient.New(ts.URL)
+	if err := c.Negotiate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (ts *testServer) publish(t testing.TB, ch string, v any) {
+	t.Helper()
+	if _, err := ts.Publish(context.Background(), ch, v); err != nil {
+		t.Error(err)
+	}
+}
+
+// attachment is one downstream of a test client on some transport, delivering frames
+// (already tracked into the client's cursor) on a channel.
+type attachment struct {
+	frames chan fclient.Frame
+	stop   context.CancelFunc
+	done   chan error
+}
+
+// attach starts a downstream on tr. For long-polling it polls in a loop, first with
+// hello=1, like a real client. Frames arrive on the returned attachment until stop.
+func attach(t *testing.T, c *fclient.Client, tr string) *attachment {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &attachment{frames: make(chan fclient.Frame, 4096), stop: cancel, done: make(chan error, 2)}
+	// The cursor moves only for frames handed to the test: a frame dropped because the
+	// attachment was stopped must come again on the next one.
+	deliver := func(f fclient.Frame) bool {
+		select {
+		case a.frames <- f:
+			c.Track(f)
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	var s *fclient.Stream
+	var err error
+	c.NextAttachment()
+	switch tr {
+	case "websocket":
+		s, err = c.WebSocket(ctx)
+	case "sse":
+		s, err = c.SSE(ctx, "")
+	case "longpoll":
+		go func() {
+			defer close(a.frames)
+			hello := true
+			for ctx.Err() == nil {
+				frames, superseded, err := c.Poll(ctx, hello, 2*time.Second)
+				if err != nil || superseded {
+					a.done <- err
+					return
+				}
+				hello = false
+				for _, f := range frames {
+					if !deliver(f) {
+						a.done <- nil
+						return
+					}
+					if f.T == "close" {
+						a.done <- nil
+						return
+					}
+				}
+			}
+			a.done <- nil
+		}()
+		return a
+	}
+	if err != nil {
+		cancel()
+		t.Fatalf("attach %s: %v", tr, err)
+	}
+	go func() {
+		defer close(a.frames)
+		for f := range s.Frames {
+			if !deliver(f) {
+				break
+			}
+		}
+		s.Close()
+		a.done <- s.Err()
+		a.done <- s.Err() // once for next's report, once for close
+	}()
+	return a
+}
+
+// close stops the attachment and waits for its goroutine.
+func (a *attachment) close() {
+	a.stop()
+	for range a.frames {
+	}
+	<-a.done
+}
+
+// next returns the next frame that is not a ping, or fails the test after timeout.
+func (a *attachment) next(t *testing.T, timeout time.Duration) fclient.Frame {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case f, ok := <-a.frames:
+			if !ok {
+				t.Fatalf("attachment ended while waiting for a frame: %v", <-a.done)
+			}
+			if f.T != "ping" {
+				return f
+			}
+		case <-deadline:
+			t.Fatalf("no frame within %v", timeout)
+		}
+	}
+}
+
+// waitFor reads frames until one satisfies ok.
+func (a *attachment) waitFor(t *testing.T, timeout time.Duration, ok func(fclient.Frame) bool) fclient.Frame {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		f := a.next(t, time.Until(deadline))
+		if ok(f) {
+			return f
+		}
+	}
+}
+
+// sequence checks the msg frames of one channel: consecutive offsets in one epoch and
+// payloads n, n+1, ... as the publisher numbered them.
+type sequence struct {
+	epoch   string
+	lastOff uint64
+	next    int
+}
+
+func (s *sequence) add(t *testing.T, f fclient.Frame) {
+	t.Helper()
+	var n int
+	if err := json.Unmarshal(f.D, &n); err != nil {
+		t.Fatalf("payload %s: %v", f.D, err)
+	}
+	if s.epoch != "" && (f.Ep != s.epoch || f.Off != s.lastOff+1) {
+		t.Fatalf("position %s.%d after %s.%d: gap or duplicate", f.Ep, f.Off, s.epoch, s.lastOff)
+	}
+	if n != s.next {
+		t.Fatalf("payload %d, want %d", n, s.next)
+	}
+	s.epoch, s.lastOff, s.next = f.Ep, f.Off, n+1
+}

@@ -1,0 +1,151 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ferryrt/ferry/session"
+)
+
+var benchPayload = json.RawMessage(`{"p":1,"seq":42,"ts":1700000000000000000,"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`)
+
+// countingDeliverer is the cheapest possible subscriber: what remains is the hub's own
+// cost per subscriber (the map walk and the interface call).
+type countingDeliverer struct{ n atomic.Int64 }
+
+func (d *countingDeliverer) Deliver(*session.Message) { d.n.Add(1) }
+
+func newBenchHub(b *testing.B) (*MemoryBroker, *Hub) {
+	b.Helper()
+	broker := NewMemoryBroker(MemoryConfig{})
+	hub := NewHub(broker, slog.New(slog.DiscardHandler))
+	if err := hub.Start(func(string, string) {}); err != nil {
+		b.Fatal(err)
+	}
+	return broker, hub
+}
+
+var benchSubscribers = []int{100, 1000, 10000}
+
+// BenchmarkHubFanout publishes through the in-memory broker to N subscribers of one
+// channel: the figure to read is ns/delivery.
+func BenchmarkHubFanout(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range benchSubscribers {
+		b.Run("fake/subscribers="+strconv.Itoa(n), func(b *testing.B) {
+			broker, hub := newBenchHub(b)
+			subs := make([]*countingDeliverer, n)
+			for i := range subs {
+				subs[i] = &countingDeliverer{}
+				defer hub.Subscribe("bench", subs[i])()
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := broker.Publish(ctx, "bench", benchPayload, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+		})
+		// Real attachments: Deliver takes each Conn's lock and queues the frame. The
+		// writers' Next calls that drain the queues (every 256 messages, below the
+		// slow-consumer bound) are not timed: they run on the connections' goroutines.
+		b.Run("conn/subscribers="+strconv.Itoa(n), func(b *testing.B) {
+			broker, hub := newBenchHub(b)
+			cfg := session.ConnConfig{
+				QueueMessages: session.DefaultQueueMessages,
+				QueueBytes:    session.DefaultQueueBytes,
+				BatchMessages: session.DefaultBatchMessages,
+				BatchBytes:    session.DefaultBatchBytes,
+				PageSize:      session.DefaultQueueMessages / 2,
+			}
+			conns := make([]*session.Conn, n)
+			for i := range conns {
+				c := session.NewConn(hub, cfg)
+				c.Subscribe("bench", session.Position{}, true)
+				if out, err := c.Next(ctx, time.Time{}); err != nil || len(out) != 1 {
+					b.Fatalf("subscribing: %d frames, %v", len(out), err)
+				}
+				conns[i] = c
+				defer c.Done()
+			}
+			drain := func(want int) {
+				for _, c := range conns {
+					if out, err := c.Next(ctx, time.Time{}); err != nil || len(out) != want {
+						b.Fatalf("drain: %d frames, want %d, %v", len(out), want, err)
+					}
+				}
+			}
+			b.ReportAllocs()
+			queued := 0
+			for b.Loop() {
+				if _, err := broker.Publish(ctx, "bench", benchPayload, nil); err != nil {
+					b.Fatal(err)
+				}
+				if queued++; queued == 256 {
+					b.StopTimer()
+					drain(queued)
+					queued = 0
+					b.StartTimer()
+				}
+			}
+			if queued > 0 {
+				drain(queued)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+		})
+	}
+}
+
+// BenchmarkMemoryBrokerPublish appends to a channel whose history is full (1000
+// messages), so every publish also trims, with no subscriber.
+func BenchmarkMemoryBrokerPublish(b *testing.B) {
+	ctx := context.Background()
+	broker := NewMemoryBroker(MemoryConfig{})
+	for range DefaultHistorySize {
+		broker.Publish(ctx, "bench", benchPayload, nil)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := broker.Publish(ctx, "bench", benchPayload, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkMemoryBrokerSince reads history: "top" is the position check every attachment
+// makes per channel (every long-poll), the others a resume of 1, 100 and 1000 messages.
+func BenchmarkMemoryBrokerSince(b *testing.B) {
+	ctx := context.Background()
+	broker := NewMemoryBroker(MemoryConfig{})
+	var last *session.Message
+	for range DefaultHistorySize {
+		last, _ = broker.Publish(ctx, "bench", benchPayload, nil)
+	}
+	top := last.Pos
+	b.Run("top", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, ok, err := broker.Since(ctx, "bench", session.Position{}, 0); !ok || err != nil {
+				b.Fatal(ok, err)
+			}
+		}
+	})
+	for _, k := range []int{1, 100, 999} {
+		b.Run("resume="+strconv.Itoa(k), func(b *testing.B) {
+			from := session.Position{Epoch: top.Epoch, Offset: top.Offset - uint64(k)}
+			b.ReportAllocs()
+			for b.Loop() {
+				msgs, _, ok, err := broker.Since(ctx, "bench", from, 1000)
+				if !ok || err != nil || len(msgs) != k {
+					b.Fatal(len(msgs), ok, err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,238 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Presence in Redis. Per channel, a sorted set <prefix>:presence:<channel> holds the
+// members (their JSON, e.g. {"session":"…","user":"ann"}) scored by expiry time in Unix
+// milliseconds, by Redis's clock; a member is present while its score is in the future.
+// A second sorted set, <prefix>:presence-due, scores "<channel> <member>" by the same
+// expiry, so that sweepers on every node find expired members without scanning channels.
+// Each change and its event (published with the broker's publish script on the presence
+// channel) happen in one script, so every join and leave is announced exactly once,
+// whichever node makes the change or sweeps.
+
+// luaPresenceJoin: KEYS due, then per channel presence, meta, log. ARGV member, ttl ms,
+// candidate epoch, size, history ttl, idle, then per channel due member, join event,
+// pub/sub channel. Returns the number of channels joined.
+var luaPresenceJoin = redis.NewScript(luaLib + `
+local now = now_ms()
+local exp = now + tonumber(ARGV[2])
+local joined = 0
+for i = 0, (#KEYS - 1) / 3 - 1 do
+  local pres, meta, log = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
+  local old = redis.call('ZSCORE', pres, ARGV[1])
+  redis.call('ZADD', pres, int(exp), ARGV[1])
+  redis.call('ZADD', KEYS[1], int(exp), ARGV[7 + 3 * i])
+  if not old or tonumber(old) <= now then
+    publish(meta, log, ARGV[3], 'd', ARGV[8 + 3 * i], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[9 + 3 * i], now)
+    joined = joined + 1
+  end
+end
+return joined
+`)
+
+// luaPresenceLeave: the keys and arguments of luaPresenceJoin (ttl unused), with leave
+// events. Returns the number of channels left.
+var luaPresenceLeave = redis.NewScript(luaLib + `
+local now = now_ms()
+local left = 0
+for i = 0, (#KEYS - 1) / 3 - 1 do
+  local pres, meta, log = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
+  if redis.call('ZREM', pres, ARGV[1]) == 1 then
+    redis.call('ZREM', KEYS[1], ARGV[7 + 3 * i])
+    publish(meta, log, ARGV[3], 'd', ARGV[8 + 3 * i], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[9 + 3 * i], now)
+    left = left + 1
+  end
+end
+return left
+`)
+
+// luaPresenceExpire removes one member if it has expired: the keys and arguments of
+// luaPresenceJoin for one channel, with a leave event. Returns 1 if it left.
+var luaPresenceExpire = redis.NewScript(luaLib + `
+local now = now_ms()
+local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if s and tonumber(s) > now then
+  redis.call('ZADD', KEYS[1], s, ARGV[7]) -- refreshed meanwhile; keep the index in step
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[7])
+if not s then
+  return 0
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+publish(KEYS[3], KEYS[4], ARGV[3], 'd', ARGV[8], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[9], now)
+return 1
+`)
+
+// luaPresenceList: KEYS presence. Returns the members not expired.
+var luaPresenceList = redis.NewScript(luaLib + `
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. int(now_ms()), '+inf')
+`)
+
+// sweepBatch bounds the expired members handled per step of a sweep.
+const sweepBatch = 256
+
+// RedisPresence is Presence shared by every node through Redis; see Presence.
+type RedisPresence struct {
+	b   *RedisBroker
+	cfg PresenceConfig
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewRedisPresence returns presence stored in b's Redis, with events published through
+// b, and starts its sweeper.
+func NewRedisPresence(b *RedisBroker, cfg PresenceConfig) *RedisPresence {
+	p := &RedisPresence{b: b, cfg: cfg.withDefaults()}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.wg.Go(p.run)
+	return p
+}
+
+// Close implements Presence.
+func (p *RedisPresence) Close() error {
+	p.cancel()
+	p.wg.Wait()
+	return nil
+}
+
+func (p *RedisPresence) run() {
+	t := time.NewTicker(p.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := p.Sweep(p.ctx); err != nil && p.ctx.Err() == nil {
+			p.cfg.Logger.Warn("presence sweep failed", "err", err)
+		}
+	}
+}
+
+func encodeMember(m PresenceMember) string {
+	b, _ := json.Marshal(m)
+	return string(b)
+}
+
+// decodeMember decodes a member of a presence set.
+func decodeMember(s string) (PresenceMember, error) {
+	var m PresenceMember
+	if err := json.Unmarshal([]byte(s), &m); err != nil || m.Session == "" {
+		return PresenceMember{}, malformed("presence member %.80q", s)
+	}
+	return m, nil
+}
+
+// change runs luaPresenceJoin or luaPresenceLeave for m on channels.
+func (p *RedisPresence) change(ctx context.Context, script *redis.Script, event string, m PresenceMember, channels []string) error {
+	if err := m.check(); err != nil {
+		return err
+	}
+	if len(channels) == 0 {
+		return nil
+	}
+	k := p.b.keys
+	member := encodeMember(m)
+	size, ttl, idle := p.b.historyArgs()
+	keys := make([]string, 0, 1+3*len(channels))
+	keys = append(keys, k.presenceDue())
+	args := make([]any, 0, 6+3*len(channels))
+	args = append(args, member, p.cfg.TTL.Milliseconds(), newEpoch(), size, ttl, idle)
+	for _, ch := range channels {
+		if !validBrokerChannel(ch) {
+			return fmt.Errorf("bridge: presence %s: bad channel name %.40q", event, ch)
+		}
+		pc := PresenceChannel(ch)
+		keys = append(keys, k.presence(ch), k.meta(pc), k.log(pc))
+		args = append(args, ch+" "+member, string(presenceEvent(event, ch, m)), k.pubsub(pc))
+	}
+	if err := script.Run(ctx, p.b.rdb, keys, args...).Err(); err != nil {
+		return fmt.Errorf("bridge: redis presence %s: %w", event, err)
+	}
+	return nil
+}
+
+// Join implements Presence.
+func (p *RedisPresence) Join(ctx context.Context, m PresenceMember, channels ...string) error {
+	return p.change(ctx, luaPresenceJoin, PresenceJoin, m, channels)
+}
+
+// Leave implements Presence. m must be the member that joined, identity included.
+func (p *RedisPresence) Leave(ctx context.Context, m PresenceMember, channels ...string) error {
+	return p.change(ctx, luaPresenceLeave, PresenceLeave, m, channels)
+}
+
+// List implements Presence.
+func (p *RedisPresence) List(ctx context.Context, channel string) ([]PresenceMember, error) {
+	raw, err := luaPresenceList.Run(ctx, p.b.rdb, []string{p.b.keys.presence(channel)}).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("bridge: redis presence of %s: %w", channel, err)
+	}
+	out := make([]PresenceMember, 0, len(raw))
+	for _, s := range raw {
+		m, err := decodeMember(s)
+		if err != nil {
+			p.cfg.Logger.Warn("presence: skipping a malformed member", "channel", channel, "err", err)
+			continue
+		}
+		out = append(out, m)
+	}
+	sortMembers(out)
+	return out, nil
+}
+
+// Sweep removes the members whose TTL has passed, on every channel, and announces their
+// leave. Every node's sweeper calls it every SweepInterval; it returns how many left.
+func (p *RedisPresence) Sweep(ctx context.Context) (int, error) {
+	k := p.b.keys
+	size, ttl, idle := p.b.historyArgs()
+	left := 0
+	for {
+		now, err := p.b.rdb.Time(ctx).Result()
+		if err != nil {
+			return left, fmt.Errorf("bridge: presence sweep: %w", err)
+		}
+		due, err := p.b.rdb.ZRangeByScore(ctx, k.presenceDue(), &redis.ZRangeBy{
+			Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: sweepBatch,
+		}).Result()
+		if err != nil {
+			return left, fmt.Errorf("bridge: presence sweep: %w", err)
+		}
+		for _, d := range due {
+			ch, member, _ := strings.Cut(d, " ")
+			m, err := decodeMember(member)
+			if err != nil || !validBrokerChannel(ch) {
+				p.cfg.Logger.Warn("presence sweep: dropping a malformed entry", "entry", d)
+				if err := p.b.rdb.ZRem(ctx, k.presenceDue(), d).Err(); err != nil {
+					return left, fmt.Errorf("bridge: presence sweep: %w", err)
+				}
+				continue
+			}
+			pc := PresenceChannel(ch)
+			n, err := luaPresenceExpire.Run(ctx, p.b.rdb, []string{k.presenceDue(), k.presence(ch), k.meta(pc), k.log(pc)},
+				member, 0, newEpoch(), size, ttl, idle, d, string(presenceEvent(PresenceLeave, ch, m)), k.pubsub(pc)).Int()
+			if err != nil {
+				return left, fmt.Errorf("bridge: presence sweep: %w", err)
+			}
+			left += n
+		}
+		if len(due) < sweepBatch {
+			return left, nil
+		}
+	}
+}

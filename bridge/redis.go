@@ -1,0 +1,463 @@
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ferryrt/ferry/session"
+)
+
+// RedisConfig configures a RedisBroker. Only one of URL and Client is needed.
+type RedisConfig struct {
+	// URL is redis://[user:password@]host:port/db (or rediss:// for TLS), used when Client
+	// is nil.
+	URL string
+	// Client is a client to use instead of URL, for example a Sentinel failover client.
+	// The broker does not close it. Redis Cluster is not supported.
+	Client *redis.Client
+	// Prefix starts every key and pub/sub channel; default "ferry". Nodes of one cluster
+	// share it, and separate clusters can share a Redis with different prefixes.
+	Prefix string
+	// NodeID names this node in Redis (its consumer name on the publish stream) and in
+	// logs; default random. Letters, digits, '-', '_' and '.' only.
+	NodeID string
+
+	History HistoryConfig
+	// ChannelTTL is how long a channel's epoch and offset survive without any publish or
+	// history read; default 24 hours (and at least twice History.TTL). A client that
+	// comes back to a channel idle for longer gets a reset, although it missed nothing.
+	// A channel never published to (only subscribed) lasts twice History.TTL.
+	ChannelTTL time.Duration
+	// DedupeWindow is the number of upstream sequence numbers remembered per session;
+	// default session.DefaultDedupeWindow.
+	DedupeWindow int
+	// MaxMessageBytes bounds payloads taken from the publish stream; default
+	// session.DefaultMaxMessageBytes. Give it the server's MaxMessageBytes.
+	MaxMessageBytes int
+
+	// NoPublishStream turns off the consumption of the backend publish stream
+	// (<prefix>:publish) by this node.
+	NoPublishStream bool
+	// PublishLease is how long the node that reads the publish stream holds that role
+	// without renewing it (it renews every third of it). One node reads at a time, so
+	// that entries are published in stream order; when it dies, another takes over
+	// within PublishLease, with the entries it had read and not published. Default 10 s.
+	PublishLease time.Duration
+	// HealthInterval is how often the node pings its pub/sub connection; three
+	// intervals without an answer count as a lost connection. Default 1 s.
+	HealthInterval time.Duration
+
+	Logger *slog.Logger
+}
+
+// Defaults of RedisConfig.
+const (
+	DefaultRedisPrefix    = "ferry"
+	DefaultChannelTTL     = 24 * time.Hour
+	DefaultPublishLease   = 10 * time.Second
+	DefaultHealthInterval = time.Second
+	// PublishGroup is the consumer group of the nodes on the publish stream.
+	PublishGroup = "ferry"
+)
+
+func (c RedisConfig) withDefaults() (RedisConfig, error) {
+	c.Prefix = orDefault(c.Prefix, DefaultRedisPrefix)
+	c.History = c.History.withDefaults()
+	c.ChannelTTL = max(orDefault(c.ChannelTTL, DefaultChannelTTL), 2*c.History.TTL)
+	c.DedupeWindow = orDefault(c.DedupeWindow, session.DefaultDedupeWindow)
+	c.MaxMessageBytes = orDefault(c.MaxMessageBytes, session.DefaultMaxMessageBytes)
+	c.PublishLease = orDefault(c.PublishLease, DefaultPublishLease)
+	c.HealthInterval = orDefault(c.HealthInterval, DefaultHealthInterval)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.NodeID == "" {
+		var b [6]byte
+		rand.Read(b[:])
+		c.NodeID = hex.EncodeToString(b[:])
+	}
+	for _, r := range c.NodeID {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_' || r == '.') || len(c.NodeID) > 64 {
+			return c, fmt.Errorf("bridge: bad NodeID %.70q: want at most 64 letters, digits, '-', '_', '.'", c.NodeID)
+		}
+	}
+	return c, nil
+}
+
+func orDefault[T comparable](v, d T) T {
+	var zero T
+	if v == zero {
+		return d
+	}
+	return v
+}
+
+// keyspace names the keys and pub/sub channels of one prefix.
+type keyspace struct{ prefix string }
+
+func (k keyspace) meta(ch string) string     { return k.prefix + ":ch:" + ch }
+func (k keyspace) log(ch string) string      { return k.prefix + ":log:" + ch }
+func (k keyspace) pubsub(ch string) string   { return k.prefix + ":msg:" + ch }
+func (k keyspace) control() string           { return k.prefix + ":ctl" }
+func (k keyspace) session(sid string) string { return k.prefix + ":sess:" + sid }
+func (k keyspace) seen(sid string) string    { return k.prefix + ":seen:" + sid }
+func (k keyspace) publishStream() string     { return k.prefix + ":publish" }
+func (k keyspace) publishLease() string      { return k.prefix + ":publish-lease" }
+func (k keyspace) presence(ch string) string { return k.prefix + ":presence:" + ch }
+func (k keyspace) presenceDue() string       { return k.prefix + ":presence-due" }
+func (k keyspace) channelOf(pubsub string) (string, bool) {
+	return strings.CutPrefix(pubsub, k.prefix+":msg:")
+}
+
+// RedisBroker shares channels, history and sessions between the nodes of a cluster
+// through Redis. It is safe for concurrent use.
+//
+// Publish runs one Lua script that assigns the position, appends to the channel's log (a
+// stream bounded by count and age) and PUBLISHes to the nodes, all atomically. Each node
+// holds one pub/sub connection, subscribed to the channels its sessions need and to a
+// control channel for attachment notices. When that connection is lost, Ready fails
+// until a new one is subscribed; the node then delivers the latest message of every
+// channel it serves, so that attachments notice what they missed and read it from
+// history. Errors talking to Redis are returned to the caller: nothing is "accepted and
+// lost".
+type RedisBroker struct {
+	cfg     RedisConfig
+	rdb     *redis.Client
+	ownsRdb bool
+	// blk serves the blocking reads of the publish stream; it is the broker's own so that
+	// Close can interrupt them by closing it.
+	blk  *redis.Client
+	keys keyspace
+	log  *slog.Logger
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	deliver   func(*session.Message)
+	supersede func(sid, attachID string)
+	started   bool
+	closed    bool
+	ps        *redis.PubSub // the current pub/sub connection; nil while there is none
+	up        bool          // ps is subscribed to everything in want
+	downErr   error         // why the subscription is not up
+	lastSeen  time.Time     // last reply on ps
+	want      map[string]struct{}
+	last      map[string]session.Position // last delivered, per channel in want
+	waiters   map[string]chan struct{}    // pub/sub ping token → subscriber waiting for it
+	tokenSeq  uint64
+	// The outcome of the latest publish that reached Redis: a Redis that answers PING
+	// can still refuse writes (out of memory, a read-only replica after a failover).
+	pubErr   error
+	pubErrAt time.Time
+}
+
+// publishFailureWindow is how long a failed publish keeps the node not ready, unless a
+// publish succeeds meanwhile.
+const publishFailureWindow = 5 * time.Second
+
+// NewRedisBroker connects to Redis and returns a broker; it fails if Redis does not
+// answer within ctx. Start begins delivery.
+func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	b := &RedisBroker{
+		cfg:     cfg,
+		rdb:     cfg.Client,
+		keys:    keyspace{cfg.Prefix},
+		log:     cfg.Logger.With("node", cfg.NodeID),
+		want:    make(map[string]struct{}),
+		last:    make(map[string]session.Position),
+		waiters: make(map[string]chan struct{}),
+		downErr: errors.New("not started"),
+	}
+	if b.rdb == nil {
+		if cfg.URL == "" {
+			return nil, errors.New("bridge: redis broker: no URL and no Client")
+		}
+		opt, err := redis.ParseURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("bridge: redis URL: %w", err)
+		}
+		// Fail fast when Redis is down: each command already retries MaxRetries times
+		// (max_retries in the URL), and go-redis's default of five dial attempts per try
+		// would make a publish take seconds to report the outage.
+		opt.DialerRetries = 2
+		b.rdb = redis.NewClient(opt)
+		b.ownsRdb = true
+	}
+	blk := *b.rdb.Options()
+	blk.PoolSize, blk.MinIdleConns, blk.MaxIdleConns = 2, 0, 1
+	b.blk = redis.NewClient(&blk)
+	if err := b.rdb.Ping(ctx).Err(); err != nil {
+		b.closeClients()
+		return nil, fmt.Errorf("bridge: redis at %s: %w", b.rdb.Options().Addr, err)
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	return b, nil
+}
+
+func (b *RedisBroker) closeClients() {
+	b.blk.Close()
+	if b.ownsRdb {
+		b.rdb.Close()
+	}
+}
+
+// Client returns the broker's Redis client, for UpstreamToRedis and backends in the same
+// process.
+func (b *RedisBroker) Client() *redis.Client { return b.rdb }
+
+// NodeID returns the name of this node.
+func (b *RedisBroker) NodeID() string { return b.cfg.NodeID }
+
+// Start implements Broker.
+func (b *RedisBroker) Start(deliver func(*session.Message), supersede func(sid, attachID string)) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrBrokerClosed
+	}
+	if b.started {
+		return errors.New("bridge: redis broker already started")
+	}
+	b.started, b.deliver, b.supersede = true, deliver, supersede
+	b.downErr = errors.New("connecting")
+	b.wg.Go(b.runSubscriber)
+	b.wg.Go(b.runHealth)
+	if !b.cfg.NoPublishStream {
+		b.wg.Go(b.runPublishStream)
+	}
+	return nil
+}
+
+// Close implements Broker: it stops every goroutine of the broker and waits for them.
+func (b *RedisBroker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	ps := b.ps
+	b.releaseWaitersLocked()
+	b.mu.Unlock()
+	b.cancel()
+	if ps != nil {
+		ps.Close()
+	}
+	b.blk.Close() // interrupts a blocking read of the publish stream
+	b.wg.Wait()
+	b.forgetConsumer()
+	if b.ownsRdb {
+		b.rdb.Close()
+	}
+	return nil
+}
+
+// Ready implements Broker: it fails while the pub/sub subscription is down, when Redis
+// does not answer, and for a few seconds after a publish Redis refused.
+func (b *RedisBroker) Ready(ctx context.Context) error {
+	b.mu.Lock()
+	closed, up, downErr := b.closed, b.up, b.downErr
+	b.mu.Unlock()
+	if closed {
+		return ErrBrokerClosed
+	}
+	if !up {
+		return fmt.Errorf("bridge: redis subscription down: %w", downErr)
+	}
+	if err := b.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("bridge: redis unreachable: %w", err)
+	}
+	b.mu.Lock()
+	pubErr, at := b.pubErr, b.pubErrAt
+	b.mu.Unlock()
+	if pubErr != nil && time.Since(at) < publishFailureWindow {
+		return fmt.Errorf("bridge: redis refuses publishes: %w", pubErr)
+	}
+	return nil
+}
+
+// notePublish records the outcome of a publish for Ready. Failures of the caller's own
+// context say nothing about Redis.
+func (b *RedisBroker) notePublish(ctx context.Context, err error) {
+	if err != nil && ctx.Err() != nil {
+		return
+	}
+	b.mu.Lock()
+	b.pubErr, b.pubErrAt = err, time.Now()
+	b.mu.Unlock()
+}
+
+func (b *RedisBroker) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// historyArgs are the arguments of luaPublish after the payload: size, ttl, idle.
+func (b *RedisBroker) historyArgs() (size, ttl, idle int64) {
+	return int64(b.cfg.History.Size), b.cfg.History.TTL.Milliseconds(), b.cfg.ChannelTTL.Milliseconds()
+}
+
+// Publish implements Broker.
+func (b *RedisBroker) Publish(ctx context.Context, channel string, data json.RawMessage, bin []byte) (*session.Message, error) {
+	if b.isClosed() {
+		return nil, ErrBrokerClosed
+	}
+	if !validBrokerChannel(channel) {
+		return nil, session.CheckChannel(channel)
+	}
+	kind, p := kindJSON, string(data)
+	if data == nil {
+		kind, p = kindBinary, string(bin)
+	}
+	size, ttl, idle := b.historyArgs()
+	res, err := luaPublish.Run(ctx, b.rdb, []string{b.keys.meta(channel), b.keys.log(channel)},
+		newEpoch(), kind, p, size, ttl, idle, b.keys.pubsub(channel)).Slice()
+	b.notePublish(ctx, err)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: redis publish to %s: %w", channel, err)
+	}
+	pos, ms, err := decodePublished(res)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: redis publish to %s: %w", channel, err)
+	}
+	return &session.Message{Channel: channel, Pos: pos, Data: data, Bin: bin, Time: ms}, nil
+}
+
+// decodePublished reads the {epoch, offset, time} answer of a publishing script.
+func decodePublished(res []any) (session.Position, int64, error) {
+	if len(res) != 3 {
+		return session.Position{}, 0, malformed("publish answer of %d values", len(res))
+	}
+	ep, ok1 := res[0].(string)
+	off, ok2 := res[1].(int64)
+	ms, ok3 := res[2].(int64)
+	if !ok1 || !ok2 || !ok3 || !session.ValidEpoch(ep) || off < 1 {
+		return session.Position{}, 0, malformed("publish answer %v", res)
+	}
+	return session.Position{Epoch: ep, Offset: uint64(off)}, ms, nil
+}
+
+// Since implements Broker.
+func (b *RedisBroker) Since(ctx context.Context, channel string, pos session.Position, limit int) ([]*session.Message, session.Position, bool, error) {
+	if !validBrokerChannel(channel) {
+		return nil, session.Position{}, false, session.CheckChannel(channel)
+	}
+	_, ttl, idle := b.historyArgs()
+	// Lua numbers are doubles; no channel gets near 2^53 messages, so a larger offset
+	// only has to stay larger than the top.
+	off := min(pos.Offset, 1<<53)
+	res, err := luaSince.Run(ctx, b.rdb, []string{b.keys.meta(channel), b.keys.log(channel)},
+		newEpoch(), ttl, idle, pos.Epoch, strconv.FormatUint(off, 10), max(limit, 1), 2*ttl).Slice()
+	if err != nil {
+		return nil, session.Position{}, false, fmt.Errorf("bridge: redis history of %s: %w", channel, err)
+	}
+	msgs, top, ok, err := decodeSince(channel, res)
+	if err != nil {
+		return nil, session.Position{}, false, fmt.Errorf("bridge: redis history of %s: %w", channel, err)
+	}
+	if ok && len(msgs) > 0 && msgs[0].Pos.Offset != pos.Offset+1 {
+		return nil, top, false, nil
+	}
+	return msgs, top, ok, nil
+}
+
+// decodeSince reads the {epoch, top, ok, entries} answer of luaSince. Entries must be
+// consecutive: a gap would otherwise pass for history.
+func decodeSince(channel string, res []any) ([]*session.Message, session.Position, bool, error) {
+	if len(res) < 3 || len(res) > 4 {
+		return nil, session.Position{}, false, malformed("history answer of %d values", len(res))
+	}
+	ep, ok1 := res[0].(string)
+	top, ok2 := res[1].(int64)
+	flag, ok3 := res[2].(int64)
+	if !ok1 || !ok2 || !ok3 || !session.ValidEpoch(ep) || top < 0 {
+		return nil, session.Position{}, false, malformed("history answer %.200v", res)
+	}
+	pos := session.Position{Epoch: ep, Offset: uint64(top)}
+	if flag != 1 || len(res) == 3 {
+		return nil, pos, flag == 1, nil
+	}
+	raw, ok := res[3].([]any)
+	if !ok {
+		return nil, session.Position{}, false, malformed("history entries of %s", channel)
+	}
+	msgs := make([]*session.Message, 0, len(raw))
+	for _, r := range raw {
+		m, err := decodeEntry(channel, ep, r)
+		if err != nil {
+			return nil, session.Position{}, false, err
+		}
+		if n := len(msgs); (n > 0 && m.Pos.Offset != msgs[n-1].Pos.Offset+1) || m.Pos.Offset > pos.Offset {
+			return nil, session.Position{}, false, malformed("history of %s: entry %d out of sequence", channel, m.Pos.Offset)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, pos, true, nil
+}
+
+// CreateSession implements session.Store.
+func (b *RedisBroker) CreateSession(ctx context.Context, sid string, ttl time.Duration) error {
+	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, b.keys.seen(sid))
+		p.HSet(ctx, b.keys.session(sid), "hi", 0, "lo", 0)
+		p.PExpire(ctx, b.keys.session(sid), ttl)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("bridge: redis create session: %w", err)
+	}
+	return nil
+}
+
+// TouchSession implements session.Store.
+func (b *RedisBroker) TouchSession(ctx context.Context, sid string, ttl time.Duration) (bool, error) {
+	n, err := luaTouch.Run(ctx, b.rdb, []string{b.keys.session(sid), b.keys.seen(sid)}, ttl.Milliseconds()).Int64()
+	if err != nil {
+		return false, fmt.Errorf("bridge: redis touch session: %w", err)
+	}
+	return n == 1, nil
+}
+
+// MarkSeq implements session.Store with a window of DedupeWindow sequence numbers (a
+// multiple of 64, like session.Window) shared by every node.
+func (b *RedisBroker) MarkSeq(ctx context.Context, sid string, seq uint64) (bool, error) {
+	if seq == 0 {
+		return false, nil
+	}
+	n := uint64((b.cfg.DedupeWindow + 63) / 64 * 64)
+	r, err := luaMarkSeq.Run(ctx, b.rdb, []string{b.keys.session(sid), b.keys.seen(sid)},
+		seq>>32, seq&0xffffffff, seq%n, n).Int64()
+	if err != nil {
+		return false, fmt.Errorf("bridge: redis dedupe: %w", err)
+	}
+	if r < 0 {
+		return false, session.ErrSession
+	}
+	return r == 1, nil
+}
+
+// Announce implements session.Store: every node hears it on the control channel.
+func (b *RedisBroker) Announce(ctx context.Context, sid, attachID string) error {
+	if err := b.rdb.Publish(ctx, b.keys.control(), encodeNotice(b.cfg.NodeID, sid, attachID)).Err(); err != nil {
+		return fmt.Errorf("bridge: redis announce: %w", err)
+	}
+	return nil
+}

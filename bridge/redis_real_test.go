@@ -1,0 +1,174 @@
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ferryrt/ferry/session"
+)
+
+// The tests above run on miniredis, a Redis written in Go, whose Lua and streams are
+// close to Redis's but not the same program. These run the scripts on a real Redis when
+// FERRY_TEST_REDIS_URL names one (scripts/test.sh and e2e start one), under a prefix of
+// their own that they delete afterwards.
+
+func realRedis(t *testing.T) (url, prefix string, rdb *redis.Client) {
+	t.Helper()
+	url = os.Getenv("FERRY_TEST_REDIS_URL")
+	if url == "" {
+		t.Skip("FERRY_TEST_REDIS_URL not set: no real Redis to test against")
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb = redis.NewClient(opt)
+	var b [4]byte
+	rand.Read(b[:])
+	prefix = "ferrytest-" + hex.EncodeToString(b[:])
+	t.Cleanup(func() {
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+		rdb.Close()
+	})
+	return url, prefix, rdb
+}
+
+func newRealBroker(t *testing.T, url, prefix string, cfg RedisConfig) *RedisBroker {
+	t.Helper()
+	cfg.URL, cfg.Prefix = url, prefix
+	cfg.HealthInterval = orDefault(cfg.HealthInterval, 100*time.Millisecond)
+	cfg.Logger = testLogger(t)
+	b, err := NewRedisBroker(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func TestRealRedisBroker(t *testing.T) {
+	url, prefix, rdb := realRedis(t)
+	ctx := context.Background()
+	a := newRealBroker(t, url, prefix, RedisConfig{History: HistoryConfig{Size: 5}, NoPublishStream: true})
+	b := newRealBroker(t, url, prefix, RedisConfig{History: HistoryConfig{Size: 5}})
+	startBroker(t, a)
+	in := startBroker(t, b)
+	b.Subscribe(ctx, "room:r")
+
+	// Positions, history, trimming by count.
+	_, top, ok := mustSince(t, a, "room:r", session.Position{}, 10)
+	if !ok || top.Offset != 0 || !session.ValidEpoch(top.Epoch) {
+		t.Fatalf("new channel: %v %v", top, ok)
+	}
+	for i := 1; i <= 7; i++ {
+		if m := mustPublish(t, a, "room:r", fmt.Sprintf(`{"i":%d}`, i)); m.Pos != (session.Position{Epoch: top.Epoch, Offset: uint64(i)}) {
+			t.Fatalf("publish %d at %v", i, m.Pos)
+		}
+	}
+	if bm, err := a.Publish(ctx, "room:r", nil, []byte{0, 255}); err != nil || bm.Pos.Offset != 8 {
+		t.Fatalf("binary publish: %v %v", bm, err)
+	}
+	msgs, _, ok := mustSince(t, a, "room:r", session.Position{Epoch: top.Epoch, Offset: 3}, 10)
+	if !ok || fmt.Sprint(offsets(msgs)) != "[4 5 6 7 8]" || string(msgs[4].Bin) != "\x00\xff" {
+		t.Fatalf("history: %v %v", offsets(msgs), ok)
+	}
+	if _, _, ok := mustSince(t, a, "room:r", session.Position{Epoch: top.Epoch, Offset: 2}, 10); ok {
+		t.Fatal("no reset behind the trimmed history")
+	}
+	in.waitFor(t, "fan-out", func() bool { return len(in.on("room:r")) == 8 })
+	if got := in.on("room:r"); got[7] != "8:bin:\x00\xff" || got[0] != `1:{"i":1}` {
+		t.Fatalf("delivered %q", got)
+	}
+
+	// The node's pub/sub connection killed under it: it resubscribes and delivers what
+	// was published meanwhile, though nothing follows on the channel.
+	killed := rdb.ClientKillByFilter(ctx, "TYPE", "pubsub").Val()
+	if killed == 0 {
+		t.Fatal("no pub/sub connection to kill")
+	}
+	mustPublish(t, a, "room:r", `"while cut off"`)
+	in.waitFor(t, "the message after the kill", func() bool { return len(in.on("room:r")) == 9 })
+	eventually(t, "ready", func() bool { return b.Ready(ctx) == nil })
+
+	// Dedupe window, against session.Window, across the two nodes.
+	if err := a.CreateSession(ctx, "s", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	w := session.NewWindow(session.DefaultDedupeWindow)
+	for i, seq := range []uint64{1, 2, 2, 5, 3, 1, 1500, 400, 477, 476, 1500, 1 << 40, 1<<40 - 1000, 1<<40 - 1030, 1<<63 + 1, 1<<63 + 1} {
+		br := a
+		if i%2 == 1 {
+			br = b
+		}
+		got, err := br.MarkSeq(ctx, "s", seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := w.Mark(seq); got != want {
+			t.Fatalf("MarkSeq(%d) = %v, want %v", seq, got, want)
+		}
+	}
+
+	// A backend's XADD is published, in order, exactly once.
+	for i := 1; i <= 3; i++ {
+		rdb.XAdd(ctx, &redis.XAddArgs{Stream: prefix + ":publish", Values: []any{"channel", "room:r", "data", fmt.Sprint(i)}})
+	}
+	in.waitFor(t, "the stream's messages", func() bool { return len(in.on("room:r")) == 12 })
+	if got := in.on("room:r")[9:]; fmt.Sprint(got) != "[10:1 11:2 12:3]" {
+		t.Fatalf("from the stream: %v", got)
+	}
+
+	// Presence and its events.
+	b.Subscribe(ctx, PresenceChannel("room:r"))
+	p := NewRedisPresence(a, PresenceConfig{Logger: testLogger(t)})
+	defer p.Close()
+	m := PresenceMember{Session: "s", User: "ann"}
+	p.Join(ctx, m, "room:r")
+	p.Join(ctx, m, "room:r")
+	if got := memberList(t, p, "room:r"); got != "[{s ann}]" {
+		t.Fatalf("members: %s", got)
+	}
+	p.Leave(ctx, m, "room:r")
+	in.waitFor(t, "presence events", func() bool { return len(in.events(t, "room:r")) == 2 })
+	if got := fmt.Sprint(in.events(t, "room:r")); got != "[join s leave s]" {
+		t.Fatalf("events: %s", got)
+	}
+
+	// Trimming by age, on Redis's clock.
+	aged := newRealBroker(t, url, prefix, RedisConfig{History: HistoryConfig{TTL: 300 * time.Millisecond}, NoPublishStream: true})
+	m1 := mustPublish(t, aged, "room:aged", "1")
+	eventually(t, "message 1 to age out", func() bool {
+		_, _, ok := mustSince(t, aged, "room:aged", session.Position{Epoch: m1.Pos.Epoch}, 10)
+		return !ok
+	})
+	mustPublish(t, aged, "room:aged", "2")
+	if msgs, _, ok := mustSince(t, aged, "room:aged", m1.Pos, 10); !ok || fmt.Sprint(offsets(msgs)) != "[2]" {
+		t.Fatalf("after 1: %v %v", offsets(msgs), ok)
+	}
+
+	// Upstream to a stream, read back with a consumer group.
+	up := UpstreamToRedis(rdb, UpstreamConfig{Stream: prefix + ":upstream"})
+	if err := up(ctx, Upstream{Session: "s", Seq: 1, Data: json.RawMessage(`{"x":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	rdb.XGroupCreate(ctx, prefix+":upstream", "svc", "0")
+	res, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "svc", Consumer: "c", Streams: []string{prefix + ":upstream", ">"}, Block: -1}).Result()
+	if err != nil || len(res[0].Messages) != 1 {
+		t.Fatalf("upstream: %v %v", res, err)
+	}
+	if u, err := DecodeUpstream(res[0].Messages[0]); err != nil || string(u.Data) != `{"x":1}` {
+		t.Fatalf("upstream entry %+v %v", u, err)
+	}
+}

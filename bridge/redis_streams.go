@@ -1,0 +1,311 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Backends in the loop through Redis streams, without a socket or an HTTP call:
+//
+//   - <prefix>:publish carries messages for channels. The nodes read it as the consumer
+//     group "ferry", one node at a time (the holder of the lease <prefix>:publish-lease),
+//     so that entries are published in stream order. Each entry is published exactly
+//     once: the script that publishes it also acknowledges and deletes it, and does
+//     nothing for an entry already acknowledged. When the reading node dies, another
+//     takes the lease over once it expires and claims the entries left pending.
+//   - <prefix>:upstream (UpstreamToRedis) carries what clients send, for backends that read
+//     it with their own consumer groups.
+
+// publishBatch bounds the entries read from the publish stream at once.
+const publishBatch = 100
+
+// luaRenewLease: KEYS lease; ARGV node, ttl ms. Returns 1 if the node still holds it.
+var luaRenewLease = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// luaReleaseLease: KEYS lease; ARGV node.
+var luaReleaseLease = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// publishReader is the state of runPublishStream.
+type publishReader struct {
+	leader  bool
+	renewed time.Time // when the lease was last taken or renewed
+	claim   bool      // take over the entries other consumers left pending
+	pending bool      // read this node's own unacknowledged entries
+	grouped bool      // the group exists
+}
+
+// runPublishStream publishes the entries of the publish stream until Close, whenever
+// this node holds the lease.
+func (b *RedisBroker) runPublishStream() {
+	var r publishReader
+	wait, failures := retryMin, 0
+	for b.ctx.Err() == nil {
+		idle, err := b.publishStep(&r)
+		if b.ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			if redis.HasErrorPrefix(err, "NOGROUP") {
+				r.grouped = false // the stream or the group vanished (a flush)
+			}
+			r.pending = true
+			failures++
+			level := slog.LevelWarn
+			if failures > 1 {
+				level = slog.LevelDebug // said once per outage
+			}
+			b.log.Log(b.ctx, level, "redis publish stream: step failed; retrying", "err", err, "retry_in", wait)
+			idle, wait = wait, min(2*wait, retryMax)
+		} else {
+			wait, failures = retryMin, 0
+		}
+		if idle > 0 {
+			t := time.NewTimer(idle)
+			select {
+			case <-b.ctx.Done():
+				t.Stop()
+			case <-t.C:
+			}
+		}
+	}
+	if r.leader {
+		// Hand the role over at once rather than after the lease.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		luaReleaseLease.Run(ctx, b.rdb, []string{b.keys.publishLease()}, b.cfg.NodeID)
+		cancel()
+	}
+}
+
+// publishStep takes or renews the lease and, holding it, publishes one batch. It
+// returns how long to wait before the next step.
+func (b *RedisBroker) publishStep(r *publishReader) (time.Duration, error) {
+	ctx, stream, lease := b.ctx, b.keys.publishStream(), b.cfg.PublishLease
+	if !r.leader {
+		ok, err := b.rdb.SetNX(ctx, b.keys.publishLease(), b.cfg.NodeID, lease).Result()
+		if err != nil {
+			return 0, fmt.Errorf("take the lease: %w", err)
+		}
+		if !ok {
+			return lease / 3, nil
+		}
+		b.log.Info("redis publish stream: this node reads it now")
+		*r = publishReader{leader: true, renewed: time.Now(), claim: true, pending: true, grouped: r.grouped}
+	} else if time.Since(r.renewed) >= lease/3 {
+		n, err := luaRenewLease.Run(ctx, b.rdb, []string{b.keys.publishLease()}, b.cfg.NodeID, lease.Milliseconds()).Int()
+		if err != nil {
+			return 0, fmt.Errorf("renew the lease: %w", err)
+		}
+		if n == 0 {
+			b.log.Warn("redis publish stream: lease lost to another node")
+			r.leader = false
+			return 0, nil
+		}
+		r.renewed = time.Now()
+	}
+	if !r.grouped {
+		// "0": entries written before any node ran are published too.
+		err := b.rdb.XGroupCreateMkStream(ctx, stream, PublishGroup, "0").Err()
+		if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+			return 0, fmt.Errorf("create group: %w", err)
+		}
+		r.grouped = true
+	}
+	if r.claim {
+		// Whatever the previous reader took and did not publish comes first, in order.
+		msgs, next, err := b.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+			Stream: stream, Group: PublishGroup, Consumer: b.cfg.NodeID,
+			MinIdle: 0, Start: "0-0", Count: publishBatch,
+		}).Result()
+		if err != nil {
+			return 0, fmt.Errorf("claim: %w", err)
+		}
+		if err := b.publishEntries(msgs); err != nil {
+			return 0, err
+		}
+		r.claim = next != "0-0"
+		if !r.claim {
+			r.pending = true // what was claimed is now this node's own pending
+		}
+		return 0, nil
+	}
+	start, block := ">", min(2*time.Second, lease/4)
+	if r.pending {
+		start, block = "0", -1 // no BLOCK for this node's own pending entries
+	}
+	res, err := b.blk.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: PublishGroup, Consumer: b.cfg.NodeID, Streams: []string{stream, start},
+		Count: publishBatch, Block: block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil // nothing new within block
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read: %w", err)
+	}
+	n := 0
+	for _, s := range res {
+		n += len(s.Messages)
+		if err := b.publishEntries(s.Messages); err != nil {
+			return 0, err
+		}
+	}
+	if r.pending && n == 0 {
+		r.pending = false
+	}
+	return 0, nil
+}
+
+// publishEntries publishes entries of the publish stream in order, in one pipeline. A
+// malformed entry is logged and dropped (acknowledged and deleted) so that it can't block
+// the stream. On an error the whole batch may be sent again: entries already published
+// are acknowledged, and the script skips them.
+func (b *RedisBroker) publishEntries(msgs []redis.XMessage) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	for attempt := 0; ; attempt++ {
+		cmds, err := b.rdb.Pipelined(b.ctx, func(p redis.Pipeliner) error {
+			b.queueEntries(p, msgs, attempt == 0)
+			return nil
+		})
+		if err == nil {
+			return nil
+		}
+		noScript := false
+		for _, c := range cmds {
+			noScript = noScript || redis.HasErrorPrefix(c.Err(), "NOSCRIPT")
+		}
+		if !noScript || attempt > 0 {
+			return fmt.Errorf("publish entries: %w", err)
+		}
+		// Redis lost its script cache (a restart): load the script and send again.
+		if err := luaAckPublish.Load(b.ctx, b.rdb).Err(); err != nil {
+			return fmt.Errorf("load publish script: %w", err)
+		}
+	}
+}
+
+func (b *RedisBroker) queueEntries(p redis.Pipeliner, msgs []redis.XMessage, logDrops bool) {
+	ctx, stream := b.ctx, b.keys.publishStream()
+	size, ttl, idle := b.historyArgs()
+	for _, e := range msgs {
+		if e.Values == nil {
+			continue // deleted meanwhile
+		}
+		channel, data, bin, err := decodePublishEntry(e.Values, b.cfg.MaxMessageBytes)
+		if err != nil {
+			if logDrops {
+				b.log.Warn("redis publish stream: dropping a malformed entry", "id", e.ID, "err", err)
+			}
+			p.XAck(ctx, stream, PublishGroup, e.ID)
+			p.XDel(ctx, stream, e.ID)
+			continue
+		}
+		kind, pl := kindJSON, string(data)
+		if data == nil {
+			kind, pl = kindBinary, string(bin)
+		}
+		p.EvalSha(ctx, luaAckPublish.Hash(), []string{b.keys.meta(channel), b.keys.log(channel), stream},
+			PublishGroup, e.ID, newEpoch(), kind, pl, size, ttl, idle, b.keys.pubsub(channel))
+	}
+}
+
+// forgetConsumer removes this node from the publish group when it has nothing pending, so
+// that restarts don't pile up consumers. With entries pending it stays: another node
+// claims them.
+func (b *RedisBroker) forgetConsumer() {
+	if b.cfg.NoPublishStream {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	stream := b.keys.publishStream()
+	p, err := b.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: stream, Group: PublishGroup, Consumer: b.cfg.NodeID, Start: "-", End: "+", Count: 1,
+	}).Result()
+	if err != nil || len(p) > 0 {
+		return
+	}
+	b.rdb.XGroupDelConsumer(ctx, stream, PublishGroup, b.cfg.NodeID)
+}
+
+// UpstreamConfig configures UpstreamToRedis.
+type UpstreamConfig struct {
+	// Stream receives the messages; default "ferry:upstream".
+	Stream string
+	// MaxLen bounds the stream, approximately: older entries are dropped, read or not.
+	// Default 100,000.
+	MaxLen int64
+}
+
+// UpstreamToRedis returns an upstream handler (for Config.OnMessage) that appends every
+// message clients send to a Redis stream, for backends to read with consumer groups.
+// Entries have the fields session, user, seq, and data (JSON) or bin (bytes); see
+// DecodeUpstream. The gateway hands each (session, seq) over once; a backend that wants
+// exactly-once processing on its side deduplicates by (session, seq), since consumer
+// groups redeliver what was not acknowledged. An error (Redis unreachable) is reported to
+// the client in the ack of the frame.
+func UpstreamToRedis(rdb redis.Cmdable, cfg UpstreamConfig) func(context.Context, Upstream) error {
+	stream := orDefault(cfg.Stream, DefaultRedisPrefix+":upstream")
+	maxLen := orDefault(cfg.MaxLen, 100_000)
+	return func(ctx context.Context, u Upstream) error {
+		values := []any{"session", u.Session, "user", u.User, "seq", strconv.FormatUint(u.Seq, 10)}
+		if u.Data != nil {
+			values = append(values, "data", string(u.Data))
+		} else {
+			values = append(values, "bin", u.Binary)
+		}
+		err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, MaxLen: maxLen, Approx: true, Values: values}).Err()
+		if err != nil {
+			return fmt.Errorf("bridge: upstream to redis stream %s: %w", stream, err)
+		}
+		return nil
+	}
+}
+
+// DecodeUpstream decodes an entry written by UpstreamToRedis, for backends in Go.
+func DecodeUpstream(m redis.XMessage) (Upstream, error) {
+	var u Upstream
+	var ok bool
+	if u.Session, ok = field(m.Values, "session"); !ok || u.Session == "" {
+		return Upstream{}, malformed("upstream entry %s: no session", m.ID)
+	}
+	u.User, _ = field(m.Values, "user")
+	seq, _ := field(m.Values, "seq")
+	var err error
+	if u.Seq, err = strconv.ParseUint(seq, 10, 64); err != nil || u.Seq == 0 {
+		return Upstream{}, malformed("upstream entry %s: seq %.24q", m.ID, seq)
+	}
+	d, hasData := field(m.Values, "data")
+	bin, hasBin := field(m.Values, "bin")
+	switch {
+	case hasData && !hasBin:
+		if !json.Valid([]byte(d)) {
+			return Upstream{}, malformed("upstream entry %s: data is not JSON", m.ID)
+		}
+		u.Data = json.RawMessage(d)
+	case hasBin && !hasData:
+		u.Binary = []byte(bin)
+	default:
+		return Upstream{}, malformed("upstream entry %s: want exactly one of data or bin", m.ID)
+	}
+	return u, nil
+}

@@ -1,0 +1,386 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
+
+	"github.com/ferryrt/ferry/internal/fclient"
+	"github.com/ferryrt/ferry/transport"
+)
+
+var jwtKey = []byte("test-signing-key")
+
+func token(t *testing.T, key []byte, sub string, exp time.Duration, channels ...string) string {
+	t.Helper()
+	now := time.Now()
+	c := TokenClaims{Channels: channels, RegisteredClaims: jwt.RegisteredClaims{
+		Subject: sub, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(exp)),
+	}}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func authServer(t *testing.T, cfg Config) (*testServer, *MemoryBroker) {
+	b := NewMemoryBroker(MemoryConfig{})
+	cfg.Broker = b
+	cfg.Authenticate = JWTAuthenticator(JWTConfig{Key: jwtKey})
+	return newTestServer(t, cfg), b
+}
+
+func withToken(c *fclient.Client, tok string) *fclient.Client {
+	c.Header = http.Header{"Authorization": {"Bearer " + tok}}
+	return c
+}
+
+// No token, an expired one or one signed with another key: 401 and no session. A
+// session's credential presented with another identity is refused exactly like an
+// unknown one, so nobody learns whether a credential exists.
+func TestTokenAuthentication(t *testing.T) {
+	ts, broker := authServer(t, Config{})
+	for name, tc := range map[string]struct {
+		tok  string
+		code int
+	}{
+		"none":      {"", 4101},
+		"expired":   {token(t, jwtKey, "alice", -2*time.Minute), 4006},
+		"wrong key": {token(t, []byte("other"), "alice", time.Minute), 4101},
+		"garbage":   {"not.a.jwt", 4101},
+		"no exp":    {mustSign(t, jwt.MapClaims{"sub": "alice"}), 4101},
+		"alg none":  {mustSignNone(t), 4101},
+	} {
+		c := fclient.New(ts.URL)
+		if tc.tok != "" {
+			withToken(c, tc.tok)
+		}
+		var he *fclient.HTTPError
+		if err := c.Negotiate(context.Background()); !errors.As(err, &he) || he.Status != 401 || he.Code != tc.code {
+			t.Errorf("%s: %v, want 401 with code %d", name, err, tc.code)
+		}
+	}
+	if n := broker.Sessions(); n != 0 {
+		t.Fatalf("%d sessions created by refused negotiations", n)
+	}
+
+	alice := withToken(fclient.New(ts.URL), token(t, jwtKey, "alice", time.Hour))
+	if err := alice.Negotiate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The token may come as a query parameter (EventSource, WebSocket) or a cookie too.
+	tok := token(t, jwtKey, "alice", time.Hour)
+	for how, set := range map[string]func(*http.Request){
+		"query":  func(r *http.Request) { r.URL.RawQuery += "&token=" + tok },
+		"cookie": func(r *http.Request) { r.Header.Set("Cookie", "ferry_token="+tok) },
+	} {
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+"/poll?hello=1&session="+url.QueryEscape(alice.Session), nil)
+		set(req)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("token in %s: %v %v", how, resp, err)
+		}
+		resp.Body.Close()
+	}
+
+	// Bob presenting Alice's credential, and anyone presenting a forged one: same answer.
+	bob := withToken(fclient.New(ts.URL), token(t, jwtKey, "bob", time.Hour))
+	bob.Session = alice.Session
+	forged := withToken(fclient.New(ts.URL), token(t, jwtKey, "bob", time.Hour))
+	forged.Session = alice.Session[:len(alice.Session)-2] + "AA"
+	var errs []string
+	for _, c := range []*fclient.Client{bob, forged} {
+		_, _, err := c.Poll(context.Background(), true, 0)
+		errs = append(errs, errString(err))
+	}
+	if errs[0] != errs[1] || !strings.Contains(errs[0], "401: 4005") {
+		t.Fatalf("another identity's credential: %q, forged: %q; want the same 401/4005", errs[0], errs[1])
+	}
+	// Renegotiating with Alice's credential as Bob gives Bob a new session, not Alice's.
+	if err := bob.Negotiate(context.Background()); err != nil || bob.Resumed || bob.SID == alice.SID {
+		t.Fatalf("bob resumed alice's session: %v %+v", err, bob.Negotiation)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return err.Error()
+}
+
+func mustSign(t *testing.T, c jwt.MapClaims) string {
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(jwtKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func mustSignNone(t *testing.T) string {
+	s, err := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}).
+		SignedString(jwt.UnsafeAllowNoneSignatureType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// A token's channel grants open exactly those channels; everything else stays refused,
+// and a refused subscription leaks nothing.
+func TestTokenGrants(t *testing.T) {
+	ts, _ := authServer(t, Config{})
+	c := withToken(fclient.New(ts.URL), token(t, jwtKey, "ops", time.Hour, "$alerts:*", "team:ops"))
+	if err := c.Negotiate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	acks, err := c.Send(context.Background(),
+		map[string]any{"t": "pub", "seq": 1, "ch": "team:ops", "d": 1},
+		map[string]any{"t": "pub", "seq": 2, "ch": "team:dev", "d": 1},
+		map[string]any{"t": "pub", "seq": 3, "ch": "$alerts:disk", "d": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acks[0].Err != nil || acks[1].Err == nil || acks[1].Err.Code != 4103 || acks[2].Err != nil {
+		t.Fatalf("acks %+v %+v %+v", acks[0], acks[1], acks[2])
+	}
+	c.Subscribe("$alerts:disk", "")
+	c.Subscribe("$user:root", "")
+	a := attach(t, c, "sse")
+	defer a.close()
+	seen := map[string]string{}
+	for len(seen) < 2 {
+		f := a.waitFor(t, 5*time.Second, func(f fclient.Frame) bool { return f.T == "sub" || f.T == "unsub" })
+		seen[f.Ch] = f.T
+	}
+	if seen["$alerts:disk"] != "sub" || seen["$user:root"] != "unsub" {
+		t.Fatalf("subscriptions %v", seen)
+	}
+	ts.publish(t, "$user:root", "secret")
+	ts.publish(t, "$alerts:disk", "full")
+	if f := a.waitFor(t, 5*time.Second, func(f fclient.Frame) bool { return f.T == "msg" }); string(f.D) != `"full"` {
+		t.Fatalf("got %s", f.D)
+	}
+}
+
+// An attachment of an identity whose token expires, or that is revoked, is closed within
+// a heartbeat: 4006 (negotiate again with a fresh token) or 4101 (terminal).
+func TestExpiredAndRevokedIdentitiesAreClosed(t *testing.T) {
+	var revoked atomic.Value
+	revoked.Store("")
+	ts, _ := authServer(t, Config{Heartbeat: 100 * time.Millisecond, SessionTTL: 10 * time.Second,
+		Revoked: func(_ context.Context, user string) bool { return revoked.Load().(string) == user }})
+	short := withToken(fclient.New(ts.URL), token(t, jwtKey, "carol", time.Second))
+	long := withToken(fclient.New(ts.URL), token(t, jwtKey, "dave", time.Hour))
+	for _, c := range []*fclient.Client{short, long} {
+		if err := c.Negotiate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := attach(t, short, "websocket")
+	defer a.close()
+	if f := a.waitFor(t, 5*time.Second, func(f fclient.Frame) bool { return f.T == "close" }); f.Code != 4006 {
+		t.Fatalf("expired token: close %+v, want 4006", f)
+	}
+	b := attach(t, long, "sse")
+	defer b.close()
+	b.next(t, 5*time.Second)
+	revoked.Store("dave")
+	if f := b.waitFor(t, 5*time.Second, func(f fclient.Frame) bool { return f.T == "close" }); f.Code != 4101 {
+		t.Fatalf("revoked: close %+v, want 4101", f)
+	}
+}
+
+// With a cookie-carried identity, a foreign page must not ride on it: every endpoint
+// refuses a foreign Origin with 403 before any session exists.
+func TestForeignOriginWithCookie(t *testing.T) {
+	ts, broker := authServer(t, Config{AllowedOrigins: []string{"https://app.example"}})
+	cookie := "ferry_token=" + token(t, jwtKey, "erin", time.Hour)
+	for _, path := range []string{"/negotiate", "/sse?session=x", "/poll?session=x", "/send?session=x"} {
+		method := http.MethodGet
+		if path == "/negotiate" || strings.HasPrefix(path, "/send") {
+			method = http.MethodPost
+		}
+		req, _ := http.NewRequest(method, ts.URL+path, strings.NewReader(`{}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Cookie", cookie)
+		req.Header.Set("Origin", "https://evil.example")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 403 {
+			t.Errorf("%s %s: %d, want 403", method, path, resp.StatusCode)
+		}
+		if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+			t.Errorf("%s: CORS headers for a foreign origin", path)
+		}
+	}
+	if broker.Sessions() != 0 {
+		t.Fatal("a session was created")
+	}
+	// An allowed origin gets CORS with credentials, and never a wildcard.
+	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/negotiate", nil)
+	req.Header.Set("Cookie", cookie)
+	req.Header.Set("Origin", "https://app.example")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" ||
+		resp.Header.Get("Access-Control-Allow-Credentials") != "true" {
+		t.Fatalf("allowed origin: %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+// clientFrom returns an HTTP client whose connections come from a given loopback address.
+func clientFrom(ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxConnsPerHost: 0}}
+}
+
+// A flood of connections from one address is capped with 429 before anything is
+// attached; other addresses are served; a full node answers 503.
+func TestConnectionFloodCapped(t *testing.T) {
+	ts := newTestServer(t, Config{Limits: transport.Limits{MaxConnsPerIP: 3, MaxConns: 5}})
+	var streams []*fclient.Stream
+	defer func() {
+		for _, s := range streams {
+			s.Close()
+		}
+	}()
+	// open opens a stream of a new session from ip.
+	open := func(ip string) error {
+		c := ts.client(t)
+		c.HTTP = clientFrom(ip)
+		s, err := c.SSE(context.Background(), "")
+		if err == nil {
+			streams = append(streams, s)
+		}
+		return err
+	}
+	var he *fclient.HTTPError
+	for i := range 3 {
+		if err := open("127.0.0.2"); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+	if err := open("127.0.0.2"); !errors.As(err, &he) || he.Status != 429 || he.Code != 4029 {
+		t.Fatalf("stream over the per-address cap: %v, want 429/4029", err)
+	}
+	// Another address still gets in, up to the node's cap.
+	for i := range 2 {
+		if err := open("127.0.0.3"); err != nil {
+			t.Fatalf("other address, stream %d: %v", i, err)
+		}
+	}
+	if err := open("127.0.0.3"); !errors.As(err, &he) || he.Status != 503 {
+		t.Fatalf("node full: %v, want 503", err)
+	}
+	flood := ts.client(t)
+	// A WebSocket handshake is refused before the upgrade.
+	u := "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws?session=" + url.QueryEscape(flood.Session)
+	d := websocket.Dialer{NetDialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}
+	if _, resp, err := d.Dial(u, nil); err == nil || resp == nil || resp.StatusCode != 503 {
+		t.Fatalf("websocket over the cap: %v %v", resp, err)
+	}
+}
+
+// Negotiations per address are rate-limited.
+func TestNegotiationRateLimited(t *testing.T) {
+	ts := newTestServer(t, Config{Limits: transport.Limits{NegotiateRate: 0.001, NegotiateBurst: 3}})
+	for i := range 4 {
+		c := fclient.New(ts.URL)
+		c.HTTP = clientFrom("127.0.0.4")
+		err := c.Negotiate(context.Background())
+		var he *fclient.HTTPError
+		if (i < 3) != (err == nil) || (i == 3 && (!errors.As(err, &he) || he.Status != 429)) {
+			t.Fatalf("negotiation %d: %v", i, err)
+		}
+	}
+	c := fclient.New(ts.URL)
+	c.HTTP = clientFrom("127.0.0.5")
+	if err := c.Negotiate(context.Background()); err != nil {
+		t.Fatalf("another address: %v", err)
+	}
+}
+
+// Upstream beyond the session's rate gets 4029 acks, is not processed, and goes through
+// when resent later.
+func TestUpstreamRateLimited(t *testing.T) {
+	ts := newTestServer(t, Config{UpstreamRate: 1000, UpstreamBurst: 5})
+	c := ts.client(t)
+	frames := make([]any, 8)
+	for i := range frames {
+		frames[i] = map[string]any{"t": "send", "seq": i + 1, "d": i}
+	}
+	acks, err := c.Send(context.Background(), frames...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limited := 0
+	for i, a := range acks {
+		if a.Err != nil {
+			if a.Err.Code != 4029 {
+				t.Fatalf("ack %d: %+v", i, a)
+			}
+			limited++
+			if ts.seenCount(c.SID, a.Seq) != 0 {
+				t.Fatalf("a refused frame was processed")
+			}
+		}
+	}
+	if limited == 0 {
+		t.Fatal("no frame was rate-limited")
+	}
+	// Resend what was refused, as the client does, until everything is acked.
+	pending := frames
+	waitUntil(t, func() bool {
+		acks, err := c.Send(context.Background(), pending...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var again []any
+		for i, a := range acks {
+			if a.Err != nil {
+				again = append(again, pending[i])
+			}
+		}
+		pending = again
+		return len(pending) == 0
+	})
+	for seq := uint64(1); seq <= 8; seq++ {
+		if n := ts.seenCount(c.SID, seq); n != 1 {
+			t.Fatalf("seq %d processed %d times", seq, n)
+		}
+	}
+}
+
+// Compression is never negotiated, so a deflate bomb can't pass the read limit.
+func TestNoWebSocketCompression(t *testing.T) {
+	ts := newTestServer(t, Config{})
+	c := ts.client(t)
+	d := websocket.Dialer{EnableCompression: true}
+	conn, resp, err := d.Dial("ws"+strings.TrimPrefix(ts.URL, "http")+"/ws?session="+url.QueryEscape(c.Session), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
+		t.Fatalf("server accepted extension %q", ext)
+	}
+	io.Copy(io.Discard, resp.Body)
+}

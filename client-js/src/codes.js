@@ -1,0 +1,39 @@
+// The close-code table of docs/PROTOCOL.md §7. session/close.go holds the same rows and a Go
+// test parses this literal to keep the two identical: keep one entry per line, in this form.
+export const CloseCodes = {
+  1000: { name: 'normal', reconnect: false },
+  1001: { name: 'going away', reconnect: true },
+  1006: { name: 'abnormal', reconnect: true },
+  1007: { name: 'invalid payload', reconnect: false },
+  1008: { name: 'policy violation', reconnect: false },
+  1009: { name: 'message too big', reconnect: false },
+  1011: { name: 'internal error', reconnect: true },
+  4000: { name: 'reconnect', reconnect: true },
+  4001: { name: 'superseded', reconnect: false },
+  4002: { name: 'slow consumer', reconnect: true },
+  4003: { name: 'server shutting down', reconnect: true },
+  4004: { name: 'heartbeat timeout', reconnect: true },
+  4005: { name: 'session unknown or expired', reconnect: true },
+  4006: { name: 'token expired', reconnect: true },
+  4029: { name: 'rate limited', reconnect: true },
+  4100: { name: 'bad request', reconnect: false },
+  4101: { name: 'unauthorized', reconnect: false },
+  4103: { name: 'forbidden', reconnect: false },
+  4104: { name: 'no upstream handler', reconnect: false },
+};
+
+/**
+ * Whether a client should reconnect (and resume) after `code`. Codes outside the table follow
+ * the ranges of §7 (4000-4099 and 4500-4749 reconnect, the rest of 4000-4999 is terminal).
+ * Codes below 4000 that the table doesn't list never come from Ferry but from a proxy or the
+ * platform (1005, 1012, 1013...), so they are treated like a dropped connection.
+ * @param {number} code
+ */
+export function shouldReconnect(code) {
+  const row = CloseCodes[code];
+  if (row) return row.reconnect;
+  return code < 4100 || (code >= 4500 && code < 4750);
+}
+
+/** @param {number} code */
+export const isTerminal = (code) => !shouldReconnect(code);

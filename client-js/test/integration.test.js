@@ -1,0 +1,174 @@
+// Against the real server: builds cmd/ferry, starts it on a free port, and runs the same
+// scenario over each transport with the Node stand-ins for the browser's constructors.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import WebSocket from 'ws';
+import { EventSource } from 'eventsource';
+import { Ferry } from '../src/index.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'ferry-it-'));
+const bin = join(dir, 'ferry');
+let proc;
+let base;
+
+/** Resolves with the address the server logs once it listens (it was told port 0). */
+function listening(child) {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const look = (chunk) => {
+      out += chunk;
+      const m = /ferry listening.*?addr=(\S+)/.exec(out);
+      if (m) resolve(m[1]);
+    };
+    child.stdout.on('data', look);
+    child.stderr.on('data', look);
+    child.on('exit', (code) => reject(new Error(`server exited (${code}) before listening:\n${out}`)));
+  });
+}
+
+before(async () => {
+  await promisify(execFile)('go', ['build', '-o', bin, './cmd/ferry'], { cwd: root });
+  proc = spawn(bin, ['--addr', '127.0.0.1:0', '--api-key', 'test-key', '--demo=false', '--heartbeat', '1s', '--poll-hold', '2s'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  base = `http://${await listening(proc)}/ferry`;
+});
+
+after(() => {
+  if (proc && proc.exitCode === null) process.kill(proc.pid, 'SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function publish(channel, data) {
+  const res = await fetch(`${base}/api/publish`, {
+    method: 'POST',
+    headers: { Authorization: 'Bearer test-key', 'Content-Type': 'application/json' },
+    body: JSON.stringify({ channel, data }),
+  });
+  assert.equal(res.status, 200, await res.clone().text());
+  return res.json();
+}
+
+/** Resolves when emitter fires event with a payload that pred accepts. */
+const when = (emitter, event, pred = () => true) =>
+  new Promise((resolve) => {
+    const fn = (e) => pred(e) && (emitter.off(event, fn), resolve(e));
+    emitter.on(event, fn);
+  });
+
+for (const transport of ['websocket', 'sse', 'longpoll']) {
+  test(`${transport}: 300 messages in order exactly once, 50 upstream messages acked`, async () => {
+    const ferry = new Ferry(base, {
+      transports: [transport],
+      WebSocket,
+      EventSource,
+      storage: null,
+      online: null,
+    });
+    const errors = [];
+    ferry.on('error', (e) => errors.push(e));
+    try {
+      await when(ferry, 'state', (e) => e.state === 'connected');
+      assert.equal(ferry.transport, transport);
+
+      const channel = `room:it-${transport}`;
+      const got = [];
+      let done;
+      const all = new Promise((r) => (done = r));
+      const sub = ferry.subscribe(channel, (data, meta) => {
+        got.push([data, meta.offset]);
+        if (got.length === 300) done();
+      });
+      await when(sub, 'subscribed');
+      for (let i = 1; i <= 300; i++) await publish(channel, { i });
+      await all;
+      assert.deepEqual(got, Array.from({ length: 300 }, (_, k) => [{ i: k + 1 }, k + 1]));
+
+      const echoes = [];
+      let echoed;
+      const fifty = new Promise((r) => (echoed = r));
+      const echo = ferry.subscribe(`$session:${ferry.sid}`, (data) => {
+        echoes.push(data);
+        if (echoes.length === 50) echoed();
+      });
+      await when(echo, 'subscribed');
+      const acks = await Promise.all(Array.from({ length: 50 }, (_, k) => ferry.send({ n: k })));
+      assert.equal(acks.length, 50);
+      const pos = await ferry.publish(channel, { i: 301 });
+      assert.deepEqual(pos, { epoch: sub.position.epoch, offset: 301 });
+      // The server's echo handler sends every upstream payload back on the session's channel.
+      await fifty;
+      assert.deepEqual(echoes.map((e) => e.echo), Array.from({ length: 50 }, (_, n) => ({ n })));
+      assert.deepEqual(errors, []);
+    } finally {
+      ferry.close();
+    }
+  });
+}
+
+test('moving up from long-polling to WebSocket against the real server loses and repeats nothing', async () => {
+  // The first WebSocket goes nowhere (as behind a proxy that strips Upgrade); later ones work.
+  let blocked = 1;
+  class FlakyWebSocket extends WebSocket {
+    constructor(url) {
+      super(blocked-- > 0 ? 'ws://127.0.0.1:1/' : url);
+    }
+  }
+  const ferry = new Ferry(base, {
+    transports: ['websocket', 'longpoll'],
+    WebSocket: FlakyWebSocket,
+    storage: null,
+    online: null,
+    upgradeProbe: { min: 300, max: 300 },
+  });
+  const moves = [];
+  ferry.on('transport', (e) => moves.push(e));
+  try {
+    await when(ferry, 'state', (e) => e.state === 'connected');
+    assert.equal(ferry.transport, 'longpoll');
+    const channel = 'room:it-upgrade';
+    const got = [];
+    const sub = ferry.subscribe(channel, (data) => got.push(data.i));
+    await when(sub, 'subscribed');
+    const upgraded = when(ferry, 'transport', (e) => e.to === 'websocket');
+    let i = 0;
+    // Publish all through the move: before, during and after it.
+    while (!moves.some((m) => m.to === 'websocket' && m.reason === 'upgrade')) {
+      await publish(channel, { i: ++i });
+      if (i > 5000) assert.fail('never upgraded');
+    }
+    await upgraded;
+    for (let k = 0; k < 20; k++) await publish(channel, { i: ++i });
+    const last = i;
+    while (got.length < last) await when(ferry, 'message');
+    assert.deepEqual(got, Array.from({ length: last }, (_, k) => k + 1));
+    assert.equal(ferry.transport, 'websocket');
+  } finally {
+    ferry.close();
+  }
+});
+
+test('presence: listening to join shows who subscribes; presence() lists the members', async () => {
+  const opts = { transports: ['websocket'], WebSocket, EventSource, storage: null, online: null };
+  const a = new Ferry(base, opts);
+  const b = new Ferry(base, { ...opts, transports: ['sse'] });
+  try {
+    const channel = 'room:presence-it';
+    const subA = a.subscribe(channel, () => {});
+    await when(subA, 'subscribed');
+    const joined = when(subA, 'join', (m) => m.session === b.sid);
+    const subB = b.subscribe(channel, () => {});
+    await when(subB, 'subscribed');
+    await joined;
+    const members = (await subA.presence()).map((m) => m.session).sort();
+    assert.deepEqual(members, [a.sid, b.sid].sort());
+  } finally {
+    a.close();
+    b.close();
+  }
+});

@@ -1,0 +1,172 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Clock, FakeServer, until } from './fakes.js';
+import { FerryError } from '../src/index.js';
+
+function world(mode = {}, opts) {
+  const clock = new Clock();
+  const server = new FakeServer(clock);
+  Object.assign(server.mode, mode);
+  const ferry = server.client({ buffering: false, upgradeProbe: { min: 1e9, max: 1e9 }, ...opts });
+  return { clock, server, ferry };
+}
+
+test('send and publish carry one increasing sequence and resolve on their acks', async () => {
+  const { server, ferry } = world();
+  const a = ferry.send({ type: 'move' });
+  const b = ferry.publish('room:a', { text: 'hi' });
+  assert.equal(await a, undefined);
+  assert.deepEqual(await b, { epoch: 'e1', offset: 1 });
+  assert.deepEqual(server.received.map(({ t, seq, ch, d }) => ({ t, seq, ch, d })), [
+    { t: 'send', seq: 1, ch: undefined, d: { type: 'move' } },
+    { t: 'pub', seq: 2, ch: 'room:a', d: { text: 'hi' } },
+  ]);
+  ferry.close();
+});
+
+test('frames made while connecting wait and go once a transport proves itself', async () => {
+  const { clock, server, ferry } = world({ websocket: 'silent' });
+  const p = ferry.send(1);
+  await until(() => server.sockets.length === 1);
+  assert.deepEqual(server.received, []);
+  await clock.tick(3000);
+  await p;
+  assert.equal(ferry.transport, 'sse');
+  assert.deepEqual(server.requests.filter((r) => r.path === '/send').length, 1);
+  ferry.close();
+});
+
+test('an ack with err rejects with a FerryError carrying code and reason', async () => {
+  const { server, ferry } = world();
+  server.refuse = (f) => f.ch === 'admin' && { code: 4103, reason: 'not allowed to publish on admin' };
+  const err = await ferry.publish('admin', 1).catch((e) => e);
+  assert.ok(err instanceof FerryError);
+  assert.equal(err.code, 4103);
+  assert.equal(err.reason, 'not allowed to publish on admin');
+  assert.equal(ferry.state, 'connected', 'a refused frame is not a broken connection');
+  ferry.close();
+});
+
+test('unacked frames are resent on the next attachment until acked; duplicates resolve too', async () => {
+  const { clock, server, ferry } = world();
+  await until(() => ferry.state === 'connected');
+  server.ack = false; // the acks get lost with the connection
+  const a = ferry.send('a');
+  const b = ferry.publish('room:a', 'b');
+  await until(() => server.received.length === 2);
+  server.ack = true;
+  server.att.cut();
+  await clock.tick(250);
+  assert.equal(await a, undefined);
+  assert.equal(await b, null, 'a duplicate pub is acked without position');
+  assert.deepEqual(server.sockets[1].sent.filter((f) => f.seq).map((f) => f.seq), [1, 2], 'same seqs again');
+  assert.equal(server.received.length, 2, 'processed once');
+  ferry.close();
+});
+
+test('on SSE frames go by POST /send, and a POST whose response was lost is sent again', async () => {
+  const { clock, server, ferry } = world({ websocket: 'fail' }, { token: 't0' });
+  await until(() => ferry.transport === 'sse');
+  server.lose = 1;
+  const p = ferry.send({ x: 1 });
+  await until(() => server.requests.filter((r) => r.path === '/send').length === 1);
+  await clock.tick(250);
+  await p;
+  const posts = server.requests.filter((r) => r.path === '/send');
+  assert.equal(posts.length, 2);
+  for (const r of posts) {
+    assert.equal(r.init.method, 'POST');
+    assert.equal(r.init.headers['Content-Type'], 'application/json');
+    assert.equal(r.init.headers.Authorization, 'Bearer t0');
+    assert.equal(r.url.searchParams.get('session'), 'cred1');
+    assert.deepEqual(JSON.parse(r.init.body), { frames: [{ t: 'send', d: { x: 1 }, seq: 1 }] });
+  }
+  assert.equal(server.received.length, 1);
+  ferry.close();
+});
+
+test('frames queued during a POST go in the next one, in order', async () => {
+  const { server, ferry } = world({ websocket: 'fail' });
+  await until(() => ferry.transport === 'sse');
+  const all = Promise.all([1, 2, 3, 4].map((i) => ferry.send(i)));
+  await all;
+  assert.deepEqual(server.received.map((f) => f.d), [1, 2, 3, 4]);
+  const bodies = server.requests.filter((r) => r.path === '/send').map((r) => JSON.parse(r.init.body).frames.map((f) => f.seq));
+  assert.deepEqual(bodies, [[1], [2, 3, 4]]);
+  ferry.close();
+});
+
+test('a frame with no ack in sendTimeout rejects with a timeout', async () => {
+  const { clock, server, ferry } = world({}, { sendTimeout: 5000 });
+  await until(() => ferry.state === 'connected');
+  server.ack = false;
+  const p = ferry.send('x').catch((e) => e);
+  await clock.tick(5000);
+  const err = await p;
+  assert.ok(err instanceof FerryError);
+  assert.equal(err.code, 'timeout');
+  ferry.close();
+});
+
+test('the queue is bounded: beyond maxQueue a send rejects at once', async () => {
+  const { ferry } = world({ websocket: 'never', sse: 'never', longpoll: 'never' }, { maxQueue: 2 });
+  const kept = [ferry.send(1), ferry.send(2)].map((p) => p.catch((e) => e));
+  const err = await ferry.send(3).catch((e) => e);
+  assert.ok(err instanceof FerryError);
+  assert.equal(err.code, 'queue-full');
+  ferry.close();
+  for (const e of await Promise.all(kept)) assert.equal(e.code, 'closed');
+});
+
+test('after close, send rejects as closed', async () => {
+  const { ferry } = world();
+  ferry.close();
+  const err = await ferry.send(1).catch((e) => e);
+  assert.equal(err.code, 'closed');
+});
+
+test('a new session (4005) renumbers unacked frames from 1 and keeps positions', async () => {
+  const { clock, server, ferry } = world();
+  const got = [];
+  ferry.subscribe('room:a', (d) => got.push(d));
+  await until(() => ferry.state === 'connected' && server.att.subs.has('room:a'));
+  server.publish('room:a', 1);
+  await ferry.send('acked');
+  server.ack = false;
+  const lost = ferry.send('unacked-1');
+  const lost2 = ferry.send('unacked-2');
+  await until(() => server.received.length === 3);
+  server.ack = true;
+  server.expireAll();
+  server.att.end(4005);
+  server.publish('room:a', 2);
+  await clock.tick(0);
+  await Promise.all([lost, lost2]);
+  assert.equal(ferry.sid, 'sid2');
+  assert.deepEqual(server.negotiations.map((n) => n.body), [{}, {}], 'a fresh negotiate');
+  const again = server.received.filter((f) => f.sid === 'sid2').map((f) => [f.seq, f.d]);
+  assert.deepEqual(again, [[1, 'unacked-1'], [2, 'unacked-2']]);
+  assert.equal(cursorOf(server), 'room:a=e1.1');
+  assert.deepEqual(got, [1, 2]);
+  assert.deepEqual(await ferry.publish('room:a', 3), { epoch: 'e1', offset: 3 });
+  assert.equal(server.received.at(-1).seq, 3);
+  ferry.close();
+});
+
+function cursorOf(server) {
+  return server.conns.at(-1).params.get('cursor');
+}
+
+test('a rate-limited frame (ack err 4029) is sent again after a backoff, not rejected', async () => {
+  const { clock, server, ferry } = world();
+  await until(() => ferry.state === 'connected');
+  let calls = 0;
+  server.refuse = () => ++calls <= 2 && { code: 4029, reason: 'rate limited: resend after a backoff' };
+  const p = ferry.send('x');
+  await until(() => calls === 1);
+  await clock.tick(15000); // past any backoff up to the maximum
+  assert.equal(await p, undefined);
+  assert.equal(calls, 3, 'refused twice, then sent again and processed');
+  assert.equal(server.received.length, 1, 'processed once');
+  ferry.close();
+});

@@ -1,0 +1,175 @@
+// Command ferry-bench is Ferry's load generator. It opens N clients on one transport
+// against a running server, subscribes them to one channel, publishes through the
+// server's publish API at a steady rate and then in a burst, and reports connect time,
+// broadcast latency percentiles (from a send timestamp in every payload), deliveries per
+// second, losses and errors, and, for a local server named by --server-pid, its resident
+// memory per connection and its CPU time per delivery.
+//
+// It speaks to Ferry (WebSocket, SSE, long-polling) and to the two peers of
+// docs/BENCHMARKS.md in their own protocols: a Socket.IO 4 server (bench/socketio, over
+// WebSocket or polling) and a bare gorilla/websocket broadcast server (bench/gorilla-floor),
+// so that the same load runs against each.
+//
+// Every run is bounded: at most --clients connections, --max-time overall.
+//
+//	ferry-bench --target ferry --transport websocket --clients 10000 --rate 2 --duration 20s \
+//	    --burst 200 --url http://127.0.0.1:8080 --api-key k --server-pid $(pgrep -n ferry)
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	target    string
+	transport string
+	url       string
+	base      string
+	apiKey    string
+	channel   string
+
+	clients     int
+	stall       int
+	sources     int
+	connConc    int
+	connTimeout time.Duration
+	settle      time.Duration
+
+	rate      float64
+	duration  time.Duration
+	burst     int
+	burstConc int
+	payload   int
+	drain     time.Duration
+	maxTime   time.Duration
+
+	serverPID int
+	jsonOut   string
+	label     string
+	scenario  string
+	quiet     bool
+}
+
+// transports lists what each target speaks.
+var transports = map[string][]string{
+	"ferry":    {"websocket", "sse", "longpoll"},
+	"socketio": {"websocket", "polling"},
+	"gorilla":  {"websocket"},
+}
+
+func parseOptions(args []string, out io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("ferry-bench", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.target, "target", "ferry", "server under test: ferry, socketio or gorilla")
+	fs.StringVar(&o.transport, "transport", "websocket", "ferry: websocket, sse or longpoll; socketio: websocket or polling; gorilla: websocket")
+	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080", "server address (scheme and host)")
+	fs.StringVar(&o.base, "base", "/ferry", "ferry: path prefix of the endpoints")
+	fs.StringVar(&o.apiKey, "api-key", "", "ferry: API key of the publish API (--api-key of the server)")
+	fs.StringVar(&o.channel, "channel", "bench", "ferry: channel the clients subscribe to")
+	fs.IntVar(&o.clients, "clients", 100, "clients to open (at most 15000: the open-file limit is 20000)")
+	fs.IntVar(&o.stall, "stall", 0, "clients among --clients that stop reading once subscribed")
+	fs.IntVar(&o.sources, "sources", 200, "source addresses 127.0.0.2... to spread connections over (0: one); servers that limit connections or sessions per address see each as a client")
+	fs.IntVar(&o.connConc, "connect-concurrency", 64, "connections being opened at once")
+	fs.DurationVar(&o.connTimeout, "connect-timeout", 2*time.Minute, "bound of the whole connect phase")
+	fs.DurationVar(&o.settle, "settle", 3*time.Second, "wait after connecting before measuring memory and publishing")
+	fs.Float64Var(&o.rate, "rate", 2, "messages per second of the steady phase (0: no steady phase)")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of the steady phase")
+	fs.IntVar(&o.burst, "burst", 200, "messages published back to back in the burst phase (0: none)")
+	fs.IntVar(&o.burstConc, "burst-concurrency", 4, "publish requests in flight during the burst")
+	fs.IntVar(&o.payload, "payload", 64, "padding bytes in each payload (about 60 bytes of fields come on top)")
+	fs.DurationVar(&o.drain, "drain", 15*time.Second, "longest wait for the last deliveries after a phase's last publish")
+	fs.DurationVar(&o.maxTime, "max-time", 5*time.Minute, "bound of the whole run")
+	fs.IntVar(&o.serverPID, "server-pid", 0, "pid of a local server: report its memory per connection and CPU per delivery")
+	fs.StringVar(&o.jsonOut, "json", "", "append the result as one JSON line to this file")
+	fs.StringVar(&o.label, "label", "", "name of this run in the JSON result (default target/transport)")
+	fs.StringVar(&o.scenario, "scenario", "", "name of the scenario this run belongs to, kept in the JSON result (bench/chart groups by it)")
+	fs.BoolVar(&o.quiet, "quiet", false, "print only the report")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	tr, ok := transports[o.target]
+	if !ok {
+		return nil, fmt.Errorf("--target %q: want ferry, socketio or gorilla", o.target)
+	}
+	found := false
+	for _, t := range tr {
+		found = found || t == o.transport
+	}
+	if !found {
+		return nil, fmt.Errorf("--transport %q: %s speaks %v", o.transport, o.target, tr)
+	}
+	switch {
+	case o.clients < 1 || o.clients > 15000:
+		return nil, errors.New("--clients: want 1 to 15000")
+	case o.stall < 0 || o.stall >= o.clients:
+		return nil, errors.New("--stall: want 0 to --clients - 1")
+	case o.connConc < 1:
+		return nil, errors.New("--connect-concurrency: want at least 1")
+	case o.rate < 0 || o.rate > 100000:
+		return nil, errors.New("--rate: want 0 to 100000")
+	case o.burst < 0 || o.burst > 100000:
+		return nil, errors.New("--burst: want 0 to 100000")
+	case o.burstConc < 1:
+		return nil, errors.New("--burst-concurrency: want at least 1")
+	case o.payload < 0 || o.payload > 60000:
+		return nil, errors.New("--payload: want 0 to 60000")
+	case o.maxTime <= 0 || o.maxTime > 30*time.Minute:
+		return nil, errors.New("--max-time: want at most 30m")
+	case o.sources < 0 || o.sources > 250:
+		return nil, errors.New("--sources: want 0 to 250")
+	case o.target == "ferry" && o.apiKey == "" && (o.rate > 0 || o.burst > 0):
+		return nil, errors.New("--api-key: ferry's publish API needs the server's key")
+	}
+	if o.label == "" {
+		o.label = o.target + "/" + o.transport
+	}
+	return o, nil
+}
+
+func main() {
+	o, err := parseOptions(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ferry-bench:", err)
+		os.Exit(2)
+	}
+	if _, err := raiseFileLimit(); err != nil {
+		fmt.Fprintln(os.Stderr, "ferry-bench: raising the open-file limit:", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, o.maxTime)
+	defer cancel()
+	logw := io.Writer(os.Stderr)
+	if o.quiet {
+		logw = io.Discard
+	}
+	res, err := run(ctx, o, logw)
+	if res != nil {
+		res.print(os.Stdout)
+		if o.jsonOut != "" {
+			if werr := res.appendJSON(o.jsonOut); werr != nil {
+				fmt.Fprintln(os.Stderr, "ferry-bench:", werr)
+				os.Exit(1)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ferry-bench:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Result is what one run measured; bench/chart reads it back from the JSON lines.
+type Result struct {
+	Label     string `json:"label"`
+	Scenario  string `json:"scenario,omitempty"`
+	Target    string `json:"target"`
+	Transport string `json:"transport"`
+	Time      string `json:"time"`
+
+	Clients        int     `json:"clients"`
+	Stalled        int     `json:"stalled"`
+	Connected      int     `json:"connected"`
+	ConnectErrors  int     `json:"connect_errors"`
+	ConnectSeconds float64 `json:"connect_seconds"`
+	ConnectP50Ms   float64 `json:"connect_p50_ms"`
+	ConnectP99Ms   float64 `json:"connect_p99_ms"`
+	ConnectMaxMs   float64 `json:"connect_max_ms"`
+
+	// Resident memory of the server before connecting and after settling, and the
+	// difference per connected client. Zero without --server-pid.
+	RSSBeforeKiB int64   `json:"rss_before_kib"`
+	RSSAfterKiB  int64   `json:"rss_after_kib"`
+	KiBPerConn   float64 `json:"kib_per_conn"`
+
+	Steady *PhaseResult `json:"steady,omitempty"`
+	Burst  *PhaseResult `json:"burst,omitempty"`
+
+	Disconnected int64          `json:"disconnected"`
+	Unknown      int64          `json:"unknown_messages"`
+	Errors       map[string]int `json:"errors,omitempty"`
+}
+
+// PhaseResult is one phase: what was published, what arrived, how late.
+type PhaseResult struct {
+	Rate          float64 `json:"rate,omitempty"`
+	Published     int64   `json:"published"`
+	PublishErrors int64   `json:"publish_errors"`
+	// Skipped counts scheduled publishes dropped because 64 were already in flight.
+	Skipped   int64 `json:"skipped"`
+	Readers   int64 `json:"readers"`
+	Expected  int64 `json:"expected"`
+	Delivered int64 `json:"delivered"`
+	Lost      int64 `json:"lost"`
+	Dups      int64 `json:"dups"`
+
+	P50Ms  float64 `json:"p50_ms"`
+	P90Ms  float64 `json:"p90_ms"`
+	P99Ms  float64 `json:"p99_ms"`
+	P999Ms float64 `json:"p999_ms"`
+	MaxMs  float64 `json:"max_ms"`
+	MeanMs float64 `json:"mean_ms"`
+
+	PublishSecs      float64 `json:"publish_seconds"`
+	Seconds          float64 `json:"seconds"` // first publish to last delivery
+	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
+
+	ServerCPUSecs          float64 `json:"server_cpu_seconds"`
+	ServerCPUPercent       float64 `json:"server_cpu_percent"`
+	ServerCPUPerDeliveryUs float64 `json:"server_cpu_us_per_delivery"`
+	GenCPUPercent          float64 `json:"generator_cpu_percent"`
+}
+
+func (r *Result) print(w io.Writer) {
+	fmt.Fprintf(w, "== %s: %d clients (%d stalled)\n", r.Label, r.Clients, r.Stalled)
+	fmt.Fprintf(w, "connect     %d connected, %d errors, %.1fs; per client p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+		r.Connected, r.ConnectErrors, r.ConnectSeconds, r.ConnectP50Ms, r.ConnectP99Ms, r.ConnectMaxMs)
+	if r.RSSAfterKiB > 0 {
+		fmt.Fprintf(w, "memory      server RSS %d KiB -> %d KiB: %.1f KiB per connection\n", r.RSSBeforeKiB, r.RSSAfterKiB, r.KiBPerConn)
+	}
+	for _, p := range []struct {
+		name string
+		r    *PhaseResult
+	}{{"steady", r.Steady}, {"burst", r.Burst}} {
+		if p.r == nil {
+			continue
+		}
+		name := p.name
+		if p.r.Rate > 0 {
+			name = fmt.Sprintf("%s %g/s", p.name, p.r.Rate)
+		}
+		fmt.Fprintf(w, "%-11s published %d (%d errors, %d skipped) to %d readers: delivered %d of %d, lost %d, dups %d\n",
+			name, p.r.Published, p.r.PublishErrors, p.r.Skipped, p.r.Readers, p.r.Delivered, p.r.Expected, p.r.Lost, p.r.Dups)
+		fmt.Fprintf(w, "            latency p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  mean %.1f ms\n",
+			p.r.P50Ms, p.r.P90Ms, p.r.P99Ms, p.r.P999Ms, p.r.MaxMs, p.r.MeanMs)
+		fmt.Fprintf(w, "            %.0f deliveries/s over %.2fs; server CPU %.2fs (%.0f%%, %.2f µs per delivery); generator CPU %.0f%%\n",
+			p.r.DeliveriesPerSec, p.r.Seconds, p.r.ServerCPUSecs, p.r.ServerCPUPercent, p.r.ServerCPUPerDeliveryUs, p.r.GenCPUPercent)
+	}
+	if r.Disconnected > 0 || r.Unknown > 0 {
+		fmt.Fprintf(w, "other       %d connections ended early, %d unreadable messages\n", r.Disconnected, r.Unknown)
+	}
+	for _, k := range sortedKeys(r.Errors) {
+		fmt.Fprintf(w, "error       %s: %d\n", k, r.Errors[k])
+	}
+}
+
+func (r *Result) appendJSON(name string) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

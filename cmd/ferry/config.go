@@ -1,0 +1,263 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// options are the settings of the ferry binary. Every flag has an environment variable
+// FERRY_<NAME> (dashes become underscores); a flag on the command line wins.
+type options struct {
+	addr           string
+	base           string
+	secret         string
+	apiKey         string
+	allowedOrigins string
+	transports     string
+	clientPublish  string
+	heartbeat      time.Duration
+	pollHold       time.Duration
+	pollLinger     time.Duration
+	sessionTTL     time.Duration
+	maxMessage     int
+	maxChannels    int
+	queueMessages  int
+	queueBytes     int
+	historySize    int
+	historyTTL     time.Duration
+	drainTimeout   time.Duration
+	logLevel       string
+	logFormat      string
+	stateFile      string
+	configFile     string
+	tokenKey       string
+	allowAnonymous bool
+	tlsCert        string
+	tlsKey         string
+	maxConns       int
+	maxConnsPerIP  int
+	negotiateRate  float64
+	upstreamRate   float64
+	trustForwarded bool
+	headerTimeout  time.Duration
+	debugAddr      string
+	redisURL       string
+	nodeID         string
+	presence       string
+	upstreamStream string
+	demo           bool
+	ticker         time.Duration
+}
+
+// flagHelp is returned by parseOptions when --help was asked for and shown.
+var flagHelp = errors.New("help shown")
+
+// envName returns the environment variable of a flag.
+func envName(flagName string) string {
+	return "FERRY_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("ferry", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.configFile, "config", "", "file of settings, one `name = value` per line with flag names (flags and environment win)")
+	fs.StringVar(&o.addr, "addr", ":8080", "listen address")
+	fs.StringVar(&o.base, "base", "/ferry", "path prefix of the Ferry endpoints")
+	fs.StringVar(&o.secret, "secret", "", "secret that signs session credentials; the same on every node (empty: random, one node only)")
+	fs.StringVar(&o.apiKey, "api-key", "", "bearer key for POST <base>/api/publish (empty: publish API disabled)")
+	fs.StringVar(&o.tokenKey, "token-key", "", "HMAC key verifying HS256 JWTs (Authorization: Bearer, ?token= or cookie ferry_token); sub is the identity, channels the granted patterns")
+	fs.BoolVar(&o.allowAnonymous, "allow-anonymous", false, "let requests without a token in when --token-key is set (without --token-key everyone is anonymous)")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "certificate file (PEM): serve HTTPS and wss:// (needs --tls-key)")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file (PEM) of --tls-cert")
+	fs.IntVar(&o.maxConns, "max-conns", 100000, "open connections (WebSocket, SSE, held polls) per node; beyond it 503")
+	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 1000, "open connections per client address; beyond it 429")
+	fs.Float64Var(&o.negotiateRate, "negotiate-rate", 5, "new sessions per second per client address (burst 50); beyond it 429")
+	fs.Float64Var(&o.upstreamRate, "upstream-rate", 100, "upstream messages per second per session (burst 200); beyond it they are refused with 4029 and resent")
+	fs.StringVar(&o.debugAddr, "debug-addr", "", "if set, serve Go's profiler (/debug/pprof/) on this address, apart from clients; keep it private")
+	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "time a client has to send its request headers (slowloris)")
+	fs.BoolVar(&o.trustForwarded, "trust-forwarded-for", false, "take the client address from X-Forwarded-For (only behind a proxy that sets it)")
+	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated origins allowed for WebSocket and cross-origin requests (* for any; same host is always allowed)")
+	fs.StringVar(&o.transports, "transports", "websocket,sse,longpoll", "transports offered to clients, comma-separated")
+	fs.StringVar(&o.clientPublish, "client-publish", "room:*,chat:*", "channel patterns clients may publish to, comma-separated (empty: none)")
+	fs.DurationVar(&o.heartbeat, "heartbeat", 15*time.Second, "interval of heartbeats; keep under the idle timeout of proxies on the way")
+	fs.DurationVar(&o.pollHold, "poll-hold", 25*time.Second, "longest hold of a long-poll request; keep under the idle timeout of proxies on the way")
+	fs.DurationVar(&o.pollLinger, "poll-linger", 10*time.Second, "how long a long-poll session stays subscribed between polls, for the next poll to continue from; 0 turns it off")
+	fs.DurationVar(&o.sessionTTL, "session-ttl", 60*time.Second, "a session absent this long expires")
+	fs.IntVar(&o.maxMessage, "max-message", 64<<10, "largest message payload in bytes")
+	fs.IntVar(&o.maxChannels, "max-channels", 128, "most channels one session may subscribe")
+	fs.IntVar(&o.queueMessages, "queue-messages", 1024, "frames queued per connection before it is dropped as a slow consumer")
+	fs.IntVar(&o.queueBytes, "queue-bytes", 4<<20, "bytes queued per connection before it is dropped as a slow consumer")
+	fs.IntVar(&o.historySize, "history-size", 1000, "messages kept per channel for resume")
+	fs.DurationVar(&o.historyTTL, "history-ttl", 5*time.Minute, "age after which messages leave a channel's history")
+	fs.StringVar(&o.redisURL, "redis", "", "Redis URL (redis://host:port/db) shared by several nodes; empty: the in-memory broker, one node")
+	fs.StringVar(&o.presence, "presence", "room:*,chat:*", "channel patterns that keep presence (who is subscribed), comma-separated (empty: none)")
+	fs.StringVar(&o.upstreamStream, "upstream-stream", "", "Redis stream that receives what clients send, for backends reading with consumer groups (needs --redis)")
+	fs.StringVar(&o.nodeID, "node-id", "", "name of this node in Redis and logs (default random)")
+	fs.StringVar(&o.stateFile, "state-file", "", "file where the in-memory broker keeps channel history and sessions across a graceful restart (empty: none)")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "how long a graceful shutdown waits for connections to move away")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.BoolVar(&o.demo, "demo", true, "serve the demo pages at / and publish the demo ticker")
+	fs.DurationVar(&o.ticker, "ticker", time.Second, "interval of the demo ticker channel (0: off)")
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: ferry [flags]\n\nEvery flag can also be set by an environment variable, shown in brackets.\n\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			def := ""
+			if f.DefValue != "" {
+				def = fmt.Sprintf(" (default %s)", f.DefValue)
+			}
+			fmt.Fprintf(out, "  --%s [%s]\n    \t%s%s\n", f.Name, envName(f.Name), f.Usage, def)
+		})
+	}
+	return fs
+}
+
+// parseOptions reads flags from args and, for flags not on the command line, from the
+// environment. An invalid value fails with a message naming the flag or variable.
+func parseOptions(args []string, getenv func(string) string, out io.Writer) (*options, error) {
+	o, _, err := parse(args, getenv, out)
+	return o, err
+}
+
+// parse is parseOptions, also returning the flag set bound to the options.
+func parse(args []string, getenv func(string) string, out io.Writer) (*options, *flag.FlagSet, error) {
+	o := &options{}
+	fs := newFlagSet(o, out)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil, flagHelp
+		}
+		return nil, nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || set[f.Name] {
+			return
+		}
+		if v := getenv(envName(f.Name)); v != "" {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("invalid value %q for %s (--%s): %v", v, envName(f.Name), f.Name, e)
+			}
+			set[f.Name] = true
+		}
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.configFile != "" {
+		if err := applyConfigFile(fs, o.configFile, set); err != nil {
+			return nil, nil, err
+		}
+	}
+	return o, fs, o.validate()
+}
+
+func (o *options) validate() error {
+	positive := []struct {
+		name string
+		ok   bool
+	}{
+		{"heartbeat", o.heartbeat >= 100*time.Millisecond},
+		{"poll-hold", o.pollHold >= 100*time.Millisecond},
+		{"poll-linger", o.pollLinger >= 0},
+		{"session-ttl", o.sessionTTL >= time.Second},
+		{"max-message", o.maxMessage >= 64},
+		{"max-channels", o.maxChannels >= 1},
+		{"queue-messages", o.queueMessages >= 8},
+		{"queue-bytes", o.queueBytes >= 1024},
+		{"history-size", o.historySize >= 1},
+		{"history-ttl", o.historyTTL >= time.Second},
+		{"drain-timeout", o.drainTimeout >= 0},
+		{"ticker", o.ticker >= 0},
+		{"header-timeout", o.headerTimeout >= 10*time.Millisecond},
+	}
+	for _, p := range positive {
+		if !p.ok {
+			return fmt.Errorf("invalid value for --%s: out of range", p.name)
+		}
+	}
+	switch o.logLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("invalid value %q for --log-level: want debug, info, warn or error", o.logLevel)
+	}
+	switch o.logFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("invalid value %q for --log-format: want text or json", o.logFormat)
+	}
+	if o.upstreamStream != "" && o.redisURL == "" {
+		return fmt.Errorf("invalid value for --upstream-stream: needs --redis")
+	}
+	if o.redisURL != "" && o.stateFile != "" {
+		return fmt.Errorf("invalid value for --state-file: it keeps the in-memory broker's state; with --redis, Redis keeps it")
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return fmt.Errorf("invalid value for --tls-cert/--tls-key: set both or neither")
+	}
+	if o.maxConns < 1 || o.maxConnsPerIP < 1 || o.negotiateRate <= 0 || o.upstreamRate <= 0 {
+		return fmt.Errorf("invalid value for --max-conns, --max-conns-per-ip, --negotiate-rate or --upstream-rate: must be positive")
+	}
+	for _, t := range splitList(o.transports) {
+		switch t {
+		case "websocket", "sse", "longpoll":
+		default:
+			return fmt.Errorf("invalid value %q for --transports: unknown transport %q", o.transports, t)
+		}
+	}
+	if o.heartbeat*2 > o.sessionTTL {
+		return fmt.Errorf("invalid value for --session-ttl: must be at least twice --heartbeat")
+	}
+	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// applyConfigFile sets, from a file of "name = value" lines, the flags that neither the
+// command line nor the environment set. Blank lines and lines starting with # are skipped.
+func applyConfigFile(fs *flag.FlagSet, name string, set map[string]bool) error {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		k, v = strings.TrimSpace(k), strings.Trim(strings.TrimSpace(v), `"`)
+		f := fs.Lookup(k)
+		switch {
+		case !ok:
+			return fmt.Errorf("--config %s:%d: want name = value", name, i+1)
+		case f == nil || k == "config":
+			return fmt.Errorf("--config %s:%d: unknown setting %q", name, i+1, k)
+		case set[k]:
+			continue
+		}
+		if err := f.Value.Set(v); err != nil {
+			return fmt.Errorf("--config %s:%d: invalid value %q for --%s: %v", name, i+1, v, k, err)
+		}
+	}
+	return nil
+}

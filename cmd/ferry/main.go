@@ -1,0 +1,312 @@
+// Command ferry runs a Ferry server: the endpoints under --base, an echo handler that
+// sends every upstream message back to its session, and the demo pages. It holds no
+// protocol logic: that lives in session/, transport/ and bridge/.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ferryrt/ferry/bridge"
+	"github.com/ferryrt/ferry/transport"
+)
+
+func main() {
+	o, err := parseOptions(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flagHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ferry:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "ferry:", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(o *options, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(o.logLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if o.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// run serves until ctx is cancelled, then drains.
+func run(ctx context.Context, o *options, logw io.Writer) error {
+	log := newLogger(o, logw)
+	history := bridge.HistoryConfig{Size: o.historySize, TTL: o.historyTTL}
+	var broker bridge.Broker
+	var memory *bridge.MemoryBroker
+	var rb *bridge.RedisBroker
+	if o.redisURL != "" {
+		var err error
+		rb, err = bridge.NewRedisBroker(ctx, bridge.RedisConfig{URL: o.redisURL, NodeID: o.nodeID,
+			History: history, MaxMessageBytes: o.maxMessage, Logger: log})
+		if err != nil {
+			return fmt.Errorf("--redis: %w", err)
+		}
+		broker = rb
+	} else {
+		memory = bridge.NewMemoryBroker(bridge.MemoryConfig{History: history})
+		if o.stateFile != "" {
+			if err := loadState(memory, o.stateFile); err != nil {
+				return err
+			}
+		}
+		broker = memory
+	}
+	defer broker.Close()
+	// Presence outlives no broker: closed first (defers run in reverse).
+	var presence bridge.Presence
+	if o.presence != "" {
+		pcfg := bridge.PresenceConfig{TTL: 2 * max(o.heartbeat, o.pollHold), Logger: log}
+		if rb != nil {
+			presence = bridge.NewRedisPresence(rb, pcfg)
+		} else {
+			presence = bridge.NewMemoryPresence(memory, pcfg)
+		}
+		defer presence.Close()
+	}
+	// Upstream messages: echoed to their session (the demo's echo service), and with
+	// --upstream-stream also appended to a Redis stream for backends.
+	var toStream func(context.Context, bridge.Upstream) error
+	if o.upstreamStream != "" {
+		toStream = bridge.UpstreamToRedis(rb.Client(), bridge.UpstreamConfig{Stream: o.upstreamStream})
+	}
+	var authenticate transport.Authenticator
+	if o.tokenKey != "" {
+		authenticate = bridge.JWTAuthenticator(bridge.JWTConfig{Key: []byte(o.tokenKey)})
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var srv *bridge.Server
+	srv, err := bridge.New(bridge.Config{
+		Metrics:        reg,
+		Authenticate:   authenticate,
+		Broker:         broker,
+		Base:           o.base,
+		Secret:         []byte(o.secret),
+		APIKey:         o.apiKey,
+		AllowedOrigins: splitList(o.allowedOrigins),
+		Transports:     splitList(o.transports),
+		ClientPublish:  splitList(o.clientPublish),
+		AllowAnonymous: o.allowAnonymous,
+		UpstreamRate:   o.upstreamRate,
+		Limits: transport.Limits{
+			MaxConns:          o.maxConns,
+			MaxConnsPerIP:     o.maxConnsPerIP,
+			NegotiateRate:     o.negotiateRate,
+			TrustForwardedFor: o.trustForwarded,
+		},
+		History:         history,
+		Heartbeat:       o.heartbeat,
+		PollHold:        o.pollHold,
+		PollLinger:      pollLinger(o.pollLinger),
+		SessionTTL:      o.sessionTTL,
+		MaxMessageBytes: o.maxMessage,
+		MaxChannels:     o.maxChannels,
+		QueueMessages:   o.queueMessages,
+		QueueBytes:      o.queueBytes,
+		Logger:          log,
+		// The echo service: every upstream message goes back to its session's channel.
+		Presence:         presence,
+		PresenceChannels: splitList(o.presence),
+		OnMessage: func(ctx context.Context, m bridge.Upstream) error {
+			if toStream != nil {
+				if err := toStream(ctx, m); err != nil {
+					return err
+				}
+			}
+			_, err := srv.PublishToSession(ctx, m.Session, echoReply{Seq: m.Seq, Echo: m.Data})
+			return err
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if o.tokenKey == "" {
+		log.Info("no --token-key: every session is anonymous")
+	}
+	if o.secret == "" {
+		log.Warn("no --secret: sessions are signed with a random key and do not survive a restart or cross nodes")
+	}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	srv.MountEcho(e)
+	if o.demo {
+		mountDemo(e, srv.Base())
+	}
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
+	e.GET("/readyz", func(c echo.Context) error {
+		if err := srv.Ready(c.Request().Context()); err != nil {
+			return c.String(http.StatusServiceUnavailable, err.Error()+"\n")
+		}
+		return c.String(http.StatusOK, "ready\n")
+	})
+
+	hs := &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: o.headerTimeout,  // slowloris: headers must arrive promptly
+		ReadTimeout:       30 * time.Second, // and bodies; hijacked WebSockets set their own deadlines
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		// TLS handshake failures and the like are the client's doing: debug level.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// No WriteTimeout: SSE streams and long-polls set per-write deadlines themselves.
+	}
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return err
+	}
+	if o.debugAddr != "" {
+		stop, err := serveDebug(o.debugAddr, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stop()
+	}
+	log.Info("ferry listening", "addr", ln.Addr().String(), "base", srv.Base(), "demo", o.demo, "tls", o.tlsCert != "")
+
+	if o.demo && o.ticker > 0 {
+		go runTicker(ctx, srv, o.ticker)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if o.tlsCert != "" {
+			errc <- hs.ServeTLS(ln, o.tlsCert, o.tlsKey)
+			return
+		}
+		errc <- hs.Serve(ln)
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+
+	log.Info("draining", "timeout", o.drainTimeout)
+	dctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
+	defer cancel()
+	if err := srv.Shutdown(dctx); err != nil {
+		log.Warn("drain incomplete", "err", err)
+	}
+	if err := hs.Shutdown(dctx); err != nil {
+		hs.Close()
+	}
+	if memory != nil && o.stateFile != "" {
+		if err := saveState(memory, o.stateFile); err != nil {
+			return err
+		}
+		log.Info("state saved", "file", o.stateFile)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func loadState(b *bridge.MemoryBroker, name string) error {
+	f, err := os.Open(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("--state-file: %w", err)
+	}
+	defer f.Close()
+	if err := b.Load(f); err != nil {
+		return fmt.Errorf("--state-file %s: %w", name, err)
+	}
+	return nil
+}
+
+// saveState writes the state next to name and renames it into place, so that a crash
+// mid-write leaves the previous state intact.
+func saveState(b *bridge.MemoryBroker, name string) error {
+	tmp := name + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("--state-file: %w", err)
+	}
+	if err := b.Save(f); err != nil {
+		f.Close()
+		return fmt.Errorf("--state-file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("--state-file: %w", err)
+	}
+	return os.Rename(tmp, name)
+}
+
+type echoReply struct {
+	Seq  uint64 `json:"seq"`
+	Echo any    `json:"echo"`
+}
+
+// runTicker publishes a random walk on the "ticker" channel for the demo dashboard.
+func runTicker(ctx context.Context, srv *bridge.Server, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	v := 100.0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			v += rand.NormFloat64()
+			srv.Publish(ctx, "ticker", map[string]any{"ts": now.UnixMilli(), "value": v})
+		}
+	}
+}
+
+// pollLinger maps the flag, where 0 turns lingering off, to bridge.Config, where 0 is the
+// default and a negative value turns it off.
+func pollLinger(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
+}
+
+// serveDebug serves the profiler on its own listener, so that it is never reachable on the
+// client-facing address; stop closes it.
+func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--debug-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	log.Info("profiler listening", "addr", ln.Addr().String())
+	return func() { hs.Close() }, nil
+}

@@ -1,0 +1,171 @@
+// The chat room: tabs publish to room:<name> and follow it. The view is a snapshot from
+// GET /api/history, then the live messages after it; after a reset (history no longer covers
+// a gap, e.g. the server restarted without its state) it takes a new snapshot. Messages are
+// kept by offset, so a message seen in both the snapshot and the stream is shown once.
+import { BASE } from './config.js';
+import { Lab } from './lab.js';
+import { $, el, ago } from './util.js';
+
+const q = new URLSearchParams(location.search);
+const room = (q.get('room') || 'lobby').replace(/[^A-Za-z0-9_.@#-]/g, '') || 'lobby';
+const channel = `room:${room}`;
+const ACTIVE_MS = 10 * 60 * 1000;
+const KEEP = 200;
+
+const ANIMALS = ['otter', 'heron', 'lynx', 'puffin', 'gecko', 'marten', 'ibis', 'newt', 'wren', 'orca'];
+const COLORS = ['teal', 'amber', 'coral', 'indigo', 'olive', 'plum', 'slate', 'rust'];
+const pick = (a) => a[Math.floor(Math.random() * a.length)];
+// One name per tab (sessionStorage), so two tabs are two people.
+let me = sessionStorage.getItem('ferry-demo-name') || `${pick(COLORS)}-${pick(ANIMALS)}`;
+sessionStorage.setItem('ferry-demo-name', me);
+
+const $messages = $('#messages');
+const $name = $('#name');
+const $text = $('#text');
+$name.value = me;
+$name.addEventListener('change', () => {
+  me = $name.value.trim().slice(0, 24) || me;
+  $name.value = me;
+  sessionStorage.setItem('ferry-demo-name', me);
+  render();
+});
+$('#channel-name').textContent = channel;
+$('#room-title').textContent = `#${room}`;
+document.title = `#${room} · Ferry chat`;
+
+// The view: messages of the current epoch by offset, and this tab's own messages in flight.
+let epoch = null;
+/** @type {Map<number, {name: string, text: string, at: number, id?: string}>} */
+const msgs = new Map();
+/** @type {Map<string, {text: string, at: number, state: 'sending'|'failed', why?: string}>} */
+const pending = new Map();
+const notices = [];
+// For tests and the curious: arrivals by message id (each should be 1).
+const arrivals = new Map();
+
+function put(offset, data, ts) {
+  const d = data && typeof data === 'object' ? data : { text: JSON.stringify(data) };
+  // The id is the message's idempotency key: a resend after a switch may publish it twice.
+  if (typeof d.id === 'string' && [...msgs.values()].some((m) => m.id === d.id)) return;
+  msgs.set(offset, {
+    name: String(d.name ?? 'server').slice(0, 40),
+    text: String(d.text ?? JSON.stringify(d)),
+    at: Number(d.at) || ts || Date.now(),
+    id: typeof d.id === 'string' ? d.id : undefined,
+  });
+  if (typeof d.id === 'string') pending.delete(d.id);
+  while (msgs.size > KEEP) msgs.delete(Math.min(...msgs.keys()));
+}
+
+/** Takes a snapshot of the channel from its history. */
+async function snapshot() {
+  const r = await fetch(`${BASE}/api/history?channel=${encodeURIComponent(channel)}&limit=50`);
+  if (!r.ok) throw new Error(`history: HTTP ${r.status}`);
+  const h = await r.json();
+  if (h.epoch !== epoch) msgs.clear();
+  epoch = h.epoch;
+  for (const m of h.messages) put(m.offset, m.data, m.ts);
+  render();
+  return h;
+}
+
+function onMessage(data, meta) {
+  if (meta.epoch !== epoch) {
+    msgs.clear();
+    epoch = meta.epoch;
+  }
+  put(meta.offset, data);
+  if (typeof data?.id === 'string') arrivals.set(data.id, (arrivals.get(data.id) || 0) + 1);
+  render();
+}
+
+async function onReset(e) {
+  // Shown where it happened: before the messages that follow the reset position.
+  notices.push({ epoch: e.epoch, after: e.offset, text: `The channel was reset (${e.reason || 'history no longer covers the gap'}): reloaded from history.` });
+  epoch = e.epoch;
+  msgs.clear();
+  try {
+    await snapshot();
+  } catch (err) {
+    lab.log('error', 'history reload failed', String(err.message || err));
+  }
+}
+
+function render() {
+  const stick = $messages.scrollHeight - $messages.scrollTop - $messages.clientHeight < 40;
+  const items = [];
+  const sorted = [...msgs.entries()].sort((a, b) => a[0] - b[0]);
+  const notice = (n) => el('li', { className: 'notice' }, n.text);
+  const shown = notices.slice(-3);
+  // Notices of an earlier epoch go first; those of this one before the messages after them.
+  const later = shown.filter((n) => n.epoch === epoch);
+  for (const n of shown) if (n.epoch !== epoch) items.push(notice(n));
+  for (const [offset, m] of sorted) {
+    while (later.length && later[0].after < offset) items.push(notice(later.shift()));
+    items.push(el('li', { className: `msg${m.name === me ? ' mine' : ''}`, dataset: { offset, id: m.id ?? '' } },
+      el('div', { className: 'who' }, el('b', {}, m.name), ` · ${new Date(m.at).toLocaleTimeString()} · #${offset}`),
+      el('div', { className: 'text' }, m.text)));
+  }
+  for (const n of later) items.push(notice(n));
+  for (const [id, p] of pending) {
+    items.push(el('li', { className: `msg mine ${p.state === 'failed' ? 'failed' : 'pending'}`, dataset: { id } },
+      el('div', { className: 'who' }, p.state === 'failed' ? `not sent: ${p.why}` : 'sending…'),
+      el('div', { className: 'text' }, p.text)));
+  }
+  if (!items.length) items.push(el('li', { className: 'notice' }, 'No messages in the last few minutes. Say hello, then open another tab.'));
+  $messages.replaceChildren(...items);
+  if (stick) $messages.scrollTop = $messages.scrollHeight;
+  people();
+}
+
+/** Who spoke in the last ACTIVE_MS, most recent first. */
+function people() {
+  const last = new Map();
+  for (const m of msgs.values()) if (Date.now() - m.at < ACTIVE_MS) last.set(m.name, Math.max(last.get(m.name) || 0, m.at));
+  const list = [...last.entries()].sort((a, b) => b[1] - a[1]);
+  $('#people').replaceChildren(...(list.length ? list.map(([name, at]) =>
+    el('li', {}, el('span', {}, name, name === me ? el('span', { className: 'you' }, 'you') : ''), el('span', { className: 'ago' }, ago(at))))
+    : [el('li', { className: 'ago' }, 'nobody yet')]));
+}
+setInterval(people, 5000);
+
+$('#composer').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const text = $text.value.trim();
+  if (!text) return;
+  $text.value = '';
+  const id = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  pending.set(id, { text, at: Date.now(), state: 'sending' });
+  render();
+  publish({ id, name: me, text, at: Date.now() });
+});
+
+/**
+ * Publishes a chat message. The client queues it while it reconnects and resends it until
+ * acknowledged; only closing the client (the panel recreates it to force a transport) drops
+ * what is unacknowledged, so then it goes again on the new client.
+ */
+function publish(msg) {
+  const ferry = lab.ferry;
+  lab.publish(channel, msg).catch((err) => {
+    if (err.code === 'closed' && lab.ferry !== ferry && pending.has(msg.id)) return publish(msg);
+    const p = pending.get(msg.id);
+    if (p) Object.assign(p, { state: 'failed', why: err.reason || err.message });
+    render();
+  });
+}
+
+const lab = new Lab($('#lab'));
+window.demo = { lab, channel, msgs, pending, arrivals, get epoch() { return epoch; } };
+
+let since;
+try {
+  const h = await snapshot();
+  // Follow the channel from exactly where the snapshot ends.
+  since = h.epoch ? { epoch: h.epoch, offset: h.top } : undefined;
+} catch (err) {
+  lab.log('error', 'history unavailable', String(err.message || err));
+}
+lab.subscribe(channel, onMessage, { since, onReset });
+lab.start();
+$text.focus();

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"bytes"
+	"encoding/xml"
+	"io"
+	"strings"
+	"testing"
+)
+
+const sample = `{"label":"ferry/websocket","scenario":"rate2","clients":10000,"connected":10000,"connect_seconds":3.2,"kib_per_conn":11.5,"steady":{"rate":2,"expected":200000,"delivered":200000,"p50_ms":50,"p99_ms":90,"server_cpu_us_per_delivery":9.5},"burst":{"expected":2000000,"delivered":2000000,"deliveries_per_sec":1234567,"server_cpu_us_per_delivery":2.1}}
+{"label":"ferry/websocket","scenario":"rate10","clients":10000,"connected":10000,"steady":{"rate":10,"expected":2000000,"delivered":1999990,"lost":10,"p50_ms":60,"p99_ms":120}}
+{"label":"ferry/websocket","scenario":"scale","clients":1000,"connected":1000,"steady":{"rate":2,"expected":20000,"delivered":20000,"p99_ms":12}}
+{"label":"ferry/websocket","scenario":"stall","clients":10000,"stalled":1,"connected":10000,"steady":{"rate":2,"expected":1999800,"delivered":1999800,"p50_ms":61,"p99_ms":118}}
+{"label":"socket.io/websocket","scenario":"rate2","clients":10000,"connected":9000,"kib_per_conn":15.5,"steady":{"rate":2,"expected":180000,"delivered":180000,"p50_ms":61,"p99_ms":131}}
+`
+
+func TestTableAndChart(t *testing.T) {
+	rs, err := readResults(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md bytes.Buffer
+	writeTable(&md, rs)
+	for _, want := range []string{
+		"| ferry/websocket | 10000 | 11.5 | 3.2 | 50.0 / 90.0 | 60.0 / 120 | 1235 k | 9.50 / – / 2.10 | 10 (0.00%) |",
+		"| socket.io/websocket | 9000 of 10000 | 15.5 |",
+		"| ferry/websocket | 10000 | 1 | 61.0 / 118 | 50.0 / 90.0 | 0 |",
+	} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, md.String())
+		}
+	}
+	data, order := series(rs)
+	if len(order) != 2 || len(data["ferry/websocket"]) != 2 || data["ferry/websocket"][0].x != 1000 {
+		t.Errorf("series: %v %v", order, data)
+	}
+	var svg bytes.Buffer
+	if err := writeSVG(&svg, rs, "p99 <at> 2 msg/s"); err != nil {
+		t.Fatal(err)
+	}
+	d := xml.NewDecoder(&svg)
+	for {
+		if _, err := d.Token(); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("chart is not well-formed XML: %v", err)
+		}
+	}
+}
+
+func TestNiceCeil(t *testing.T) {
+	for in, want := range map[float64]float64{0: 1, 7: 10, 10: 10, 11: 20, 230: 500, 10000: 10000, 0.3: 0.5} {
+		if got := niceCeil(in); got != want {
+			t.Errorf("niceCeil(%v) = %v, want %v", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Runs the comparison of docs/BENCHMARKS.md on this machine: builds Ferry, the load
+# generator and the gorilla floor, installs the pinned Socket.IO peer, then runs the same
+# load against each server, one at a time, with the server pinned to core 0 and the
+# generator to core 1. Every server is started fresh for every run (so that its memory per
+# connection is measured from a clean start) and stopped by its PID afterwards.
+#
+# Writes docs/benchmarks/results.jsonl (one line per run), results.md (the table, with the
+# machine above it) and p99.svg (the chart).
+#
+# Settings (environment):
+#   PEERS         which servers, default "ferry-ws ferry-sse ferry-longpoll socketio-ws socketio-polling gorilla-ws"
+#   WS_CLIENTS    subscribers on WebSocket, default 10000
+#   HTTP_CLIENTS  subscribers on SSE and the polling transports, default 5000
+#   SCALE         smaller subscriber counts for the chart, default "1000 2500 5000"
+#   DURATION      length of each steady phase, default 20s
+#   BURST         messages of the burst phase, default 200
+#   QUICK=1       a short smoke run (300 and 200 clients, 5 s phases) to check the set-up
+#   OUT           output folder, default docs/benchmarks
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PEERS=${PEERS:-"ferry-ws ferry-sse ferry-longpoll socketio-ws socketio-polling gorilla-ws"}
+WS_CLIENTS=${WS_CLIENTS:-10000}
+HTTP_CLIENTS=${HTTP_CLIENTS:-5000}
+SCALE=${SCALE:-"1000 2500 5000"}
+DURATION=${DURATION:-20s}
+BURST=${BURST:-200}
+OUT=${OUT:-docs/benchmarks}
+if [ "${QUICK:-}" = 1 ]; then
+  WS_CLIENTS=300 HTTP_CLIENTS=200 SCALE=100 DURATION=5s BURST=50
+fi
+PORT=18700
+URL=http://127.0.0.1:$PORT
+KEY=bench
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+for tool in go node npm taskset; do
+  command -v "$tool" >/dev/null || { echo "bench/run.sh: $tool is needed" >&2; exit 1; }
+done
+if [ "$(nproc)" -lt 2 ]; then
+  echo "bench/run.sh: needs two cores (server on core 0, generator on core 1)" >&2
+  exit 1
+fi
+# Every client holds a descriptor, the server one per client too.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((WS_CLIENTS + 1000)) ]; then
+  echo "bench/run.sh: the open-file limit $(ulimit -n) is too low for $WS_CLIENTS clients" >&2
+  exit 1
+fi
+
+BIN=$(mktemp -d)
+SERVER_PID=
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  rm -rf "$BIN"
+}
+trap cleanup EXIT
+
+log "building ferry, ferry-bench, gorilla-floor, chart"
+go build -o "$BIN/ferry" ./cmd/ferry
+go build -o "$BIN/ferry-bench" ./cmd/ferry-bench
+go build -o "$BIN/gorilla-floor" ./bench/gorilla-floor
+go build -o "$BIN/chart" ./bench/chart
+
+if [ ! -d bench/socketio/node_modules ] || [ bench/socketio/package-lock.json -nt bench/socketio/node_modules/.package-lock.json ]; then
+  log "installing the Socket.IO peer (npm ci)"
+  (cd bench/socketio && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Ferry limits connections and new sessions per client address; from one machine every
+# client comes from 127.0.0.x, so a benchmark lifts those limits (when the binary has them).
+FERRY_FLAGS=(--addr "127.0.0.1:$PORT" --api-key "$KEY" --demo=false --log-level warn)
+help=$("$BIN/ferry" --help 2>&1 || true)
+grep -q -- '--negotiate-rate' <<<"$help" && FERRY_FLAGS+=(--negotiate-rate 1000000)
+grep -q -- '--max-conns-per-ip' <<<"$help" && FERRY_FLAGS+=(--max-conns-per-ip 1000000)
+
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+[ -f "$RESULTS" ] && mv "$RESULTS" "$RESULTS.prev"
+: >"$RESULTS"
+
+{
+  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/^Mem:/{print $2}') GiB;" \
+    "Linux $(uname -r); $(go version | awk '{print $3}'); Node $(node --version);" \
+    "socket.io $(node -p "require('./bench/socketio/node_modules/socket.io/package.json').version");" \
+    "gorilla/websocket $(go list -m -f '{{.Version}}' github.com/gorilla/websocket)."
+  echo "Server pinned to core 0, load generator to core 1 (taskset). Run $(date -u +%Y-%m-%dT%H:%MZ)."
+} >"$OUT/machine.md"
+cat "$OUT/machine.md" >&2
+
+# start_server PEER: starts the server of PEER on core 0 and waits for its port.
+start_server() {
+  case $1 in
+  ferry-*) taskset -c 0 "$BIN/ferry" "${FERRY_FLAGS[@]}" >"$BIN/server.log" 2>&1 & ;;
+  socketio-*) taskset -c 0 node bench/socketio/server.js "127.0.0.1:$PORT" >"$BIN/server.log" 2>&1 & ;;
+  gorilla-*) taskset -c 0 "$BIN/gorilla-floor" --addr "127.0.0.1:$PORT" >"$BIN/server.log" 2>&1 & ;;
+  esac
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "bench/run.sh: $1 did not start:" >&2
+  cat "$BIN/server.log" >&2
+  exit 1
+}
+
+stop_server() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+  sleep 1 # let the sockets of the last run close
+}
+
+# run PEER SCENARIO CLIENTS [generator flags...]: one run against a fresh server.
+run() {
+  local peer=$1 scenario=$2 clients=$3
+  shift 3
+  local target transport label
+  case $peer in
+  ferry-ws) target=ferry transport=websocket label=ferry/websocket ;;
+  ferry-sse) target=ferry transport=sse label=ferry/sse ;;
+  ferry-longpoll) target=ferry transport=longpoll label=ferry/longpoll ;;
+  socketio-ws) target=socketio transport=websocket label=socket.io/websocket ;;
+  socketio-polling) target=socketio transport=polling label=socket.io/polling ;;
+  gorilla-ws) target=gorilla transport=websocket label=gorilla-floor/websocket ;;
+  *) echo "bench/run.sh: unknown peer $peer" >&2; exit 1 ;;
+  esac
+  log "$label: $scenario, $clients clients"
+  start_server "$peer"
+  # A failed run is reported in its JSON line and the table; the comparison goes on.
+  taskset -c 1 "$BIN/ferry-bench" --target "$target" --transport "$transport" --url "$URL" \
+    --api-key "$KEY" --clients "$clients" --server-pid "$SERVER_PID" --max-time 5m \
+    --label "$label" --scenario "$scenario" --json "$RESULTS" --quiet "$@" || true
+  stop_server
+}
+
+for peer in $PEERS; do
+  n=$WS_CLIENTS
+  case $peer in *-sse | *-longpoll | *-polling) n=$HTTP_CLIENTS ;; esac
+  run "$peer" rate2 "$n" --rate 2 --duration "$DURATION" --burst "$BURST"
+  run "$peer" rate10 "$n" --rate 10 --duration "$DURATION" --burst 0
+  for s in $SCALE; do
+    [ "$s" -lt "$n" ] && run "$peer" scale "$s" --rate 2 --duration "$DURATION" --burst 0
+  done
+  case $peer in
+  ferry-ws | gorilla-ws) run "$peer" stall "$n" --rate 2 --duration "$DURATION" --burst 0 --stall 1 ;;
+  esac
+done
+
+log "writing $OUT/results.md and $OUT/p99.svg"
+"$BIN/chart" --in "$RESULTS" --md "$OUT/results.md" --svg "$OUT/p99.svg" --machine "$OUT/machine.md"
+cat "$OUT/results.md"

@@ -60,7 +60,8 @@ func PresenceChannel(channel string) string { return "$presence:" + channel }
 // PresenceConfig configures a presence store. The zero value is valid.
 type PresenceConfig struct {
 	// TTL is how long a member stays without a Join refreshing it; default 45 s (three
-	// default heartbeats).
+	// default heartbeats). Keep it longer than the heartbeat plus the long-poll hold: a
+	// long-polling session is refreshed by the first poll after each heartbeat interval.
 	TTL time.Duration
 	// SweepInterval is how often expired members are removed and their leave events
 	// published; default TTL/4.

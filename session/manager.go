@@ -71,8 +71,11 @@ type Config struct {
 	// Observer is told what sessions do; default NopObserver.
 	Observer Observer
 	// Presence, if set, is told which channels each session is present on: on every
-	// attachment, heartbeat and subscribe, and on unsubscribe. Absence otherwise comes from
-	// the presence store's TTL, since a session that leaves here may attach elsewhere.
+	// attachment, heartbeat and subscribe, on a long-poll that continues its parked
+	// attachment (Resume) once a heartbeat interval has passed since the last time, and on
+	// unsubscribe. Absence otherwise comes from the presence store's TTL, since a session
+	// that leaves here may attach elsewhere. A polling session is thus refreshed at most
+	// Heartbeat + PollHold (plus a round trip) apart: the store's TTL must be longer.
 	Presence PresenceHook
 	// Revoked, if set, is asked on every request and every heartbeat of an attachment
 	// whether the session's identity was revoked; a revoked one is closed with 4101.
@@ -321,6 +324,10 @@ type Attachment struct {
 	expect Cursor
 	gen    uint64
 	linger *time.Timer
+	// presentAt is when the session's presence was last refreshed for a long-poll
+	// attachment (guarded by the Manager's mu): Resume refreshes it once a heartbeat
+	// interval has passed, not on every poll.
+	presentAt time.Time
 }
 
 // newAttachID returns an id that sorts by the client's attachment sequence, then by
@@ -348,6 +355,7 @@ func (m *Manager) Attach(ctx context.Context, req AttachRequest) (*Attachment, e
 		Transport: req.Transport,
 		Started:   now,
 		Remote:    req.Remote,
+		presentAt: now, // presence is refreshed below
 	}
 	a.OnClose = req.OnClose
 	a.OnWake = req.OnWake
@@ -367,15 +375,7 @@ func (m *Manager) Attach(ctx context.Context, req AttachRequest) (*Attachment, e
 				a.Close(err)
 				return
 			}
-			if m.cfg.Presence != nil {
-				if chans := a.Channels(); len(chans) > 0 {
-					names := make([]string, len(chans))
-					for i, e := range chans {
-						names[i] = e.Channel
-					}
-					m.cfg.Presence.Present(ctx, a.Claims, names)
-				}
-			}
+			m.present(ctx, a)
 		}
 	}
 	if req.Hello {
@@ -541,6 +541,11 @@ func (m *Manager) Park(a *Attachment, expect Cursor) {
 // sequence seq, cursor cur, in the same order) continues exactly where its last answer
 // left the client, and nil otherwise. A resumed attachment is the caller's to Park or
 // Detach again. claims are the poll's, which may carry a renewed token's expiry.
+//
+// A long-poll attachment has no heartbeat, and a continued poll does not attach, so
+// Resume is what keeps a polling session present: it refreshes presence when a heartbeat
+// interval has passed since the last refresh. Polls can come much more often than that
+// (one per message burst), and each refresh costs the presence store a round trip.
 func (m *Manager) Resume(claims Claims, seq uint64, cur Cursor) *Attachment {
 	m.mu.Lock()
 	a := m.attached[claims.SID]
@@ -550,12 +555,41 @@ func (m *Manager) Resume(claims Claims, seq uint64, cur Cursor) *Attachment {
 	}
 	m.unparkLocked(a)
 	a.Claims = claims
+	now := time.Now()
+	// Decided under mu, so that of two racing polls at most one refreshes.
+	refresh := m.cfg.Presence != nil && now.Sub(a.presentAt) >= m.cfg.Heartbeat
+	if refresh {
+		a.presentAt = now
+	}
 	m.mu.Unlock()
 	if a.Err() != nil { // closed while parked (slow consumer): the poll attaches afresh
 		m.Detach(a)
 		return nil
 	}
+	if refresh {
+		// Not bound to the poll's request: a client that abandons this poll polls again,
+		// and that poll must not find the refresh marked done but never made.
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Heartbeat)
+		m.present(ctx, a)
+		cancel()
+	}
 	return a
+}
+
+// present refreshes the session's presence on every channel a is subscribed to.
+func (m *Manager) present(ctx context.Context, a *Attachment) {
+	if m.cfg.Presence == nil {
+		return
+	}
+	chans := a.Channels()
+	if len(chans) == 0 {
+		return
+	}
+	names := make([]string, len(chans))
+	for i, e := range chans {
+		names[i] = e.Channel
+	}
+	m.cfg.Presence.Present(ctx, a.Claims, names)
 }
 
 // unparkLocked takes a out of the parked state and reports whether it was parked.

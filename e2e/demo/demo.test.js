@@ -229,6 +229,62 @@ describe('demo pages', () => {
       assert.deepEqual(twice, [], 'no message reached A twice');
       noErrors(a, b);
     });
+
+    test('who is in the room: tabs list each other, a long-polling one stays, a closed one leaves', T, async () => {
+      // A node of its own with short heartbeats, so that presence expires in seconds: cmd/ferry
+      // keeps a member for 2 × max(heartbeat, poll hold) without a refresh, here 6 s (about a
+      // minute by default), and sweeps the expired every quarter of that.
+      const TTL = 6000;
+      const n3 = new FerryNode({ dir, name: 'ferry-presence', flags: { demo: true, ticker: '0', heartbeat: '1s', 'poll-hold': '3s' } });
+      started.push(n3);
+      await n3.start();
+      const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+      const url = `${n3.url}/chat.html?room=presence`;
+      const x = await open(url, { context, name: 'presence-a' });
+      const y = await open(`${url}&transport=longpoll`, { context, name: 'presence-b' });
+      await waitConnected(x.page);
+      await waitConnected(y.page, 'longpoll');
+      const sid = (r) => r.page.evaluate(() => window.ferry.sid);
+      const [sx, sy] = [await sid(x), await sid(y)];
+      /** Waits until the member list of r shows every session of `want` and none of `gone`. */
+      const waitMembers = (r, want, gone = [], timeout = 15000) => r.page.waitForFunction(([w, g]) => {
+        const shown = new Set([...document.querySelectorAll('#members li[data-session]')].map((li) => li.dataset.session));
+        return w.every((s) => shown.has(s)) && g.every((s) => !shown.has(s));
+      }, [want, gone], { timeout, polling: 100 });
+      const leaves = (r, s) => r.page.evaluate((s) => window.demo.presenceLog.filter((e) => e.event === 'leave' && e.session === s).length, s);
+
+      await waitMembers(x, [sx, sy]);
+      await waitMembers(y, [sx, sy]);
+      assert.equal(await x.page.getAttribute(`#members li[data-session="${sx}"]`, 'data-you'), 'true', 'A marks itself');
+      assert.equal(await x.page.getAttribute(`#members li[data-session="${sy}"]`, 'data-you'), 'false');
+      assert.equal(await x.page.textContent('#members-count'), '2');
+      // Presence knows sessions; once A speaks, B puts A's chat name on A's session.
+      const nameX = await x.page.inputValue('#name');
+      await say(x.page, 'A is in the room');
+      await y.page.waitForFunction(([s, n]) => document.querySelector(`#members li[data-session="${s}"]`)?.textContent.includes(n),
+        [sx, nameX], { timeout: 10000, polling: 100 });
+
+      // B long-polls, each poll continuing the one before: its presence is refreshed by the
+      // polls themselves. A keeps listing it for more than twice the TTL, and never sees it leave.
+      await x.page.waitForFunction(([s, ttl]) => Date.now() - window.demo.members.get(s)?.since > 2 * ttl,
+        [sy, TTL], { timeout: 4 * TTL, polling: 250 });
+      assert.equal(await leaves(x, sy), 0, 'A never saw the long-polling tab leave');
+      assert.equal(await y.page.evaluate(() => window.ferry.transport), 'longpoll', 'B was long-polling all along');
+
+      // A third tab comes in and is closed: both others list it, then drop it once its presence
+      // expires (a TTL and a sweep after its last heartbeat; the deadline has slack for a loaded machine).
+      const z = await open(url, { context, name: 'presence-c' });
+      await waitConnected(z.page);
+      const sz = await sid(z);
+      await waitMembers(x, [sx, sy, sz]);
+      await waitMembers(y, [sx, sy, sz]);
+      await z.page.close();
+      await waitMembers(x, [sx, sy], [sz], 3 * TTL);
+      await waitMembers(y, [sx, sy], [sz], 3 * TTL);
+      assert.equal(await leaves(x, sz), 1, 'A saw the closed tab leave, once');
+      assert.equal(await leaves(x, sy), 0, 'and still no leave of the long-polling tab');
+      noErrors(x, y, z);
+    });
   });
 
   describe('live dashboard', () => {

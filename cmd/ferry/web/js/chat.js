@@ -2,6 +2,7 @@
 // GET /api/history, then the live messages after it; after a reset (history no longer covers
 // a gap, e.g. the server restarted without its state) it takes a new snapshot. Messages are
 // kept by offset, so a message seen in both the snapshot and the stream is shown once.
+// Who is in the room comes from the server's presence on the channel: see followPresence.
 import { BASE } from './config.js';
 import { Lab } from './lab.js';
 import { $, el, ago } from './util.js';
@@ -30,6 +31,7 @@ $name.addEventListener('change', () => {
   render();
 });
 $('#channel-name').textContent = channel;
+$('#presence-channel').textContent = `$presence:${channel}`;
 $('#room-title').textContent = `#${room}`;
 document.title = `#${room} · Ferry chat`;
 
@@ -54,6 +56,8 @@ function put(offset, data, ts) {
     id: typeof d.id === 'string' ? d.id : undefined,
   });
   if (typeof d.id === 'string') pending.delete(d.id);
+  // Presence knows sessions, not chat names: a session's messages tell its name.
+  if (typeof d.sid === 'string') names.set(d.sid, String(d.name ?? '').slice(0, 40));
   while (msgs.size > KEEP) msgs.delete(Math.min(...msgs.keys()));
 }
 
@@ -116,6 +120,7 @@ function render() {
   $messages.replaceChildren(...items);
   if (stick) $messages.scrollTop = $messages.scrollHeight;
   people();
+  renderMembers();
 }
 
 /** Who spoke in the last ACTIVE_MS, most recent first. */
@@ -129,6 +134,107 @@ function people() {
 }
 setInterval(people, 5000);
 
+// ---- presence: who is in the room ---------------------------------------------------------
+//
+// The members are the sessions subscribed to the channel, as the server keeps them. The page
+// listens to the subscription's join and leave events (which subscribes it to the presence
+// feed, $presence:<channel>) and takes a snapshot with sub.presence() each time the feed is
+// confirmed or reset: from then on every change arrives as an event. Events that come while
+// a snapshot is on its way are applied again on top of it, since the snapshot may have been
+// taken before them; joins and leaves set a state rather than toggle it, so applying one
+// twice is harmless.
+
+/** @type {Map<string, {session: string, user?: string, since: number}>} session → member */
+const members = new Map();
+/** session → the chat name its messages carry */
+const names = new Map();
+// For tests and the curious: every join and leave event, in order.
+const presenceLog = [];
+// The sessions this tab has had: forcing a transport makes a new client, hence a new
+// session, and the old one stays present until it expires. The tab hides its own.
+const ownSids = new Set();
+let presenceSub = null; // the room subscription whose presence is shown
+let inFlight = null; // events seen while a snapshot is on its way
+let snapshots = 0; // tells a snapshot's answer from a later one's
+let presenceError = '';
+
+function applyPresence(event, m) {
+  if (event === 'leave') members.delete(m.session);
+  else if (!members.has(m.session)) members.set(m.session, { session: m.session, user: m.user, since: Date.now() });
+}
+
+/** Follows the presence of the current client's subscription; a new client brings a new one. */
+function followPresence() {
+  const ferry = lab.ferry;
+  const sub = ferry?.subscription(channel);
+  if (ferry?.sid) ownSids.add(ferry.sid);
+  if (!sub || sub === presenceSub) return renderMembers();
+  presenceSub = sub;
+  members.clear();
+  inFlight = null;
+  const mine = (fn) => (e) => { if (presenceSub === sub) fn(e); };
+  for (const event of ['join', 'leave']) {
+    sub.on(event, mine((m) => {
+      presenceLog.push({ event, session: m.session, user: m.user, at: Date.now() });
+      inFlight?.push([event, m]);
+      applyPresence(event, m);
+      renderMembers();
+    }));
+  }
+  // Listening to join and leave subscribed the feed just now, so it exists.
+  const feed = ferry.subscription(`$presence:${channel}`);
+  feed.on('subscribed', mine(() => snapshotPresence(sub)));
+  feed.on('reset', mine(() => snapshotPresence(sub))); // events were lost: start over
+  renderMembers();
+}
+
+async function snapshotPresence(sub) {
+  const n = ++snapshots;
+  inFlight = [];
+  let list;
+  try {
+    list = await sub.presence();
+  } catch (err) {
+    if (presenceSub !== sub || n !== snapshots) return;
+    inFlight = null;
+    // 4100 is the server's answer for a channel without presence (--presence).
+    presenceError = err.code === 4100 ? `The server keeps no presence on ${channel}.` : `Presence unavailable: ${err.reason || err.message}`;
+    return renderMembers();
+  }
+  if (presenceSub !== sub || n !== snapshots) return;
+  const replay = inFlight;
+  inFlight = null;
+  const seen = new Map(members);
+  members.clear();
+  for (const m of list) members.set(m.session, { session: m.session, user: m.user, since: seen.get(m.session)?.since ?? Date.now() });
+  for (const [event, m] of replay) applyPresence(event, m);
+  presenceError = '';
+  renderMembers();
+}
+
+/** A member's name: this tab's own, the identity the server verified, the name its messages carry, or its session. */
+function memberName(m, current) {
+  if (m.session === current) return me;
+  return m.user || names.get(m.session) || `guest ${m.session.slice(0, 6)}`;
+}
+
+function renderMembers() {
+  const current = lab.ferry?.sid ?? null;
+  const list = [...members.values()]
+    .filter((m) => m.session === current || !ownSids.has(m.session))
+    .map((m) => ({ ...m, name: memberName(m, current) }))
+    .sort((x, y) => (y.session === current) - (x.session === current) || x.name.localeCompare(y.name));
+  $('#members-count').textContent = list.length ? String(list.length) : '';
+  $('#members').replaceChildren(...(list.length ? list.map((m) =>
+    el('li', { dataset: { session: m.session, you: m.session === current } },
+      el('span', {}, m.name, m.session === current ? el('span', { className: 'you' }, 'you') : ''),
+      el('code', { className: 'ago', title: `session ${m.session}` }, m.session.slice(0, 8))))
+    : [el('li', { className: 'ago' }, presenceError ? 'unknown' : 'connecting…')]));
+  const $err = $('#presence-error');
+  $err.textContent = presenceError;
+  $err.hidden = !presenceError;
+}
+
 $('#composer').addEventListener('submit', (e) => {
   e.preventDefault();
   const text = $text.value.trim();
@@ -137,7 +243,8 @@ $('#composer').addEventListener('submit', (e) => {
   const id = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
   pending.set(id, { text, at: Date.now(), state: 'sending' });
   render();
-  publish({ id, name: me, text, at: Date.now() });
+  // The session id lets the other tabs put this name on this session in their member list.
+  publish({ id, name: me, text, at: Date.now(), sid: lab.ferry?.sid ?? undefined });
 });
 
 /**
@@ -156,7 +263,9 @@ function publish(msg) {
 }
 
 const lab = new Lab($('#lab'));
-window.demo = { lab, channel, msgs, pending, arrivals, get epoch() { return epoch; } };
+// After every change of client, state or transport: a new client has a new subscription.
+lab.onChange(followPresence);
+window.demo = { lab, channel, msgs, pending, arrivals, members, presenceLog, get epoch() { return epoch; } };
 
 let since;
 try {

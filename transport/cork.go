@@ -70,11 +70,17 @@ func (c *corkConn) uncork() error {
 	return err
 }
 
-// corkHijacker hands gorilla's Upgrade a corkConn in place of the hijacked connection.
+// corkHijacker hands gorilla's Upgrade a corkConn in place of the hijacked connection,
+// and a read buffer of wsReadBuffer bytes in place of net/http's 4 KiB one (gorilla
+// reuses a hijacked reader larger than 256 bytes when its ReadBufferSize is zero).
 type corkHijacker struct {
 	http.ResponseWriter
 	conn *corkConn
+	br   *bufio.Reader // nil if net/http had read past the request: gorilla refuses that
 }
+
+// wsReadBuffer holds a client's small frames whole; larger ones are read through it.
+const wsReadBuffer = 512
 
 func (h *corkHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
@@ -82,5 +88,9 @@ func (h *corkHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	h.conn = &corkConn{Conn: c}
-	return h.conn, brw, nil
+	if brw.Reader.Buffered() > 0 {
+		return h.conn, brw, nil
+	}
+	h.br = bufio.NewReaderSize(h.conn, wsReadBuffer)
+	return h.conn, bufio.NewReadWriter(h.br, brw.Writer), nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferryrt/ferry/session"
+	"github.com/ferryrt/ferry/transport/internal/netpoll"
 )
 
 // SSEHandler serves GET /sse: the session's frames as a text/event-stream, upstream by
@@ -154,8 +155,7 @@ func applyLastEventID(cur session.Cursor, id string) error {
 
 // serveHijacked serves an HTTP/1.1 stream on the hijacked connection, so that net/http's
 // buffers, request and handler goroutine go once the stream has started: an idle stream
-// then costs one goroutine (the reader that notices the client leaving) and its
-// attachment. It reports false, having done nothing, when the connection can't be
+// then costs its attachment and no goroutine (see sseStream). It reports false, having done nothing, when the connection can't be
 // hijacked (HTTP/2, a wrapper that hides it) or the request doesn't attach.
 func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, release func()) bool {
 	req, err := h.cfg.attachRequest(r.Context(), r, SSE)
@@ -203,25 +203,27 @@ func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, relea
 		a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 	}
 	close(s.ready)
-	done := h.cfg.handOff(release)
-	go func() {
-		defer done()
-		s.run()
-	}()
+	s.start(h.cfg.handOff(release))
 	return true
 }
 
-// sseStream is a stream on a hijacked connection: a reader goroutine that only notices
-// the client leaving, and a writer goroutine while there are frames (see wsSession).
+// sseStream is a stream on a hijacked connection. A client sends nothing after its
+// request, so reading only notices it leaving: netpoll reports that without a goroutine
+// (a reader goroutine blocks in Read where the connection can't be watched). A writer
+// goroutine runs while there are frames (see wsSession), heartbeats come from a timer.
 type sseStream struct {
 	h       *SSEHandler
 	conn    net.Conn
 	a       *session.Attachment // set before ready is closed
 	ready   chan struct{}       // the response header is out
 	writing atomic.Bool
-	closed  chan struct{}
-	once    sync.Once
+	closed  chan struct{} // the connection is closed
 	hb      *time.Timer
+	end     func() // releases the connection slot once the stream is torn down
+
+	mu       sync.Mutex
+	isClosed bool
+	watch    *netpoll.Watch // nil with a reader goroutine
 }
 
 func (s *sseStream) wake() {
@@ -230,16 +232,30 @@ func (s *sseStream) wake() {
 	}
 }
 
+// closeConn closes the connection, once. The watch stops first (a descriptor must leave
+// the epoll set before it is closed); if it was armed, no reader will see the close, so
+// the teardown starts here.
 func (s *sseStream) closeConn() {
-	s.once.Do(func() {
-		s.conn.Close()
-		close(s.closed)
-	})
+	s.mu.Lock()
+	if s.isClosed {
+		s.mu.Unlock()
+		return
+	}
+	s.isClosed = true
+	w := s.watch
+	s.mu.Unlock()
+	owned := w != nil && w.Stop()
+	s.conn.Close()
+	close(s.closed)
+	if owned {
+		go s.teardown()
+	}
 }
 
-func (s *sseStream) run() {
+func (s *sseStream) start(end func()) {
+	s.end = end
 	every := s.h.cfg.Manager.Config().Heartbeat
-	hb := time.AfterFunc(time.Hour, func() {
+	s.hb = time.AfterFunc(time.Hour, func() {
 		select {
 		case <-s.closed:
 		default:
@@ -247,20 +263,51 @@ func (s *sseStream) run() {
 			s.hb.Reset(every)
 		}
 	})
-	hb.Stop()
-	s.hb = hb
-	hb.Reset(every)
-	// A client sends nothing after its request: a read returns when it leaves.
-	var b [1]byte
-	for {
-		if _, err := s.conn.Read(b[:]); err != nil {
-			break
+	s.hb.Stop() // armed only once s.hb is set, which the callback uses
+	s.hb.Reset(every)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.isClosed {
+		go s.teardown() // the writer failed already
+		return
+	}
+	if w, err := netpoll.Start(s.conn, s.onReadable); err == nil {
+		s.watch = w
+		return
+	}
+	go func() {
+		var b [1]byte
+		for {
+			if _, err := s.conn.Read(b[:]); err != nil {
+				break
+			}
+		}
+		s.teardown()
+	}()
+}
+
+// onReadable runs when the client sent something or left. Anything it sends is ignored.
+func (s *sseStream) onReadable() {
+	var b [64]byte
+	if _, err := s.conn.Read(b[:]); err == nil {
+		s.mu.Lock()
+		w := s.watch
+		s.mu.Unlock()
+		if w.Arm() {
+			return
 		}
 	}
+	s.teardown()
+}
+
+// teardown ends the stream, on the one goroutine that owns its reading.
+func (s *sseStream) teardown() {
 	s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "connection lost"})
 	<-s.closed
-	hb.Stop()
+	s.hb.Stop()
 	s.h.cfg.Manager.Detach(s.a)
+	s.end()
 }
 
 func (s *sseStream) flush() {

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/ferryrt/ferry/session"
+	"github.com/ferryrt/ferry/transport/internal/netpoll"
 )
 
 // writeWait bounds one write to a client; a client that doesn't read for this long is gone.
@@ -37,7 +39,9 @@ type WebSocketHandler struct {
 func NewWebSocket(cfg Config) *WebSocketHandler {
 	c := cfg.withDefaults()
 	return &WebSocketHandler{cfg: c, upgrader: websocket.Upgrader{
-		ReadBufferSize:    256,
+		// Zero: gorilla reads through the small buffer corkHijacker hands it, whose
+		// Buffered count tells the reader when to wait for the poller again.
+		ReadBufferSize:    0,
 		WriteBufferSize:   4096,
 		WriteBufferPool:   writeBufferPool,
 		EnableCompression: false,
@@ -101,64 +105,110 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.a = a
 	close(s.attached)
 	// The connection is hijacked: net/http's request, response and buffers are of no more
-	// use, but they stay reachable as long as this handler runs. Running the session on
-	// its own goroutine and returning lets them go (about 12 KiB and a deep stack per
-	// connection). The request's context ends with ServeHTTP, so the session has its own.
+	// use, but they stay reachable as long as this handler runs. Returning lets them go
+	// (about 12 KiB and a deep stack per connection); the session lives on in callbacks.
+	// The request's context ends with ServeHTTP, so the session has its own.
 	handedOff = true
-	done := h.cfg.handOff(release)
-	go func() {
-		defer done()
-		s.run()
-	}()
+	s.end = h.cfg.handOff(release)
+	s.start(hj.br)
 }
 
-// wsSession is one WebSocket attachment. Its only lasting goroutine is the reader; a
-// writer goroutine exists only while there are frames to write: the attachment's OnWake
-// starts one, which drains with TryNext and ends when nothing is left. Heartbeats come
-// from a timer. So an idle connection costs one goroutine stack, not two.
+// wsSession is one WebSocket attachment. An idle one has no goroutine at all: a writer
+// exists only while there are frames to write (the attachment's OnWake starts one, which
+// drains with TryNext and ends when nothing is left), a reader only while the client has
+// sent something (netpoll reports it; see onReadable), and heartbeats come from a timer.
+// Where the connection can't be watched (TLS, other platforms), one reader goroutine
+// blocks in Read instead.
 type wsSession struct {
 	h        *WebSocketHandler
 	conn     *websocket.Conn
 	cork     *corkConn
+	br       *bufio.Reader       // gorilla's read buffer: what it holds, no poller sees
 	a        *session.Attachment // set before attached is closed
 	attached chan struct{}
-	idle     time.Duration // read deadline while open
+	end      func() // releases the connection slot, once the session is torn down
+	idle     time.Duration
 	hb       *time.Timer
+	lastRead atomic.Int64 // UnixNano of the last frame or pong from the client
 
 	writing atomic.Bool   // a writer goroutine runs or is starting
 	done    chan struct{} // closed once the writer has sent the close frame, or failed
 	once    sync.Once
 
-	mu      sync.Mutex // orders deadline changes of the reader and the closing writer
+	mu      sync.Mutex // orders the reader's deadline and watch against the closing writer
 	closing bool
+	watch   *netpoll.Watch // nil with a blocking reader
 }
 
-func (s *wsSession) run() {
+// start arms the heartbeat and the reading side.
+func (s *wsSession) start(br *bufio.Reader) {
 	mc := s.h.cfg.Manager.Config()
 	s.conn.SetReadLimit(int64(mc.MaxMessageBytes + frameOverhead))
-	s.idle = 2*mc.Heartbeat + writeWait
-	s.extendRead()
-	s.conn.SetPongHandler(func(string) error { s.extendRead(); return nil })
-	hb := time.AfterFunc(time.Hour, func() {
-		select {
-		case <-s.done:
-		default:
-			s.a.Ping()
-			s.hb.Reset(mc.Heartbeat)
-		}
-	})
-	hb.Stop()
-	s.hb = hb
-	hb.Reset(mc.Heartbeat)
+	// A client answers every heartbeat's WebSocket ping with a pong, so two heartbeats of
+	// silence mean it is gone, whether or not TCP has noticed.
+	s.idle = 2 * mc.Heartbeat
+	s.touch()
+	s.conn.SetPongHandler(func(string) error { s.touch(); return nil })
+	s.hb = time.AfterFunc(time.Hour, func() { s.heartbeat(mc.Heartbeat) })
+	s.hb.Stop() // armed only once s.hb is set, which the callback uses
+	s.hb.Reset(mc.Heartbeat)
 
-	s.read(context.Background())
-	// The read ended: the writer has sent the close frame (the client answered, or the
-	// close handshake's deadline passed), or the read failed and closed the attachment,
-	// whose close frame a writer is sending now.
-	<-s.done
-	hb.Stop()
-	s.h.cfg.Manager.Detach(s.a)
-	s.conn.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		go s.endRead() // the writer has closed already: only the close handshake is left
+		return
+	}
+	if br != nil {
+		s.br = br
+		if w, err := netpoll.Start(s.cork.Conn, s.onReadable); err == nil {
+			s.watch = w
+			return
+		}
+	}
+	go func() {
+		for s.readOne() {
+		}
+		s.endRead()
+	}()
+}
+
+// heartbeat runs every interval: a ping, or the end of a client that stopped answering.
+func (s *wsSession) heartbeat(every time.Duration) {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	if time.Since(time.Unix(0, s.lastRead.Load())) > s.idle {
+		s.a.Close(session.Errorf(session.CodeHeartbeat, "no frame or pong from the client in %v", s.idle))
+		return
+	}
+	s.a.Ping()
+	s.hb.Reset(every)
+}
+
+func (s *wsSession) touch() { s.lastRead.Store(time.Now().UnixNano()) }
+
+// onReadable runs on a goroutine of its own when the client has sent something: it
+// handles every frame that has arrived, then waits for the next report, or ends the
+// session's reading when the attachment is over.
+func (s *wsSession) onReadable() {
+	for {
+		if !s.readOne() {
+			s.endRead()
+			return
+		}
+		if s.br.Buffered() == 0 {
+			break
+		}
+	}
+	s.mu.Lock()
+	w := s.watch
+	s.mu.Unlock()
+	if !w.Arm() {
+		s.endRead() // stopped by the closing writer meanwhile: reading is ours to end
+	}
 }
 
 // wake runs under the attachment's lock whenever frames are ready: it starts a writer
@@ -170,14 +220,19 @@ func (s *wsSession) wake() {
 }
 
 // finish ends the writing side: after the close frame (or a failed write) the reader gets
-// closeGrace for the client's answer, as in the close handshake.
+// closeGrace for the client's answer, as in the close handshake. When no reader runs, one
+// starts for that.
 func (s *wsSession) finish() {
 	s.once.Do(func() {
 		s.mu.Lock()
 		s.closing = true
 		s.conn.SetReadDeadline(time.Now().Add(closeGrace))
+		w := s.watch
 		s.mu.Unlock()
 		close(s.done)
+		if w != nil && w.Stop() {
+			go s.endRead()
+		}
 	})
 }
 
@@ -214,45 +269,53 @@ func (s *wsSession) flush() {
 // closeGrace bounds the close handshake.
 const closeGrace = time.Second
 
-// extendRead moves the read deadline while the attachment is open: a client must send
-// something (a frame or a pong) within two heartbeats.
-func (s *wsSession) extendRead() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closing {
-		s.conn.SetReadDeadline(time.Now().Add(s.idle))
+// readOne reads and handles one client frame. It reports false when the connection
+// failed or a frame was bad (having closed the attachment, which ends the writer) or the
+// attachment is closed already.
+func (s *wsSession) readOne() bool {
+	typ, data, err := s.conn.ReadMessage()
+	if err != nil {
+		s.a.Close(readError(err))
+		return false
 	}
+	if s.a.Err() != nil {
+		return false
+	}
+	s.touch()
+	s.h.cfg.obs().Received(WebSocket, 1, len(data))
+	if typ != websocket.TextMessage {
+		s.a.Close(session.Errorf(session.CodeBadRequest, "binary WebSocket messages are not part of the protocol"))
+		return false
+	}
+	f, err := session.DecodeClientFrame(data, s.h.cfg.Manager.Config().MaxMessageBytes)
+	if err != nil {
+		s.h.cfg.obs().Rejected("bad_request")
+		s.a.Close(session.AsError(err))
+		return false
+	}
+	s.h.cfg.Manager.HandleFrame(context.Background(), s.a, &f)
+	return true
 }
 
-// read handles client frames until the connection fails or a frame is bad; either way it
-// closes the attachment, which ends the writer. It then reads and drops what the client
-// still sends, until the close handshake's deadline or the client's close.
-func (s *wsSession) read(ctx context.Context) {
-	defer io.Copy(io.Discard, s.conn.UnderlyingConn())
-	maxPayload := s.h.cfg.Manager.Config().MaxMessageBytes
-	for {
-		typ, data, err := s.conn.ReadMessage()
-		if err != nil {
-			s.a.Close(readError(err))
-			return
-		}
-		if s.a.Err() != nil {
-			return
-		}
-		s.extendRead()
-		s.h.cfg.obs().Received(WebSocket, 1, len(data))
-		if typ != websocket.TextMessage {
-			s.a.Close(session.Errorf(session.CodeBadRequest, "binary WebSocket messages are not part of the protocol"))
-			return
-		}
-		f, err := session.DecodeClientFrame(data, maxPayload)
-		if err != nil {
-			s.h.cfg.obs().Rejected("bad_request")
-			s.a.Close(session.AsError(err))
-			return
-		}
-		s.h.cfg.Manager.HandleFrame(ctx, s.a, &f)
+// endRead tears the session down, on the one goroutine that owns the reading now: it
+// reads and drops what the client still sends until the close handshake's deadline or
+// the client's close, waits for the writer's close frame, and lets everything go.
+func (s *wsSession) endRead() {
+	s.mu.Lock()
+	w := s.watch
+	s.mu.Unlock()
+	if w != nil {
+		w.Stop() // before Close: the descriptor must leave the epoll set first
 	}
+	io.Copy(io.Discard, s.conn.UnderlyingConn())
+	// The writer has sent the close frame (the client answered, or the deadline passed),
+	// or the read failed and closed the attachment, whose close frame a writer is
+	// sending now.
+	<-s.done
+	s.hb.Stop()
+	s.h.cfg.Manager.Detach(s.a)
+	s.conn.Close()
+	s.end()
 }
 
 // readError maps a read failure to the reason the attachment ends with.

@@ -1,0 +1,168 @@
+package bridge
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/ferryrt/ferry/transport"
+)
+
+// dialWS opens a bare WebSocket attachment for a new session of ts and reads its hello.
+func dialWS(t *testing.T, ts *testServer) *websocket.Conn {
+	t.Helper()
+	c := ts.client(t)
+	u := "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws?session=" + url.QueryEscape(c.Session)
+	conn, _, err := websocket.DefaultDialer.Dial(u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, msg, err := conn.ReadMessage(); err != nil || !strings.HasPrefix(string(msg), `{"t":"hello"`) {
+		t.Fatalf("first frame %s, %v; want hello", msg, err)
+	}
+	return conn
+}
+
+// A client that stops answering pings is closed with 4004 after two silent heartbeats,
+// while one that answers stays.
+func TestWebSocketHeartbeatTimeout(t *testing.T) {
+	const hb = 50 * time.Millisecond
+	ts := newTestServer(t, Config{Heartbeat: hb})
+	start := time.Now()
+	mute := dialWS(t, ts)
+	mute.SetPingHandler(func(string) error { return nil }) // reads pings, never pongs
+	alive := dialWS(t, ts)
+
+	// The answering client reads (and so pongs) in the background until the mute one is
+	// closed, counting the heartbeats it saw.
+	pings := make(chan int, 1)
+	stop := make(chan struct{})
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				pings <- n
+				return
+			default:
+			}
+			alive.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, msg, err := alive.ReadMessage()
+			if err != nil {
+				pings <- -1
+				return
+			}
+			if strings.HasPrefix(string(msg), `{"t":"ping"`) {
+				n++
+			}
+		}
+	}()
+
+	mute.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var err error
+	for err == nil {
+		_, _, err = mute.ReadMessage()
+	}
+	silent := time.Since(start)
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4004 {
+		t.Fatalf("mute client: %v, want close 4004", err)
+	}
+	if silent < 2*hb {
+		t.Errorf("closed after %v, before two heartbeats (%v)", silent, 2*hb)
+	}
+	close(stop)
+	alive.WriteMessage(websocket.TextMessage, []byte(`{"t":"pong","seq":1}`)) // unblocks its read
+	if n := <-pings; n < 2 {
+		t.Fatalf("the answering client saw %d pings and then lost its connection, want it kept open", n)
+	}
+	eventually(t, "the answering attachment alone left", func() bool { return ts.Manager().Attached() == 1 })
+}
+
+// An idle WebSocket holds no goroutine on the server: readability of its connection is
+// watched by the kernel (netpoll), and a writer runs only while there is something to
+// write. The session still notices the client leaving.
+func TestIdleWebSocketsHoldNoGoroutine(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("connections are watched without a goroutine on Linux only; elsewhere each has a reader goroutine")
+	}
+	ts := newTestServer(t, Config{Limits: transport.Limits{NegotiateRate: 1000, NegotiateBurst: 1000}})
+	const n = 100
+	before := runtime.NumGoroutine()
+	conns := make([]*websocket.Conn, n)
+	for i := range conns {
+		conns[i] = dialWS(t, ts)
+	}
+	// The writers of the hellos end by themselves; wait for that, no longer.
+	eventually(t, "at most n/10 goroutines more with n idle WebSockets open", func() bool {
+		return runtime.NumGoroutine()-before <= n/10
+	})
+	if got := ts.Manager().Attached(); got != n {
+		t.Fatalf("%d attachments, want %d", got, n)
+	}
+
+	// Frames from an idle client still arrive (a subscription, answered with sub), and a
+	// client leaving still ends its attachment.
+	conns[0].WriteMessage(websocket.TextMessage, []byte(`{"t":"sub","ch":"room:idle"}`))
+	conns[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, msg, err := conns[0].ReadMessage(); err != nil || !strings.HasPrefix(string(msg), `{"t":"sub"`) {
+		t.Fatalf("answer to a sub from an idle client: %s, %v", msg, err)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	eventually(t, "no attachment left after every client closed", func() bool { return ts.Manager().Attached() == 0 })
+}
+
+// An idle SSE stream holds no goroutine either, and a client leaving still ends it.
+func TestIdleSSEStreamsHoldNoGoroutine(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("connections are watched without a goroutine on Linux only; elsewhere each has a reader goroutine")
+	}
+	ts := newTestServer(t, Config{Limits: transport.Limits{NegotiateRate: 1000, NegotiateBurst: 1000}})
+	const n = 100
+	before := runtime.NumGoroutine()
+	u, _ := url.Parse(ts.URL)
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		c := ts.client(t)
+		conn, err := net.Dial("tcp", u.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		fmt.Fprintf(conn, "GET %s/sse?session=%s HTTP/1.1\r\nHost: %s\r\n\r\n", u.Path, url.QueryEscape(c.Session), u.Host)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(conn)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream %d: %v before the hello event", i, err)
+			}
+			if strings.HasPrefix(line, `data: {"t":"hello"`) {
+				break
+			}
+		}
+		conns[i] = conn
+	}
+	eventually(t, "at most n/10 goroutines more with n idle SSE streams open", func() bool {
+		return runtime.NumGoroutine()-before <= n/10
+	})
+	if got := ts.Manager().Attached(); got != n {
+		t.Fatalf("%d attachments, want %d", got, n)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	eventually(t, "no attachment left after every client closed", func() bool { return ts.Manager().Attached() == 0 })
+}

@@ -1,0 +1,53 @@
+// Package netpoll tells when an idle connection becomes readable without a goroutine
+// blocked in Read for each one.
+//
+// A WebSocket or an SSE stream spends nearly all its life waiting for the client, and a
+// goroutine parked in Read for every one of them costs its stack: 4 to 8 KiB each, most of
+// the memory of an idle connection. A Watch asks the kernel instead (epoll on Linux, one
+// instance and one goroutine per process while anything is watched), and starts a
+// goroutine only when there is something to read.
+//
+// A Watch is one-shot: after the callback has run, nothing more is reported until Arm is
+// called again. The callback reads what it needs through the connection itself (the Go
+// runtime's own poller still serves those reads, so reads may block as usual) and re-arms
+// when the connection has nothing buffered.
+package netpoll
+
+import (
+	"errors"
+	"net"
+)
+
+// ErrUnsupported is returned by Watch where the platform or the connection can't be
+// watched (not Linux, or a connection without a file descriptor of its own, such as a TLS
+// connection whose records are buffered above the socket). Callers fall back to a reader
+// goroutine.
+var ErrUnsupported = errors.New("netpoll: connection can't be watched")
+
+// Watch reports the readability of one connection. Its methods are safe for concurrent
+// use.
+type Watch struct {
+	w *watch
+}
+
+// Start watches c and calls onReadable on a new goroutine when c is readable (data, the
+// peer's FIN, or an error). The watch starts armed.
+func Start(c net.Conn, onReadable func()) (*Watch, error) {
+	w, err := start(c, onReadable)
+	if err != nil {
+		return nil, err
+	}
+	return &Watch{w: w}, nil
+}
+
+// Arm asks for the next call of onReadable. It must be called only from onReadable (or
+// after Start), when the caller has read everything it had buffered; if the connection
+// is readable already, the call comes at once. Arm reports false once the watch is
+// stopped: the caller then owns the connection's reading.
+func (w *Watch) Arm() bool { return w.w.arm() }
+
+// Stop ends the watch; the connection can then be closed. It reports whether the watch
+// was armed, that is, whether no onReadable call is running or due: if so, the caller
+// owns the connection's reading from now on; if not, the running call will find Arm
+// false and own it.
+func (w *Watch) Stop() bool { return w.w.stop() }

@@ -1,0 +1,204 @@
+//go:build linux
+
+package netpoll
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// poller is the process's one epoll instance. Its goroutine runs only while something is
+// watched, so that a process (or a test) with no connections has no goroutine left.
+type poller struct {
+	once    sync.Once
+	initErr error
+	epfd    int
+	wakefd  int // an eventfd that wakes the loop when the last watch stops
+
+	mu      sync.Mutex
+	watches map[int]*watch // by file descriptor
+	running bool           // the loop goroutine runs
+}
+
+var p poller
+
+// events asks for one report of readability (data, or the peer's FIN, or an error).
+const events = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+
+func (p *poller) init() error {
+	p.once.Do(func() {
+		epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err != nil {
+			p.initErr = fmt.Errorf("netpoll: epoll_create1: %w", err)
+			return
+		}
+		wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			unix.Close(epfd)
+			p.initErr = fmt.Errorf("netpoll: eventfd: %w", err)
+			return
+		}
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+			unix.Close(epfd)
+			unix.Close(wakefd)
+			p.initErr = fmt.Errorf("netpoll: epoll_ctl: %w", err)
+			return
+		}
+		p.epfd, p.wakefd = epfd, wakefd
+		p.watches = make(map[int]*watch)
+	})
+	return p.initErr
+}
+
+// watch is one watched connection. armed and stopped are guarded by p.mu.
+type watch struct {
+	raw     syscall.RawConn
+	fd      int
+	fn      func()
+	armed   bool // the kernel will report readability, and no fn call runs or is due
+	stopped bool
+}
+
+func start(c net.Conn, fn func()) (*watch, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, ErrUnsupported
+	}
+	if err := p.init(); err != nil {
+		return nil, errors.Join(ErrUnsupported, err)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil, errors.Join(ErrUnsupported, err)
+	}
+	w := &watch{raw: raw, fn: fn, armed: true}
+	var ctlErr error
+	// Inside Control the descriptor can't be closed (and its number reused) under us.
+	err = raw.Control(func(fd uintptr) {
+		w.fd = int(fd)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+		if ctlErr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, w.fd, &ev); ctlErr != nil {
+			return
+		}
+		p.watches[w.fd] = w
+		if !p.running {
+			p.running = true
+			go p.loop()
+		}
+	})
+	if err == nil {
+		err = ctlErr
+	}
+	if err != nil {
+		return nil, errors.Join(ErrUnsupported, err)
+	}
+	return w, nil
+}
+
+func (w *watch) arm() bool {
+	ok := false
+	err := w.raw.Control(func(fd uintptr) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if w.stopped || p.watches[w.fd] != w {
+			return
+		}
+		// Armed before the kernel is asked, under p.mu: an event that fires at once waits
+		// for the lock and then finds the watch armed.
+		w.armed = true
+		ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+		if unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, w.fd, &ev) != nil {
+			w.armed = false
+			p.removeLocked(w)
+			return
+		}
+		ok = true
+	})
+	return err == nil && ok
+}
+
+func (w *watch) stop() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.stopped {
+		return false
+	}
+	was := w.armed
+	w.armed = false
+	p.removeLocked(w)
+	return was
+}
+
+// removeLocked forgets w and takes its descriptor out of the epoll set (the kernel has
+// done so already if it was closed).
+func (p *poller) removeLocked(w *watch) {
+	w.stopped = true
+	if p.watches[w.fd] != w {
+		return
+	}
+	delete(p.watches, w.fd)
+	w.raw.Control(func(fd uintptr) { unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+	if len(p.watches) == 0 {
+		var one = [8]byte{1}
+		unix.Write(p.wakefd, one[:]) // the loop ends; EAGAIN means a wake is pending anyway
+	}
+}
+
+// loop waits for readable connections and runs each one's callback on a goroutine of
+// its own. It ends when nothing is watched.
+func (p *poller) loop() {
+	evs := make([]unix.EpollEvent, 256)
+	var drain [8]byte
+	for {
+		n, err := unix.EpollWait(p.epfd, evs, -1)
+		if err != nil && err != unix.EINTR {
+			// Not expected with a valid epoll descriptor; stop watching rather than spin.
+			p.failAll()
+			return
+		}
+		p.mu.Lock()
+		for _, ev := range evs[:max(n, 0)] {
+			fd := int(ev.Fd)
+			if fd == p.wakefd {
+				unix.Read(p.wakefd, drain[:])
+				continue
+			}
+			w := p.watches[fd]
+			if w == nil || !w.armed {
+				continue
+			}
+			w.armed = false
+			go w.fn()
+		}
+		if len(p.watches) == 0 {
+			p.running = false
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+	}
+}
+
+// failAll hands every armed watch back to its owner: the callback runs, finds Arm false
+// and reads on its own.
+func (p *poller) failAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, w := range p.watches {
+		armed := w.armed
+		w.armed = false
+		p.removeLocked(w)
+		if armed {
+			go w.fn()
+		}
+	}
+	p.running = false
+}

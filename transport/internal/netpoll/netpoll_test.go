@@ -1,0 +1,180 @@
+package netpoll
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// pair returns the two ends of a loopback TCP connection.
+func pair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { server.Close(); client.Close() })
+	return server, client
+}
+
+func skipUnsupported(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skipf("netpoll watches connections on Linux only (here: %s); the transports fall back to a reader goroutine", runtime.GOOS)
+	}
+}
+
+func recv(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no callback: %s", what)
+	}
+}
+
+func TestReportsDataOnceUntilArmed(t *testing.T) {
+	skipUnsupported(t)
+	server, client := pair(t)
+	calls := make(chan struct{}, 10)
+	w, err := Start(server, func() { calls <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+
+	client.Write([]byte("ab"))
+	recv(t, calls, "data written")
+	// One-shot: more data is not reported before Arm.
+	client.Write([]byte("cd"))
+	select {
+	case <-calls:
+		t.Fatal("a second callback before Arm")
+	case <-time.After(50 * time.Millisecond):
+	}
+	buf := make([]byte, 2)
+	io.ReadFull(server, buf)
+	// Two bytes are still unread: Arm reports them at once.
+	if !w.Arm() {
+		t.Fatal("Arm on a running watch reported stopped")
+	}
+	recv(t, calls, "unread data at Arm")
+	io.ReadFull(server, buf)
+	if string(buf) != "cd" {
+		t.Fatalf("read %q, want cd", buf)
+	}
+	w.Arm()
+	client.Close()
+	recv(t, calls, "the peer's FIN")
+	if _, err := server.Read(buf); !errors.Is(err, io.EOF) {
+		t.Fatalf("read after FIN: %v, want EOF", err)
+	}
+}
+
+func TestStopHandsOverReading(t *testing.T) {
+	skipUnsupported(t)
+	server, client := pair(t)
+	called := make(chan struct{}, 1)
+	w, err := Start(server, func() { called <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.Stop() {
+		t.Fatal("Stop of an armed watch with nothing running reported false")
+	}
+	if w.Stop() {
+		t.Fatal("a second Stop reported true")
+	}
+	if w.Arm() {
+		t.Fatal("Arm after Stop reported true")
+	}
+	client.Write([]byte("x"))
+	select {
+	case <-called:
+		t.Fatal("callback after Stop")
+	case <-time.After(50 * time.Millisecond):
+	}
+
+	// Stopped while a callback runs: Stop says so, and the callback's Arm fails.
+	server2, client2 := pair(t)
+	inCallback, release := make(chan struct{}), make(chan struct{})
+	armed := make(chan bool, 1)
+	var w2 *Watch
+	w2, err = Start(server2, func() {
+		close(inCallback)
+		<-release
+		armed <- w2.Arm()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client2.Write([]byte("y"))
+	recv(t, inCallback, "data")
+	if w2.Stop() {
+		t.Fatal("Stop during a callback reported armed")
+	}
+	close(release)
+	if <-armed {
+		t.Fatal("Arm in a callback after Stop reported true")
+	}
+}
+
+// Many connections, each written once from several goroutines at once: every one is
+// reported, and the poller's goroutine ends with the last watch (TestMain checks).
+func TestManyConnections(t *testing.T) {
+	skipUnsupported(t)
+	const n = 200
+	var wg sync.WaitGroup
+	watches := make([]*Watch, n)
+	clients := make([]net.Conn, n)
+	wg.Add(n)
+	for i := range n {
+		server, client := pair(t)
+		clients[i] = client
+		w, err := Start(server, wg.Done)
+		if err != nil {
+			t.Fatal(err)
+		}
+		watches[i] = w
+	}
+	for _, c := range clients {
+		go c.Write([]byte("z"))
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	recv(t, done, "every connection")
+	for _, w := range watches {
+		w.Stop()
+	}
+}
+
+func TestUnsupportedConnections(t *testing.T) {
+	server, _ := pair(t)
+	// A TLS connection buffers records above the socket: readability of the descriptor
+	// says nothing about what a Read returns.
+	if _, err := Start(tls.Server(server, &tls.Config{}), func() {}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("Start on a TLS connection: %v, want ErrUnsupported", err)
+	}
+}

@@ -5,6 +5,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/r3labs/sse/v2"
@@ -85,6 +89,52 @@ func FuzzSSEEventEncoding(f *testing.F) {
 		ev, err = r.ReadEvent()
 		if fr, ok, _ := fclient.ParseEvent(ev); err != nil || !ok || fr.T != "ping" {
 			t.Fatalf("second event %q: the first one spilled over", ev)
+		}
+	})
+}
+
+// Credentials go only where the allow-list names the page. With "*" in the list every
+// origin is let in, but one that matches only through "*" never gets
+// Access-Control-Allow-Credentials, and its cookies never reach the Authenticator
+// (without touching the request the handler goes on with); a listed origin, the server's
+// own host and a request without Origin get them.
+func FuzzOriginCredentials(f *testing.F) {
+	for _, s := range [][2]string{
+		{"https://app.example", "ferry.example"}, {"HTTPS://APP.EXAMPLE", "ferry.example"},
+		{"https://ferry.example", "ferry.example"}, {"http://ferry.example:8080", "ferry.example:8080"},
+		{"https://evil.example", "ferry.example"}, {"https://app.example.evil", "ferry.example"},
+		{"null", ""}, {"", "ferry.example"}, {"https://", ""},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, origin, host string) {
+		sawCookie := false
+		cfg := (&Config{AllowedOrigins: []string{"https://app.example", "*"},
+			Authenticate: func(r *http.Request) (session.Identity, bool, error) {
+				sawCookie = r.Header.Get("Cookie") != ""
+				return session.Identity{}, false, nil
+			}}).withDefaults()
+		r := httptest.NewRequest(http.MethodGet, "/poll", nil)
+		r.Host = host
+		r.Header["Origin"] = []string{origin}
+		r.Header.Set("Cookie", "ferry_token=t")
+		w := httptest.NewRecorder()
+		if !cfg.cors(w, r) {
+			t.Fatalf("origin %q refused although \"*\" is allowed", origin)
+		}
+		cfg.Authenticate(r)
+		u, err := url.Parse(origin)
+		trusted := origin == "" || strings.EqualFold(origin, "https://app.example") ||
+			(err == nil && u.Host != "" && strings.EqualFold(u.Host, host))
+		creds := w.Header().Get("Access-Control-Allow-Credentials") == "true"
+		if creds != (trusted && origin != "") || sawCookie != trusted {
+			t.Fatalf("origin %q on host %q: credentials %v, cookie seen %v; trusted %v", origin, host, creds, sawCookie, trusted)
+		}
+		if origin != "" && w.Header().Get("Access-Control-Allow-Origin") != origin {
+			t.Fatalf("origin %q: Access-Control-Allow-Origin %q", origin, w.Header().Get("Access-Control-Allow-Origin"))
+		}
+		if r.Header.Get("Cookie") == "" {
+			t.Fatal("hiding the cookie from the Authenticator removed it from the request")
 		}
 	})
 }

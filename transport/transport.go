@@ -39,8 +39,11 @@ type Config struct {
 	// AllowAnonymous lets requests without a token negotiate when Authenticate is set.
 	AllowAnonymous bool
 	// AllowedOrigins lists the origins (scheme://host[:port]) allowed for WebSocket
-	// handshakes and cross-origin HTTP requests; "*" allows any. An empty list allows only
-	// requests without Origin and same-host requests.
+	// handshakes and cross-origin HTTP requests. An empty list allows only requests
+	// without Origin and same-host requests. "*" allows any origin, but without
+	// credentials: a page whose origin matches only through "*" gets CORS answers without
+	// Access-Control-Allow-Credentials, and its cookies are hidden from Authenticate, so it
+	// must present a token in the Authorization header or the token parameter.
 	AllowedOrigins []string
 	// Transports lists the transports offered in negotiation; default all three.
 	Transports []string
@@ -88,39 +91,88 @@ func (c *Config) withDefaults() *Config {
 	if cc.Logger == nil {
 		cc.Logger = slog.New(slog.DiscardHandler)
 	}
+	if auth := cc.Authenticate; auth != nil {
+		// Every handler authenticates through this wrapper, so no path can forget it: a
+		// cookie is ambient (the browser adds it to any page's request), so it proves
+		// nothing about a page that "*" lets in. A token in a header or the query string
+		// is not ambient: the page had to hold it.
+		cc.Authenticate = func(r *http.Request) (session.Identity, bool, error) {
+			if r.Header.Get("Cookie") != "" && cc.origin(r) != originTrusted {
+				r = withoutCookies(r)
+			}
+			return auth(r)
+		}
+	}
 	return &cc
+}
+
+// withoutCookies returns a shallow copy of r without its Cookie header.
+func withoutCookies(r *http.Request) *http.Request {
+	r2 := r.WithContext(r.Context())
+	r2.Header = r.Header.Clone()
+	r2.Header.Del("Cookie")
+	return r2
+}
+
+// originTrust is how far the Origin of a request is trusted.
+type originTrust int
+
+const (
+	// originForeign is refused: 403.
+	originForeign originTrust = iota
+	// originAny is let in by "*" only: no credentials (cookies, CORS with credentials).
+	originAny
+	// originTrusted has no Origin (curl, backends), is the server's own host, or is
+	// listed in AllowedOrigins: cookies count and CORS allows credentials.
+	originTrusted
+)
+
+// origin classifies r's Origin against AllowedOrigins.
+func (c *Config) origin(r *http.Request) originTrust {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return originTrusted
+	}
+	wildcard := false
+	for _, o := range c.AllowedOrigins {
+		if o == "*" {
+			wildcard = true
+		} else if strings.EqualFold(o, origin) {
+			return originTrusted
+		}
+	}
+	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
+		return originTrusted
+	}
+	if wildcard {
+		return originAny
+	}
+	return originForeign
 }
 
 // originAllowed reports whether r's Origin may use the server. Requests without Origin
 // (curl, backends) and same-host requests are always allowed.
-func (c *Config) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	for _, o := range c.AllowedOrigins {
-		if o == "*" || strings.EqualFold(o, origin) {
-			return true
-		}
-	}
-	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, r.Host)
-}
+func (c *Config) originAllowed(r *http.Request) bool { return c.origin(r) != originForeign }
 
 // cors answers the CORS headers of an allowed cross-origin request and reports whether the
 // request may go on. A preflight is answered here.
 func (c *Config) cors(w http.ResponseWriter, r *http.Request) bool {
-	if !c.originAllowed(r) {
+	trust := c.origin(r)
+	if trust == originForeign {
 		c.obs().Rejected("origin")
 		writeError(w, session.Errorf(session.CodeForbidden, "origin %.80q not allowed", r.Header.Get("Origin")))
 		return false
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
 		h := w.Header()
-		// Echo the origin rather than "*": credentials (cookies) are never combined with a
-		// wildcard.
+		// The origin is echoed (with Vary) for every allowed origin, but credentials are
+		// allowed only for trusted ones: one matched by "*" alone would otherwise be a
+		// wildcard with credentials, letting any site read answers made with the user's
+		// cookies.
 		h.Set("Access-Control-Allow-Origin", origin)
-		h.Set("Access-Control-Allow-Credentials", "true")
+		if trust == originTrusted {
+			h.Set("Access-Control-Allow-Credentials", "true")
+		}
 		h.Add("Vary", "Origin")
 		if r.Method == http.MethodOptions {
 			h.Set("Access-Control-Allow-Methods", "GET, POST")
@@ -289,6 +341,43 @@ func (c *Config) admitGET(w http.ResponseWriter, r *http.Request, what string) (
 	release, err := c.Limiter.acquire(r)
 	if err != nil {
 		c.logFailure(r, what, err)
+		writeError(w, err)
+		return nil, false
+	}
+	return release, true
+}
+
+// Gate applies a Config's origin policy, CORS and connection limits to endpoints served
+// outside this package (bridge's /events, /api/history and /api/presence), so that every
+// endpoint that reads a token answers foreign pages and floods as the transports do.
+type Gate struct{ cfg *Config }
+
+// NewGate returns a Gate for cfg. For the connection limits to be shared with the
+// transports, cfg.Limiter must be the Limiter they were given.
+func NewGate(cfg Config) *Gate { return &Gate{cfg: cfg.withDefaults()} }
+
+// CORS refuses a foreign Origin with 403, sets the CORS headers of an allowed one and
+// answers a preflight. It reports whether the request may go on; if not, it has answered.
+func (g *Gate) CORS(w http.ResponseWriter, r *http.Request) bool { return g.cfg.cors(w, r) }
+
+// Authenticate identifies r as the transports do: with Config.Authenticate, which never
+// sees the cookies of a page let in by "*" only. Without an Authenticator, every request
+// is anonymous (ok false).
+func (g *Gate) Authenticate(r *http.Request) (id session.Identity, ok bool, err error) {
+	if g.cfg.Authenticate == nil {
+		return session.Identity{}, false, nil
+	}
+	return g.cfg.Authenticate(r)
+}
+
+// Acquire takes a connection slot of r's address for a response that stays open, such
+// as an event stream. If none is free it answers 503 (node full, code 4000) or 429 (too
+// many from this address, code 4029) and reports false; otherwise release must be called
+// once when the response ends.
+func (g *Gate) Acquire(w http.ResponseWriter, r *http.Request, what string) (release func(), ok bool) {
+	release, err := g.cfg.Limiter.acquire(r)
+	if err != nil {
+		g.cfg.logFailure(r, what, err)
 		writeError(w, err)
 		return nil, false
 	}

@@ -33,6 +33,19 @@ func apiError(w http.ResponseWriter, status int, code session.Code, reason strin
 	json.NewEncoder(w).Encode(map[string]any{"code": code, "reason": reason})
 }
 
+// withCORS gives a session-less endpoint that reads tokens (/events, /api/history,
+// /api/presence) the transports' origin policy: a foreign Origin gets 403 before the
+// request is looked at, an allowed one gets CORS headers (with credentials only for
+// trusted origins, never for "*"), and a preflight is answered, so that a page on an
+// allowed origin can send its Authorization header.
+func (s *Server) withCORS(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.gate.CORS(w, r) {
+			h(w, r)
+		}
+	}
+}
+
 // hasAPIKey reports whether r carries the configured API key.
 func (s *Server) hasAPIKey(r *http.Request) bool {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

@@ -24,6 +24,11 @@ import (
 // Heartbeats are comments, which EventSource ignores but which keep proxies from cutting
 // an idle stream.
 //
+// The endpoint reads tokens, cookies included, so it shares the transports' origin
+// policy (withCORS) and their connection caps; and, like a session's attachment, a
+// stream lives no longer than its identity: every heartbeat checks the token's expiry
+// and the Revoked hook, and a lapsed identity ends the stream with "event: close".
+//
 // r3labs/sse's server is not used here: it keeps one event log per stream in memory and
 // replays by its own numeric ids, while Ferry's positions come from the broker's bounded
 // history and span several channels; its per-stream unbounded buffering also doesn't meet
@@ -34,6 +39,13 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusMethodNotAllowed, session.CodeBadRequest, "events takes GET")
 		return
 	}
+	// A stream holds a connection as an SSE attachment does, so it takes a slot of the
+	// same caps, before anything else is looked at: a flood costs an HTTP answer only.
+	release, ok := s.gate.Acquire(w, r, "events")
+	if !ok {
+		return
+	}
+	defer release()
 	ctx := r.Context()
 	id, err := s.identify(r)
 	if err != nil {
@@ -56,7 +68,17 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	conn := session.NewConn(s.hub, s.mgr.ConnConfig(s.mgr.Config().Heartbeat))
+	heartbeat := s.mgr.Config().Heartbeat
+	conn := session.NewConn(s.hub, s.mgr.ConnConfig(heartbeat))
+	// OnHeartbeat runs in this goroutine (inside Next), so the close it may cause is the
+	// next thing Next returns: the close event, then the end of the stream.
+	conn.OnHeartbeat = func() {
+		hctx, cancel := context.WithTimeout(ctx, heartbeat)
+		defer cancel()
+		if e := s.lapsed(hctx, id); e != nil {
+			conn.Close(e)
+		}
+	}
 	if !s.trackStream(conn) {
 		apiError(w, http.StatusServiceUnavailable, session.CodeShutdown, "server shutting down")
 		return
@@ -94,6 +116,12 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// The names of the stream's own events; no channel of these names is streamed.
+const (
+	eventReset = "reset"
+	eventClose = "close"
+)
+
 // writeChannelEvent writes one frame of a Conn as an event of the dashboard stream.
 func writeChannelEvent(bw *bufio.Writer, o session.Outgoing, cur session.Cursor, pos map[string]session.Position) {
 	if m := o.Msg; m != nil {
@@ -101,7 +129,9 @@ func writeChannelEvent(bw *bufio.Writer, o session.Outgoing, cur session.Cursor,
 		bw.WriteString("id: ")
 		bw.WriteString(cursorID(cur, pos))
 		bw.WriteString("\nevent: ")
-		bw.WriteString(m.Channel) // channel names can't hold CR, LF or NUL (ValidChannel)
+		// Channel names can't hold CR, LF or NUL (ValidChannel), nor be "reset" or "close"
+		// here (eventsCursor): FuzzEventsEncoding.
+		bw.WriteString(m.Channel)
 		bw.WriteString("\ndata: ")
 		if m.Bin != nil {
 			b, _ := json.Marshal(m.Bin) // base64 in a JSON string
@@ -128,7 +158,7 @@ func writeChannelEvent(bw *bufio.Writer, o session.Outgoing, cur session.Cursor,
 	case session.FrameReset:
 		pos[f.Ch] = session.Position{Epoch: f.Ep, Offset: f.Off}
 		b, _ := json.Marshal(map[string]any{"channel": f.Ch, "epoch": f.Ep, "offset": f.Off, "reason": f.Reason})
-		bw.WriteString("id: " + cursorID(cur, pos) + "\nevent: reset\ndata: ")
+		bw.WriteString("id: " + cursorID(cur, pos) + "\nevent: " + eventReset + "\ndata: ")
 		bw.Write(b)
 		bw.WriteString("\n\n")
 	case session.FrameSub:
@@ -139,7 +169,7 @@ func writeChannelEvent(bw *bufio.Writer, o session.Outgoing, cur session.Cursor,
 		bw.WriteString("id: " + cursorID(cur, pos) + "\n\n")
 	case session.FrameClose:
 		b, _ := json.Marshal(map[string]any{"code": f.Code, "reason": f.Reason})
-		bw.WriteString("event: close\ndata: ")
+		bw.WriteString("event: " + eventClose + "\ndata: ")
 		bw.Write(b)
 		bw.WriteString("\n\n")
 	}
@@ -172,6 +202,11 @@ func eventsCursor(r *http.Request, maxChannels int) (session.Cursor, error) {
 		if err := session.CheckChannel(n); err != nil {
 			return nil, err
 		}
+		if n == eventReset || n == eventClose {
+			// Its messages would be events of the same name as the stream's own: whoever
+			// may publish to it could forge a reset or a close.
+			return nil, session.Errorf(session.CodeBadRequest, "channel %q can't be streamed: its events would read as the stream's own %q events", n, n)
+		}
 		if !seen[n] {
 			seen[n] = true
 			cur = append(cur, session.CursorEntry{Channel: n})
@@ -200,19 +235,32 @@ func eventsCursor(r *http.Request, maxChannels int) (session.Cursor, error) {
 }
 
 // identify returns the identity of a session-less request (dashboards, history), refusing
-// anonymous ones unless they are allowed.
+// anonymous ones unless they are allowed, and lapsed ones as a session's are refused.
 func (s *Server) identify(r *http.Request) (session.Identity, error) {
-	if s.cfg.Authenticate == nil {
-		return session.Identity{}, nil
-	}
-	id, ok, err := s.cfg.Authenticate(r)
-	if err == nil && !ok && !s.cfg.AllowAnonymous {
+	// The gate hides the cookies of pages let in by "*" only (transport.Config).
+	id, ok, err := s.gate.Authenticate(r)
+	if err == nil && !ok && s.cfg.Authenticate != nil && !s.cfg.AllowAnonymous {
 		err = session.Errorf(session.CodeUnauthorized, "authentication required: send a token (Authorization: Bearer, ?token= or cookie)")
 	}
-	if err == nil && s.cfg.Revoked != nil && ok && s.cfg.Revoked(r.Context(), id.User) {
-		err = session.ErrRevoked
+	if err == nil {
+		if e := s.lapsed(r.Context(), id); e != nil {
+			err = e
+		}
 	}
 	return id, err
+}
+
+// lapsed reports why an identity may no longer be served, in the order a session's
+// attachment checks it at every heartbeat (session.Manager): its token expired (4006),
+// or the Revoked hook says so (4101).
+func (s *Server) lapsed(ctx context.Context, id session.Identity) *session.Error {
+	if !id.Expires.IsZero() && time.Now().After(id.Expires) {
+		return session.ErrTokenExpired
+	}
+	if s.cfg.Revoked != nil && s.cfg.Revoked(ctx, id.User) {
+		return session.ErrRevoked
+	}
+	return nil
 }
 
 // oldestCovered returns the smallest offset p in (lo, top] such that history covers

@@ -38,17 +38,29 @@ func parseEvent(b []byte) (e event) {
 // openEvents opens GET /events and returns its events on a channel.
 func openEvents(t *testing.T, u string, lastID string) (<-chan event, *http.Response, func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	return openEventsReq(t, http.DefaultClient, req, false)
+}
+
+// openEventsReq sends req with c and, for a 200, delivers the stream's events that carry
+// data (and, with ids, also the id-only ones that mark a position) until the returned
+// func is called. Another status leaves the body unread for the caller.
+func openEventsReq(t *testing.T, c *http.Client, req *http.Request, ids bool) (<-chan event, *http.Response, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(req.Context())
+	resp, err := c.Do(req.WithContext(ctx))
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
 	ch := make(chan event, 1024)
+	if resp.StatusCode != http.StatusOK {
+		close(ch)
+		return ch, resp, func() { cancel(); resp.Body.Close() }
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -59,7 +71,7 @@ func openEvents(t *testing.T, u string, lastID string) (<-chan event, *http.Resp
 			if err != nil {
 				return
 			}
-			if e := parseEvent(b); e.data != "" {
+			if e := parseEvent(b); e.data != "" || (ids && e.id != "") {
 				ch <- e
 			}
 		}

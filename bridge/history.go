@@ -36,7 +36,8 @@ const maxHistoryLimit = 1000
 // serveHistory answers GET {base}/api/history?channel=c&since=<position>&limit=n: the
 // messages after since, or the latest n without since. It is how an app rebuilds its view
 // after a reset ("snapshot, then deltas"). Authorization is that of a subscription, or
-// the API key.
+// the API key. It is mounted behind withCORS: a token may come as a cookie, so a foreign
+// page gets 403 before anything is read.
 func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")

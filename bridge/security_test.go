@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -46,11 +47,53 @@ func withToken(c *fclient.Client, tok string) *fclient.Client {
 	return c
 }
 
+// authPresenceServer is authServer with presence kept on room:*, so that /api/presence
+// is served.
+func authPresenceServer(t *testing.T, cfg Config) (*testServer, *MemoryBroker) {
+	b := NewMemoryBroker(MemoryConfig{})
+	p := NewMemoryPresence(b, PresenceConfig{})
+	t.Cleanup(func() { p.Close() })
+	cfg.Broker, cfg.Presence, cfg.PresenceChannels = b, p, []string{"room:*"}
+	cfg.Authenticate = JWTAuthenticator(JWTConfig{Key: jwtKey})
+	return newTestServer(t, cfg), b
+}
+
+// tokenBystander is newBystander for servers that require a token (tok; "" for none). It
+// also returns the bystander's client, for tests that check its upstream too.
+func tokenBystander(t *testing.T, ts *testServer, tok string) (*bystander, *fclient.Client) {
+	t.Helper()
+	c := fclient.New(ts.URL)
+	if tok != "" {
+		withToken(c, tok)
+	}
+	if err := c.Negotiate(context.Background()); err != nil {
+		t.Fatalf("bystander: %v", err)
+	}
+	c.Subscribe("room:calm", "")
+	a := attach(t, c, "websocket")
+	t.Cleanup(a.close)
+	a.waitFor(t, 5*time.Second, func(f fclient.Frame) bool { return f.T == "sub" })
+	return &bystander{ts: ts, a: a}, c
+}
+
+// errorCode is the close code in the JSON body of a refusal.
+func errorCode(t *testing.T, resp *http.Response) int {
+	t.Helper()
+	var body struct {
+		Code int `json:"code"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Errorf("%s: refusal without a JSON body: %v", resp.Request.URL.Path, err)
+	}
+	return body.Code
+}
+
 // No token, an expired one or one signed with another key: 401 and no session. A
 // session's credential presented with another identity is refused exactly like an
 // unknown one, so nobody learns whether a credential exists.
 func TestTokenAuthentication(t *testing.T) {
 	ts, broker := authServer(t, Config{})
+	by, _ := tokenBystander(t, ts, token(t, jwtKey, "zoe", time.Hour))
 	for name, tc := range map[string]struct {
 		tok  string
 		code int
@@ -71,9 +114,10 @@ func TestTokenAuthentication(t *testing.T) {
 			t.Errorf("%s: %v, want 401 with code %d", name, err, tc.code)
 		}
 	}
-	if n := broker.Sessions(); n != 0 {
-		t.Fatalf("%d sessions created by refused negotiations", n)
+	if n := broker.Sessions(); n != 1 {
+		t.Fatalf("%d sessions besides the bystander's created by refused negotiations", n-1)
 	}
+	by.check(t)
 
 	alice := withToken(fclient.New(ts.URL), token(t, jwtKey, "alice", time.Hour))
 	if err := alice.Negotiate(context.Background()); err != nil {
@@ -111,6 +155,7 @@ func TestTokenAuthentication(t *testing.T) {
 	if err := bob.Negotiate(context.Background()); err != nil || bob.Resumed || bob.SID == alice.SID {
 		t.Fatalf("bob resumed alice's session: %v %+v", err, bob.Negotiation)
 	}
+	by.check(t)
 }
 
 func errString(err error) string {
@@ -141,6 +186,7 @@ func mustSignNone(t *testing.T) string {
 // and a refused subscription leaks nothing.
 func TestTokenGrants(t *testing.T) {
 	ts, _ := authServer(t, Config{})
+	by, _ := tokenBystander(t, ts, token(t, jwtKey, "zoe", time.Hour))
 	c := withToken(fclient.New(ts.URL), token(t, jwtKey, "ops", time.Hour, "$alerts:*", "team:ops"))
 	if err := c.Negotiate(context.Background()); err != nil {
 		t.Fatal(err)
@@ -172,6 +218,7 @@ func TestTokenGrants(t *testing.T) {
 	if f := a.waitFor(t, 5*time.Second, func(f fclient.Frame) bool { return f.T == "msg" }); string(f.D) != `"full"` {
 		t.Fatalf("got %s", f.D)
 	}
+	by.check(t)
 }
 
 // An attachment of an identity whose token expires, or that is revoked, is closed within
@@ -202,48 +249,76 @@ func TestExpiredAndRevokedIdentitiesAreClosed(t *testing.T) {
 	}
 }
 
-// With a cookie-carried identity, a foreign page must not ride on it: every endpoint
-// refuses a foreign Origin with 403 before any session exists.
+// With a cookie-carried identity, a foreign page must not ride on it: every endpoint that
+// reads a token refuses a foreign Origin with 403 before any session or stream exists (a
+// preflight included), and the sessions already connected are untouched.
 func TestForeignOriginWithCookie(t *testing.T) {
-	ts, broker := authServer(t, Config{AllowedOrigins: []string{"https://app.example"}})
+	ts, broker := authPresenceServer(t, Config{AllowedOrigins: []string{"https://app.example"}})
+	by, _ := tokenBystander(t, ts, token(t, jwtKey, "zoe", time.Hour))
 	cookie := "ferry_token=" + token(t, jwtKey, "erin", time.Hour)
-	for _, path := range []string{"/negotiate", "/sse?session=x", "/poll?session=x", "/send?session=x"} {
-		method := http.MethodGet
-		if path == "/negotiate" || strings.HasPrefix(path, "/send") {
-			method = http.MethodPost
-		}
+	request := func(method, path, origin string) *http.Response {
 		req, _ := http.NewRequest(method, ts.URL+path, strings.NewReader(`{}`))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Cookie", cookie)
-		req.Header.Set("Origin", "https://evil.example")
+		req.Header.Set("Origin", origin)
+		if method == http.MethodOptions {
+			req.Header.Set("Access-Control-Request-Method", "GET")
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
+		return resp
+	}
+	for _, tc := range []struct{ method, path string }{
+		{http.MethodPost, "/negotiate"},
+		{http.MethodGet, "/sse?session=x"},
+		{http.MethodGet, "/poll?session=x"},
+		{http.MethodPost, "/send?session=x"},
+		{http.MethodGet, "/events?channel=room:a"},
+		{http.MethodGet, "/api/history?channel=room:a"},
+		{http.MethodGet, "/api/presence?channel=room:a"},
+		{http.MethodOptions, "/api/presence?channel=room:a"},
+	} {
+		resp := request(tc.method, tc.path, "https://evil.example")
+		code := errorCode(t, resp)
 		resp.Body.Close()
-		if resp.StatusCode != 403 {
-			t.Errorf("%s %s: %d, want 403", method, path, resp.StatusCode)
+		if resp.StatusCode != 403 || code != 4103 {
+			t.Errorf("%s %s: %d/%d, want 403/4103", tc.method, tc.path, resp.StatusCode, code)
 		}
 		if resp.Header.Get("Access-Control-Allow-Origin") != "" {
-			t.Errorf("%s: CORS headers for a foreign origin", path)
+			t.Errorf("%s %s: CORS headers for a foreign origin", tc.method, tc.path)
 		}
 	}
-	if broker.Sessions() != 0 {
-		t.Fatal("a session was created")
+	if n := broker.Sessions(); n != 1 {
+		t.Fatalf("%d sessions besides the bystander's were created", n-1)
 	}
-	// An allowed origin gets CORS with credentials, and never a wildcard.
-	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/negotiate", nil)
+	if n := ts.hub.Channels(); n != 1 {
+		t.Fatalf("%d channels subscribed besides the bystander's", n-1)
+	}
+	// An allowed origin gets CORS with credentials on every endpoint, and never a wildcard.
+	for _, tc := range []struct{ method, path string }{
+		{http.MethodPost, "/negotiate"},
+		{http.MethodGet, "/api/history?channel=room:a"},
+		{http.MethodGet, "/api/presence?channel=room:a"},
+	} {
+		resp := request(tc.method, tc.path, "https://app.example")
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" ||
+			resp.Header.Get("Access-Control-Allow-Credentials") != "true" {
+			t.Errorf("allowed origin, %s %s: %d %v", tc.method, tc.path, resp.StatusCode, resp.Header)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodGet, ts.URL+"/events?channel=room:a", nil)
 	req.Header.Set("Cookie", cookie)
 	req.Header.Set("Origin", "https://app.example")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	_, resp, stop := openEventsReq(t, http.DefaultClient, req, false)
+	stop()
 	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" ||
 		resp.Header.Get("Access-Control-Allow-Credentials") != "true" {
-		t.Fatalf("allowed origin: %d %v", resp.StatusCode, resp.Header)
+		t.Errorf("allowed origin, /events: %d %v", resp.StatusCode, resp.Header)
 	}
+	by.check(t)
 }
 
 // clientFrom returns an HTTP client whose connections come from a given loopback address.
@@ -253,43 +328,76 @@ func clientFrom(ip string) *http.Client {
 }
 
 // A flood of connections from one address is capped with 429 before anything is
-// attached; other addresses are served; a full node answers 503.
+// attached, on every endpoint that holds a connection (/sse, /ws, /events); other
+// addresses are served; a full node answers 503. Short requests (/api/history,
+// /api/presence) hold no connection and are served at the cap. Streams already open, and
+// the bystander's session, are untouched, and a stream that ends gives its slot back.
 func TestConnectionFloodCapped(t *testing.T) {
-	ts := newTestServer(t, Config{Limits: transport.Limits{MaxConnsPerIP: 3, MaxConns: 5}})
-	var streams []*fclient.Stream
+	broker := NewMemoryBroker(MemoryConfig{})
+	p := NewMemoryPresence(broker, PresenceConfig{})
+	t.Cleanup(func() { p.Close() })
+	// 6 slots: the bystander's, 3 from 127.0.0.2 (its cap) and 2 from 127.0.0.3.
+	ts := newTestServer(t, Config{Broker: broker, Presence: p, PresenceChannels: []string{"room:*"},
+		Limits: transport.Limits{MaxConnsPerIP: 3, MaxConns: 6}})
+	by := newBystander(t, ts)
+	var stops []func()
 	defer func() {
-		for _, s := range streams {
-			s.Close()
+		for _, stop := range stops {
+			stop()
 		}
 	}()
-	// open opens a stream of a new session from ip.
-	open := func(ip string) error {
+	// openSSE opens a session's stream from ip; openEventsFrom opens GET /events.
+	openSSE := func(ip string) error {
 		c := ts.client(t)
 		c.HTTP = clientFrom(ip)
 		s, err := c.SSE(context.Background(), "")
 		if err == nil {
-			streams = append(streams, s)
+			stops = append(stops, s.Close)
 		}
 		return err
 	}
+	openEventsFrom := func(ip string) (<-chan event, *http.Response, func()) {
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+"/events?channel=room:flood", nil)
+		ch, resp, stop := openEventsReq(t, clientFrom(ip), req, true)
+		stops = append(stops, stop)
+		return ch, resp, stop
+	}
+	// refused checks that an /events request from ip is refused with status and code.
+	refused := func(ip string, status, code int) {
+		t.Helper()
+		_, resp, stop := openEventsFrom(ip)
+		if got := errorCode(t, resp); resp.StatusCode != status || got != code {
+			t.Errorf("/events from %s: %d/%d, want %d/%d", ip, resp.StatusCode, got, status, code)
+		}
+		stop()
+	}
 	var he *fclient.HTTPError
-	for i := range 3 {
-		if err := open("127.0.0.2"); err != nil {
+	for i := range 2 {
+		if err := openSSE("127.0.0.2"); err != nil {
 			t.Fatalf("stream %d: %v", i, err)
 		}
 	}
-	if err := open("127.0.0.2"); !errors.As(err, &he) || he.Status != 429 || he.Code != 4029 {
+	events, resp, stopEvents := openEventsFrom("127.0.0.2")
+	if resp.StatusCode != 200 {
+		t.Fatalf("/events under the cap: %d", resp.StatusCode)
+	}
+	if e := nextEvent(t, events); e.id == "" {
+		t.Fatalf("first event %+v, want the starting id", e)
+	}
+	if err := openSSE("127.0.0.2"); !errors.As(err, &he) || he.Status != 429 || he.Code != 4029 {
 		t.Fatalf("stream over the per-address cap: %v, want 429/4029", err)
 	}
+	refused("127.0.0.2", 429, 4029)
 	// Another address still gets in, up to the node's cap.
 	for i := range 2 {
-		if err := open("127.0.0.3"); err != nil {
+		if err := openSSE("127.0.0.3"); err != nil {
 			t.Fatalf("other address, stream %d: %v", i, err)
 		}
 	}
-	if err := open("127.0.0.3"); !errors.As(err, &he) || he.Status != 503 {
-		t.Fatalf("node full: %v, want 503", err)
+	if err := openSSE("127.0.0.3"); !errors.As(err, &he) || he.Status != 503 || he.Code != 4000 {
+		t.Fatalf("node full: %v, want 503/4000", err)
 	}
+	refused("127.0.0.3", 503, 4000)
 	flood := ts.client(t)
 	// A WebSocket handshake is refused before the upgrade.
 	u := "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws?session=" + url.QueryEscape(flood.Session)
@@ -297,6 +405,34 @@ func TestConnectionFloodCapped(t *testing.T) {
 	if _, resp, err := d.Dial(u, nil); err == nil || resp == nil || resp.StatusCode != 503 {
 		t.Fatalf("websocket over the cap: %v %v", resp, err)
 	}
+	for _, path := range []string{"/api/history?channel=room:flood", "/api/presence?channel=room:flood"} {
+		resp, err := clientFrom("127.0.0.2").Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s at the cap: %d, want 200", path, resp.StatusCode)
+		}
+	}
+	// What was open before the flood still works.
+	ts.publish(t, "room:flood", "still here")
+	if e := nextEvent(t, events); e.name != "room:flood" || e.data != `"still here"` {
+		t.Fatalf("open /events stream got %+v", e)
+	}
+	by.check(t)
+	// An ended stream gives its slot back: the next /events from that address gets in.
+	stopEvents()
+	waitUntil(t, func() bool {
+		_, resp, stop := openEventsFrom("127.0.0.2")
+		if resp.StatusCode != 200 && resp.StatusCode != 429 {
+			t.Fatalf("/events after a stream ended: %d", resp.StatusCode)
+		}
+		if resp.StatusCode != 200 {
+			stop()
+		}
+		return resp.StatusCode == 200
+	})
 }
 
 // Negotiations per address are rate-limited.
@@ -319,9 +455,13 @@ func TestNegotiationRateLimited(t *testing.T) {
 }
 
 // Upstream beyond the session's rate gets 4029 acks, is not processed, and goes through
-// when resent later.
+// when resent later. The bucket is the session's own: another session sends its whole
+// burst at once and keeps receiving.
 func TestUpstreamRateLimited(t *testing.T) {
-	ts := newTestServer(t, Config{UpstreamRate: 1000, UpstreamBurst: 5})
+	// 100/s refills a token in 10 ms: the bystander's burst below comes well within that,
+	// so a bucket shared between sessions would refuse some of it.
+	ts := newTestServer(t, Config{UpstreamRate: 100, UpstreamBurst: 5})
+	by, other := tokenBystander(t, ts, "")
 	c := ts.client(t)
 	frames := make([]any, 8)
 	for i := range frames {
@@ -346,6 +486,16 @@ func TestUpstreamRateLimited(t *testing.T) {
 	if limited == 0 {
 		t.Fatal("no frame was rate-limited")
 	}
+	acks, err = other.Send(context.Background(), frames[:5]...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range acks {
+		if a.Err != nil || ts.seenCount(other.SID, a.Seq) != 1 {
+			t.Fatalf("bystander's frame %d after another session's flood: %+v", i, a)
+		}
+	}
+	by.check(t)
 	// Resend what was refused, as the client does, until everything is acked.
 	pending := frames
 	waitUntil(t, func() bool {

@@ -118,6 +118,7 @@ type Server struct {
 	mux     *http.ServeMux
 	log     *slog.Logger
 	metrics *metrics // nil without Config.Metrics
+	gate    *transport.Gate
 
 	active   sync.WaitGroup
 	mu       sync.Mutex
@@ -213,6 +214,7 @@ func New(cfg Config) (*Server, error) {
 		Logger:         cfg.Logger,
 		Streams:        &s.active,
 	}
+	s.gate = transport.NewGate(tc)
 	s.mux = http.NewServeMux()
 	b := cfg.Base
 	s.mux.Handle(b+"/negotiate", transport.NewNegotiate(tc))
@@ -221,10 +223,10 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle(b+"/poll", transport.NewPoll(tc))
 	s.mux.Handle(b+"/send", transport.NewSend(tc))
 	s.mux.HandleFunc(b+"/api/publish", s.servePublish)
-	s.mux.HandleFunc(b+"/api/history", s.serveHistory)
-	s.mux.HandleFunc(b+"/events", s.serveEvents)
+	s.mux.HandleFunc(b+"/api/history", s.withCORS(s.serveHistory))
+	s.mux.HandleFunc(b+"/events", s.withCORS(s.serveEvents))
 	if cfg.Presence != nil {
-		s.mux.HandleFunc(b+"/api/presence", s.servePresence)
+		s.mux.HandleFunc(b+"/api/presence", s.withCORS(s.servePresence))
 	}
 	client := clientHandler(b)
 	s.mux.Handle(b+"/client.js", client)

@@ -38,7 +38,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		attachments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_attachments_total",
 			Help: "Downstream attachments (connections, SSE streams, long-poll requests), by transport."}, []string{"transport"}),
 		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ferry_connections",
-			Help: "Open attachments on this node, by transport (held polls for long-polling)."}, []string{"transport"}),
+			Help: "Open attachments on this node, by transport: WebSocket connections, SSE streams, long-poll attachments (held polls, and those lingering between polls)."}, []string{"transport"}),
 		switches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_transport_switches_total",
 			Help: "Attachments whose client reported leaving another transport, by from, to and reason."}, []string{"from", "to", "reason"}),
 		resumes: prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_resumes_total",
@@ -60,7 +60,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_polls_total",
 			Help: "Long-poll requests by outcome: data (early return), timeout (hold expired), superseded, closed, gone."}, []string{"outcome"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_rejected_total",
-			Help: "Refused requests and frames, by reason: auth, session, origin, forbidden, limit, rate, bad_request, draining."}, []string{"reason"}),
+			Help: "Refused requests and frames, by reason: auth, session, origin, forbidden, limit (connection, session and size caps), rate, bad_request, draining."}, []string{"reason"}),
 		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ferry_publish_seconds",
 			Help:    "Time to publish a message into the broker and fan it out to this node's subscribers.",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)}),
@@ -85,9 +85,13 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			return 1
 		}),
 	)
+	// Only a broker that holds the sessions in this process can count them cheaply. In
+	// Redis a session is a key with a TTL, shared by every node: counting would take a
+	// SCAN of the keyspace on every scrape, and each node would report the same cluster
+	// total. ferry_connections counts the attached ones, per node.
 	if counter, ok := s.broker.(interface{ Sessions() int }); ok {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ferry_sessions",
-			Help: "Live sessions (negotiated and not expired)."}, func() float64 { return float64(counter.Sessions()) }))
+			Help: "Live sessions (negotiated and not expired) of the in-memory broker."}, func() float64 { return float64(counter.Sessions()) }))
 	}
 	return m
 }

@@ -242,9 +242,10 @@ func (m *Manager) Negotiate(ctx context.Context, prev string, id Identity) (Nego
 			}
 			if alive {
 				m.cfg.Observer.Negotiated(true)
-				m.cfg.Logger.Info("session resumed", "sid", c.SID)
+				m.cfg.Logger.Info("session resumed", "sid", c.SID, "remote", remoteOf(ctx))
 				return Negotiated{Credential: m.cfg.Signer.Issue(c), Claims: c, Resumed: true}, nil
 			}
+			m.cfg.Logger.Info("session expired", "sid", c.SID, "remote", remoteOf(ctx))
 		}
 	}
 	c := Claims{SID: NewSessionID(), User: user, Issued: time.Now(), Expires: id.Expires, Grants: id.Grants}
@@ -252,7 +253,7 @@ func (m *Manager) Negotiate(ctx context.Context, prev string, id Identity) (Nego
 		return Negotiated{}, fmt.Errorf("session: create: %w", err)
 	}
 	m.cfg.Observer.Negotiated(false)
-	m.cfg.Logger.Info("session created", "sid", c.SID, "user", c.User)
+	m.cfg.Logger.Info("session created", "sid", c.SID, "user", c.User, "remote", remoteOf(ctx))
 	return Negotiated{Credential: m.cfg.Signer.Issue(c), Claims: c}, nil
 }
 
@@ -280,6 +281,9 @@ func (m *Manager) Verify(ctx context.Context, cred string, user *string) (Claims
 		return Claims{}, fmt.Errorf("session: touch %s: %w", c.SID, err)
 	}
 	if !alive {
+		// Expiry has no event of its own (a Redis key just lapses): it shows when the
+		// session's client comes back, here, or in an attachment's heartbeat.
+		m.cfg.Logger.Info("session expired", "sid", c.SID, "remote", remoteOf(ctx))
 		return Claims{}, ErrSession
 	}
 	return c, nil
@@ -368,6 +372,7 @@ func (m *Manager) Attach(ctx context.Context, req AttachRequest) (*Attachment, e
 			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Heartbeat)
 			defer cancel()
 			if alive, err := m.cfg.Store.TouchSession(ctx, sid, m.cfg.SessionTTL); err == nil && !alive {
+				m.cfg.Logger.Info("session expired", "sid", sid, "transport", a.Transport, "remote", a.Remote)
 				a.Close(ErrSession)
 			}
 			// An identity that expired or was revoked loses its attachment within a heartbeat.
@@ -461,10 +466,13 @@ func (m *Manager) Detach(a *Attachment) {
 	a.Done()
 	e := a.Err()
 	m.cfg.Observer.Detached(a.Transport, e.Code)
-	if a.Transport != "longpoll" || e.Code != CodeNormal {
-		m.cfg.Logger.Info("detached", "sid", a.Claims.SID, "transport", a.Transport, "remote", a.Remote,
-			"code", int(e.Code), "reason", e.Reason, "duration", time.Since(a.Started).Round(time.Millisecond))
+	// A long-poll that ends normally is one poll of many: at debug level, like its attach.
+	level := slog.LevelInfo
+	if a.Transport == "longpoll" && e.Code == CodeNormal {
+		level = slog.LevelDebug
 	}
+	m.cfg.Logger.Log(context.Background(), level, "detached", "sid", a.Claims.SID, "transport", a.Transport, "remote", a.Remote,
+		"code", int(e.Code), "reason", e.Reason, "duration", time.Since(a.Started).Round(time.Millisecond))
 }
 
 // Supersede closes the local attachment of sid if it is older than attachID. Brokers call

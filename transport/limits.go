@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"strings"
@@ -87,11 +88,46 @@ func (l *Limiter) clientIP(r *http.Request) string {
 	return host
 }
 
+// limitError is a refusal of the Limiter. Its close code tells the client what to do
+// (4000: another node, 4029: back off), which is not what an operator asks: a connection
+// cap and a rate limit both answer 4029, so the metric label travels with the error.
+type limitError struct {
+	*statusError
+	reason string // ferry_rejected_total label: "limit" (a cap) or "rate"
+}
+
+func (e *limitError) Unwrap() error { return e.statusError }
+
 var (
-	errNodeFull = &session.Error{Code: session.CodeReconnect, Reason: "server full: connect to another node"}
-	errIPFull   = &statusError{http.StatusTooManyRequests, &session.Error{Code: session.CodeRateLimited, Reason: "too many connections from this address"}}
-	errNegRate  = &statusError{http.StatusTooManyRequests, &session.Error{Code: session.CodeRateLimited, Reason: "too many new sessions from this address; retry later"}}
+	errNodeFull = &limitError{&statusError{http.StatusServiceUnavailable, &session.Error{Code: session.CodeReconnect, Reason: "server full: connect to another node"}}, "limit"}
+	errIPFull   = &limitError{&statusError{http.StatusTooManyRequests, &session.Error{Code: session.CodeRateLimited, Reason: "too many connections from this address"}}, "limit"}
+	errNegRate  = &limitError{&statusError{http.StatusTooManyRequests, &session.Error{Code: session.CodeRateLimited, Reason: "too many new sessions from this address; retry later"}}, "rate"}
 )
+
+// rejectReason is the ferry_rejected_total label of a refusal: auth, session, origin,
+// forbidden, limit, rate, draining or bad_request.
+func rejectReason(err error) string {
+	if le := (*limitError)(nil); errors.As(err, &le) {
+		return le.reason
+	}
+	switch session.AsError(err).Code {
+	case session.CodeReconnect, session.CodeTooBig:
+		// A request refused with "try another node" found this node full (the session
+		// store: --max-sessions); one too big exceeded a size cap.
+		return "limit"
+	case session.CodeSessionExpired:
+		return "session"
+	case session.CodeUnauthorized, session.CodeTokenExpired:
+		return "auth"
+	case session.CodeForbidden, session.CodePolicy:
+		return "forbidden"
+	case session.CodeRateLimited:
+		return "rate"
+	case session.CodeShutdown:
+		return "draining"
+	}
+	return "bad_request"
+}
 
 // acquire takes one attachment slot for r's address, or returns why not. The caller must
 // call the returned release once.
@@ -100,7 +136,7 @@ func (l *Limiter) acquire(r *http.Request) (release func(), err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.cfg.MaxConns > 0 && l.total >= l.cfg.MaxConns {
-		return nil, &statusError{http.StatusServiceUnavailable, errNodeFull}
+		return nil, errNodeFull
 	}
 	if l.cfg.MaxConnsPerIP > 0 && l.perIP[ip] >= l.cfg.MaxConnsPerIP {
 		return nil, errIPFull

@@ -73,7 +73,7 @@ func (h *Negotiate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		id = got
 	}
-	n, err := h.cfg.Manager.Negotiate(r.Context(), req.Session, id)
+	n, err := h.cfg.Manager.Negotiate(session.WithRemote(r.Context(), r.RemoteAddr), req.Session, id)
 	if err != nil {
 		h.cfg.logFailure(r, "negotiate", err)
 		writeError(w, err)

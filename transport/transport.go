@@ -294,7 +294,7 @@ func (c *Config) verify(ctx context.Context, r *http.Request, cred string) (sess
 			user = &id.User
 		}
 	}
-	return c.Manager.Verify(ctx, cred, user)
+	return c.Manager.Verify(session.WithRemote(ctx, r.RemoteAddr), cred, user)
 }
 
 // logFailure logs errors that are the server's fault and counts the client's mistakes,
@@ -302,29 +302,10 @@ func (c *Config) verify(ctx context.Context, r *http.Request, cred string) (sess
 func (c *Config) logFailure(r *http.Request, what string, err error) {
 	var e *session.Error
 	if errors.As(err, &e) {
-		c.obs().Rejected(rejectReason(e.Code))
+		c.obs().Rejected(rejectReason(err))
 		return
 	}
 	c.Logger.Warn(what+" failed", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
-}
-
-// rejectReason is the metric label of a refusal.
-func rejectReason(code session.Code) string {
-	switch code {
-	case session.CodeSessionExpired:
-		return "session"
-	case session.CodeUnauthorized:
-		return "auth"
-	case session.CodeForbidden, session.CodePolicy:
-		return "forbidden"
-	case session.CodeTooBig:
-		return "limit"
-	case session.CodeRateLimited:
-		return "rate"
-	case session.CodeShutdown:
-		return "draining"
-	}
-	return "bad_request"
 }
 
 // admitGET checks what every attachment request needs before anything else: CORS, the

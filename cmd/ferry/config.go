@@ -1,11 +1,15 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
+	"path"
 	"strings"
 	"time"
 )
@@ -41,6 +45,7 @@ type options struct {
 	tlsKey         string
 	maxConns       int
 	maxConnsPerIP  int
+	maxSessions    int
 	negotiateRate  float64
 	upstreamRate   float64
 	trustForwarded bool
@@ -53,6 +58,9 @@ type options struct {
 	demo           bool
 	ticker         time.Duration
 }
+
+// defaultMaxSessions is the default of --max-sessions, the in-memory broker's own.
+const defaultMaxSessions = 1_000_000
 
 // flagHelp is returned by parseOptions when --help was asked for and shown.
 var flagHelp = errors.New("help shown")
@@ -76,6 +84,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file (PEM) of --tls-cert")
 	fs.IntVar(&o.maxConns, "max-conns", 100000, "open connections (WebSocket, SSE, held polls) per node; beyond it 503")
 	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 1000, "open connections per client address; beyond it 429")
+	fs.IntVar(&o.maxSessions, "max-sessions", defaultMaxSessions, "live sessions the in-memory broker keeps (not with --redis); beyond it negotiations get 503, code 4000: try another node")
 	fs.Float64Var(&o.negotiateRate, "negotiate-rate", 5, "new sessions per second per client address (burst 50); beyond it 429")
 	fs.Float64Var(&o.upstreamRate, "upstream-rate", 100, "upstream messages per second per session (burst 200); beyond it they are refused with 4029 and resent")
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "if set, serve Go's profiler (/debug/pprof/) on this address, apart from clients; keep it private")
@@ -208,6 +217,12 @@ func (o *options) validate() error {
 	if o.maxConns < 1 || o.maxConnsPerIP < 1 || o.negotiateRate <= 0 || o.upstreamRate <= 0 {
 		return fmt.Errorf("invalid value for --max-conns, --max-conns-per-ip, --negotiate-rate or --upstream-rate: must be positive")
 	}
+	if o.maxSessions < 1 {
+		return fmt.Errorf("invalid value %d for --max-sessions: must be positive", o.maxSessions)
+	}
+	if o.redisURL != "" && o.maxSessions != defaultMaxSessions {
+		return fmt.Errorf("invalid value for --max-sessions: it bounds the in-memory broker; with --redis, sessions live in Redis, which has no such bound")
+	}
 	for _, t := range splitList(o.transports) {
 		switch t {
 		case "websocket", "sse", "longpoll":
@@ -217,6 +232,74 @@ func (o *options) validate() error {
 	}
 	if o.heartbeat*2 > o.sessionTTL {
 		return fmt.Errorf("invalid value for --session-ttl: must be at least twice --heartbeat")
+	}
+	if err := checkAddr(o.addr); err != nil {
+		return fmt.Errorf("invalid value %q for --addr: %v", o.addr, err)
+	}
+	if o.debugAddr != "" {
+		if err := checkAddr(o.debugAddr); err != nil {
+			return fmt.Errorf("invalid value %q for --debug-addr: %v", o.debugAddr, err)
+		}
+	}
+	for _, f := range []struct{ name, value string }{{"client-publish", o.clientPublish}, {"presence", o.presence}} {
+		for _, p := range splitList(f.value) {
+			// The same check bridge makes, here so that the message names the flag. A bad
+			// --presence pattern would otherwise match nothing, silently.
+			if _, err := path.Match(p, ""); err != nil {
+				return fmt.Errorf("invalid value %q for --%s: bad pattern %q: %v", f.value, f.name, p, err)
+			}
+		}
+	}
+	for _, origin := range splitList(o.allowedOrigins) {
+		if err := checkOrigin(origin); err != nil {
+			return fmt.Errorf("invalid value %q for --allowed-origins: %q %v", o.allowedOrigins, origin, err)
+		}
+	}
+	if o.tlsCert != "" {
+		// Loaded here, not only by the listener, so that a missing or mismatched file stops
+		// the start with the flag's name rather than after the port is taken.
+		for _, f := range []struct{ name, file string }{{"tls-cert", o.tlsCert}, {"tls-key", o.tlsKey}} {
+			if _, err := os.Stat(f.file); err != nil {
+				return fmt.Errorf("invalid value %q for --%s: %v", f.file, f.name, err)
+			}
+		}
+		if _, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey); err != nil {
+			return fmt.Errorf("invalid value for --tls-cert/--tls-key: %v", err)
+		}
+	}
+	return nil
+}
+
+// checkAddr checks the form net.Listen("tcp", addr) takes, [host]:port with a port
+// number or service name; whether the host is this machine's is for Listen to say.
+func checkAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return err
+	}
+	return nil
+}
+
+// checkOrigin accepts "*" and origins as browsers send them in the Origin header:
+// scheme://host[:port], nothing more. An entry with a path, a trailing slash or a default
+// port is compared as a string with that header and would never match.
+func checkOrigin(s string) error {
+	if s == "*" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("is not a URL: %v", err)
+	case u.Scheme == "" || u.Host == "" || u.Opaque != "":
+		return errors.New("is not an origin: want scheme://host[:port]")
+	case u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(s, "?") || strings.HasSuffix(s, "#"):
+		return errors.New("is not an origin: want scheme://host[:port], without user, path (not even a trailing /), query or fragment")
+	case (u.Scheme == "https" && u.Port() == "443") || (u.Scheme == "http" && u.Port() == "80"):
+		return errors.New("names the default port, which browsers leave out of Origin: drop it")
 	}
 	return nil
 }

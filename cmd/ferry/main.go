@@ -70,7 +70,9 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 		}
 		broker = rb
 	} else {
-		memory = bridge.NewMemoryBroker(bridge.MemoryConfig{History: history})
+		// The bound of bridge.Config.MaxSessions, set on the broker itself: the binary makes
+		// its broker (to load and save --state-file), and bridge bounds only one it makes.
+		memory = bridge.NewMemoryBroker(bridge.MemoryConfig{History: history, MaxSessions: o.maxSessions})
 		if o.stateFile != "" {
 			if err := loadState(memory, o.stateFile); err != nil {
 				return err
@@ -181,7 +183,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 	}
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("--addr: %w", err)
 	}
 	if o.debugAddr != "" {
 		stop, err := serveDebug(o.debugAddr, log)

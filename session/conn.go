@@ -50,9 +50,11 @@ type Conn struct {
 	// it (possibly the channel layer's fan-out), so it must not block. Transports use it to
 	// cut a write that is stuck on a client that stopped reading.
 	OnClose func(*Error)
-	// OnWake, if set, runs each time there is something new for the writer (under the
+	// OnWake, if set, runs when there is something for a writer that is idle (under the
 	// Conn's lock: it must not block or call the Conn). A transport that keeps no
-	// goroutine waiting in Next starts one from it and drains with TryNext.
+	// goroutine waiting in Next starts a writer from it, which drains with TryNext until
+	// TryNext returns nothing; that makes the writer idle again, so OnWake runs once per
+	// idle period, never while a writer is draining.
 	OnWake func()
 
 	notify chan struct{} // capacity 1: something to do for Next
@@ -66,6 +68,7 @@ type Conn struct {
 	closeErr   *Error
 	closeSent  bool
 	closeFired bool
+	busy       bool // a writer woken by OnWake hasn't yet found TryNext empty
 	pingSeq    uint64
 	nextPing   time.Time // owned by the writer (Next): when the next heartbeat is due
 }
@@ -103,7 +106,8 @@ func (c *Conn) wake() {
 	case c.notify <- struct{}{}:
 	default:
 	}
-	if c.OnWake != nil {
+	if c.OnWake != nil && !c.busy {
+		c.busy = true
 		c.OnWake()
 	}
 }
@@ -122,7 +126,7 @@ func (c *Conn) Subscribe(channel string, pos Position, confirm bool) {
 	c.mu.Unlock()
 	// Subscribe before reading history: a message published in between is then either in
 	// the history read or in pending, never in neither.
-	unsub := c.src.Subscribe(channel, c)
+	unsub := c.src.Subscribe(channel, subDeliverer{c, s})
 	c.mu.Lock()
 	if s.gone || c.closeErr != nil {
 		c.mu.Unlock()
@@ -180,7 +184,28 @@ func (c *Conn) scheduleLocked(s *subscription) {
 // closes the attachment as a slow consumer, and the client resumes from history.
 func (c *Conn) Deliver(m *Message) {
 	c.mu.Lock()
-	s := c.subs[m.Channel]
+	c.deliverLocked(c.subs[m.Channel], m)
+	c.unlock()
+}
+
+// subDeliverer is what a subscription registers with the Source: it knows its
+// subscription, so a fan-out to many attachments needs no lookup by channel name.
+type subDeliverer struct {
+	c *Conn
+	s *subscription
+}
+
+func (d subDeliverer) Deliver(m *Message) {
+	d.c.mu.Lock()
+	if d.s.gone {
+		d.c.mu.Unlock() // unsubscribed; the Source learns it when unsub runs
+		return
+	}
+	d.c.deliverLocked(d.s, m)
+	d.c.unlock()
+}
+
+func (c *Conn) deliverLocked(s *subscription, m *Message) {
 	switch {
 	case s == nil || c.closeErr != nil:
 	case s.recovering:
@@ -192,7 +217,6 @@ func (c *Conn) Deliver(m *Message) {
 	default:
 		c.acceptLocked(s, m)
 	}
-	c.unlock()
 }
 
 // unlock releases c.mu and runs OnClose if c has just been closed.
@@ -295,18 +319,24 @@ func (c *Conn) Done() {
 }
 
 // TryNext is Next without waiting and without heartbeats: it returns the frames that are
-// ready, running history recovery first, or none (nil, nil). The close frame and the close
-// reason come as from Next. A transport that keeps no goroutine waiting in Next (see
-// OnWake) drains with it and sends heartbeats with Ping.
-func (c *Conn) TryNext(ctx context.Context) ([]Outgoing, error) { return c.ready(ctx) }
+// ready, running history recovery first, or none (nil, nil), which makes the writer idle
+// (see OnWake). The close frame and the close reason come as from Next. A transport that
+// keeps no goroutine waiting in Next drains with it and sends heartbeats with Ping.
+func (c *Conn) TryNext(ctx context.Context) ([]Outgoing, error) { return c.ready(ctx, true) }
 
-// ready returns what Next would return without waiting, or nil, nil.
-func (c *Conn) ready(ctx context.Context) ([]Outgoing, error) {
+// ready returns what Next would return without waiting, or nil, nil; idle marks the
+// writer idle when there is nothing, in the same critical section that found nothing, so
+// a frame pushed right after wakes it.
+func (c *Conn) ready(ctx context.Context, idle bool) ([]Outgoing, error) {
+	c.mu.Lock()
 	for {
-		if err := c.runRecovery(ctx); err != nil {
-			return nil, err
+		if len(c.recover) > 0 && c.closeErr == nil {
+			c.mu.Unlock()
+			if err := c.runRecovery(ctx); err != nil {
+				return nil, err
+			}
+			c.mu.Lock()
 		}
-		c.mu.Lock()
 		if c.closeErr != nil {
 			e, sent := c.closeErr, c.closeSent
 			c.closeSent = true
@@ -323,9 +353,11 @@ func (c *Conn) ready(ctx context.Context) ([]Outgoing, error) {
 			c.mu.Unlock()
 			return out, nil
 		}
-		pending := len(c.recover) > 0
-		c.mu.Unlock()
-		if !pending {
+		if len(c.recover) == 0 {
+			if idle {
+				c.busy = false
+			}
+			c.mu.Unlock()
 			return nil, nil
 		}
 	}
@@ -367,7 +399,7 @@ func (c *Conn) Next(ctx context.Context, holdUntil time.Time) ([]Outgoing, error
 				c.ping(now)
 			}
 		}
-		if out, err := c.ready(ctx); out != nil || err != nil {
+		if out, err := c.ready(ctx, false); out != nil || err != nil {
 			return out, err
 		}
 

@@ -337,6 +337,25 @@ func TestConnWakeAndTryNext(t *testing.T) {
 	if out, _ := c.TryNext(context.Background()); len(out) != 1 || !strings.Contains(string(out[0].JSON), `"t":"ping"`) {
 		t.Fatalf("after Ping: %+v", out)
 	}
+	// The writer that took the ping is still draining: more frames don't wake another.
+	woken()
+	c.Ping()
+	if n := woken(); n != 0 {
+		t.Fatalf("%d wakes while a writer drains, want none", n)
+	}
+	if out, _ := c.TryNext(context.Background()); len(out) != 1 {
+		t.Fatalf("second ping: %+v", out)
+	}
+	if out, err := c.TryNext(context.Background()); out != nil || err != nil {
+		t.Fatalf("after the pings: %v %v", out, err)
+	}
+	// Idle again: the next frame wakes a writer, once.
+	c.Ping()
+	c.Ping()
+	if n := woken(); n != 1 {
+		t.Fatalf("%d wakes for two frames to an idle writer, want 1", n)
+	}
+	take()
 	c.Close(ErrNormal)
 	if woken() == 0 {
 		t.Fatal("Close did not wake the writer")

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // corkConn lets a WebSocket writer send a whole batch of frames in one write: between
@@ -16,6 +17,26 @@ type corkConn struct {
 	mu     sync.Mutex
 	corked bool
 	buf    *[]byte
+	// deadline is the write deadline last set on Conn. gorilla sets one before every
+	// frame it writes; moving the runtime's timer for each is a measurable part of a
+	// fan-out, so a later deadline is applied only once it moves by a quarter of writeWait
+	// (a write stays bounded by 3/4 to 1 writeWait). An earlier one is always applied (that
+	// is how a close cuts a stuck write), and so is any after a deadline has passed (the
+	// close frame that follows the cut gets its own second). Guarded by dmu, not mu,
+	// which a corked write holds while it blocks: a close must get through then.
+	dmu      sync.Mutex
+	deadline time.Time
+}
+
+// SetWriteDeadline applies t, coarsely when it extends a deadline still ahead.
+func (c *corkConn) SetWriteDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if !t.IsZero() && t.After(c.deadline) && t.Sub(c.deadline) < writeWait/4 && c.deadline.After(time.Now()) {
+		return nil
+	}
+	c.deadline = t
+	return c.Conn.SetWriteDeadline(t)
 }
 
 // maxCork bounds what a corked connection gathers before it writes anyway.

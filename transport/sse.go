@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ferryrt/ferry/session"
@@ -59,9 +58,9 @@ func (h *SSEHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = applyLastEventID(req.Cursor, r.Header.Get("Last-Event-ID"))
 	}
-	// See the WebSocket handler: a close must cut a write stuck on a client that stopped
+	// See the WebSocket handler: a close bounds a write stuck on a client that stopped
 	// reading. The deadline is set on the connection, which allows it from any goroutine.
-	req.OnClose = func(*session.Error) { rc.SetWriteDeadline(time.Now()) }
+	req.OnClose = func(*session.Error) { rc.SetWriteDeadline(time.Now().Add(closeGrace)) }
 	var a *session.Attachment
 	if err == nil {
 		a, err = h.cfg.Manager.Attach(ctx, req)
@@ -174,7 +173,7 @@ func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, relea
 	// longer than any ReadTimeout, and its reads only watch for the client leaving.
 	conn.SetReadDeadline(time.Time{})
 	s := &sseStream{h: h, conn: conn, ready: make(chan struct{}), closed: make(chan struct{})}
-	req.OnClose = func(*session.Error) { conn.SetWriteDeadline(time.Now()) }
+	req.OnClose = func(*session.Error) { conn.SetWriteDeadline(time.Now().Add(closeGrace)) }
 	req.OnWake = s.wake
 	a, err := h.cfg.Manager.Attach(context.Background(), req)
 	SetStreamHeaders(hdr)
@@ -212,25 +211,21 @@ func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, relea
 // (a reader goroutine blocks in Read where the connection can't be watched). A writer
 // goroutine runs while there are frames (see wsSession), heartbeats come from a timer.
 type sseStream struct {
-	h       *SSEHandler
-	conn    net.Conn
-	a       *session.Attachment // set before ready is closed
-	ready   chan struct{}       // the response header is out
-	writing atomic.Bool
-	closed  chan struct{} // the connection is closed
-	hb      *time.Timer
-	end     func() // releases the connection slot once the stream is torn down
+	h      *SSEHandler
+	conn   net.Conn
+	a      *session.Attachment // set before ready is closed
+	ready  chan struct{}       // the response header is out
+	closed chan struct{}       // the connection is closed
+	hb     *time.Timer
+	end    func() // releases the connection slot once the stream is torn down
 
 	mu       sync.Mutex
 	isClosed bool
 	watch    *netpoll.Watch // nil with a reader goroutine
 }
 
-func (s *sseStream) wake() {
-	if s.writing.CompareAndSwap(false, true) {
-		go s.flush()
-	}
-}
+// wake runs under the attachment's lock when frames are ready and no writer runs.
+func (s *sseStream) wake() { go s.flush() }
 
 // closeConn closes the connection, once. The watch stops first (a descriptor must leave
 // the epoll set before it is closed); if it was armed, no reader will see the close, so
@@ -322,11 +317,7 @@ func (s *sseStream) flush() {
 			return
 		}
 		if len(out) == 0 {
-			s.writing.Store(false)
-			if !s.a.Ready() || !s.writing.CompareAndSwap(false, true) {
-				return
-			}
-			continue
+			return // idle: the next frame wakes a new writer
 		}
 		bw := getSSEWriter(s.conn)
 		n, last := 0, false

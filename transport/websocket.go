@@ -90,9 +90,11 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeClose(conn, session.AsError(err))
 		return
 	}
-	// A close (slow consumer, superseded, shutdown) must not wait behind a write that is
-	// stuck on a client that stopped reading: fail that write now.
-	req.OnClose = func(*session.Error) { conn.UnderlyingConn().SetWriteDeadline(time.Now()) }
+	// A close (slow consumer, superseded, shutdown) must not wait long behind a write that
+	// is stuck on a client that stopped reading. Cutting it at once could cut a frame in
+	// half, and the close frame after it would be garbage to a client that reads again;
+	// closeGrace lets a client that is only behind take the frame and the close code.
+	req.OnClose = func(*session.Error) { conn.UnderlyingConn().SetWriteDeadline(time.Now().Add(closeGrace)) }
 	s := &wsSession{h: h, conn: conn, cork: hj.conn, attached: make(chan struct{}), done: make(chan struct{})}
 	req.OnWake = s.wake
 	a, err := h.cfg.Manager.Attach(ctx, req)
@@ -131,9 +133,8 @@ type wsSession struct {
 	hb       *time.Timer
 	lastRead atomic.Int64 // UnixNano of the last frame or pong from the client
 
-	writing atomic.Bool   // a writer goroutine runs or is starting
-	done    chan struct{} // closed once the writer has sent the close frame, or failed
-	once    sync.Once
+	done chan struct{} // closed once the writer has sent the close frame, or failed
+	once sync.Once
 
 	mu      sync.Mutex // orders the reader's deadline and watch against the closing writer
 	closing bool
@@ -211,13 +212,8 @@ func (s *wsSession) onReadable() {
 	}
 }
 
-// wake runs under the attachment's lock whenever frames are ready: it starts a writer
-// unless one is running.
-func (s *wsSession) wake() {
-	if s.writing.CompareAndSwap(false, true) {
-		go s.flush()
-	}
-}
+// wake runs under the attachment's lock when frames are ready and no writer runs.
+func (s *wsSession) wake() { go s.flush() }
 
 // finish ends the writing side: after the close frame (or a failed write) the reader gets
 // closeGrace for the client's answer, as in the close handshake. When no reader runs, one
@@ -237,8 +233,7 @@ func (s *wsSession) finish() {
 }
 
 // flush writes what the attachment has until nothing is left, then ends; after the close
-// frame or a failed write it finishes and leaves writing set, so that no writer starts
-// again.
+// frame or a failed write it finishes without asking for more, so no writer starts again.
 func (s *wsSession) flush() {
 	<-s.attached
 	if s.a == nil {
@@ -251,13 +246,7 @@ func (s *wsSession) flush() {
 			return
 		}
 		if len(out) == 0 {
-			s.writing.Store(false)
-			// A wake between TryNext and the Store saw a writer running and left: look
-			// again, and go on unless another writer has started meanwhile.
-			if !s.a.Ready() || !s.writing.CompareAndSwap(false, true) {
-				return
-			}
-			continue
+			return // idle: the next frame wakes a new writer
 		}
 		if !s.write(out) {
 			s.finish()
@@ -344,7 +333,8 @@ func (s *wsSession) write(out []session.Outgoing) (ok bool) {
 		bytes += len(o.JSON)
 	}
 	s.h.cfg.obs().Sent(WebSocket, len(out), bytes)
-	if len(out) > 1 {
+	// A ping frame is followed by a WebSocket ping: corked, the two go in one write too.
+	if len(out) > 1 || isFrame(out[0].JSON, session.FramePing) {
 		s.cork.cork()
 		defer func() {
 			if err := s.cork.uncork(); err != nil && ok {

@@ -12,6 +12,9 @@
 //                             with SIGKILL. nginx skips the dead node; the client resumes on
 //                             another one with nothing lost or repeated (no reset: history is
 //                             in Redis) and every acknowledged send echoed exactly once.
+//   cluster-drain:<transport> the same with SIGTERM: the node drains (close 4003 to its
+//                             clients, its listener closed) and exits; its clients move to
+//                             the other nodes and resume, nothing lost or repeated.
 //
 // A publish that nginx answers with 502/504 after a node died may or may not have been
 // stored (the POST reached the node, which died before answering; nginx does not resend a
@@ -157,9 +160,10 @@ function clusterCase(tr) {
   };
 }
 
-function killCase(tr) {
+function killCase(tr, signal = 'SIGKILL') {
+  const what = signal === 'SIGKILL' ? 'killed' : 'drained';
   return {
-    name: `cluster-kill:${tr}`,
+    name: `cluster-${signal === 'SIGKILL' ? 'kill' : 'drain'}:${tr}`,
     weight: 40,
     timeout: 120000,
     async run(ctx) {
@@ -175,16 +179,19 @@ function killCase(tr) {
         if (!victim) throw new Error(`no node logged an "attached" for ${tr}: cannot tell which node to kill`);
         const before = await h.count();
         const t0 = Date.now();
-        const st = await victim.stop({ signal: 'SIGKILL' });
-        ctx.note(`killed ${victim.name} at ${new Date(t0).toISOString()}: ${JSON.stringify(st)}`);
+        const st = await victim.stop({ signal });
+        ctx.note(`${what} ${victim.name} (${signal}) at ${new Date(t0).toISOString()}: ${JSON.stringify(st)}`);
+        if (signal === 'SIGTERM') {
+          ctx.check(st?.code === 0, `${victim.name} did not drain cleanly on SIGTERM: ${JSON.stringify(st)}`);
+        }
         const rest = nodes.filter((n) => n !== victim);
         // Back: attached on another node after the kill, connected on tr, messages flowing.
         await waitFor(async () => rest.some((n) => attaches(n, tr).some((a) => a.t >= t0 - 5)), {
-          timeout: 15000, interval: 100, what: `the client to attach on a surviving node after ${victim.name} was killed`,
+          timeout: 15000, interval: 100, what: `the client to attach on a surviving node after ${victim.name} was ${what}`,
         });
         await h.waitForTransport(tr, { timeout: 15000 });
         await waitFor(async () => (await h.count()) > before + 20, {
-          timeout: 15000, what: 'messages to flow again after the kill',
+          timeout: 15000, what: `messages to flow again after ${victim.name} was ${what}`,
         });
         back = Date.now() - t0;
         await delay(KILL_RUN);
@@ -192,7 +199,7 @@ function killCase(tr) {
       await finish(ctx, pub, h);
       if (ok) expectPath(ctx, [tr]);
       if (victim && tr !== 'longpoll') {
-        // The killed node held the stream: the client must have noticed and reconnected.
+        // The stopped node held the stream: the client must have noticed and reconnected.
         ctx.check(disconnects(ctx.snap) >= 1, `the client never reconnected: ${victim.name} did not hold its ${tr}`);
       }
       for (const [ch, acc] of pub.accepted) {
@@ -202,15 +209,19 @@ function killCase(tr) {
       const conns = connsBy(ng, nodes, tr);
       const pubs = servedBy(ng, nodes, /^POST \/ferry\/api\/publish\b/);
       const bad = ng.accessEntries().filter((e) => e.status >= 500);
-      if (bad.length) ctx.note(`nginx 5xx after the kill: ${bad.slice(0, 5).map((e) => `${e.status} ${e.request.split('?')[0]} up=${e.up}`).join('; ')}`);
+      if (bad.length) ctx.note(`nginx 5xx after ${victim?.name} was ${what}: ${bad.slice(0, 5).map((e) => `${e.status} ${e.request.split('?')[0]} up=${e.up}`).join('; ')}`);
       if (pub.unknown.length) ctx.note(`publishes with unknown outcome: ${JSON.stringify(pub.unknown.slice(0, 5))}`);
       fs.writeFileSync(`${ctx.dir}/served.json`, JSON.stringify({ conns, pubs, victim: victim?.name }, null, 2));
       const sec = (ms) => (ms != null ? `${(ms / 1000).toFixed(1)}s` : 'never');
-      ctx.result.extra = `killed ${victim?.name ?? 'none'}, back ${sec(back)}; ${tr === 'longpoll' ? 'polls' : tr} ${fmtCounts(conns)}`
+      ctx.result.extra = `${what} ${victim?.name ?? 'none'}, back ${sec(back)}; ${tr === 'longpoll' ? 'polls' : tr} ${fmtCounts(conns)}`
         + (pub.unknown.length ? `; pub unknown ${pub.unknown.length}` : '');
     },
   };
 }
 
 const TRANSPORTS = ['websocket', 'sse', 'longpoll'];
-export const cases = [...TRANSPORTS.map(clusterCase), ...TRANSPORTS.map(killCase)];
+export const cases = [
+  ...TRANSPORTS.map(clusterCase),
+  ...TRANSPORTS.map((tr) => killCase(tr)),
+  ...TRANSPORTS.map((tr) => killCase(tr, 'SIGTERM')),
+];

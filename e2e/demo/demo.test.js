@@ -360,18 +360,19 @@ describe('demo pages', () => {
     });
   });
 
-  test('plain EventSource page rides through cut connections and resumes by Last-Event-ID with no gap', T, async () => {
+  test('plain EventSource page on two channels rides through cut connections and resumes both by Last-Event-ID with no gap', T, async () => {
     const proxy = await new CutProxy(node.port).start();
     started.push(proxy);
-    const channel = `feed:demo${Date.now().toString(36)}`;
-    const e = await open(`${proxy.url}/events.html?channel=${encodeURIComponent(channel)}`, { name: 'events' });
+    const tag = Date.now().toString(36);
+    const channels = [`feed:a${tag}`, `feed:b${tag}`];
+    const e = await open(`${proxy.url}/events.html?${channels.map((c) => `channel=${encodeURIComponent(c)}`).join('&')}`, { name: 'events' });
     const { page } = e;
     const state = () => page.evaluate(() => ({
       opens: window.demo?.opens, n: window.demo?.received.length, lastId: window.demo.lastId,
     }));
     await page.waitForFunction(() => window.demo?.opens === 1, null, { timeout: 10000 });
 
-    const pub = new Publisher({ url: node.url, channels: [channel], rate: 25 });
+    const pub = new Publisher({ url: node.url, channels, rate: 25 });
     pub.start();
     try {
       await page.waitForFunction(() => window.demo?.received.length >= 15, null, { timeout: 10000, polling: 50 });
@@ -392,10 +393,14 @@ describe('demo pages', () => {
     // Wait for the tail to arrive; if it never does, the comparison below names what is missing.
     await waitFor(async () => (await state()).n >= total, { timeout: 10000, what: 'the tail' }).catch(() => {});
 
-    const got = await page.evaluate(() => window.demo?.received.map((r) => r.data.seq));
-    const want = [...pub.accepted.get(channel).keys()].sort((x, y) => x - y);
-    assert.deepEqual(want, Array.from({ length: total }, (_, i) => i + 1), 'the publisher numbered 1..n');
-    assert.deepEqual(got, want, 'the page received every number once, in order');
+    const received = await page.evaluate(() => window.demo?.received.map((r) => ({ ch: r.ch, seq: r.data.seq })));
+    for (const channel of channels) {
+      const got = received.filter((r) => r.ch === channel).map((r) => r.seq);
+      const want = [...pub.accepted.get(channel).keys()].sort((x, y) => x - y);
+      assert.ok(want.length > 0, `${channel}: nothing published`);
+      assert.deepEqual(want, Array.from({ length: want.length }, (_, i) => i + 1), `${channel}: the publisher numbered 1..n`);
+      assert.deepEqual(got, want, `${channel}: the page received every number once, in order`);
+    }
 
     // The reconnects were resumes: the browser sent the last id it had, and messages were
     // published while it was away (so a reconnect "from now" would have lost them).
@@ -404,10 +409,13 @@ describe('demo pages', () => {
     assert.equal(streams.length, 3, `three event streams: ${JSON.stringify(streams)}`);
     assert.equal(streams[0].lastEventId, null, 'the first one without Last-Event-ID');
     for (let i = 1; i <= 2; i++) {
-      assert.match(streams[i].lastEventId ?? '', new RegExp(`^${channel}=[A-Za-z0-9]+\\.\\d+$`), 'a reconnect carries Last-Event-ID');
+      // One id carries the position of every channel of the stream.
+      const entries = (streams[i].lastEventId ?? '').split(',');
+      assert.deepEqual(entries.map((x) => x.split('=')[0]).sort(), [...channels].sort(), `reconnect ${i}: Last-Event-ID ${streams[i].lastEventId} names both channels`);
+      for (const x of entries) assert.match(x, /=[A-Za-z0-9]+\.\d+$/, `reconnect ${i}: ${x} is a position`);
       assert.equal(streams[i].lastEventId, s.idsAtOpen[i], 'the id the page had when the stream was cut');
       const cutAt = proxy.cuts[i - 1].t;
-      const during = [...pub.accepted.get(channel).values()].filter((m) => m.t > cutAt && m.t < streams[i].t).length;
+      const during = channels.flatMap((c) => [...pub.accepted.get(c).values()]).filter((m) => m.t > cutAt && m.t < streams[i].t).length;
       assert.ok(during > 0, `messages were published during cut ${i} (${during})`);
     }
     // What the page shows.

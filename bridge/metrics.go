@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferryrt/ferry/session"
+	"github.com/ferryrt/ferry/transport"
 )
 
 // metrics implements session.Observer with Prometheus collectors, all prefixed ferry_.
@@ -29,6 +30,21 @@ type metrics struct {
 	rejected       *prometheus.CounterVec
 	publishSeconds prometheus.Histogram
 	publishErrors  prometheus.Counter
+
+	// io holds the frame and byte counters of each transport, resolved once: Sent runs
+	// for every batch a writer sends, and a label lookup there is a measurable part of a
+	// fan-out. Read-only after newMetrics.
+	io map[string]*ioCounters
+}
+
+type ioCounters struct{ framesOut, bytesOut, framesIn, bytesIn prometheus.Counter }
+
+func (m *metrics) ioFor(transport string) *ioCounters {
+	if c := m.io[transport]; c != nil {
+		return c
+	}
+	return &ioCounters{m.framesOut.WithLabelValues(transport), m.bytesOut.WithLabelValues(transport),
+		m.framesIn.WithLabelValues(transport), m.bytesIn.WithLabelValues(transport)}
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -66,6 +82,10 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)}),
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_broker_publish_errors_total",
 			Help: "Publishes the broker failed."}),
+	}
+	m.io = make(map[string]*ioCounters)
+	for _, tr := range []string{transport.WebSocket, transport.SSE, transport.LongPoll} {
+		m.io[tr] = m.ioFor(tr)
 	}
 	reg.MustRegister(m.negotiations, m.attachments, m.connections, m.switches, m.resumes, m.resets,
 		m.disconnects, m.upstream, m.framesOut, m.bytesOut, m.framesIn, m.bytesIn, m.polls, m.rejected,
@@ -124,12 +144,14 @@ func (m *metrics) Detached(transport string, code session.Code) {
 func (m *metrics) Reset()                  { m.resets.Inc() }
 func (m *metrics) Upstream(outcome string) { m.upstream.WithLabelValues(outcome).Inc() }
 func (m *metrics) Sent(transport string, frames, bytes int) {
-	m.framesOut.WithLabelValues(transport).Add(float64(frames))
-	m.bytesOut.WithLabelValues(transport).Add(float64(bytes))
+	c := m.ioFor(transport)
+	c.framesOut.Add(float64(frames))
+	c.bytesOut.Add(float64(bytes))
 }
 func (m *metrics) Received(transport string, frames, bytes int) {
-	m.framesIn.WithLabelValues(transport).Add(float64(frames))
-	m.bytesIn.WithLabelValues(transport).Add(float64(bytes))
+	c := m.ioFor(transport)
+	c.framesIn.Add(float64(frames))
+	c.bytesIn.Add(float64(bytes))
 }
 func (m *metrics) PollDone(outcome string) { m.polls.WithLabelValues(outcome).Inc() }
 func (m *metrics) Rejected(reason string)  { m.rejected.WithLabelValues(reason).Inc() }

@@ -1181,3 +1181,30 @@ func TestLifecycleLogs(t *testing.T) {
 		}
 	}
 }
+
+// --max-sessions bounds the in-memory broker's live sessions: beyond it a negotiation is
+// refused with 503 and code 4000 (try another node), counted as a limit.
+func TestMaxSessions(t *testing.T) {
+	addr := startServer(t, "--max-sessions", "2")
+	for i := range 3 {
+		c := fclient.New("http://" + addr + "/ferry")
+		err := c.Negotiate(context.Background())
+		if i < 2 {
+			if err != nil {
+				t.Fatalf("negotiation %d: %v", i+1, err)
+			}
+			continue
+		}
+		var he *fclient.HTTPError
+		if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || he.Code != 4000 {
+			t.Fatalf("negotiation over --max-sessions: %v, want 503 with code 4000", err)
+		}
+	}
+	m := scrape(t, addr)
+	if got := m.get("ferry_rejected_total", "reason", "limit"); got != 1 {
+		t.Errorf("ferry_rejected_total{reason=limit} = %v, want 1", got)
+	}
+	if got := m.get("ferry_sessions"); got != 2 {
+		t.Errorf("ferry_sessions = %v, want 2", got)
+	}
+}

@@ -91,7 +91,9 @@ func TestWebSocketHeartbeatTimeout(t *testing.T) {
 
 // An idle WebSocket holds no goroutine on the server: readability of its connection is
 // watched by the kernel (netpoll), and a writer runs only while there is something to
-// write. The session still notices the client leaving.
+// write. That stays true after the pongs and pings every live client sends (gorilla
+// would wait for a data frame after handling them). The session still answers pings,
+// takes frames, and notices the client leaving.
 func TestIdleWebSocketsHoldNoGoroutine(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("connections are watched without a goroutine on Linux only; elsewhere each has a reader goroutine")
@@ -103,20 +105,39 @@ func TestIdleWebSocketsHoldNoGoroutine(t *testing.T) {
 	for i := range conns {
 		conns[i] = dialWS(t, ts)
 	}
-	// The writers of the hellos end by themselves; wait for that, no longer.
+	// What a live client sends while idle: a pong for each heartbeat (unsolicited here,
+	// which RFC 6455 allows), now and then a ping of its own.
+	for _, c := range conns {
+		if err := c.WriteControl(websocket.PongMessage, nil, time.Now().Add(5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pong := make(chan string, 1)
+	conns[0].SetPongHandler(func(p string) error { pong <- p; return nil })
+	conns[0].WriteControl(websocket.PingMessage, []byte("still there?"), time.Now().Add(5*time.Second))
+	// A frame from an idle client is handled too (a subscription, answered with sub);
+	// the server's pong comes before it, so it has been handled when the sub is read.
+	conns[0].WriteMessage(websocket.TextMessage, []byte(`{"t":"sub","ch":"room:idle"}`))
+	conns[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, msg, err := conns[0].ReadMessage(); err != nil || !strings.HasPrefix(string(msg), `{"t":"sub"`) {
+		t.Fatalf("answer to a sub from an idle client: %s, %v", msg, err)
+	}
+	select {
+	case p := <-pong:
+		if p != "still there?" {
+			t.Errorf("pong carried %q, want the ping's payload", p)
+		}
+	default:
+		t.Error("the server did not answer the client's ping before its next frame")
+	}
+
+	// The writers of the hellos and the readers of the pongs end by themselves; wait for
+	// that, no longer.
 	eventually(t, "at most n/10 goroutines more with n idle WebSockets open", func() bool {
 		return runtime.NumGoroutine()-before <= n/10
 	})
 	if got := ts.Manager().Attached(); got != n {
 		t.Fatalf("%d attachments, want %d", got, n)
-	}
-
-	// Frames from an idle client still arrive (a subscription, answered with sub), and a
-	// client leaving still ends its attachment.
-	conns[0].WriteMessage(websocket.TextMessage, []byte(`{"t":"sub","ch":"room:idle"}`))
-	conns[0].SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, msg, err := conns[0].ReadMessage(); err != nil || !strings.HasPrefix(string(msg), `{"t":"sub"`) {
-		t.Fatalf("answer to a sub from an idle client: %s, %v", msg, err)
 	}
 	for _, c := range conns {
 		c.Close()

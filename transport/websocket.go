@@ -191,17 +191,37 @@ func (s *wsSession) heartbeat(every time.Duration) {
 
 func (s *wsSession) touch() { s.lastRead.Store(time.Now().UnixNano()) }
 
-// onReadable runs on a goroutine of its own when the client has sent something: it
-// handles every frame that has arrived, then waits for the next report, or ends the
-// session's reading when the attachment is over.
+// onReadable runs on a goroutine of its own when the client has sent something. It
+// handles what has arrived, then waits for the next report, or ends the session's
+// reading when the attachment is over. Pings and pongs are handled here (see
+// wsframe.go): only a data message is read through gorilla, which blocks until the
+// message is whole.
 func (s *wsSession) onReadable() {
-	for {
+	// Readable: this fill returns what the kernel has (or the end) without waiting. It
+	// asks for one byte more than is buffered, which is at most a control frame's start.
+	if _, err := s.br.Peek(s.br.Buffered() + 1); err != nil {
+		s.a.Close(readError(err))
+		s.endRead()
+		return
+	}
+	for s.br.Buffered() > 0 {
+		head, _ := s.br.Peek(s.br.Buffered())
+		kind, f := peekFrame(head)
+		if kind == peekPartial {
+			break // the rest of a ping or pong comes with the next report
+		}
+		if kind == peekControl {
+			s.br.Discard(f.size)
+			s.touch()
+			if f.op == wsOpPing {
+				// As gorilla's own ping handler: a failed pong shows on the next write.
+				s.conn.WriteControl(websocket.PongMessage, f.payload, time.Now().Add(writeWait))
+			}
+			continue
+		}
 		if !s.readOne() {
 			s.endRead()
 			return
-		}
-		if s.br.Buffered() == 0 {
-			break
 		}
 	}
 	s.mu.Lock()

@@ -1,8 +1,10 @@
 package bridge
 
 import (
+	"container/list"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"sync"
 	"time"
@@ -13,25 +15,74 @@ import (
 // MemoryConfig configures a MemoryBroker. The zero value is valid.
 type MemoryConfig struct {
 	History HistoryConfig
-	// MaxSessions bounds live sessions (negotiated and not expired); default 1,000,000.
-	// Negotiation fails with ErrTooManySessions beyond it.
+	// MaxSessions bounds live sessions (negotiated and not expired); default
+	// DefaultMaxSessions. Beyond it negotiations fail with ErrTooManySessions, which
+	// clients get as 503 with code 4000 (try another node); live sessions are unaffected.
 	MaxSessions int
 	// DedupeWindow is the number of upstream sequence numbers remembered per session;
 	// default session.DefaultDedupeWindow.
 	DedupeWindow int
+	// SweepInterval is how often every channel's history is trimmed by age, channels with
+	// neither history nor subscribers are dropped, and expired sessions are forgotten;
+	// default History.TTL/4, from 1 s to 1 min. Reads trim a channel themselves, so the
+	// sweep bounds memory, not what clients see.
+	SweepInterval time.Duration
+	// Tombstones bounds how many dropped channels keep their position (epoch and latest
+	// offset, about 100 bytes plus the name), so that a channel used again continues where
+	// it stopped and its clients resume; default DefaultTombstones, negative keeps none.
+	// Beyond it the oldest are forgotten, and a forgotten channel used again starts a new
+	// epoch: its clients get a reset, never a reused position.
+	Tombstones int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
 
+// Defaults of MemoryConfig.
+const (
+	DefaultMaxSessions = 1_000_000
+	DefaultTombstones  = 100_000
+)
+
+func (cfg MemoryConfig) withDefaults() MemoryConfig {
+	cfg.History = cfg.History.withDefaults()
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.DedupeWindow <= 0 {
+		cfg.DedupeWindow = session.DefaultDedupeWindow
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = min(max(cfg.History.TTL/4, time.Second), time.Minute)
+	}
+	cfg.Tombstones = max(orDefault(cfg.Tombstones, DefaultTombstones), 0)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return cfg
+}
+
 // MemoryBroker keeps everything in this process: the default for a single node. It is
-// safe for concurrent use.
+// safe for concurrent use. Close stops its sweeper.
+//
+// A channel has state while it has history or subscribers: reading a channel that has
+// none (history, a dashboard stream, a resume) creates nothing, and the sweeper drops a
+// channel once its history has aged out and its last subscriber has gone. Positions stay
+// honest across a drop: the channel's position is kept as a tombstone, and once that is
+// forgotten the channel's next epoch differs from every earlier one (see freshEpochLocked).
 type MemoryBroker struct {
 	cfg MemoryConfig
 
 	mu       sync.Mutex
 	channels map[string]*memChannel
+	subs     map[string]int           // Subscribe calls not undone yet; such channels stay
+	tombs    map[string]*list.Element // of *memTomb, in tombList
+	tombList list.List                // oldest first
+	gen      [16]byte                 // seeds the epochs of channels without state
 	deliver  func(*session.Message)
 	closed   bool
+	sweeper  *time.Timer
+
+	sweepMu sync.Mutex // held by a sweep; Close takes it to wait for one under way
 
 	smu       sync.Mutex
 	sessions  map[string]*memSession
@@ -43,6 +94,17 @@ type memChannel struct {
 	epoch string
 	top   uint64
 	ring  []*session.Message // oldest first; ring[i].Pos.Offset == top-len(ring)+1+i
+	// dropped is set, under mu, when the channel leaves the broker (a sweep, Load): a
+	// Publish that found it before then must look the channel up again, or it would
+	// assign a position that history and the tombstone know nothing of.
+	dropped bool
+}
+
+// memTomb is the position of a dropped channel that had messages.
+type memTomb struct {
+	name  string
+	epoch string
+	top   uint64
 }
 
 type memSession struct {
@@ -50,41 +112,75 @@ type memSession struct {
 	window  *session.Window
 }
 
-// NewMemoryBroker returns an in-memory broker.
+// NewMemoryBroker returns an in-memory broker and starts its sweeper.
 func NewMemoryBroker(cfg MemoryConfig) *MemoryBroker {
-	cfg.History = cfg.History.withDefaults()
-	if cfg.MaxSessions <= 0 {
-		cfg.MaxSessions = 1_000_000
+	b := &MemoryBroker{cfg: cfg.withDefaults(), channels: make(map[string]*memChannel), subs: make(map[string]int),
+		tombs: make(map[string]*list.Element), sessions: make(map[string]*memSession)}
+	rand.Read(b.gen[:])
+	// A timer rather than a goroutine: a broker nobody closes (one handed to a Server,
+	// which by contract leaves it open) costs a pending timer, not a parked goroutine.
+	b.mu.Lock()
+	b.sweeper = time.AfterFunc(b.cfg.SweepInterval, b.tick)
+	b.mu.Unlock()
+	return b
+}
+
+const epochAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+// epochFrom maps 8 bytes to an epoch of 8 characters from [a-z0-9].
+func epochFrom(b []byte) string {
+	var e [8]byte
+	for i := range e {
+		e[i] = epochAlphabet[int(b[i])%len(epochAlphabet)]
 	}
-	if cfg.DedupeWindow <= 0 {
-		cfg.DedupeWindow = session.DefaultDedupeWindow
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	return &MemoryBroker{cfg: cfg, channels: make(map[string]*memChannel), sessions: make(map[string]*memSession)}
+	return string(e[:])
 }
 
 // newEpoch returns 8 random characters from [a-z0-9].
 func newEpoch() string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
 	var b [8]byte
 	rand.Read(b[:])
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b[:])
+	return epochFrom(b[:])
 }
 
-func (b *MemoryBroker) channel(name string) *memChannel {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ch := b.channels[name]
-	if ch == nil {
-		ch = &memChannel{epoch: newEpoch()}
-		b.channels[name] = ch
+// freshEpochLocked returns the epoch channel name begins with when it has no state: a hash
+// of the name under b.gen. So a read of a channel that does not exist yet names the epoch
+// its first message will get, without storing anything, and a client starting from that
+// position is not reset by the first message. b.gen changes whenever the broker forgets a
+// position it may have handed out (an evicted tombstone, Load); a channel recreated after
+// that gets an epoch it never had, so an old position can't name a new message. (A channel
+// dropped before its first message needs neither: it never handed out an offset.)
+func (b *MemoryBroker) freshEpochLocked(name string) string {
+	h := sha256.New()
+	h.Write(b.gen[:])
+	h.Write([]byte(name))
+	return epochFrom(h.Sum(nil))
+}
+
+// channelLocked returns name's channel, creating it from its tombstone or afresh.
+func (b *MemoryBroker) channelLocked(name string) *memChannel {
+	if ch := b.channels[name]; ch != nil {
+		return ch
 	}
+	ch := &memChannel{}
+	if e := b.tombs[name]; e != nil {
+		t := b.tombList.Remove(e).(*memTomb)
+		delete(b.tombs, name)
+		ch.epoch, ch.top = t.epoch, t.top
+	} else {
+		ch.epoch = b.freshEpochLocked(name)
+	}
+	b.channels[name] = ch
 	return ch
+}
+
+// absentLocked returns the position of a channel without state.
+func (b *MemoryBroker) absentLocked(name string) session.Position {
+	if e := b.tombs[name]; e != nil {
+		t := e.Value.(*memTomb)
+		return session.Position{Epoch: t.epoch, Offset: t.top}
+	}
+	return session.Position{Epoch: b.freshEpochLocked(name)}
 }
 
 // Start implements Broker.
@@ -98,16 +194,31 @@ func (b *MemoryBroker) Start(deliver func(*session.Message), _ func(sid, attachI
 // Publish implements Broker. Fan-out happens before Publish returns and under the
 // channel's lock, so every subscriber sees a channel's messages in offset order.
 func (b *MemoryBroker) Publish(_ context.Context, channel string, data json.RawMessage, bin []byte) (*session.Message, error) {
-	b.mu.Lock()
-	closed, deliver := b.closed, b.deliver
-	b.mu.Unlock()
-	if closed {
-		return nil, ErrBrokerClosed
+	for {
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return nil, ErrBrokerClosed
+		}
+		deliver := b.deliver
+		ch := b.channelLocked(channel)
+		b.mu.Unlock()
+		if m, ok := b.appendTo(ch, channel, data, bin, deliver); ok {
+			return m, nil
+		}
+		// A sweep dropped the channel, still empty, before it got the lock: look again.
 	}
-	ch := b.channel(channel)
+}
+
+// appendTo assigns the next position of ch to a new message and fans it out; false if a
+// sweep has dropped ch meanwhile.
+func (b *MemoryBroker) appendTo(ch *memChannel, channel string, data json.RawMessage, bin []byte, deliver func(*session.Message)) (*session.Message, bool) {
 	now := b.cfg.Now()
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
+	if ch.dropped {
+		return nil, false
+	}
 	ch.top++
 	m := &session.Message{Channel: channel, Pos: session.Position{Epoch: ch.epoch, Offset: ch.top}, Data: data, Bin: bin, Time: now.UnixMilli()}
 	ch.ring = append(ch.ring, m)
@@ -115,7 +226,7 @@ func (b *MemoryBroker) Publish(_ context.Context, channel string, data json.RawM
 	if deliver != nil {
 		deliver(m)
 	}
-	return m, nil
+	return m, true
 }
 
 // trim drops messages beyond the count bound or older than the age bound.
@@ -125,7 +236,11 @@ func (ch *memChannel) trim(h HistoryConfig, now time.Time) {
 	for drop < len(ch.ring) && ch.ring[drop].Time < cutoff {
 		drop++
 	}
-	if drop > 0 {
+	switch {
+	case drop == 0:
+	case drop == len(ch.ring):
+		ch.ring = nil // let the backing array go
+	default:
 		clear(ch.ring[:drop])
 		ch.ring = ch.ring[drop:]
 		if cap(ch.ring) > 2*h.Size {
@@ -134,34 +249,165 @@ func (ch *memChannel) trim(h HistoryConfig, now time.Time) {
 	}
 }
 
-// Since implements Broker.
+// Since implements Broker. A channel without state is read as empty at its tombstone's
+// position or at offset 0 of the epoch it would begin with, and is not created.
 func (b *MemoryBroker) Since(_ context.Context, channel string, pos session.Position, limit int) ([]*session.Message, session.Position, bool, error) {
-	ch := b.channel(channel)
+	b.mu.Lock()
+	ch := b.channels[channel]
+	var absent session.Position
+	if ch == nil {
+		absent = b.absentLocked(channel)
+	}
+	b.mu.Unlock()
+	if ch == nil {
+		msgs, ok := since(nil, absent, pos, limit)
+		return msgs, absent, ok, nil
+	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	ch.trim(b.cfg.History, b.cfg.Now())
 	top := session.Position{Epoch: ch.epoch, Offset: ch.top}
-	if pos.IsZero() {
-		return nil, top, true, nil
-	}
-	if pos.Epoch != ch.epoch || pos.Offset > ch.top {
-		return nil, top, false, nil
-	}
-	oldest := ch.top - uint64(len(ch.ring)) + 1 // offset of ring[0]
-	if pos.Offset+1 < oldest {
-		return nil, top, false, nil
-	}
-	start := int(pos.Offset + 1 - oldest)
-	end := min(len(ch.ring), start+limit)
-	msgs := append([]*session.Message(nil), ch.ring[start:end]...)
-	return msgs, top, true, nil
+	msgs, ok := since(ch.ring, top, pos, limit)
+	return msgs, top, ok, nil
 }
 
-// Subscribe implements Broker: one node hears everything, so there is nothing to do.
-func (b *MemoryBroker) Subscribe(context.Context, string) error { return nil }
+// since returns up to limit messages of ring (the history of a channel at top) after pos,
+// and whether the history covers pos.
+func since(ring []*session.Message, top, pos session.Position, limit int) ([]*session.Message, bool) {
+	if pos.IsZero() {
+		return nil, true
+	}
+	if pos.Epoch != top.Epoch || pos.Offset > top.Offset {
+		return nil, false
+	}
+	oldest := top.Offset - uint64(len(ring)) + 1 // offset of ring[0]
+	if pos.Offset+1 < oldest {
+		return nil, false
+	}
+	start := int(pos.Offset + 1 - oldest)
+	end := min(len(ring), start+limit)
+	return append([]*session.Message(nil), ring[start:end]...), true
+}
+
+// Subscribe implements Broker. One node hears everything, so there is nothing to
+// subscribe to; but a subscribed channel is kept (and created now), so that the epoch its
+// subscribers start from can't change under them before its first message.
+func (b *MemoryBroker) Subscribe(_ context.Context, channel string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.subs[channel]++
+	b.channelLocked(channel)
+	return nil
+}
 
 // Unsubscribe implements Broker.
-func (b *MemoryBroker) Unsubscribe(context.Context, string) error { return nil }
+func (b *MemoryBroker) Unsubscribe(_ context.Context, channel string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n := b.subs[channel]; n > 1 {
+		b.subs[channel] = n - 1
+	} else {
+		delete(b.subs, channel)
+	}
+	return nil
+}
+
+// Channels returns the number of channels the broker holds state for: those with
+// history or subscribers, and those not swept yet.
+func (b *MemoryBroker) Channels() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.channels)
+}
+
+// tick is the sweeper's timer function. It takes sweepMu before it looks at closed, so
+// that once Close has taken and released sweepMu no sweep starts.
+func (b *MemoryBroker) tick() {
+	b.sweepMu.Lock()
+	defer b.sweepMu.Unlock()
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return
+	}
+	b.sweepHeld()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.closed {
+		b.sweeper.Reset(b.cfg.SweepInterval)
+	}
+}
+
+// sweep trims every channel's history by age, drops the channels left with neither
+// history nor subscribers, forgets expired sessions, and returns the channels dropped.
+func (b *MemoryBroker) sweep() int {
+	b.sweepMu.Lock()
+	defer b.sweepMu.Unlock()
+	return b.sweepHeld()
+}
+
+// sweepHeld is sweep with sweepMu held. Each channel is locked on its own, so publishing
+// goes on during a sweep.
+func (b *MemoryBroker) sweepHeld() (dropped int) {
+	now := b.cfg.Now()
+	type named struct {
+		name string
+		ch   *memChannel
+	}
+	b.mu.Lock()
+	all := make([]named, 0, len(b.channels))
+	for name, ch := range b.channels {
+		all = append(all, named{name, ch})
+	}
+	b.mu.Unlock()
+	idle := all[:0]
+	for _, c := range all {
+		c.ch.mu.Lock()
+		c.ch.trim(b.cfg.History, now)
+		empty := len(c.ch.ring) == 0
+		c.ch.mu.Unlock()
+		if empty {
+			idle = append(idle, c)
+		}
+	}
+	for _, c := range idle {
+		if b.drop(c.name, c.ch) {
+			dropped++
+		}
+	}
+	b.smu.Lock()
+	b.sweepLocked(now)
+	b.smu.Unlock()
+	return dropped
+}
+
+// drop removes ch, the channel of name, if it still has neither history nor subscribers,
+// keeping its position as a tombstone if it ever had a message.
+func (b *MemoryBroker) drop(name string, ch *memChannel) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.channels[name] != ch || b.subs[name] > 0 {
+		return false
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if len(ch.ring) > 0 {
+		return false // published to since the trim
+	}
+	ch.dropped = true
+	delete(b.channels, name)
+	if ch.top > 0 {
+		b.tombs[name] = b.tombList.PushBack(&memTomb{name: name, epoch: ch.epoch, top: ch.top})
+		for len(b.tombs) > b.cfg.Tombstones {
+			t := b.tombList.Remove(b.tombList.Front()).(*memTomb)
+			delete(b.tombs, t.name)
+			// t's positions are forgotten: its next incarnation needs an epoch it never had.
+			rand.Read(b.gen[:])
+		}
+	}
+	return true
+}
 
 // Ready implements Broker.
 func (b *MemoryBroker) Ready(context.Context) error {
@@ -173,11 +419,15 @@ func (b *MemoryBroker) Ready(context.Context) error {
 	return nil
 }
 
-// Close implements Broker.
+// Close implements Broker: publishing stops, and so does the sweeper (Close waits for a
+// sweep under way). History and sessions can still be read and saved.
 func (b *MemoryBroker) Close() error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.closed = true
+	b.sweeper.Stop()
+	b.mu.Unlock()
+	b.sweepMu.Lock() // wait for a sweep the timer had already started
+	b.sweepMu.Unlock()
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -46,6 +47,12 @@ func (b *MemoryBroker) Save(w io.Writer) error {
 	for name, ch := range b.channels {
 		chans[name] = ch
 	}
+	// A tombstone is saved as a channel without history, which Load restores as such and
+	// the next sweep turns back into a tombstone: its clients resume across the restart.
+	for e := b.tombList.Front(); e != nil; e = e.Next() {
+		t := e.Value.(*memTomb)
+		st.Channels[t.name] = channelState{Epoch: t.epoch, Top: t.top}
+	}
 	b.mu.Unlock()
 	for name, ch := range chans {
 		ch.mu.Lock()
@@ -69,7 +76,7 @@ func (b *MemoryBroker) Save(w io.Writer) error {
 }
 
 // Load replaces the broker's channels and sessions with a state written by Save. Expired
-// sessions and history are dropped as usual on first use.
+// sessions and history are dropped as usual, by the sweeper or on first use.
 func (b *MemoryBroker) Load(r io.Reader) error {
 	var st memoryState
 	if err := json.NewDecoder(r).Decode(&st); err != nil {
@@ -104,7 +111,18 @@ func (b *MemoryBroker) Load(r io.Reader) error {
 		sessions[sid] = s
 	}
 	b.mu.Lock()
+	for _, ch := range b.channels {
+		// A Publish holding a replaced channel must not append to it.
+		ch.mu.Lock()
+		ch.dropped = true
+		ch.mu.Unlock()
+	}
 	b.channels = chans
+	clear(b.tombs)
+	b.tombList.Init()
+	// The positions of channels the state does not hold are forgotten: those channels
+	// must begin new epochs.
+	rand.Read(b.gen[:])
 	b.mu.Unlock()
 	b.smu.Lock()
 	b.sessions = sessions

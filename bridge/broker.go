@@ -61,5 +61,8 @@ func (h HistoryConfig) withDefaults() HistoryConfig {
 // ErrBrokerClosed is returned by a broker after Close.
 var ErrBrokerClosed = errors.New("bridge: broker closed")
 
-// ErrTooManySessions is returned when a node's session store is full.
-var ErrTooManySessions = errors.New("bridge: too many sessions")
+// ErrTooManySessions is returned when a node's session store is full (MemoryConfig.
+// MaxSessions). It is a close reason with code 4000, so a negotiation refused with it is
+// answered 503 {"code":4000}: the client tries again, through the load balancer on
+// another node. Match it with errors.Is.
+var ErrTooManySessions error = &session.Error{Code: session.CodeReconnect, Reason: "too many sessions on this node: try another node"}

@@ -37,6 +37,12 @@ type Config struct {
 	// History. The Server closes a broker it created, not one it was given.
 	Broker  Broker
 	History HistoryConfig
+	// MaxSessions bounds the live sessions (negotiated and not expired) of the
+	// MemoryBroker the Server creates; default DefaultMaxSessions. Beyond it negotiations
+	// get 503 with code 4000 (try another node) while live sessions go on. A Broker given
+	// above has its own bound (MemoryConfig.MaxSessions; the Redis broker has none), and
+	// setting both is an error.
+	MaxSessions int
 
 	Heartbeat time.Duration // default 15 s
 	PollHold  time.Duration // default 25 s
@@ -160,9 +166,12 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("bridge: bad ClientPublish pattern %q: %w", p, err)
 		}
 	}
+	if cfg.Broker != nil && cfg.MaxSessions != 0 {
+		return nil, errors.New("bridge: MaxSessions applies to the broker the Server creates; bound the given Broker in its own config")
+	}
 	s := &Server{cfg: cfg, broker: cfg.Broker, log: cfg.Logger}
 	if s.broker == nil {
-		s.broker = NewMemoryBroker(MemoryConfig{History: cfg.History})
+		s.broker = NewMemoryBroker(MemoryConfig{History: cfg.History, MaxSessions: cfg.MaxSessions})
 		s.ownsBrk = true
 	}
 	s.hub = NewHub(s.broker, cfg.Logger)

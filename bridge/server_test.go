@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferryrt/ferry/internal/fclient"
+	"github.com/ferryrt/ferry/session"
 )
 
 // Every transport delivers 1,000 published messages in order with no gap or duplicate,
@@ -451,5 +452,54 @@ func TestLateAttachmentDoesNotTakeOver(t *testing.T) {
 	ts.publish(t, "room:l", 1)
 	if f := <-s.Frames; f.T != "msg" {
 		t.Fatalf("current attachment got %+v", f)
+	}
+}
+
+// A node at its session cap refuses new sessions with 503 {"code":4000}, which sends the
+// client to another node, while the sessions it has go on: they resume, attach and send.
+func TestNegotiateAtSessionCap(t *testing.T) {
+	ctx := context.Background()
+	ts := newTestServer(t, Config{MaxSessions: 2})
+	a, b := ts.client(t), ts.client(t)
+
+	for range 2 { // a refusal leaves no session behind to fill the cap further
+		err := fclient.New(ts.URL).Negotiate(ctx)
+		var he *fclient.HTTPError
+		if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || he.Code != 4000 {
+			t.Fatalf("negotiate at the cap: %v, want 503 with code 4000", err)
+		}
+	}
+	if err := a.Negotiate(ctx); err != nil || !a.Resumed {
+		t.Fatalf("resume at the cap: %v, resumed %v", err, a.Resumed)
+	}
+	a.Subscribe("room:cap", "")
+	frames, _, err := a.Poll(ctx, true, 0)
+	if err != nil || len(frames) != 2 || frames[1].T != "sub" {
+		t.Fatalf("attach at the cap: %+v, %v", frames, err)
+	}
+	acks, err := b.Send(ctx, map[string]any{"t": "send", "seq": 1, "d": 0})
+	if err != nil || len(acks) != 1 || acks[0].Err != nil || ts.seenCount(b.SID, 1) != 1 {
+		t.Fatalf("send at the cap: %+v, %v", acks, err)
+	}
+}
+
+// The cap's error is errors.Is-able and carries code 4000, and it can't be set on a broker
+// the Server did not create.
+func TestSessionCapError(t *testing.T) {
+	ctx := context.Background()
+	b := NewMemoryBroker(MemoryConfig{MaxSessions: 1})
+	defer b.Close()
+	if err := b.CreateSession(ctx, "s1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	err := b.CreateSession(ctx, "s2", time.Minute)
+	if !errors.Is(err, ErrTooManySessions) || session.AsError(err).Code != session.CodeReconnect {
+		t.Fatalf("second session: %v, want ErrTooManySessions with code 4000", err)
+	}
+	if session.CodeReconnect.HTTPStatus() != http.StatusServiceUnavailable {
+		t.Fatalf("code 4000 answers HTTP %d, want 503", session.CodeReconnect.HTTPStatus())
+	}
+	if _, err := New(Config{Broker: b, MaxSessions: 5}); err == nil {
+		t.Fatal("New accepted MaxSessions for a broker it doesn't own")
 	}
 }

@@ -102,7 +102,7 @@ func (c Code) HTTPStatus() int {
 		return http.StatusRequestEntityTooLarge
 	case CodeRateLimited:
 		return http.StatusTooManyRequests
-	case CodeShutdown, CodeGoingAway:
+	case CodeShutdown, CodeGoingAway, CodeReconnect:
 		return http.StatusServiceUnavailable
 	case CodeNoHandler:
 		return http.StatusNotImplemented

@@ -14,8 +14,9 @@ import (
 )
 
 // Every transport delivers 1,000 published messages in order with no gap or duplicate,
-// and 100 upstream messages reach the handler exactly once, even when a POST's response
-// is lost and the POST is sent again.
+// and 100 upstream messages reach the handler exactly once although acknowledgements are
+// lost and the client resends: over the socket itself for WebSocket, by POST /send (the
+// upstream of SSE and long-polling) otherwise.
 func TestDeliveryAndUpstreamPerTransport(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
@@ -46,30 +47,10 @@ func TestDeliveryAndUpstreamPerTransport(t *testing.T) {
 				seq.add(t, f)
 			}
 
-			// Upstream: 100 sends in batches of 10; every other batch loses its response
-			// and is sent again, as a client does when a request fails.
-			lossy := fclient.New(ts.URL)
-			lossy.Negotiation = c.Negotiation
-			lossy.HTTP = &http.Client{Transport: dropResponse{http.DefaultTransport}}
-			for b := range 10 {
-				frames := make([]any, 10)
-				for i := range frames {
-					frames[i] = map[string]any{"t": "send", "seq": b*10 + i + 1, "d": map[string]int{"n": b*10 + i}}
-				}
-				if b%2 == 1 {
-					if _, err := lossy.Send(context.Background(), frames...); !errors.Is(err, errDropped) {
-						t.Fatalf("lossy send: %v", err)
-					}
-				}
-				acks, err := c.Send(context.Background(), frames...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for i, ack := range acks {
-					if ack.T != "ack" || ack.Seq != uint64(b*10+i+1) || ack.Err != nil || ack.Dup != (b%2 == 1) {
-						t.Fatalf("batch %d ack %d: %+v", b, i, ack)
-					}
-				}
+			if tr == "websocket" {
+				upstreamOverWebSocket(t, ts, c)
+			} else {
+				upstreamOverPOST(t, ts, c)
 			}
 			for seq := uint64(1); seq <= 100; seq++ {
 				if got := ts.seenCount(c.SID, seq); got != 1 {
@@ -77,6 +58,121 @@ func TestDeliveryAndUpstreamPerTransport(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// upstreamOverPOST sends 100 frames in batches of 10; every other batch loses its response
+// and is sent again, as a client does when a request fails.
+func upstreamOverPOST(t *testing.T, ts *testServer, c *fclient.Client) {
+	t.Helper()
+	lossy := fclient.New(ts.URL)
+	lossy.Negotiation = c.Negotiation
+	lossy.HTTP = &http.Client{Transport: dropResponse{http.DefaultTransport}}
+	for b := range 10 {
+		frames := make([]any, 10)
+		for i := range frames {
+			frames[i] = sendFrame(b*10 + i + 1)
+		}
+		if b%2 == 1 {
+			if _, err := lossy.Send(context.Background(), frames...); !errors.Is(err, errDropped) {
+				t.Fatalf("lossy send: %v", err)
+			}
+		}
+		acks, err := c.Send(context.Background(), frames...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, ack := range acks {
+			if ack.T != "ack" || ack.Seq != uint64(b*10+i+1) || ack.Err != nil || ack.Dup != (b%2 == 1) {
+				t.Fatalf("batch %d ack %d: %+v", b, i, ack)
+			}
+		}
+	}
+}
+
+// upstreamOverWebSocket sends 100 frames over the socket and drops the connection midway:
+// after the client has read the acks of 1 to 25 and the server has processed 1 to 50, so
+// that the acks of 26 to 50 are lost with the connection. The client reconnects and
+// resends everything unacknowledged (26 to 100): 26 to 50 must come back as duplicates.
+func upstreamOverWebSocket(t *testing.T, ts *testServer, c *fclient.Client) {
+	t.Helper()
+	ctx := context.Background()
+	c.NextAttachment()
+	first, err := c.WebSocket(ctx) // supersedes the downstream attachment of the test
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := 1; seq <= 50; seq++ {
+		if err := first.WriteFrame(sendFrame(seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const acked = 25
+	for seq := 1; seq <= acked; seq++ {
+		if ack := nextAck(t, first); ack.Seq != uint64(seq) || ack.Err != nil || ack.Dup {
+			t.Fatalf("ack %+v, want a new seq %d", ack, seq)
+		}
+	}
+	// Once the handler has seen 1 to 50, the acks of 26 to 50 are only on the way.
+	waitUntil(t, func() bool {
+		for seq := uint64(1); seq <= 50; seq++ {
+			if ts.seenCount(c.SID, seq) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	first.Close() // no close handshake: the connection is simply gone
+
+	c.NextAttachment()
+	second, err := c.WebSocket(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	for seq := acked + 1; seq <= 100; seq++ {
+		if err := second.WriteFrame(sendFrame(seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for seq := acked + 1; seq <= 100; seq++ {
+		if ack := nextAck(t, second); ack.Seq != uint64(seq) || ack.Err != nil || ack.Dup != (seq <= 50) {
+			t.Fatalf("ack %+v for the resent seq %d, want dup=%v", ack, seq, seq <= 50)
+		}
+	}
+}
+
+// truncate shortens err's text for a failure message (a bad frame quotes the frame).
+func truncate(err error, n int) string {
+	if err == nil {
+		return "no error"
+	}
+	if msg := err.Error(); len(msg) > n {
+		return msg[:n] + "..."
+	}
+	return err.Error()
+}
+
+func sendFrame(seq int) any {
+	return map[string]any{"t": "send", "seq": seq, "d": map[string]int{"n": seq - 1}}
+}
+
+// nextAck returns the next ack frame of s, skipping the others.
+func nextAck(t *testing.T, s *fclient.Stream) fclient.Frame {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case f, ok := <-s.Frames:
+			if !ok {
+				t.Fatalf("stream ended while waiting for an ack: %v", s.Err())
+			}
+			if f.T == "ack" {
+				return f
+			}
+		case <-timeout:
+			t.Fatal("no ack within 5s")
+		}
 	}
 }
 
@@ -322,12 +418,15 @@ func waitUntil(t *testing.T, cond func() bool) {
 	}
 }
 
-// A client that stops reading is disconnected as a slow consumer once its queue bound is
-// reached; the server does not keep buffering for it, and others go on receiving.
+// A client that reads slower than its channel is published to is disconnected as a slow
+// consumer once its queue bound is reached: the server never queues more than the bound
+// for it, the client learns why (close code 4002: reconnect and resume), and others go on
+// receiving.
 func TestSlowConsumerDisconnected(t *testing.T) {
 	for _, tr := range []string{"websocket", "sse"} {
 		t.Run(tr, func(t *testing.T) {
-			ts := newTestServer(t, Config{QueueMessages: 64, QueueBytes: 128 << 10})
+			const queueMessages, queueBytes = 64, 128 << 10
+			ts := newTestServer(t, Config{QueueMessages: queueMessages, QueueBytes: queueBytes})
 			slow := ts.client(t)
 			slow.Subscribe("room:big", "")
 			var s *fclient.Stream
@@ -341,7 +440,6 @@ func TestSlowConsumerDisconnected(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			// Read up to the sub frame, then never again.
 			for f := range s.Frames {
 				if f.T == "sub" {
 					break
@@ -355,20 +453,50 @@ func TestSlowConsumerDisconnected(t *testing.T) {
 			defer a.close()
 			a.waitFor(t, 5*time.Second, func(f fclient.Frame) bool { return f.T == "sub" })
 
+			// 4 KiB payloads: the byte bound (32 of them) is reached before the count bound.
 			payload := strings.Repeat("x", 4<<10)
-			published := 0
-			// Publish in lockstep with the fast client until the slow attachment is gone;
-			// the bound on the loop is far above what the queue and the socket buffers
-			// together can take.
+			published, deepest := 0, 0
+			var last fclient.Frame // the latest frame the slow client read
+			readSlow := func() bool {
+				select {
+				case f, ok := <-s.Frames:
+					if ok {
+						last = f
+					}
+					return ok
+				case <-time.After(10 * time.Second):
+					t.Fatalf("slow client read nothing for 10s (last frame %q)", last.T)
+					return false
+				}
+			}
+			// Publish in lockstep with the fast client while the slow one reads a frame for
+			// every two published, so it falls behind until the server gives up on it, and
+			// goes on reading while the server finishes the write under way and sends the
+			// close frame. A publish queues its message for every subscriber before it
+			// returns, and the fast client has been sent its copy once it has read it, so
+			// the depth after each publish is the slow client's queue at its deepest.
 			for ts.Manager().Attached() == 2 && published < 20000 {
 				ts.publish(t, "room:big", payload)
 				published++
 				a.waitFor(t, 5*time.Second, func(f fclient.Frame) bool { return f.T == "msg" })
+				deepest = max(deepest, ts.Manager().QueueDepth())
+				if published%2 == 0 && !readSlow() {
+					break
+				}
 			}
 			if ts.Manager().Attached() != 1 {
 				t.Fatalf("slow consumer still attached after %d messages", published)
 			}
-			t.Logf("slow consumer disconnected after %d messages of %d bytes", published, len(payload))
+			if deepest == 0 || deepest > queueMessages || deepest*len(payload) > queueBytes {
+				t.Fatalf("deepest queue %d frames of %d bytes, bound %d frames or %d bytes", deepest, len(payload), queueMessages, queueBytes)
+			}
+			for readSlow() {
+			}
+			if last.T != "close" || last.Code != 4002 {
+				t.Fatalf("slow client's stream ended after a %q frame with code %d (%s), want close 4002",
+					last.T, last.Code, truncate(s.Err(), 200))
+			}
+			t.Logf("slow consumer disconnected after %d messages; deepest queue %d frames", published, deepest)
 			ts.publish(t, "room:big", "after")
 			a.waitFor(t, 10*time.Second, func(f fclient.Frame) bool { return f.T == "msg" && string(f.D) == `"after"` })
 		})
@@ -477,7 +605,7 @@ func TestNegotiateAtSessionCap(t *testing.T) {
 	if err != nil || len(frames) != 2 || frames[1].T != "sub" {
 		t.Fatalf("attach at the cap: %+v, %v", frames, err)
 	}
-	acks, err := b.Send(ctx, map[string]any{"t": "send", "seq": 1, "d": 0})
+	acks, err := b.Send(ctx, sendFrame(1))
 	if err != nil || len(acks) != 1 || acks[0].Err != nil || ts.seenCount(b.SID, 1) != 1 {
 		t.Fatalf("send at the cap: %+v, %v", acks, err)
 	}

@@ -15,6 +15,7 @@
 #   SCALE         smaller subscriber counts for the chart, default "1000 2500 5000"
 #   DURATION      length of each steady phase, default 20s
 #   BURST         messages of the burst phase, default 200
+#   SETTLE        rest before the idle memory is measured (rate2 runs), default 35s
 #   QUICK=1       a short smoke run (300 and 200 clients, 5 s phases) to check the set-up
 #   OUT           output folder, default docs/benchmarks
 set -euo pipefail
@@ -26,9 +27,10 @@ HTTP_CLIENTS=${HTTP_CLIENTS:-5000}
 SCALE=${SCALE:-"1000 2500 5000"}
 DURATION=${DURATION:-20s}
 BURST=${BURST:-200}
+SETTLE=${SETTLE:-35s}
 OUT=${OUT:-docs/benchmarks}
 if [ "${QUICK:-}" = 1 ]; then
-  WS_CLIENTS=300 HTTP_CLIENTS=200 SCALE=100 DURATION=5s BURST=50
+  WS_CLIENTS=300 HTTP_CLIENTS=200 SCALE=100 DURATION=5s BURST=50 SETTLE=3s
 fi
 PORT=18700
 URL=http://127.0.0.1:$PORT
@@ -141,7 +143,10 @@ run() {
 for peer in $PEERS; do
   n=$WS_CLIENTS
   case $peer in *-sse | *-longpoll | *-polling) n=$HTTP_CLIENTS ;; esac
-  run "$peer" rate2 "$n" --rate 2 --duration "$DURATION" --burst "$BURST"
+  # The idle memory of the table is measured here, after SETTLE of rest: long enough for
+  # every client to have answered a heartbeat (Ferry's 15 s, Socket.IO's 25 s), so that
+  # what a live idle connection holds is counted, not only a fresh one.
+  run "$peer" rate2 "$n" --rate 2 --duration "$DURATION" --burst "$BURST" --settle "$SETTLE"
   run "$peer" rate10 "$n" --rate 10 --duration "$DURATION" --burst 0
   for s in $SCALE; do
     [ "$s" -lt "$n" ] && run "$peer" scale "$s" --rate 2 --duration "$DURATION" --burst 0

@@ -17,7 +17,9 @@ func TestMetricsFollowTraffic(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			reg := prometheus.NewRegistry()
-			ts := newTestServer(t, Config{Metrics: reg})
+			// A long-poll attachment stays connected for PollLinger after its last poll (10 s
+			// by default, as long as waitUntil waits): short here, so its end is seen.
+			ts := newTestServer(t, Config{Metrics: reg, PollLinger: 200 * time.Millisecond})
 			m := ts.metrics
 			c := ts.client(t)
 			ts.publish(t, "room:m", 0)

@@ -95,15 +95,10 @@ func TestWebSocketHeartbeatTimeout(t *testing.T) {
 // would wait for a data frame after handling them). The session still answers pings,
 // takes frames, and notices the client leaving.
 func TestIdleWebSocketsHoldNoGoroutine(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("connections are watched without a goroutine on Linux only; elsewhere each has a reader goroutine")
-	}
-	ts := newTestServer(t, Config{Limits: transport.Limits{NegotiateRate: 1000, NegotiateBurst: 1000}})
-	const n = 100
-	before := runtime.NumGoroutine()
-	conns := make([]*websocket.Conn, n)
+	it := newIdleTest(t)
+	conns := make([]*websocket.Conn, idleConns)
 	for i := range conns {
-		conns[i] = dialWS(t, ts)
+		conns[i] = dialWS(t, it.ts)
 	}
 	// What a live client sends while idle: a pong for each heartbeat (unsolicited here,
 	// which RFC 6455 allows), now and then a ping of its own.
@@ -131,32 +126,21 @@ func TestIdleWebSocketsHoldNoGoroutine(t *testing.T) {
 		t.Error("the server did not answer the client's ping before its next frame")
 	}
 
-	// The writers of the hellos and the readers of the pongs end by themselves; wait for
-	// that, no longer.
-	eventually(t, "at most n/10 goroutines more with n idle WebSockets open", func() bool {
-		return runtime.NumGoroutine()-before <= n/10
+	// The writers of the hellos and the readers of the pongs end by themselves.
+	it.check(func() {
+		for _, c := range conns {
+			c.Close()
+		}
 	})
-	if got := ts.Manager().Attached(); got != n {
-		t.Fatalf("%d attachments, want %d", got, n)
-	}
-	for _, c := range conns {
-		c.Close()
-	}
-	eventually(t, "no attachment left after every client closed", func() bool { return ts.Manager().Attached() == 0 })
 }
 
 // An idle SSE stream holds no goroutine either, and a client leaving still ends it.
 func TestIdleSSEStreamsHoldNoGoroutine(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("connections are watched without a goroutine on Linux only; elsewhere each has a reader goroutine")
-	}
-	ts := newTestServer(t, Config{Limits: transport.Limits{NegotiateRate: 1000, NegotiateBurst: 1000}})
-	const n = 100
-	before := runtime.NumGoroutine()
-	u, _ := url.Parse(ts.URL)
-	conns := make([]net.Conn, n)
+	it := newIdleTest(t)
+	u, _ := url.Parse(it.ts.URL)
+	conns := make([]net.Conn, idleConns)
 	for i := range conns {
-		c := ts.client(t)
+		c := it.ts.client(t)
 		conn, err := net.Dial("tcp", u.Host)
 		if err != nil {
 			t.Fatal(err)
@@ -176,14 +160,41 @@ func TestIdleSSEStreamsHoldNoGoroutine(t *testing.T) {
 		}
 		conns[i] = conn
 	}
-	eventually(t, "at most n/10 goroutines more with n idle SSE streams open", func() bool {
-		return runtime.NumGoroutine()-before <= n/10
+	it.check(func() {
+		for _, c := range conns {
+			c.Close()
+		}
 	})
-	if got := ts.Manager().Attached(); got != n {
-		t.Fatalf("%d attachments, want %d", got, n)
+}
+
+// idleConns is how many idle connections a test holds open: enough that one goroutine
+// each would stand out from the server's few.
+const idleConns = 100
+
+type idleTest struct {
+	t      *testing.T
+	ts     *testServer
+	before int // goroutines before the connections
+}
+
+func newIdleTest(t *testing.T) *idleTest {
+	if runtime.GOOS != "linux" {
+		t.Skip("connections are watched without a goroutine on Linux only; elsewhere each has a reader goroutine")
 	}
-	for _, c := range conns {
-		c.Close()
+	ts := newTestServer(t, Config{Limits: transport.Limits{NegotiateRate: 1000, NegotiateBurst: 1000}})
+	return &idleTest{t: t, ts: ts, before: runtime.NumGoroutine()}
+}
+
+// check waits until the idleConns open connections add at most a tenth of a goroutine
+// each, then closes them and waits for every attachment to end.
+func (it *idleTest) check(closeAll func()) {
+	it.t.Helper()
+	eventually(it.t, "at most idleConns/10 goroutines more with idleConns idle connections open", func() bool {
+		return runtime.NumGoroutine()-it.before <= idleConns/10
+	})
+	if got := it.ts.Manager().Attached(); got != idleConns {
+		it.t.Fatalf("%d attachments, want %d", got, idleConns)
 	}
-	eventually(t, "no attachment left after every client closed", func() bool { return ts.Manager().Attached() == 0 })
+	closeAll()
+	eventually(it.t, "no attachment left after every client closed", func() bool { return it.ts.Manager().Attached() == 0 })
 }

@@ -84,7 +84,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Help: "Publishes the broker failed."}),
 	}
 	m.io = make(map[string]*ioCounters)
-	for _, tr := range []string{transport.WebSocket, transport.SSE, transport.LongPoll} {
+	for _, tr := range []string{transport.WebSocket, transport.SSE, transport.LongPoll, transport.HTTPUpstream} {
 		m.io[tr] = m.ioFor(tr)
 	}
 	reg.MustRegister(m.negotiations, m.attachments, m.connections, m.switches, m.resumes, m.resets,

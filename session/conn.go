@@ -35,7 +35,8 @@ type ConnConfig struct {
 // Conn is one attachment of a session on this node: the subscriptions with their
 // positions, and the bounded queue of frames for the transport that carries it.
 //
-// Deliver, Subscribe, Unsubscribe, Enqueue and Close are safe for concurrent use. Next must
+// Subscribe, Unsubscribe, Enqueue, Close and the delivery to its subscriptions (the
+// Deliverer each registers with the Source) are safe for concurrent use. Next must
 // be called by one goroutine at a time (the transport's writer); it also runs history
 // recovery, so a slow history read delays only this attachment.
 type Conn struct {
@@ -180,34 +181,21 @@ func (c *Conn) scheduleLocked(s *subscription) {
 	c.wake()
 }
 
-// Deliver takes a live message from the channel layer. It never blocks: a full queue
-// closes the attachment as a slow consumer, and the client resumes from history.
-func (c *Conn) Deliver(m *Message) {
-	c.mu.Lock()
-	c.deliverLocked(c.subs[m.Channel], m)
-	c.unlock()
-}
-
 // subDeliverer is what a subscription registers with the Source: it knows its
-// subscription, so a fan-out to many attachments needs no lookup by channel name.
+// subscription, so a fan-out to many attachments needs no lookup by channel name. Its
+// Deliver never blocks: a full queue closes the attachment as a slow consumer, and the
+// client resumes from history.
 type subDeliverer struct {
 	c *Conn
 	s *subscription
 }
 
 func (d subDeliverer) Deliver(m *Message) {
-	d.c.mu.Lock()
-	if d.s.gone {
-		d.c.mu.Unlock() // unsubscribed; the Source learns it when unsub runs
-		return
-	}
-	d.c.deliverLocked(d.s, m)
-	d.c.unlock()
-}
-
-func (c *Conn) deliverLocked(s *subscription, m *Message) {
+	c, s := d.c, d.s
+	c.mu.Lock()
 	switch {
-	case s == nil || c.closeErr != nil:
+	case s.gone || c.closeErr != nil:
+		// Unsubscribed or closed; the Source learns it when unsub runs.
 	case s.recovering:
 		if len(s.pending) < maxPending {
 			s.pending = append(s.pending, m)
@@ -217,6 +205,7 @@ func (c *Conn) deliverLocked(s *subscription, m *Message) {
 	default:
 		c.acceptLocked(s, m)
 	}
+	c.unlock()
 }
 
 // unlock releases c.mu and runs OnClose if c has just been closed.

@@ -10,13 +10,20 @@ import (
 )
 
 // benchSource is one channel with no history: a subscription from now gets its sub frame
-// and then only live messages, which the benchmark delivers itself.
+// and then only live messages, which the benchmark delivers itself through the Deliverer
+// the subscription registered, as the hub does.
 type benchSource struct {
 	mu  sync.Mutex
 	top Position
+	d   Deliverer
 }
 
-func (s *benchSource) Subscribe(string, Deliverer) func() { return func() {} }
+func (s *benchSource) Subscribe(_ string, d Deliverer) func() {
+	s.mu.Lock()
+	s.d = d
+	s.mu.Unlock()
+	return func() {}
+}
 
 func (s *benchSource) Since(context.Context, string, Position, int) ([]*Message, Position, bool, error) {
 	s.mu.Lock()
@@ -32,7 +39,8 @@ func benchMessage(off uint64) *Message {
 
 // liveConn returns a Conn subscribed to "bench" and past its sub frame, so that Deliver
 // takes the live path.
-func liveConn(b *testing.B, cfg ConnConfig) *Conn {
+// liveConn returns a Conn subscribed to "bench" and the Deliverer of that subscription.
+func liveConn(b *testing.B, cfg ConnConfig) (*Conn, Deliverer) {
 	b.Helper()
 	src := &benchSource{top: Position{Epoch: "e1", Offset: 0}}
 	c := NewConn(src, cfg)
@@ -41,7 +49,7 @@ func liveConn(b *testing.B, cfg ConnConfig) *Conn {
 	if err != nil || len(out) != 1 {
 		b.Fatalf("Next after subscribe: %d frames, %v", len(out), err)
 	}
-	return c
+	return c, src.d
 }
 
 func benchConnConfig() ConnConfig {
@@ -92,7 +100,7 @@ func BenchmarkMessageFrameParallel(b *testing.B) {
 // (lock, position check, queue push, wake) with the writer's Next taking the frames
 // every 256 messages, as a WebSocket writer that keeps up does.
 func BenchmarkConnDeliver(b *testing.B) {
-	c := liveConn(b, benchConnConfig())
+	c, d := liveConn(b, benchConnConfig())
 	ctx := context.Background()
 	msgs := make([]*Message, 256)
 	off := uint64(0)
@@ -107,7 +115,7 @@ func BenchmarkConnDeliver(b *testing.B) {
 			b.StartTimer()
 		}
 		off++
-		c.Deliver(msgs[(off-1)%256])
+		d.Deliver(msgs[(off-1)%256])
 		if off%256 == 0 {
 			if out, err := c.Next(ctx, time.Time{}); err != nil || len(out) != 256 {
 				b.Fatalf("Next: %d frames, %v", len(out), err)
@@ -123,7 +131,7 @@ func BenchmarkConnNextBatch(b *testing.B) {
 		b.Run("frames="+strconv.Itoa(k), func(b *testing.B) {
 			cfg := benchConnConfig()
 			cfg.QueueMessages = k + 8
-			c := liveConn(b, cfg)
+			c, d := liveConn(b, cfg)
 			ctx := context.Background()
 			msgs := make([]*Message, k)
 			off := uint64(0)
@@ -136,7 +144,7 @@ func BenchmarkConnNextBatch(b *testing.B) {
 					msgs[i].Frame()
 				}
 				for _, m := range msgs {
-					c.Deliver(m)
+					d.Deliver(m)
 				}
 				b.StartTimer()
 				out, err := c.Next(ctx, time.Time{})

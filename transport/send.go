@@ -56,7 +56,7 @@ func (h *SendHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for _, f := range req.Frames {
 		size += len(f)
 	}
-	h.cfg.obs().Received("http", len(frames), size)
+	h.cfg.obs().Received(HTTPUpstream, len(frames), size)
 	acks, err := h.cfg.Manager.Upstream(ctx, claims, frames)
 	if errors.Is(err, session.ErrSession) {
 		writeError(w, err) // 401 4005: negotiate again and resend

@@ -26,6 +26,10 @@ const (
 	LongPoll  = "longpoll"
 )
 
+// HTTPUpstream is the transport label of frames that arrive by POST /send, the upstream of
+// SSE and long-polling, in the Observer's counts.
+const HTTPUpstream = "http"
+
 // Authenticator returns the identity a request presents. ok is false when the request
 // presents none (no token); err refuses the request (an *session.Error for a specific code).
 type Authenticator func(r *http.Request) (id session.Identity, ok bool, err error)

@@ -303,13 +303,7 @@ func TestRunServesAndDrains(t *testing.T) {
 	send := startSlowSend(t, addr, c.Session)
 
 	stop()
-	var closed fclient.Frame
-	for f := range stream.Frames {
-		if f.T == "close" {
-			closed = f
-			break
-		}
-	}
+	closed := closeFrame(stream)
 	if closed.Code != 4003 {
 		t.Fatalf("open stream ended with %+v, want a close with 4003", closed)
 	}
@@ -1136,13 +1130,7 @@ func TestLifecycleLogs(t *testing.T) {
 	// Both sessions lapse in Redis, as if their clients had been away for the TTL. The
 	// streaming one finds out at its next heartbeat, the idle one when it next sends.
 	mr.FastForward(time.Minute)
-	var closed fclient.Frame
-	for f := range stream.Frames {
-		if f.T == "close" {
-			closed = f
-			break
-		}
-	}
+	closed := closeFrame(stream)
 	if closed.Code != 4005 {
 		t.Fatalf("stream of an expired session ended with %+v, want 4005", closed)
 	}
@@ -1207,4 +1195,15 @@ func TestMaxSessions(t *testing.T) {
 	if got := m.get("ferry_sessions"); got != 2 {
 		t.Errorf("ferry_sessions = %v, want 2", got)
 	}
+}
+
+// closeFrame reads s up to its close frame and returns it (the zero Frame if the stream
+// ended without one).
+func closeFrame(s *fclient.Stream) fclient.Frame {
+	for f := range s.Frames {
+		if f.T == "close" {
+			return f
+		}
+	}
+	return fclient.Frame{}
 }

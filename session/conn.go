@@ -113,6 +113,17 @@ func (c *Conn) wake() {
 	}
 }
 
+// SetOnWake replaces OnWake, under the Conn's lock, for a transport whose writer changes
+// over the attachment's life: a long-poll attachment is carried by another request, and
+// possibly another connection, at every poll. It leaves the writer busy, so fn runs only
+// once the caller's next TryNext has found nothing.
+func (c *Conn) SetOnWake(fn func()) {
+	c.mu.Lock()
+	c.OnWake = fn
+	c.busy = true
+	c.mu.Unlock()
+}
+
 // Subscribe adds channel, resuming after pos (zero: from now). confirm asks for a sub frame
 // once the subscription is live. Subscribing twice to one channel is a no-op.
 func (c *Conn) Subscribe(channel string, pos Position, confirm bool) {

@@ -257,6 +257,10 @@ func (m *Manager) Negotiate(ctx context.Context, prev string, id Identity) (Nego
 	return Negotiated{Credential: m.cfg.Signer.Issue(c), Claims: c}, nil
 }
 
+// Draining reports whether Shutdown has been called: new attachments are refused, and a
+// transport that keeps connections open between requests should close them.
+func (m *Manager) Draining() bool { return m.draining() != nil }
+
 func (m *Manager) draining() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -33,7 +33,14 @@ type Watch struct {
 // Start watches c and calls onReadable on a new goroutine when c is readable (data, the
 // peer's FIN, or an error). The watch starts armed.
 func Start(c net.Conn, onReadable func()) (*Watch, error) {
-	w, err := start(c, onReadable)
+	return StartFunc(c, onReadable, nil)
+}
+
+// StartFunc is Start with run starting each onReadable call instead of a new goroutine;
+// run is called with the poller's lock held, so it must only hand the call on (to a
+// worker pool's queue). Nil run means a new goroutine.
+func StartFunc(c net.Conn, onReadable func(), run func(func())) (*Watch, error) {
+	w, err := start(c, onReadable, run)
 	if err != nil {
 		return nil, err
 	}
@@ -51,3 +58,25 @@ func (w *Watch) Arm() bool { return w.w.arm() }
 // owns the connection's reading from now on; if not, the running call will find Arm
 // false and own it.
 func (w *Watch) Stop() bool { return w.w.stop() }
+
+// Peek tells what made a watched connection readable without reading it: data waiting
+// (data), or the peer's FIN or an error (closed); neither when nothing is there any more.
+// It must not race with a Read of c.
+func Peek(c net.Conn) (data, closed bool) { return peek(c) }
+
+// ErrWouldBlock is returned by TryRead when nothing can be read without waiting.
+var ErrWouldBlock = errors.New("netpoll: would block")
+
+// TryRead reads what c has buffered in the kernel, without waiting: ErrWouldBlock when
+// there is nothing, io.EOF once the peer has closed. It bypasses c's deadlines and must
+// not race with other reads of c.
+func TryRead(c net.Conn, b []byte) (int, error) { return tryRead(c, b) }
+
+// TryWrite writes what the kernel takes of b without waiting and returns how much that
+// was (possibly 0, with a nil error). It bypasses c's deadlines and must not race with
+// other writes of c.
+func TryWrite(c net.Conn, b []byte) (int, error) { return tryWrite(c, b) }
+
+// Supported reports whether connections can be watched here at all (Linux, with epoll
+// available); a particular connection may still be refused by Start.
+func Supported() bool { return supported() }

@@ -5,7 +5,9 @@ package netpoll
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 
@@ -18,7 +20,9 @@ type poller struct {
 	once    sync.Once
 	initErr error
 	epfd    int
-	wakefd  int // an eventfd that wakes the loop when the last watch stops
+	file    *os.File        // epfd, kept open for the life of the process
+	raw     syscall.RawConn // of file: the loop waits on the runtime's poller through it
+	wakefd  int             // an eventfd that wakes the loop when the last watch stops
 
 	mu      sync.Mutex
 	watches map[int]*watch // by file descriptor
@@ -50,7 +54,25 @@ func (p *poller) init() error {
 			p.initErr = fmt.Errorf("netpoll: epoll_ctl: %w", err)
 			return
 		}
-		p.epfd, p.wakefd = epfd, wakefd
+		// The epoll descriptor is itself watched by the Go runtime's poller: the loop
+		// goroutine parks there, not in a blocking epoll_wait of its own thread. Readiness
+		// then reaches the scheduler as any socket's does, in batches while the process is
+		// busy, with no thread woken (and no core's work interrupted) per event.
+		if err := unix.SetNonblock(epfd, true); err != nil {
+			unix.Close(epfd)
+			unix.Close(wakefd)
+			p.initErr = fmt.Errorf("netpoll: set nonblocking: %w", err)
+			return
+		}
+		f := os.NewFile(uintptr(epfd), "netpoll")
+		raw, err := f.SyscallConn()
+		if err != nil {
+			f.Close()
+			unix.Close(wakefd)
+			p.initErr = fmt.Errorf("netpoll: %w", err)
+			return
+		}
+		p.epfd, p.wakefd, p.file, p.raw = epfd, wakefd, f, raw
 		p.watches = make(map[int]*watch)
 	})
 	return p.initErr
@@ -61,11 +83,12 @@ type watch struct {
 	raw     syscall.RawConn
 	fd      int
 	fn      func()
-	armed   bool // the kernel will report readability, and no fn call runs or is due
+	run     func(func()) // starts fn; nil: a new goroutine
+	armed   bool         // the kernel will report readability, and no fn call runs or is due
 	stopped bool
 }
 
-func start(c net.Conn, fn func()) (*watch, error) {
+func start(c net.Conn, fn func(), run func(func())) (*watch, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil, ErrUnsupported
@@ -77,7 +100,7 @@ func start(c net.Conn, fn func()) (*watch, error) {
 	if err != nil {
 		return nil, errors.Join(ErrUnsupported, err)
 	}
-	w := &watch{raw: raw, fn: fn, armed: true}
+	w := &watch{raw: raw, fn: fn, run: run, armed: true}
 	var ctlErr error
 	// Inside Control the descriptor can't be closed (and its number reused) under us.
 	err = raw.Control(func(fd uintptr) {
@@ -158,8 +181,19 @@ func (p *poller) loop() {
 	evs := make([]unix.EpollEvent, 256)
 	var drain [8]byte
 	for {
-		n, err := unix.EpollWait(p.epfd, evs, -1)
-		if err != nil && err != unix.EINTR {
+		var n int
+		var werr error
+		err := p.raw.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), evs, 0)
+			if werr == unix.EINTR {
+				n, werr = 0, nil
+			}
+			return n > 0 || werr != nil // nothing yet: park until the descriptor is readable
+		})
+		if err == nil {
+			err = werr
+		}
+		if err != nil {
 			// Not expected with a valid epoll descriptor; stop watching rather than spin.
 			p.failAll()
 			return
@@ -176,7 +210,7 @@ func (p *poller) loop() {
 				continue
 			}
 			w.armed = false
-			go w.fn()
+			w.dispatch()
 		}
 		if len(p.watches) == 0 {
 			p.running = false
@@ -197,8 +231,108 @@ func (p *poller) failAll() {
 		w.armed = false
 		p.removeLocked(w)
 		if armed {
-			go w.fn()
+			w.dispatch()
 		}
 	}
 	p.running = false
+}
+
+func peek(c net.Conn) (data, closed bool) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false, false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false, true
+	}
+	var b [1]byte
+	err = raw.Read(func(fd uintptr) bool {
+		n, _, rerr := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		switch {
+		case n > 0:
+			data = true
+		case rerr == nil:
+			closed = true // a read of 0 bytes: the peer's FIN
+		case rerr != unix.EAGAIN && rerr != unix.EINTR:
+			closed = true
+		}
+		return true // never wait: the caller is told "neither"
+	})
+	if err != nil {
+		closed = true // the descriptor is closed
+	}
+	return data, closed
+}
+
+func supported() bool { return p.init() == nil }
+
+func (w *watch) dispatch() {
+	if w.run != nil {
+		w.run(w.fn)
+	} else {
+		go w.fn()
+	}
+}
+
+func rawConn(c net.Conn) (syscall.RawConn, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, ErrUnsupported
+	}
+	return sc.SyscallConn()
+}
+
+func tryRead(c net.Conn, b []byte) (int, error) {
+	raw, err := rawConn(c)
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	err = raw.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = unix.Read(int(fd), b)
+			if rerr != unix.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr == unix.EAGAIN:
+		return 0, ErrWouldBlock
+	case rerr != nil:
+		return 0, rerr
+	case n == 0 && len(b) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func tryWrite(c net.Conn, b []byte) (int, error) {
+	raw, err := rawConn(c)
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var werr error
+	err = raw.Write(func(fd uintptr) bool {
+		for {
+			n, werr = unix.Write(int(fd), b)
+			if werr != unix.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case werr == unix.EAGAIN:
+		return 0, nil
+	case werr != nil:
+		return 0, werr
+	}
+	return n, nil
 }

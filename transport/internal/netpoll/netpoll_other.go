@@ -6,7 +6,14 @@ import "net"
 
 type watch struct{}
 
-func start(net.Conn, func()) (*watch, error) { return nil, ErrUnsupported }
+func start(net.Conn, func(), func(func())) (*watch, error) { return nil, ErrUnsupported }
 
 func (*watch) arm() bool  { return false }
 func (*watch) stop() bool { return false }
+
+func peek(net.Conn) (data, closed bool) { return false, false }
+
+func supported() bool { return false }
+
+func tryRead(net.Conn, []byte) (int, error)  { return 0, ErrUnsupported }
+func tryWrite(net.Conn, []byte) (int, error) { return 0, ErrUnsupported }

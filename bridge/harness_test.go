@@ -45,10 +45,19 @@ func newTestServer(t *testing.T, cfg Config) *testServer {
 	srv.Mount(mux)
 	ts.http = httptest.NewServer(mux)
 	ts.URL = ts.http.URL + srv.Base()
+	// As cmd/ferry does: long-polling keep-alive connections are taken over, and come back
+	// to the server for anything else.
+	handoff := make(chan struct{})
+	go func() {
+		ts.http.Config.Serve(srv.Handoff())
+		close(handoff)
+	}()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
+		srv.Handoff().Close()
+		<-handoff
 		ts.http.CloseClientConnections()
 		ts.http.Close()
 	})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"path"
 	"strings"
@@ -58,6 +59,11 @@ type Config struct {
 	// Limits bounds connections per node and per client address and the rate of new
 	// sessions; see transport.Limits for the defaults.
 	Limits transport.Limits
+	// HeaderTimeout and IdleTimeout apply to the keep-alive connections the long-polling
+	// handler takes over once Handoff is served, as http.Server's ReadHeaderTimeout and
+	// IdleTimeout do to the others; set them to the same values. Default 10 s and 2 min.
+	HeaderTimeout time.Duration
+	IdleTimeout   time.Duration
 	// UpstreamRate and UpstreamBurst bound each session's send and pub frames per second
 	// (default 100, burst 200; negative: off). Beyond it frames are refused with 4029.
 	UpstreamRate  float64
@@ -125,6 +131,8 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics // nil without Config.Metrics
 	gate    *transport.Gate
+	poll    *transport.PollHandler
+	handoff *transport.Handoff
 
 	active   sync.WaitGroup
 	mu       sync.Mutex
@@ -222,14 +230,19 @@ func New(cfg Config) (*Server, error) {
 		Limiter:        transport.NewLimiter(cfg.Limits),
 		Logger:         cfg.Logger,
 		Streams:        &s.active,
+		Handoff:        transport.NewHandoff(),
+		HeaderTimeout:  cfg.HeaderTimeout,
+		IdleTimeout:    cfg.IdleTimeout,
 	}
+	s.handoff = tc.Handoff
+	s.poll = transport.NewPoll(tc)
 	s.gate = transport.NewGate(tc)
 	s.mux = http.NewServeMux()
 	b := cfg.Base
 	s.mux.Handle(b+"/negotiate", transport.NewNegotiate(tc))
 	s.mux.Handle(b+"/ws", transport.NewWebSocket(tc))
 	s.mux.Handle(b+"/sse", transport.NewSSE(tc))
-	s.mux.Handle(b+"/poll", transport.NewPoll(tc))
+	s.mux.Handle(b+"/poll", s.poll)
 	s.mux.Handle(b+"/send", transport.NewSend(tc))
 	s.mux.HandleFunc(b+"/api/publish", s.servePublish)
 	s.mux.HandleFunc(b+"/api/history", s.withCORS(s.serveHistory))
@@ -268,6 +281,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.active.Done()
 	s.mux.ServeHTTP(w, r)
 }
+
+// Handoff returns the listener of connections the long-polling handler gives back to
+// net/http. Serve it with the http.Server that serves s, beside its own listener:
+//
+//	go hs.Serve(srv.Handoff())
+//
+// Served, it lets each plain HTTP/1.1 keep-alive connection that carries polls be served
+// without net/http's goroutine and buffers while a poll is held or between polls (the
+// difference between about 40 KiB and 4 KiB per polling client); any other request on it
+// goes back to hs through this listener, so every handler still sees it. Unserved, polls
+// stay on net/http. http.Server.Shutdown closes it.
+//
+// A connection taken over keeps its later polls from handlers wrapped around s: a
+// middleware that must see every request should run s without serving Handoff.
+func (s *Server) Handoff() net.Listener { return s.handoff }
 
 // Mount registers the server on mux under Base.
 func (s *Server) Mount(mux *http.ServeMux) {
@@ -358,6 +386,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.mgr.Shutdown(session.ErrShutdown)
+	s.poll.Shutdown()
 	for _, c := range streams {
 		c.Close(session.ErrShutdown)
 	}

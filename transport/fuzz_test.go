@@ -138,3 +138,51 @@ func FuzzOriginCredentials(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParsePoll feeds arbitrary bytes to the request reader of taken-over connections. A
+// request is taken only when it is a complete GET of the poll path with no body and a
+// valid Host, and takes no more than its own header; anything else is handed back
+// untouched, waited for, or refused.
+func FuzzParsePoll(f *testing.F) {
+	const target = "GET /ferry/poll"
+	for _, s := range []string{
+		"GET /ferry/poll?session=x&cursor=a%3D HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET /ferry/poll?x HTTP/1.1\r\nHost: h\r\n\r\nGET /ferry/poll?y HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET /ferry/poll?x HTTP/1.1\nHost: h\n\n",
+		"GET /ferry/poll?x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+		"GET /ferry/poll?x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET /ferry/poll?x HTTP/1.1\r\nHost: h\r\nHost: i\r\n\r\n",
+		"GET /ferry/poll?x HTTP/1.0\r\n\r\n",
+		"GET /ferry/poll?x HTTP/2.0\r\nHost: h\r\n\r\n",
+		"GET /ferry/polls HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST /ferry/send HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}",
+		"GET /ferry/po",
+		"GET /ferry/poll?x HTTP/1.1\r\nHost: h\r\nX: a\x00b\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r, used, err := parsePoll(in, target)
+		var back *handBackError
+		switch {
+		case err == nil:
+			if used <= 0 || used > len(in) || r.Method != http.MethodGet || r.URL.Path != "/ferry/poll" {
+				t.Fatalf("took %d of %d bytes as %s %q", used, len(in), r.Method, r.URL.Path)
+			}
+			if r.ContentLength != 0 || len(r.TransferEncoding) > 0 || r.Host == "" && r.ProtoAtLeast(1, 1) {
+				t.Fatalf("took a poll with a body or no Host: %+v", r)
+			}
+			if !bytes.HasPrefix(in, []byte(target)) {
+				t.Fatalf("took a request that is not a poll: %q", in)
+			}
+		case errors.As(err, &back):
+			if bytes.HasPrefix(in, []byte(target+"?")) || bytes.HasPrefix(in, []byte(target+" ")) {
+				t.Fatalf("handed back a poll: %q", in)
+			}
+		case errors.Is(err, errNeedMore):
+			if headerEnd(in) >= 0 && len(in) > len(target) {
+				t.Fatalf("waits for more of a complete header: %q", in)
+			}
+		}
+	})
+}

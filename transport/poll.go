@@ -1,33 +1,94 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/ferryrt/ferry/session"
+	"github.com/ferryrt/ferry/transport/internal/workers"
 )
 
 // PollHandler serves GET /poll: one long-poll request, answered at once when frames are
 // waiting and otherwise held. PROTOCOL.md §4.
-type PollHandler struct{ cfg *Config }
+//
+// When Config.Handoff is served, a plain HTTP/1.1 keep-alive connection that carries a
+// poll is taken over after its first poll and its later polls are served here (see
+// pollConn), with no goroutine or net/http buffer held while a poll waits; any other
+// request on it goes back to net/http through the Handoff.
+type PollHandler struct {
+	cfg   *Config
+	conns pollConns
+	pool  *workers.Pool
+}
 
 // NewPoll returns the long-polling handler.
-func NewPoll(cfg Config) *PollHandler { return &PollHandler{cfg: cfg.withDefaults()} }
+func NewPoll(cfg Config) *PollHandler {
+	return &PollHandler{cfg: cfg.withDefaults(), pool: workers.New(pollWorkers, 250*time.Millisecond)}
+}
+
+// poll is one poll that has its attachment and waits for frames to answer with.
+type poll struct {
+	a       *session.Attachment
+	cursor  session.Cursor // the client's, from the request
+	hold    time.Duration
+	release func() // the connection slot; Park or Detach of a is separate
+}
 
 func (h *PollHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	release, ok := h.cfg.admitGET(w, r, "poll")
+	if h.takeOver(w, r) {
+		return
+	}
+	ctx := r.Context()
+	p, ok := h.start(ctx, w, r)
 	if !ok {
 		return
 	}
-	defer release()
-	ctx := r.Context()
-	req, err := h.cfg.attachRequest(ctx, r, LongPoll)
+	defer p.release()
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Now().Add(p.hold + writeWait))
+	rc.SetReadDeadline(time.Time{}) // a server ReadTimeout shorter than the hold would cancel it
+
+	out, err := p.a.Next(ctx, time.Now().Add(p.hold))
 	if err != nil {
+		// The client went away having been sent nothing (or the attachment's close was
+		// sent already).
+		h.abandon(p, ctx.Err() != nil)
+		return
+	}
+	h.finish(w, p, out)
+}
+
+// start admits, authenticates and parses a poll and finds its attachment: the parked one
+// it continues, or a new one. On false it has answered w.
+func (h *PollHandler) start(ctx context.Context, w http.ResponseWriter, r *http.Request) (*poll, bool) {
+	release, ok := h.cfg.admitGET(w, r, "poll")
+	if !ok {
+		return nil, false
+	}
+	p, err := h.attach(ctx, r)
+	if err != nil {
+		release()
+		if errors.Is(err, session.ErrSuperseded) {
+			// A late poll from before the client's current attachment.
+			h.cfg.obs().PollDone("superseded")
+			noContent(w)
+			return nil, false
+		}
 		h.cfg.logFailure(r, "poll", err)
 		writeError(w, err)
-		return
+		return nil, false
+	}
+	p.release = release
+	return p, true
+}
+
+func (h *PollHandler) attach(ctx context.Context, r *http.Request) (*poll, error) {
+	req, err := h.cfg.attachRequest(ctx, r, LongPoll)
+	if err != nil {
+		return nil, err
 	}
 	q := r.URL.Query()
 	req.Hello = q.Get("hello") == "1"
@@ -36,12 +97,10 @@ func (h *PollHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("hold"); v != "" {
 		ms, err := strconv.ParseUint(v, 10, 32)
 		if err != nil {
-			writeError(w, session.Errorf(session.CodeBadRequest, "bad hold %.20q: want milliseconds", v))
-			return
+			return nil, session.Errorf(session.CodeBadRequest, "bad hold %.20q: want milliseconds", v)
 		}
 		hold = min(hold, time.Duration(ms)*time.Millisecond)
 	}
-
 	// A poll that continues where the previous answer left the client picks up its parked
 	// attachment: still subscribed, with what arrived meanwhile queued.
 	var a *session.Attachment
@@ -49,45 +108,37 @@ func (h *PollHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a = h.cfg.Manager.Resume(req.Claims, req.Seq, req.Cursor)
 	}
 	if a == nil {
-		a, err = h.cfg.Manager.Attach(ctx, req)
-	}
-	if errors.Is(err, session.ErrSuperseded) {
-		// A late poll from before the client's current attachment.
-		h.cfg.obs().PollDone("superseded")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	if err != nil {
-		h.cfg.logFailure(r, "poll", err)
-		writeError(w, err)
-		return
-	}
-	rc := http.NewResponseController(w)
-	rc.SetWriteDeadline(time.Now().Add(hold + writeWait))
-	rc.SetReadDeadline(time.Time{}) // a server ReadTimeout shorter than the hold would cancel it
-
-	out, err := a.Next(ctx, time.Now().Add(hold))
-	obs := h.cfg.obs()
-	if err != nil {
-		obs.PollDone("gone")
-		if ctx.Err() != nil {
-			// The client went away having been sent nothing: if it comes back, it polls
-			// again from the same cursor.
-			h.cfg.Manager.Park(a, req.Cursor)
-		} else {
-			h.cfg.Manager.Detach(a)
+		if a, err = h.cfg.Manager.Attach(ctx, req); err != nil {
+			return nil, err
 		}
-		return
 	}
-	if e := a.Err(); e != nil {
-		h.cfg.Manager.Detach(a)
+	return &poll{a: a, cursor: req.Cursor, hold: hold}, nil
+}
+
+// abandon ends a poll that answers nothing. gone says the client left having been sent
+// nothing: if it comes back, it polls again from the same cursor, so the attachment is
+// parked for it.
+func (h *PollHandler) abandon(p *poll, gone bool) {
+	h.cfg.obs().PollDone("gone")
+	if gone {
+		h.cfg.Manager.Park(p.a, p.cursor)
+	} else {
+		h.cfg.Manager.Detach(p.a)
+	}
+	p.release()
+}
+
+// finish answers a poll with out, the frames its attachment returned, and parks the
+// attachment for the next poll. The caller releases p.
+func (h *PollHandler) finish(w http.ResponseWriter, p *poll, out []session.Outgoing) {
+	obs := h.cfg.obs()
+	if e := p.a.Err(); e != nil {
+		h.cfg.Manager.Detach(p.a)
 		if errors.Is(e, session.ErrSuperseded) {
 			// A newer poll of this session delivers from its own cursor; this one returns
 			// having sent nothing, so nothing is lost or sent twice.
 			obs.PollDone("superseded")
-			w.Header().Set("Cache-Control", "no-store")
-			w.WriteHeader(http.StatusNoContent)
+			noContent(w)
 			return
 		}
 		obs.PollDone("closed")
@@ -101,9 +152,14 @@ func (h *PollHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// continues from the parked attachment; if it is lost, the next poll's cursor
 		// differs and it attaches afresh, recovering from history. Parked before the
 		// answer leaves, so that the next poll finds it.
-		h.cfg.Manager.Park(a, req.Cursor.Advance(out))
+		h.cfg.Manager.Park(p.a, p.cursor.Advance(out))
 	}
 	obs.Sent(LongPoll, len(out), writeFrames(w, out))
+}
+
+func noContent(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // writeFrames answers {"frames":[...]} without re-encoding the frames, and returns the

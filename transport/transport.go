@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ferryrt/ferry/session"
 )
@@ -63,6 +64,16 @@ type Config struct {
 	// handler: an HTTP/1.1 connection is hijacked and served by goroutines of its own,
 	// which http.Server.Shutdown does not wait for. A server that drains waits on it.
 	Streams *sync.WaitGroup
+	// Handoff, if set and served, lets the long-polling handler take over the keep-alive
+	// connections that carry polls and give back those that carry anything else; see
+	// Handoff and PollHandler.
+	Handoff *Handoff
+	// HeaderTimeout bounds the reading of a request's header on a connection taken over
+	// for polls, like http.Server's ReadHeaderTimeout; default 10 s.
+	HeaderTimeout time.Duration
+	// IdleTimeout closes a taken-over connection that carries no request for this long,
+	// like http.Server's IdleTimeout; default 2 minutes.
+	IdleTimeout time.Duration
 }
 
 // handOff is called when a hijacked stream leaves its handler; the returned func, which
@@ -94,6 +105,12 @@ func (c *Config) withDefaults() *Config {
 	}
 	if cc.Logger == nil {
 		cc.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cc.HeaderTimeout <= 0 {
+		cc.HeaderTimeout = defaultHeaderTimeout
+	}
+	if cc.IdleTimeout <= 0 {
+		cc.IdleTimeout = defaultIdleTimeout
 	}
 	if auth := cc.Authenticate; auth != nil {
 		// Every handler authenticates through this wrapper, so no path can forget it: a

@@ -27,6 +27,10 @@ import (
 	"github.com/ferryrt/ferry/transport"
 )
 
+// idleTimeout closes keep-alive connections that carry no request, on net/http and on
+// the connections taken over for long-polling alike.
+const idleTimeout = 2 * time.Minute
+
 func main() {
 	o, err := parseOptions(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flagHelp) {
@@ -126,6 +130,8 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 		History:         history,
 		Heartbeat:       o.heartbeat,
 		PollHold:        o.pollHold,
+		HeaderTimeout:   o.headerTimeout,
+		IdleTimeout:     idleTimeout,
 		PollLinger:      pollLinger(o.pollLinger),
 		SessionTTL:      o.sessionTTL,
 		MaxMessageBytes: o.maxMessage,
@@ -175,7 +181,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 		Handler:           e,
 		ReadHeaderTimeout: o.headerTimeout,  // slowloris: headers must arrive promptly
 		ReadTimeout:       30 * time.Second, // and bodies; hijacked WebSockets set their own deadlines
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		// TLS handshake failures and the like are the client's doing: debug level.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -206,6 +212,9 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 		}
 		errc <- hs.Serve(ln)
 	}()
+	// Keep-alive connections the long-polling handler took over come back through this
+	// listener when they carry another request; it ends with hs.Shutdown.
+	go hs.Serve(srv.Handoff())
 	select {
 	case err := <-errc:
 		return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"math/rand/v2"
@@ -8,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -205,5 +207,52 @@ func TestRunReportsRefusedConnections(t *testing.T) {
 	res, err := run(context.Background(), o, io.Discard)
 	if err == nil || res == nil || res.Connected != 0 || res.ConnectErrors != o.clients {
 		t.Fatalf("run against a 404 server: %v %+v", err, res)
+	}
+}
+
+func TestSplitFramesAndMsgFrame(t *testing.T) {
+	body := []byte(`{"frames":[{"t":"sub","ch":"a","ep":"e1","off":0},{"t":"msg","ch":"a","ep":"e1","off":7,"d":{"s":"x,}]\"{","n":[1,2]}},{"t":"ping","seq":3}]}` + "\n")
+	raw, err := splitFrames(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) != 3 {
+		t.Fatalf("got %d frames %q, want 3", len(raw), raw)
+	}
+	ep, off, d, ok := msgFrame(raw[1])
+	if !ok || ep != "e1" || off != 7 || string(d) != `{"s":"x,}]\"{","n":[1,2]}` {
+		t.Fatalf("msgFrame = %q %d %q %v", ep, off, d, ok)
+	}
+	if _, _, _, ok := msgFrame(raw[0]); ok {
+		t.Fatal("a sub frame read as a msg frame")
+	}
+	for _, bad := range []string{`{"frames":[{"t":"msg"]}`, `{"frames":[`, `[]`, `{"frames":["x]}`} {
+		if _, err := splitFrames([]byte(bad)); err == nil {
+			t.Errorf("splitFrames(%q) took a malformed answer", bad)
+		}
+	}
+	if raw, err := splitFrames([]byte(`{"frames":[]}`)); err != nil || len(raw) != 0 {
+		t.Fatalf("empty answer: %q %v", raw, err)
+	}
+}
+
+func TestReadResponse(t *testing.T) {
+	stream := "HTTP/1.1 200 OK\r\nContent-Length: 5\r\ncontent-type: text/plain\r\n\r\nhello" +
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n" +
+		"HTTP/1.1 204 No Content\r\n\r\n" +
+		"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\nContent-Length: 2\r\n\r\nno"
+	br := bufio.NewReader(strings.NewReader(stream))
+	for i, want := range []struct {
+		status  int
+		body    string
+		closing bool
+	}{{200, "hello", false}, {200, "abcde", false}, {204, "", false}, {503, "no", true}} {
+		status, body, closing, err := readResponse(br, http.MethodGet)
+		if err != nil || status != want.status || string(body) != want.body || closing != want.closing {
+			t.Fatalf("response %d: %d %q close=%v err=%v, want %d %q close=%v", i, status, body, closing, err, want.status, want.body, want.closing)
+		}
+	}
+	if _, _, _, err := readResponse(bufio.NewReader(strings.NewReader("HTTP/1.1 2x\r\n\r\n")), http.MethodGet); err == nil {
+		t.Fatal("a bad status line was taken")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -343,6 +344,8 @@ type ferryPoll struct {
 	cred string
 	pos  string // epoch.offset of the last frame
 	cs   seqState
+	// query is the start of every poll's path and query, up to the cursor's value.
+	query string
 }
 
 type pollFrame struct {
@@ -355,33 +358,115 @@ type pollFrame struct {
 }
 
 func (c *ferryPoll) poll(hello bool) ([]pollFrame, error) {
-	q := c.e.ferryQuery(c.cred, c.e.o.channel+"="+c.pos)
+	if c.query == "" {
+		c.query = c.e.o.base + "/poll?session=" + url.QueryEscape(c.cred) + "&cursor="
+	}
+	q := c.query + url.QueryEscape(c.e.o.channel+"="+c.pos)
 	if hello {
 		q += "&hello=1"
 	}
 	// The server holds a poll for --poll-hold (25 s by default).
-	status, b, err := c.h.Do(http.MethodGet, c.e.o.base+"/poll?"+q, nil, nil, time.Now().Add(40*time.Second))
+	status, b, err := c.h.Do(http.MethodGet, q, nil, nil, time.Now().Add(40*time.Second))
 	if err != nil {
 		return nil, err
 	}
 	if status != http.StatusOK {
 		return nil, fmt.Errorf("poll: HTTP %d: %.200s", status, b)
 	}
-	var body struct {
-		Frames []pollFrame `json:"frames"`
-	}
-	if err := json.Unmarshal(b, &body); err != nil {
+	raw, err := splitFrames(b)
+	if err != nil {
 		return nil, fmt.Errorf("poll: bad answer: %w", err)
 	}
-	for _, f := range body.Frames {
+	frames := make([]pollFrame, 0, len(raw))
+	for _, r := range raw {
+		var f pollFrame
+		if ep, off, d, ok := msgFrame(r); ok {
+			// The common case, read without reflection: the generator must cost as little
+			// per delivery as Socket.IO's, whose packets need no JSON decoding here either.
+			f = pollFrame{T: "msg", Ep: ep, Off: off, D: d}
+		} else if err := json.Unmarshal(r, &f); err != nil {
+			return nil, fmt.Errorf("poll: bad frame %.100s: %w", r, err)
+		}
 		switch f.T {
 		case "sub", "reset", "msg":
-			c.pos = f.Ep + "." + fmt.Sprint(f.Off)
+			c.pos = f.Ep + "." + strconv.FormatUint(f.Off, 10)
 		case "close", "unsub":
 			return nil, fmt.Errorf("closed by server: %d %s", f.Code, f.Reason)
 		}
+		frames = append(frames, f)
 	}
-	return body.Frames, nil
+	return frames, nil
+}
+
+// splitFrames returns the elements of a poll answer, {"frames":[...]}, without decoding
+// them.
+func splitFrames(b []byte) ([][]byte, error) {
+	const head, tail = `{"frames":[`, `]}`
+	b = bytes.TrimRight(b, " \r\n")
+	if !bytes.HasPrefix(b, []byte(head)) || !bytes.HasSuffix(b, []byte(tail)) {
+		return nil, fmt.Errorf("not a frames object: %.100q", b)
+	}
+	b = b[len(head) : len(b)-len(tail)]
+	var out [][]byte
+	depth, start, inStr, esc := 0, 0, false, false
+	for i, c := range b {
+		switch {
+		case inStr:
+			switch {
+			case esc:
+				esc = false
+			case c == '\\':
+				esc = true
+			case c == '"':
+				inStr = false
+			}
+		case c == '"':
+			inStr = true
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			depth--
+			if depth < 0 {
+				return nil, errors.New("unbalanced frames")
+			}
+		case c == ',' && depth == 0:
+			out = append(out, b[start:i])
+			start = i + 1
+		}
+	}
+	if depth != 0 || inStr {
+		return nil, errors.New("unbalanced frames")
+	}
+	if start < len(b) {
+		out = append(out, b[start:])
+	}
+	return out, nil
+}
+
+// msgFrame reads a msg frame as the server encodes it:
+// {"t":"msg","ch":"<channel>","ep":"<epoch>","off":<offset>,"d":<payload>}.
+func msgFrame(b []byte) (ep string, off uint64, d []byte, ok bool) {
+	rest, found := bytes.CutPrefix(b, []byte(`{"t":"msg","ch":"`))
+	if !found {
+		return "", 0, nil, false
+	}
+	_, rest, found = bytes.Cut(rest, []byte(`","ep":"`))
+	if !found {
+		return "", 0, nil, false
+	}
+	e, rest, found := bytes.Cut(rest, []byte(`","off":`))
+	if !found {
+		return "", 0, nil, false
+	}
+	o, rest, found := bytes.Cut(rest, []byte(`,"d":`))
+	if !found || len(rest) == 0 || rest[len(rest)-1] != '}' {
+		return "", 0, nil, false
+	}
+	n, err := strconv.ParseUint(string(o), 10, 64)
+	if err != nil {
+		return "", 0, nil, false
+	}
+	return string(e), n, rest[:len(rest)-1], true
 }
 
 func (c *ferryPoll) connect(ctx context.Context) error {

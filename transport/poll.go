@@ -86,11 +86,11 @@ func (h *PollHandler) start(ctx context.Context, w http.ResponseWriter, r *http.
 }
 
 func (h *PollHandler) attach(ctx context.Context, r *http.Request) (*poll, error) {
-	req, err := h.cfg.attachRequest(ctx, r, LongPoll)
+	q := r.URL.Query() // parsed once: a poll's query is long (credential, cursor)
+	req, err := h.cfg.attachQuery(ctx, r, q, LongPoll)
 	if err != nil {
 		return nil, err
 	}
-	q := r.URL.Query()
 	req.Hello = q.Get("hello") == "1"
 	req.Heartbeat = false
 	hold := h.cfg.Manager.Config().PollHold

@@ -251,7 +251,11 @@ func writeJSON(w http.ResponseWriter, v any) {
 // attachRequest verifies the session credential of r (and the identity r presents, if
 // any) and parses its cursor. Errors are *session.Error for the client.
 func (c *Config) attachRequest(ctx context.Context, r *http.Request, transport string) (session.AttachRequest, error) {
-	q := r.URL.Query()
+	return c.attachQuery(ctx, r, r.URL.Query(), transport)
+}
+
+// attachQuery is attachRequest with r's query parsed already.
+func (c *Config) attachQuery(ctx context.Context, r *http.Request, q url.Values, transport string) (session.AttachRequest, error) {
 	claims, err := c.verify(ctx, r, q.Get("session"))
 	if err != nil {
 		return session.AttachRequest{}, err

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/ferryrt/ferry/transport/internal/netpoll"
 )
 
 // corkConn lets a WebSocket writer send a whole batch of frames in one write: between
@@ -88,6 +90,35 @@ func (c *corkConn) uncork() error {
 		corkPool.Put(c.buf)
 	}
 	c.buf = nil
+	return err
+}
+
+// uncorkTry writes what was gathered without waiting, and returns what the kernel didn't
+// take, for writeRest.
+func (c *corkConn) uncorkTry() (rest []byte, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := *c.buf
+	n, err := netpoll.TryWrite(c.Conn, b)
+	if err == nil && n < len(b) {
+		rest = append([]byte(nil), b[n:]...)
+	}
+	c.corked = false
+	if cap(*c.buf) <= maxCork {
+		*c.buf = b[:0]
+		corkPool.Put(c.buf)
+	}
+	c.buf = nil
+	return rest, err
+}
+
+// writeRest writes the rest of a batch, waiting up to writeWait; nothing else is written
+// in between (a pong from the reader waits).
+func (c *corkConn) writeRest(rest []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.SetWriteDeadline(time.Now().Add(writeWait))
+	_, err := c.Conn.Write(rest)
 	return err
 }
 

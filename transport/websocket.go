@@ -6,14 +6,17 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/ferryrt/ferry/session"
 	"github.com/ferryrt/ferry/transport/internal/netpoll"
+	"github.com/ferryrt/ferry/transport/internal/workers"
 )
 
 // writeWait bounds one write to a client; a client that doesn't read for this long is gone.
@@ -31,6 +34,7 @@ var writeBufferPool = &sync.Pool{}
 type WebSocketHandler struct {
 	cfg      *Config
 	upgrader websocket.Upgrader
+	pool     *workers.Pool // writers of connections that take non-blocking writes
 }
 
 // NewWebSocket returns the WebSocket handler. Compression is off, so the read limit
@@ -47,8 +51,19 @@ func NewWebSocket(cfg Config) *WebSocketHandler {
 		EnableCompression: false,
 		CheckOrigin:       c.originAllowed,
 		HandshakeTimeout:  10 * time.Second,
-	}}
+	}, pool: workers.New(wsWriters, 250*time.Millisecond)}
 }
+
+// wsWriters bounds the pool that writes to WebSocket clients. A write there never waits
+// (what the kernel doesn't take at once is finished on a goroutine of the session's own),
+// so a few workers per core keep the cores busy; more would only take turns with them,
+// and with everything else the process must do (the publish that starts the next
+// fan-out among it).
+var wsWriters = 2*runtime.GOMAXPROCS(0) + 2
+
+// wsTryBytes is the largest batch a pool worker writes; a larger one (or the close) is
+// written by a goroutine of its own, which may wait.
+const wsTryBytes = 32 << 10
 
 func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.cfg.originAllowed(r) {
@@ -96,6 +111,9 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// closeGrace lets a client that is only behind take the frame and the close code.
 	req.OnClose = func(*session.Error) { conn.UnderlyingConn().SetWriteDeadline(time.Now().Add(closeGrace)) }
 	s := &wsSession{h: h, conn: conn, cork: hj.conn, attached: make(chan struct{}), done: make(chan struct{})}
+	_, raw := hj.conn.Conn.(syscall.Conn) // not over TLS: records buffered above the socket
+	s.pooled = raw && netpoll.Supported()
+	s.flushFn = s.flush
 	req.OnWake = s.wake
 	a, err := h.cfg.Manager.Attach(ctx, req)
 	if err != nil {
@@ -105,6 +123,7 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.a = a
+	s.isAttached.Store(true)
 	close(s.attached)
 	// The connection is hijacked: net/http's request, response and buffers are of no more
 	// use, but they stay reachable as long as this handler runs. Returning lets them go
@@ -128,10 +147,15 @@ type wsSession struct {
 	br       *bufio.Reader       // gorilla's read buffer: what it holds, no poller sees
 	a        *session.Attachment // set before attached is closed
 	attached chan struct{}
-	end      func() // releases the connection slot, once the session is torn down
-	idle     time.Duration
-	hb       *time.Timer
-	lastRead atomic.Int64 // UnixNano of the last frame or pong from the client
+	// pooled: the connection takes non-blocking writes, so wakes run the writer on the
+	// handler's pool (isAttached, once s.a is set) rather than on a new goroutine.
+	pooled     bool
+	isAttached atomic.Bool
+	flushFn    func()
+	end        func() // releases the connection slot, once the session is torn down
+	idle       time.Duration
+	hb         *time.Timer
+	lastRead   atomic.Int64 // UnixNano of the last frame or pong from the client
 
 	done chan struct{} // closed once the writer has sent the close frame, or failed
 	once sync.Once
@@ -233,7 +257,13 @@ func (s *wsSession) onReadable() {
 }
 
 // wake runs under the attachment's lock when frames are ready and no writer runs.
-func (s *wsSession) wake() { go s.flush() }
+func (s *wsSession) wake() {
+	if s.pooled && s.isAttached.Load() {
+		s.h.pool.Go(s.flushFn)
+	} else {
+		go s.flush()
+	}
+}
 
 // finish ends the writing side: after the close frame (or a failed write) the reader gets
 // closeGrace for the client's answer, as in the close handshake. When no reader runs, one
@@ -259,6 +289,14 @@ func (s *wsSession) flush() {
 	if s.a == nil {
 		return
 	}
+	s.drain(s.pooled)
+}
+
+// drain is the writer's loop. Pooled (on a pool worker, whose time is shared) it never
+// waits: a batch goes out with one non-blocking write, and the writer moves to a goroutine
+// of its own before anything that could wait (the rest of a write the kernel didn't take,
+// a large batch, the close).
+func (s *wsSession) drain(pooled bool) {
 	for {
 		out, err := s.a.TryNext(context.Background())
 		if err != nil {
@@ -268,11 +306,77 @@ func (s *wsSession) flush() {
 		if len(out) == 0 {
 			return // idle: the next frame wakes a new writer
 		}
-		if !s.write(out) {
+		if pooled && !tryable(out) {
+			go func() {
+				if !s.write(out) {
+					s.finish()
+					return
+				}
+				s.drain(false)
+			}()
+			return
+		}
+		if !pooled {
+			if !s.write(out) {
+				s.finish()
+				return
+			}
+			continue
+		}
+		rest, ok := s.writeNow(out)
+		if !ok {
 			s.finish()
 			return
 		}
+		if rest != nil {
+			go func() {
+				if err := s.cork.writeRest(rest); err != nil {
+					s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+					s.finish()
+					return
+				}
+				s.drain(false)
+			}()
+			return
+		}
 	}
+}
+
+// tryable reports whether a batch can be written by a pool worker: small, and without the
+// close frame (whose handshake waits).
+func tryable(out []session.Outgoing) bool {
+	n := 0
+	for _, o := range out {
+		if isFrame(o.JSON, session.FrameClose) {
+			return false
+		}
+		n += len(o.JSON) + 16 // the frame header, a ping's own WebSocket ping
+	}
+	return n <= wsTryBytes
+}
+
+// writeNow writes a batch (see tryable) corked, with one non-blocking write, and returns
+// what the kernel didn't take.
+func (s *wsSession) writeNow(out []session.Outgoing) (rest []byte, ok bool) {
+	bytes := 0
+	for _, o := range out {
+		bytes += len(o.JSON)
+	}
+	s.h.cfg.obs().Sent(WebSocket, len(out), bytes)
+	s.cork.cork()
+	for _, o := range out {
+		// Into the cork's buffer: these don't reach the connection.
+		s.conn.WriteMessage(websocket.TextMessage, o.JSON)
+		if isFrame(o.JSON, session.FramePing) {
+			s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait))
+		}
+	}
+	rest, err := s.cork.uncorkTry()
+	if err != nil {
+		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+		return nil, false
+	}
+	return rest, true
 }
 
 // closeGrace bounds the close handshake.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,9 +38,10 @@ import (
 const pollHeaderMax = 64 << 10
 
 // pollWorkers bounds the goroutines that serve the events of taken-over connections (see
-// package workers): enough that a task waiting on the session store (a Redis round trip
-// in Verify or Attach) holds up few others.
-const pollWorkers = 64
+// package workers): a few per core, as for WebSocket writers (more only take turns with
+// them and with the publish that starts the next fan-out), with room for tasks that wait
+// on the session store (a Redis round trip in Verify or Attach).
+var pollWorkers = 4*runtime.GOMAXPROCS(0) + 4
 
 const (
 	defaultHeaderTimeout = 10 * time.Second

@@ -40,3 +40,32 @@ func BenchmarkWriteFrames(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkParsePoll is the reading of one poll request on a taken-over connection, from
+// the bytes that arrived to the parsed request: what the long-poll rows pay per poll
+// besides the session's work and the system calls.
+func BenchmarkParsePoll(b *testing.B) {
+	in := []byte("GET /ferry/poll?session=v1.eyJzaWQiOiJhYmNkZWZnaGlqa2xtbm9wcXJzdHV2IiwiaWF0IjoxNzAwMDAwMDAwfQ.c2lnbmF0dXJlc2lnbmF0dXJlc2lnbmF0dXJlc2ln&cursor=bench%3De1.123 HTTP/1.1\r\n" +
+		"Host: 127.0.0.1:8080\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\nAccept-Encoding: gzip\r\n\r\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := parsePoll(in, "GET /ferry/poll"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPollResponse is the assembly of one poll answer on a taken-over connection
+// (status line, headers, body) into the buffer its one write sends.
+func BenchmarkPollResponse(b *testing.B) {
+	m := &session.Message{Channel: "bench", Pos: session.Position{Epoch: "e1", Offset: 1},
+		Data: []byte(`{"p":1,"seq":42,"ts":1700000000000000000}`)}
+	out := []session.Outgoing{{JSON: m.Frame(), EventID: m.EventID(), Msg: m}}
+	buf := make([]byte, 0, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		rw := newPollResponse()
+		writeFrames(rw, out)
+		buf = rw.appendTo(buf[:0], false)
+	}
+}

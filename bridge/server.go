@@ -288,8 +288,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 //	go hs.Serve(srv.Handoff())
 //
 // Served, it lets each plain HTTP/1.1 keep-alive connection that carries polls be served
-// without net/http's goroutine and buffers while a poll is held or between polls (the
-// difference between about 40 KiB and 4 KiB per polling client); any other request on it
+// without net/http's goroutine and buffers while a poll is held or between polls (about
+// 8 KiB per polling client instead of 40, in docs/BENCHMARKS.md); any other request on it
 // goes back to hs through this listener, so every handler still sees it. Unserved, polls
 // stay on net/http. http.Server.Shutdown closes it.
 //

@@ -27,11 +27,13 @@ import (
 // ten times the session's own state, and a few syscalls per poll that find nothing.
 //
 // A pollConn serves a taken-over connection instead. It holds no goroutine while a poll
-// waits (the attachment's OnWake starts one when frames come, a timer when the hold ends,
-// the poller when the client leaves) nor between polls (the poller starts one when the
-// next request comes). It reads a request with a pooled buffer and parses it with
-// http.ReadRequest, and serves it only if it is a GET of the poll path; anything else goes
-// back to net/http (Handoff) with the bytes read ahead, and with it the connection.
+// waits (the attachment's wake queues the answer on the handler's worker pool when frames
+// come, the timer pings when the hold ends, the poller reports the client leaving) nor
+// between polls (the poller queues the reading of the next request). It reads what has
+// arrived without waiting, into a buffer lent while a request is incomplete, parses a
+// complete header with http.ReadRequest, and serves it only if it is a GET of the poll
+// path; anything else goes back to net/http (Handoff) with the bytes read ahead, and with
+// it the connection.
 
 // pollHeaderMax bounds the header of a poll read on a taken-over connection, as
 // MaxHeaderBytes does for net/http.

@@ -264,10 +264,11 @@ func (pc *pollConn) waitForRequest() {
 func (pc *pollConn) handle(r *http.Request) (readOn bool) {
 	ctx := context.Background()
 	rw := newPollResponse()
-	goAway := r.Close || pc.h.cfg.Manager.Draining()
-	pc.mu.Lock()
-	pc.goAway = pc.goAway || goAway
-	pc.mu.Unlock()
+	if r.Close { // a drain is seen by answered, which every path ends in
+		pc.mu.Lock()
+		pc.goAway = true
+		pc.mu.Unlock()
+	}
 	p, ok := pc.h.start(ctx, rw, r)
 	if !ok {
 		return pc.answered(rw)

@@ -358,11 +358,7 @@ func tryable(out []session.Outgoing) bool {
 // writeNow writes a batch (see tryable) corked, with one non-blocking write, and returns
 // what the kernel didn't take.
 func (s *wsSession) writeNow(out []session.Outgoing) (rest []byte, ok bool) {
-	bytes := 0
-	for _, o := range out {
-		bytes += len(o.JSON)
-	}
-	s.h.cfg.obs().Sent(WebSocket, len(out), bytes)
+	s.sent(out)
 	s.cork.cork()
 	for _, o := range out {
 		// Into the cork's buffer: these don't reach the connection.
@@ -452,11 +448,7 @@ func readError(err error) *session.Error {
 // WebSocket ping, whose pong keeps the reader's deadline moving.
 func (s *wsSession) write(out []session.Outgoing) (ok bool) {
 	s.conn.SetWriteDeadline(time.Now().Add(writeWait))
-	bytes := 0
-	for _, o := range out {
-		bytes += len(o.JSON)
-	}
-	s.h.cfg.obs().Sent(WebSocket, len(out), bytes)
+	s.sent(out)
 	// A ping frame is followed by a WebSocket ping: corked, the two go in one write too.
 	if len(out) > 1 || isFrame(out[0].JSON, session.FramePing) {
 		s.cork.cork()
@@ -484,6 +476,15 @@ func (s *wsSession) write(out []session.Outgoing) (ok bool) {
 		}
 	}
 	return true
+}
+
+// sent counts a batch in the Observer's figures.
+func (s *wsSession) sent(out []session.Outgoing) {
+	bytes := 0
+	for _, o := range out {
+		bytes += len(o.JSON)
+	}
+	s.h.cfg.obs().Sent(WebSocket, len(out), bytes)
 }
 
 // isFrame reports whether an encoded server frame has type t. Every server frame starts

@@ -238,11 +238,10 @@ func (p *poller) failAll() {
 }
 
 func peek(c net.Conn) (data, closed bool) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
+	raw, err := rawConn(c)
+	if errors.Is(err, ErrUnsupported) {
 		return false, false
 	}
-	raw, err := sc.SyscallConn()
 	if err != nil {
 		return false, true
 	}
@@ -283,28 +282,38 @@ func rawConn(c net.Conn) (syscall.RawConn, error) {
 	return sc.SyscallConn()
 }
 
+// once makes one system call on a descriptor through do (a RawConn's Read or Write,
+// never waiting), again after EINTR, and returns its result.
+func once(do func(func(uintptr) bool) error, call func(fd int) (int, error)) (int, error) {
+	var n int
+	var serr error
+	err := do(func(fd uintptr) bool {
+		for {
+			if n, serr = call(int(fd)); serr != unix.EINTR {
+				return true
+			}
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
 func tryRead(c net.Conn, b []byte) (int, error) {
 	raw, err := rawConn(c)
 	if err != nil {
 		return 0, err
 	}
-	var n int
-	var rerr error
-	err = raw.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = unix.Read(int(fd), b)
-			if rerr != unix.EINTR {
-				return true
-			}
-		}
-	})
+	n, err := once(raw.Read, func(fd int) (int, error) { return unix.Read(fd, b) })
 	switch {
+	case err == unix.EAGAIN:
+		return 0, ErrWouldBlock
 	case err != nil:
 		return 0, err
-	case rerr == unix.EAGAIN:
-		return 0, ErrWouldBlock
-	case rerr != nil:
-		return 0, rerr
 	case n == 0 && len(b) > 0:
 		return 0, io.EOF
 	}
@@ -316,23 +325,9 @@ func tryWrite(c net.Conn, b []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var n int
-	var werr error
-	err = raw.Write(func(fd uintptr) bool {
-		for {
-			n, werr = unix.Write(int(fd), b)
-			if werr != unix.EINTR {
-				return true
-			}
-		}
-	})
-	switch {
-	case err != nil:
-		return 0, err
-	case werr == unix.EAGAIN:
+	n, err := once(raw.Write, func(fd int) (int, error) { return unix.Write(fd, b) })
+	if err == unix.EAGAIN {
 		return 0, nil
-	case werr != nil:
-		return 0, werr
 	}
-	return n, nil
+	return n, err
 }

@@ -84,7 +84,9 @@ func TestPoolTaskQueuedAsWorkerTimesOutStillRuns(t *testing.T) {
 			t.Fatalf("task %d never ran", i)
 		}
 		if i%7 == 0 {
-			time.Sleep(time.Millisecond) // let workers time out now and then
+			// Not a wait for anything: idle time, so that workers reach their 1 ms
+			// keep and end, now and then just as Go hands them a task.
+			time.Sleep(time.Millisecond)
 		}
 	}
 }

@@ -52,6 +52,9 @@ func newTestServer(t *testing.T, cfg Config) *testServer {
 		ts.http.Config.Serve(srv.Handoff())
 		close(handoff)
 	}()
+	// Polls are taken over only once the listener is served: tests that expect it must
+	// not race its first Accept.
+	waitUntil(t, srv.handoff.Serving)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

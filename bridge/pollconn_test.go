@@ -353,6 +353,7 @@ func TestPollOnUnwatchableConnection(t *testing.T) {
 		hs.Config.Serve(srv.Handoff())
 		close(handoff)
 	}()
+	waitUntil(t, srv.handoff.Serving)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -57,6 +57,11 @@ type handoffAddr struct{}
 func (handoffAddr) Network() string { return "handoff" }
 func (handoffAddr) String() string  { return "handoff" }
 
+// Serving reports whether connections are taken over now: Accept has been called and
+// Close has not. A server (or a test) that must know the take-over is on before its first
+// poll waits for it.
+func (l *Handoff) Serving() bool { return l.open() }
+
 // open reports whether connections can be handed back: the listener is served and not
 // closed.
 func (l *Handoff) open() bool {

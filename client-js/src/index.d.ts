@@ -46,11 +46,12 @@ export interface StateEvent {
 /**
  * Why the client chose a transport: 'connect' (first choice), 'reconnect' (a new round),
  * 'remembered' (the last one that worked on this origin), 'upgrade' (a background probe
- * proved a better one), 'buffering' (a proxy held the stream), or why the previous one failed
+ * proved a better one), 'buffering' (a proxy held the stream), 'benched' (the preferred one
+ * kept failing, see README), or why the previous one failed
  * its proof: 'proof-timeout', 'ws-closed-<code>', 'sse-error', 'poll-failed: …', a server reason.
  */
 export type TransportReason =
-  | 'connect' | 'reconnect' | 'remembered' | 'upgrade' | 'buffering' | 'proof-timeout' | 'sse-error'
+  | 'connect' | 'reconnect' | 'remembered' | 'upgrade' | 'buffering' | 'benched' | 'proof-timeout' | 'sse-error'
   | `ws-closed-${number}`
   | (string & {});
 
@@ -74,7 +75,7 @@ export interface FerryEvents {
   state: (e: StateEvent) => void;
   /** Every switch of transport, tried or proven, with why. */
   transport: (e: TransportEvent) => void;
-  /** Negotiation failures and terminal closes. */
+  /** Negotiation failures, terminal closes, and a transport benched for failing again and again. */
   error: (e: FerryError) => void;
   /** Every new message of every subscription (after duplicates are dropped). */
   message: (e: ChannelMessage) => void;

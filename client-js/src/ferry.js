@@ -60,18 +60,19 @@ export class Ferry extends Emitter {
    * @param {import('./index.js').FerryOptions} [options]
    */
   constructor(url, options = {}) {
-    super();
+    const { fetch = g.fetch, setTimeout: st = g.setTimeout, clearTimeout: ct = g.clearTimeout } = options;
+    // Platform functions are called as plain functions: a browser's window.fetch or
+    // setTimeout called as a method of another object throws "Illegal invocation".
+    const later = (f, ms) => st(f, ms);
+    super(later);
     const o = { ...DEFAULTS, ...options };
     for (const k of ['backoff', 'upgradeProbe']) o[k] = { ...DEFAULTS[k], ...options[k] };
     if (o.buffering) o.buffering = { ...DEFAULTS.buffering, ...o.buffering };
     this._o = o;
-    // Platform functions are called as plain functions: a browser's window.fetch or
-    // setTimeout called as a method of another object throws "Illegal invocation".
-    const { fetch = g.fetch, setTimeout: st = g.setTimeout, clearTimeout: ct = g.clearTimeout } = options;
     /** @type {Env} */
     this._env = {
       fetch: fetch && ((u, i) => fetch(u, i)),
-      setTimeout: (f, ms) => st(f, ms),
+      setTimeout: later,
       clearTimeout: (id) => id != null && ct(id),
       now: options.now ?? Date.now,
       WebSocket: 'WebSocket' in options ? options.WebSocket : g.WebSocket,
@@ -139,6 +140,17 @@ export class Ferry extends Emitter {
     this._round();
   }
 
+  /**
+   * Negotiates, then walks the usable transports until one proves itself. Never rejects:
+   * whatever throws in a round (a transport constructor, a token function) fails the round.
+   */
+  _round() {
+    return this._roundOrThrow().catch((e) => {
+      this._emit('error', e instanceof FerryError ? e : new FerryError('network', String(e?.message ?? e)));
+      this._retry();
+    });
+  }
+
   close() {
     if (this._state === 'disconnected') return;
     this._stop(new FerryError('closed', 'client closed'));
@@ -151,7 +163,7 @@ export class Ferry extends Emitter {
    * @param {import('./index.js').SubscribeOptions} [options]
    */
   subscribe(channel, onMessage, { since } = {}) {
-    if (this._subs.has(channel)) throw new Error(`ferry: already subscribed to ${channel}`);
+    if (this._subs.has(channel)) throw new FerryError('already-subscribed', `already subscribed to ${channel}`);
     const max = this._n?.limits?.maxChannels;
     if (max && this._subs.size >= max) throw new FerryError(4100, `at most ${max} channels per session`);
     const sub = new Subscription(this, channel, onMessage, since);
@@ -216,8 +228,7 @@ export class Ferry extends Emitter {
 
   // ---- connection rounds ------------------------------------------------------------------
 
-  /** Negotiates, then walks the usable transports until one proves itself. */
-  async _round() {
+  async _roundOrThrow() {
     const gen = ++this._gen;
     if (!this._env.fetch) return this._terminate('no-transport', 'no fetch on this platform');
     let n;
@@ -380,7 +391,13 @@ export class Ferry extends Emitter {
     });
     a.timer = this._timer(() => this._failed(a, 'proof-timeout'), o.proofTimeout);
     this._next = a;
-    a.t.open();
+    try {
+      a.t.open();
+    } catch (e) {
+      // A constructor that throws (a ws:// URL from an https:// page, a CSP connect-src, a
+      // malformed URL) is a failed attempt like any other: the next transport goes at once.
+      this._failed(a, `${name} threw ${e?.name ?? 'Error'}: ${e?.message ?? e}`);
+    }
   }
 
   _hold() {

@@ -12,7 +12,7 @@ export interface Position {
 }
 
 /** Codes of errors that the client detects itself (server codes are numbers, see CloseCodes). */
-export type ClientErrorCode = 'timeout' | 'queue-full' | 'closed' | 'network' | 'no-transport';
+export type ClientErrorCode = 'timeout' | 'queue-full' | 'closed' | 'network' | 'no-transport' | 'already-subscribed';
 
 export declare class FerryError extends Error {
   constructor(code: number | ClientErrorCode, reason: string);

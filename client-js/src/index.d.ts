@@ -15,12 +15,20 @@ export interface Position {
 export type ClientErrorCode = 'timeout' | 'queue-full' | 'closed' | 'network' | 'no-transport' | 'already-subscribed';
 
 export declare class FerryError extends Error {
-  constructor(code: number | ClientErrorCode, reason: string);
+  constructor(code: number | ClientErrorCode, reason: string, delivery?: Delivery);
   readonly name: 'FerryError';
   /** A close code of PROTOCOL.md §7 when the server refused something, else a client code. */
   readonly code: number | ClientErrorCode;
   readonly reason: string;
+  /**
+   * On rejections of send() and publish(): 'not-sent' when the server certainly did not
+   * process the frame (never sent, or refused), so sending it again is safe; 'unknown' when
+   * it went out and may have been processed (a timeout, the client closed while waiting).
+   */
+  readonly delivery?: Delivery;
 }
+
+export type Delivery = 'not-sent' | 'unknown';
 
 export interface CloseCode {
   readonly name: string;

@@ -250,9 +250,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Presence != nil {
 		s.mux.HandleFunc(b+"/api/presence", s.withCORS(s.servePresence))
 	}
-	client := clientHandler(b)
-	s.mux.Handle(b+"/client.js", client)
-	s.mux.Handle(b+"/client/", client)
+	mountClient(s.mux, b)
 	return s, nil
 }
 

@@ -89,7 +89,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&o.upstreamRate, "upstream-rate", 100, "upstream messages per second per session (burst 200); beyond it they are refused with 4029 and resent")
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "if set, serve Go's profiler (/debug/pprof/) on this address, apart from clients; keep it private")
 	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "time a client has to send its request headers (slowloris)")
-	fs.BoolVar(&o.trustForwarded, "trust-forwarded-for", false, "take the client address from X-Forwarded-For (only behind a proxy that sets it)")
+	fs.BoolVar(&o.trustForwarded, "trust-forwarded-for", false, "take the client address from X-Forwarded-For and the scheme of same-origin pages from X-Forwarded-Proto (only behind a proxy that sets them)")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated origins allowed for WebSocket and cross-origin requests (* for any; same host is always allowed)")
 	fs.StringVar(&o.transports, "transports", "websocket,sse,longpoll", "transports offered to clients, comma-separated")
 	fs.StringVar(&o.clientPublish, "client-publish", "room:*,chat:*", "channel patterns clients may publish to, comma-separated (empty: none)")

@@ -367,11 +367,12 @@ func (c *Config) verify(ctx context.Context, r *http.Request, cred string) (sess
 	return c.Manager.Verify(session.WithRemote(ctx, r.RemoteAddr), cred, user)
 }
 
-// logFailure logs errors that are the server's fault and counts the client's mistakes,
-// which are answered, not logged.
+// logFailure logs errors that are the server's fault (a failing store among them, though
+// the client is answered 503/4000) and counts the client's mistakes, which are answered,
+// not logged.
 func (c *Config) logFailure(r *http.Request, what string, err error) {
 	var e *session.Error
-	if errors.As(err, &e) {
+	if errors.As(err, &e) && !errors.Is(err, session.ErrStoreUnavailable) {
 		c.obs().Rejected(rejectReason(err))
 		return
 	}

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -342,15 +343,32 @@ func (c *Conn) Done() {
 // ready, running history recovery first, or none (nil, nil), which makes the writer idle
 // (see OnWake). The close frame and the close reason come as from Next. A transport that
 // keeps no goroutine waiting in Next drains with it and sends heartbeats with Ping.
-func (c *Conn) TryNext(ctx context.Context) ([]Outgoing, error) { return c.ready(ctx, true) }
+func (c *Conn) TryNext(ctx context.Context) ([]Outgoing, error) { return c.ready(ctx, true, false) }
+
+// ErrNeedsSource is returned by TryNextLocal when history must be read first.
+var ErrNeedsSource = errors.New("session: history to read from the source")
+
+// TryNextLocal is TryNext for a writer that must never wait on the network, such as a
+// task of a worker pool: when a history read is due (a new subscription, a gap), it
+// reads nothing and returns ErrNeedsSource, leaving the writer busy; the caller then
+// continues with TryNext on a goroutine of its own, where the read may take up to
+// ConnConfig.StoreTimeout.
+func (c *Conn) TryNextLocal() ([]Outgoing, error) {
+	return c.ready(context.Background(), true, true)
+}
 
 // ready returns what Next would return without waiting, or nil, nil; idle marks the
 // writer idle when there is nothing, in the same critical section that found nothing, so
-// a frame pushed right after wakes it.
-func (c *Conn) ready(ctx context.Context, idle bool) ([]Outgoing, error) {
+// a frame pushed right after wakes it. local returns ErrNeedsSource rather than read
+// history.
+func (c *Conn) ready(ctx context.Context, idle, local bool) ([]Outgoing, error) {
 	c.mu.Lock()
 	for {
 		if len(c.recover) > 0 && c.closeErr == nil {
+			if local {
+				c.mu.Unlock()
+				return nil, ErrNeedsSource
+			}
 			c.mu.Unlock()
 			if err := c.runRecovery(ctx); err != nil {
 				return nil, err
@@ -419,7 +437,7 @@ func (c *Conn) Next(ctx context.Context, holdUntil time.Time) ([]Outgoing, error
 				c.ping(now)
 			}
 		}
-		if out, err := c.ready(ctx, false); out != nil || err != nil {
+		if out, err := c.ready(ctx, false, false); out != nil || err != nil {
 			return out, err
 		}
 

@@ -49,13 +49,19 @@ type Config struct {
 	PollHold  time.Duration // default 25 s
 	// PollLinger keeps a long-poll attachment subscribed between polls, for the next poll
 	// to continue from; default 10 s, negative turns it off (session.Config.PollLinger).
-	PollLinger      time.Duration
-	SessionTTL      time.Duration // default 60 s
-	MaxMessageBytes int           // default 64 KiB
-	MaxChannels     int           // per session; default 128
-	QueueMessages   int           // per attachment; default 1024
-	QueueBytes      int           // per attachment; default 4 MiB
-	MaxBodyBytes    int64         // POST bodies; default 1 MiB
+	PollLinger time.Duration
+	SessionTTL time.Duration // default 60 s
+	// StoreTimeout bounds what a request waits for the broker (Redis): its session check,
+	// its attachment's announcement, subscriptions and history reads, a negotiation, the
+	// dedupe of sent frames. Beyond it the request fails with 503, code 4000 (retry), so
+	// a paused Redis holds nothing up for longer; see session.Config.StoreTimeout.
+	// Default 5 s.
+	StoreTimeout    time.Duration
+	MaxMessageBytes int   // default 64 KiB
+	MaxChannels     int   // per session; default 128
+	QueueMessages   int   // per attachment; default 1024
+	QueueBytes      int   // per attachment; default 4 MiB
+	MaxBodyBytes    int64 // POST bodies; default 1 MiB
 	// Limits bounds connections per node and per client address and the rate of new
 	// sessions; see transport.Limits for the defaults.
 	Limits transport.Limits
@@ -183,6 +189,7 @@ func New(cfg Config) (*Server, error) {
 		s.ownsBrk = true
 	}
 	s.hub = NewHub(s.broker, cfg.Logger)
+	s.hub.timeout = orDefault(cfg.StoreTimeout, session.DefaultStoreTimeout)
 	var observer session.Observer
 	if cfg.Metrics != nil {
 		s.metrics = newMetrics(cfg.Metrics, s)
@@ -209,6 +216,7 @@ func New(cfg Config) (*Server, error) {
 		PollHold:        cfg.PollHold,
 		PollLinger:      cfg.PollLinger,
 		SessionTTL:      cfg.SessionTTL,
+		StoreTimeout:    cfg.StoreTimeout,
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		MaxChannels:     cfg.MaxChannels,
 		QueueMessages:   cfg.QueueMessages,

@@ -27,6 +27,13 @@ type testServer struct {
 
 func newTestServer(t *testing.T, cfg Config) *testServer {
 	t.Helper()
+	return newTestServerWith(t, cfg, nil)
+}
+
+// newTestServerWith is newTestServer with setup applied to the http.Server before it
+// starts.
+func newTestServerWith(t *testing.T, cfg Config, setup func(*http.Server)) *testServer {
+	t.Helper()
 	ts := &testServer{seen: map[string]int{}}
 	if cfg.OnMessage == nil {
 		cfg.OnMessage = func(_ context.Context, m Upstream) error {
@@ -43,7 +50,11 @@ func newTestServer(t *testing.T, cfg Config) *testServer {
 	ts.Server = srv
 	mux := http.NewServeMux()
 	srv.Mount(mux)
-	ts.http = httptest.NewServer(mux)
+	ts.http = httptest.NewUnstartedServer(mux)
+	if setup != nil {
+		setup(ts.http.Config)
+	}
+	ts.http.Start()
 	ts.URL = ts.http.URL + srv.Base()
 	// As cmd/ferry does: long-polling keep-alive connections are taken over, and come back
 	// to the server for anything else.

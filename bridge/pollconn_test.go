@@ -235,8 +235,9 @@ func TestTakenOverPollClientLeaves(t *testing.T) {
 	}
 }
 
-// Bad requests on a taken-over connection are answered with their status and close that
-// connection only.
+// Requests on a taken-over connection that are not plain polls get net/http's own answer
+// (they go back to it): a bad request closes that connection only, an unknown
+// expectation gets 417, another HTTP version 505, and HTTP/1.0 keep-alive is kept.
 func TestTakenOverBadRequests(t *testing.T) {
 	needTakeOver(t)
 	ts := newTestServer(t, Config{})
@@ -247,28 +248,29 @@ func TestTakenOverBadRequests(t *testing.T) {
 		name   string
 		req    func(r *rawConn, c *fclient.Client) string
 		status int
+		close  bool
 	}{
-		{"poll with a body", func(r *rawConn, c *fclient.Client) string {
-			return r.request("GET", "/poll?"+pollQuery(c, ""), `{"x":1}`)
-		}, 400},
-		{"chunked poll", func(r *rawConn, c *fclient.Client) string {
-			return r.request("GET", "/poll?"+pollQuery(c, ""), "", "Transfer-Encoding: chunked") + "0\r\n\r\n"
-		}, 400},
-		{"header too large", func(r *rawConn, c *fclient.Client) string {
-			return r.request("GET", "/poll?"+pollQuery(c, ""), "", "X-Pad: "+strings.Repeat("a", 70<<10))
-		}, 431},
 		{"malformed header", func(r *rawConn, c *fclient.Client) string {
 			return r.request("GET", "/poll?"+pollQuery(c, ""), "", "no colon here")
-		}, 400},
+		}, 400, true},
 		{"two Host headers", func(r *rawConn, c *fclient.Client) string {
 			return r.request("GET", "/poll?"+pollQuery(c, ""), "", "Host: other.example")
-		}, 400},
+		}, 400, true},
+		{"unknown expectation", func(r *rawConn, c *fclient.Client) string {
+			return r.request("GET", "/poll?"+pollQuery(c, "hold=0"), "", "Expect: foo")
+		}, 417, true},
+		{"HTTP/2.0 request line", func(r *rawConn, c *fclient.Client) string {
+			return strings.Replace(r.request("GET", "/poll?"+pollQuery(c, "hold=0"), ""), "HTTP/1.1", "HTTP/2.0", 1)
+		}, 505, true},
 		{"bad credential", func(r *rawConn, c *fclient.Client) string {
 			return r.request("GET", "/poll?session=nope&cursor=room:a=", "")
-		}, 401},
+		}, 401, false},
+		{"HTTP/1.0 keep-alive", func(r *rawConn, c *fclient.Client) string {
+			return strings.Replace(r.request("GET", "/poll?"+pollQuery(c, "hold=0"), "", "Connection: keep-alive"), "HTTP/1.1", "HTTP/1.0", 1)
+		}, 200, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := subscribed(t, ts, "room:a")
+			c := subscribed(t, ts, "room:b")
 			r := dialRaw(t, ts)
 			r.t = t
 			r.poll(c, "hello=1")
@@ -277,13 +279,18 @@ func TestTakenOverBadRequests(t *testing.T) {
 			if resp.StatusCode != tc.status {
 				t.Fatalf("answered %d %s, want %d", resp.StatusCode, b, tc.status)
 			}
-			var e struct{ Code, Reason any }
-			if json.Unmarshal(b, &e) != nil || e.Reason == "" {
-				t.Fatalf("error body %q names no reason", b)
+			if tc.close {
+				if !resp.Close || !r.closed() {
+					t.Fatalf("the connection stayed open after %d (Connection: close in the answer: %v)", tc.status, resp.Close)
+				}
+				return
 			}
-			if tc.status != 401 && !r.closed() {
-				t.Fatal("the connection stayed open after a request that can't be framed")
+			if resp.Close {
+				t.Fatal("the answer closes the connection")
 			}
+			// The connection goes on.
+			ts.publish(t, "room:b", tc.name)
+			r.poll(c, "hold=0")
 		})
 	}
 	ts.publish(t, "room:a", "still here")
@@ -375,6 +382,111 @@ func TestPollOnUnwatchableConnection(t *testing.T) {
 		r.write(r.request("POST", "/send?session="+url.QueryEscape(c.Session), fmt.Sprintf(`{"frames":[{"t":"send","seq":%d,"d":%d}]}`, c.NextSeq(), i)))
 		if resp, b := r.read(); resp.StatusCode != 200 || !strings.Contains(string(b), `"acks"`) {
 			t.Fatalf("send %d answered %d %s", i, resp.StatusCode, b)
+		}
+	}
+}
+
+// Cross-origin long-polling on a taken-over connection: every answer (the first poll's,
+// a held poll's once a message wakes it, a hold that ends with a ping, an error) carries
+// the CORS and caching headers net/http gives the same request, with credentials for a
+// listed origin and without for one let in by "*" only.
+func TestTakenOverPollCORS(t *testing.T) {
+	needTakeOver(t)
+	ts := newTestServer(t, Config{AllowedOrigins: []string{"https://good.example", "*"}})
+	for _, tc := range []struct {
+		origin string
+		creds  string
+	}{{"https://good.example", "true"}, {"https://any.example", ""}} {
+		t.Run(tc.origin, func(t *testing.T) {
+			c := subscribed(t, ts, "room:cors")
+			r := dialRaw(t, ts)
+			r.t = t
+			origin := "Origin: " + tc.origin
+			check := func(what string, resp *http.Response, status int) {
+				t.Helper()
+				h := resp.Header
+				if resp.StatusCode != status || h.Get("Access-Control-Allow-Origin") != tc.origin ||
+					h.Get("Access-Control-Allow-Credentials") != tc.creds || h.Get("Vary") != "Origin" ||
+					h.Get("Cache-Control") != "no-store" || h.Get("Content-Type") != "application/json" {
+					t.Fatalf("%s: %d with headers %v; want %d, Access-Control-Allow-Origin %q, -Credentials %q, Vary: Origin, no-store, JSON",
+						what, resp.StatusCode, h, status, tc.origin, tc.creds)
+				}
+			}
+			pollFrames := func(what, extra string) []string {
+				t.Helper()
+				r.write(r.request("GET", "/poll?"+pollQuery(c, extra), "", origin))
+				resp, b := r.read()
+				check(what, resp, 200)
+				var body struct{ Frames []fclient.Frame }
+				if err := json.Unmarshal(b, &body); err != nil {
+					t.Fatalf("%s: %q: %v", what, b, err)
+				}
+				for _, f := range body.Frames {
+					c.Track(f)
+				}
+				return msgData(body.Frames)
+			}
+			pollFrames("first poll", "hello=1")
+			// Held, then woken by a message: answered by the pool, not by the request's
+			// own handler call.
+			base := ts.Manager().Attached()
+			done := make(chan []string, 1)
+			go func() { done <- pollFrames("woken poll", "") }()
+			waitUntil(t, func() bool { return ts.Manager().Attached() == base+1 })
+			ts.publish(t, "room:cors", "hi")
+			if got := <-done; len(got) != 1 || got[0] != `"hi"` {
+				t.Fatalf("woken poll got %q", got)
+			}
+			pollFrames("ping at the end of the hold", "hold=0")
+			r.write(r.request("GET", "/poll?session=nope&cursor=", "", origin))
+			resp, _ := r.read()
+			check("refused poll", resp, 401)
+
+			// The same poll served by net/http (Connection: close is never taken over)
+			// carries the same headers.
+			ref := dialRaw(t, ts)
+			ref.write(ref.request("GET", "/poll?"+pollQuery(c, "hold=0"), "", origin, "Connection: close"))
+			resp, _ = ref.read()
+			check("net/http's answer", resp, 200)
+		})
+	}
+}
+
+// A header dribbled onto a taken-over connection is cut HeaderTimeout after its first
+// byte, also when it turns out not to be a poll and goes back to net/http half way: the
+// hand-back does not start net/http's ReadHeaderTimeout afresh.
+func TestTakenOverHeaderTimeoutSpansHandBack(t *testing.T) {
+	needTakeOver(t)
+	const timeout = 2 * time.Second
+	ts := newTestServerWith(t, Config{HeaderTimeout: timeout}, func(hs *http.Server) { hs.ReadHeaderTimeout = timeout })
+	r := dialRaw(t, ts)
+	r.write(r.request("GET", "/poll?x=1", "")) // refused (401), and taken over
+	if resp, _ := r.read(); resp.StatusCode != 401 {
+		t.Fatalf("first poll: %d", resp.StatusCode)
+	}
+	cut := make(chan time.Duration, 1)
+	start := time.Now()
+	r.write("GET " + r.base + "/poll") // still reads as a poll: the taken-over connection waits
+	go func() {
+		r.c.SetReadDeadline(time.Now().Add(4 * timeout))
+		r.br.ReadByte() // the server closes having answered nothing
+		cut <- time.Since(start)
+	}()
+	// Most of the timeout later, the request turns out to be something else (net/http's)
+	// and the client goes on dribbling its header.
+	time.Sleep(timeout * 3 / 4)
+	r.c.Write([]byte("x HTTP/1.1\r\n"))
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case d := <-cut:
+			if d > timeout*3/2 {
+				t.Fatalf("cut %v after the header's first byte; the header timeout is %v", d.Round(time.Millisecond), timeout)
+			}
+			return
+		case <-tick.C:
+			r.c.Write([]byte("X-Slow: a\r\n")) // errors once the server has closed
 		}
 	}
 }

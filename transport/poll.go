@@ -22,11 +22,49 @@ type PollHandler struct {
 	cfg   *Config
 	conns pollConns
 	pool  *workers.Pool
+	store chan struct{} // a place for each request of a taken-over connection in the store
 }
 
 // NewPoll returns the long-polling handler.
 func NewPoll(cfg Config) *PollHandler {
-	return &PollHandler{cfg: cfg.withDefaults(), pool: workers.New(pollWorkers, 250*time.Millisecond)}
+	return &PollHandler{cfg: cfg.withDefaults(), pool: workers.New(pollWorkers, 250*time.Millisecond),
+		store: make(chan struct{}, storeConcurrency)}
+}
+
+// errStoreTimeout answers a poll whose session store calls (or the wait for a place to
+// make them) took longer than Config.StoreTimeout: 503, code 4000, which clients retry.
+var errStoreTimeout = session.Errorf(session.CodeReconnect, "session store did not answer in time: retry")
+
+// storeContext bounds a request's session store calls by Config.StoreTimeout.
+func (h *PollHandler) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, h.cfg.StoreTimeout)
+}
+
+// acquireStore takes a place among the requests of taken-over connections that may wait
+// on the store, waiting (off the pool) until ctx ends.
+func (h *PollHandler) acquireStore(ctx context.Context) bool {
+	select {
+	case h.store <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case h.store <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (h *PollHandler) releaseStore() { <-h.store }
+
+// storeErr turns an error that came of StoreTimeout passing into errStoreTimeout.
+func storeErr(ctx context.Context, err error) error {
+	var e *session.Error
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.As(err, &e) {
+		return errStoreTimeout
+	}
+	return err
 }
 
 // poll is one poll that has its attachment and waits for frames to answer with.
@@ -42,7 +80,9 @@ func (h *PollHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	p, ok := h.start(ctx, w, r)
+	sctx, cancel := h.storeContext(ctx)
+	p, ok := h.start(sctx, w, r)
+	cancel()
 	if !ok {
 		return
 	}
@@ -71,6 +111,7 @@ func (h *PollHandler) start(ctx context.Context, w http.ResponseWriter, r *http.
 	p, err := h.attach(ctx, r)
 	if err != nil {
 		release()
+		err = storeErr(ctx, err)
 		if errors.Is(err, session.ErrSuperseded) {
 			// A late poll from before the client's current attachment.
 			h.cfg.obs().PollDone("superseded")

@@ -74,6 +74,10 @@ type Config struct {
 	// IdleTimeout closes a taken-over connection that carries no request for this long,
 	// like http.Server's IdleTimeout; default 2 minutes.
 	IdleTimeout time.Duration
+	// StoreTimeout bounds the session store calls of a poll (Verify, Attach, and on a
+	// taken-over connection the first history read): past it the poll is answered 503
+	// with code 4000 (retry). Default 5 s.
+	StoreTimeout time.Duration
 }
 
 // handOff is called when a hijacked stream leaves its handler; the returned func, which
@@ -111,6 +115,9 @@ func (c *Config) withDefaults() *Config {
 	}
 	if cc.IdleTimeout <= 0 {
 		cc.IdleTimeout = defaultIdleTimeout
+	}
+	if cc.StoreTimeout <= 0 {
+		cc.StoreTimeout = defaultStoreTimeout
 	}
 	if auth := cc.Authenticate; auth != nil {
 		// Every handler authenticates through this wrapper, so no path can forget it: a

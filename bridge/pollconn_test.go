@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -488,5 +491,115 @@ func TestTakenOverHeaderTimeoutSpansHandBack(t *testing.T) {
 		case <-tick.C:
 			r.c.Write([]byte("X-Slow: a\r\n")) // errors once the server has closed
 		}
+	}
+}
+
+// flooder is a taken-over connection fed pipelined copies of a bogus poll without end,
+// as fast as the server answers them.
+type flooder struct {
+	r       *rawConn
+	answers atomic.Int64
+	stop    chan struct{}
+	done    sync.WaitGroup
+}
+
+func startFlooder(t *testing.T, ts *testServer) *flooder {
+	t.Helper()
+	f := &flooder{r: dialRaw(t, ts), stop: make(chan struct{})}
+	req := f.r.request("GET", "/poll?x=1", "") // 401 at once: no session needed
+	f.r.write(req)
+	if resp, _ := f.r.read(); resp.StatusCode != 401 { // and the connection is taken over
+		t.Fatalf("flooder's first poll: %d", resp.StatusCode)
+	}
+	chunk := []byte(strings.Repeat(req, 100))
+	f.done.Add(2)
+	go func() {
+		defer f.done.Done()
+		for {
+			select {
+			case <-f.stop:
+				return
+			default:
+			}
+			f.r.c.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := f.r.c.Write(chunk); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				return
+			}
+		}
+	}()
+	go func() {
+		defer f.done.Done()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := f.r.c.Read(buf)
+			f.answers.Add(int64(bytes.Count(buf[:n], []byte("HTTP/1.1 401"))))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return f
+}
+
+func (f *flooder) close() {
+	close(f.stop)
+	f.r.c.Close()
+	f.done.Wait()
+}
+
+// A client that pipelines polls without end gets a bounded turn at a time: with 24 of
+// them flooding (more than the pool has workers), a poll held on another taken-over
+// connection still gets its message, while the flood goes on.
+func TestTakenOverFloodersDoNotStallPolls(t *testing.T) {
+	needTakeOver(t)
+	ts := newTestServer(t, Config{Limits: transport.Limits{NegotiateRate: 1e6}})
+	c := subscribed(t, ts, "room:a")
+	r := dialRaw(t, ts)
+	r.poll(c, "hello=1")
+
+	floods := make([]*flooder, 24)
+	for i := range floods {
+		floods[i] = startFlooder(t, ts)
+	}
+	defer func() {
+		for _, f := range floods {
+			f.close()
+		}
+	}()
+	// Every flooder is being served.
+	waitUntil(t, func() bool {
+		for _, f := range floods {
+			if f.answers.Load() < 100 {
+				return false
+			}
+		}
+		return true
+	})
+	base := ts.Manager().Attached()
+	for round := range 3 {
+		r.write(r.request("GET", "/poll?"+pollQuery(c, ""), ""))
+		waitUntil(t, func() bool { return ts.Manager().Attached() == base+1 })
+		ts.publish(t, "room:a", round)
+		before := make([]int64, len(floods))
+		for i, f := range floods {
+			before[i] = f.answers.Load()
+		}
+		r.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if got := msgData(r.frames(c)); len(got) != 1 || got[0] != fmt.Sprint(round) {
+			t.Fatalf("round %d: got %q", round, got)
+		}
+		// The flood did not stop for it: the flooders are still being answered.
+		waitUntil(t, func() bool {
+			for i, f := range floods {
+				if f.answers.Load() <= before[i] {
+					return false
+				}
+			}
+			return true
+		})
 	}
 }

@@ -25,14 +25,14 @@ type testServer struct {
 	seen map[string]int // "sid/seq" -> times the handler saw it
 }
 
-func newTestServer(t *testing.T, cfg Config) *testServer {
+func newTestServer(t testing.TB, cfg Config) *testServer {
 	t.Helper()
 	return newTestServerWith(t, cfg, nil)
 }
 
 // newTestServerWith is newTestServer with setup applied to the http.Server before it
 // starts.
-func newTestServerWith(t *testing.T, cfg Config, setup func(*http.Server)) *testServer {
+func newTestServerWith(t testing.TB, cfg Config, setup func(*http.Server)) *testServer {
 	t.Helper()
 	ts := &testServer{seen: map[string]int{}}
 	if cfg.OnMessage == nil {
@@ -84,7 +84,7 @@ func (ts *testServer) seenCount(sid string, seq uint64) int {
 	return ts.seen[fmt.Sprintf("%s/%d", sid, seq)]
 }
 
-func (ts *testServer) client(t *testing.T) *fclient.Client {
+func (ts *testServer) client(t testing.TB) *fclient.Client {
 	t.Helper()
 	c := fclient.New(ts.URL)
 	if err := c.Negotiate(context.Background()); err != nil {

@@ -30,21 +30,21 @@ import (
 // needTakeOver skips where the poll handler never takes a connection over: it needs epoll
 // (Linux), and elsewhere polls stay on net/http, whose answers these tests don't expect.
 // CI runs on Linux, where every one of them runs.
-func needTakeOver(t *testing.T) {
+func needTakeOver(t testing.TB) {
 	if runtime.GOOS != "linux" {
 		t.Skip("connections are taken over for long-polling on Linux only")
 	}
 }
 
 type rawConn struct {
-	t    *testing.T
+	t    testing.TB
 	c    net.Conn
 	br   *bufio.Reader
 	host string
 	base string // path prefix, /ferry
 }
 
-func dialRaw(t *testing.T, ts *testServer) *rawConn {
+func dialRaw(t testing.TB, ts *testServer) *rawConn {
 	t.Helper()
 	u, _ := url.Parse(ts.URL)
 	c, err := net.Dial("tcp", u.Host)
@@ -131,7 +131,7 @@ func (r *rawConn) closed() bool {
 	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
 
-func subscribed(t *testing.T, ts *testServer, ch string) *fclient.Client {
+func subscribed(t testing.TB, ts *testServer, ch string) *fclient.Client {
 	c := ts.client(t)
 	c.Subscribe(ch, "")
 	return c
@@ -499,11 +499,12 @@ func TestTakenOverHeaderTimeoutSpansHandBack(t *testing.T) {
 type flooder struct {
 	r       *rawConn
 	answers atomic.Int64
+	paused  atomic.Bool // the writer waits (benchmarks alternate flooded and quiet rounds)
 	stop    chan struct{}
 	done    sync.WaitGroup
 }
 
-func startFlooder(t *testing.T, ts *testServer) *flooder {
+func startFlooder(t testing.TB, ts *testServer) *flooder {
 	t.Helper()
 	f := &flooder{r: dialRaw(t, ts), stop: make(chan struct{})}
 	req := f.r.request("GET", "/poll?x=1", "") // 401 at once: no session needed
@@ -511,7 +512,7 @@ func startFlooder(t *testing.T, ts *testServer) *flooder {
 	if resp, _ := f.r.read(); resp.StatusCode != 401 { // and the connection is taken over
 		t.Fatalf("flooder's first poll: %d", resp.StatusCode)
 	}
-	chunk := []byte(strings.Repeat(req, 100))
+	chunk := []byte(strings.Repeat(req, 500))
 	f.done.Add(2)
 	go func() {
 		defer f.done.Done()
@@ -520,6 +521,10 @@ func startFlooder(t *testing.T, ts *testServer) *flooder {
 			case <-f.stop:
 				return
 			default:
+			}
+			if f.paused.Load() {
+				time.Sleep(time.Millisecond)
+				continue
 			}
 			f.r.c.SetWriteDeadline(time.Now().Add(time.Second))
 			if _, err := f.r.c.Write(chunk); err != nil {

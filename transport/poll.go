@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -104,13 +105,44 @@ func (h *PollHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // start admits, authenticates and parses a poll and finds its attachment: the parked one
 // it continues, or a new one. On false it has answered w.
 func (h *PollHandler) start(ctx context.Context, w http.ResponseWriter, r *http.Request) (*poll, bool) {
-	release, ok := h.cfg.admitGET(w, r, "poll")
+	ad, ok := h.admit(w, r)
 	if !ok {
 		return nil, false
 	}
-	p, err := h.attach(ctx, r)
-	if err != nil {
+	return h.attachAdmitted(ctx, w, r, ad)
+}
+
+// admitted is a poll that passed admit.
+type admitted struct {
+	q       url.Values // parsed once: a poll's query is long (credential, cursor)
+	release func()     // its connection slot
+}
+
+// admit makes the checks of a poll that need nothing but the request itself: CORS, the
+// method, a connection slot, a credential to verify. It never waits, so a taken-over
+// connection makes them on the pool (see pollConn); on false it has answered w.
+func (h *PollHandler) admit(w http.ResponseWriter, r *http.Request) (admitted, bool) {
+	release, ok := h.cfg.admitGET(w, r, "poll")
+	if !ok {
+		return admitted{}, false
+	}
+	q := r.URL.Query()
+	if q.Get("session") == "" {
 		release()
+		err := session.Errorf(session.CodeSessionExpired, "missing session parameter")
+		h.cfg.logFailure(r, "poll", err)
+		writeError(w, err)
+		return admitted{}, false
+	}
+	return admitted{q: q, release: release}, true
+}
+
+// attachAdmitted is the part of start that may wait on the session store (and on the
+// application's Authenticator and Authorize): verifying, attaching, continuing.
+func (h *PollHandler) attachAdmitted(ctx context.Context, w http.ResponseWriter, r *http.Request, ad admitted) (*poll, bool) {
+	p, err := h.attach(ctx, r, ad.q)
+	if err != nil {
+		ad.release()
 		err = storeErr(ctx, err)
 		if errors.Is(err, session.ErrSuperseded) {
 			// A late poll from before the client's current attachment.
@@ -122,12 +154,11 @@ func (h *PollHandler) start(ctx context.Context, w http.ResponseWriter, r *http.
 		writeError(w, err)
 		return nil, false
 	}
-	p.release = release
+	p.release = ad.release
 	return p, true
 }
 
-func (h *PollHandler) attach(ctx context.Context, r *http.Request) (*poll, error) {
-	q := r.URL.Query() // parsed once: a poll's query is long (credential, cursor)
+func (h *PollHandler) attach(ctx context.Context, r *http.Request, q url.Values) (*poll, error) {
 	req, err := h.cfg.attachQuery(ctx, r, q, LongPoll)
 	if err != nil {
 		return nil, err

@@ -39,9 +39,10 @@ import (
 //     recovery) never runs on a worker: run serves it on a goroutine of its own, at most
 //     storeConcurrency at once, within Config.StoreTimeout and with a context cancelled
 //     when the client leaves.
-//   - A turn on a worker reads at most pollHeaderMax bytes and starts at most one request;
-//     the next turn of the same connection is queued at the back of the pool's queue, so a
-//     client that pipelines without end waits behind everyone else.
+//   - A turn on a worker serves at most turnRequests requests and reads at most turnBytes;
+//     the next turn of the same connection is queued at the back of the pool's queue (as
+//     is the turn after a request that went to the store), so a client that pipelines
+//     without end waits behind everyone else.
 //   - Whatever is not plainly a poll this file can serve the way net/http would (any other
 //     method or path, HTTP/1.0, an Expect, a body, a header net/http would refuse, a header
 //     longer than pollHeaderMax) goes back to net/http, which gives its own answer.
@@ -55,6 +56,13 @@ const pollHeaderMax = 64 << 10
 // them and with the publish that starts the next fan-out), with room for tasks that wait
 // on the session store (a Redis round trip in Verify or Attach).
 var pollWorkers = 4*runtime.GOMAXPROCS(0) + 4
+
+// A connection's turn on the pool ends after turnRequests requests answered there or
+// turnBytes read, whichever comes first.
+const (
+	turnRequests = 8
+	turnBytes    = 32 << 10
+)
 
 // storeConcurrency bounds the requests of taken-over connections that wait on the
 // session store at once; more wait (off the pool) for a place, within StoreTimeout.
@@ -96,6 +104,7 @@ type pollConn struct {
 	in       []byte
 	inBuf    *[]byte
 	reqStart time.Time
+	turnRead int // bytes read in this turn
 
 	mu    sync.Mutex
 	state pcState
@@ -200,7 +209,20 @@ func (h *PollHandler) takeOver(w http.ResponseWriter, r *http.Request) bool {
 	pc.conn.SetReadDeadline(time.Time{}) // net/http's, for this request's body
 	// This is net/http's goroutine, which may wait on the store: the first request runs
 	// on it.
-	pc.begin(r, false)
+	rw := newPollResponse()
+	if r.Close {
+		pc.mu.Lock()
+		pc.goAway = true
+		pc.mu.Unlock()
+	}
+	ad, ok := h.admit(rw, r)
+	if !ok {
+		if pc.answered(rw) {
+			h.pool.Go(pc.serveFn)
+		}
+		return true
+	}
+	pc.begin(r, rw, ad, false)
 	return true
 }
 
@@ -231,25 +253,45 @@ func (pc *pollConn) serveOnce(r *http.Request) {
 	pc.handBack(pc.in)
 }
 
-// serve is one turn of the connection on the pool: it reads (at most pollHeaderMax bytes)
-// and starts the next request, if it is complete; run queues the turn after it at the
-// back of the pool's queue. A request not complete yet leaves the connection waiting;
-// one that is not a poll goes back to net/http.
+// serve is one turn of the connection on the pool: it reads requests and answers those
+// that admit refuses, at most turnRequests of them and turnBytes read, then queues the
+// next turn at the back of the pool's queue; a request admitted goes to the store off
+// the pool (begin), a request not complete yet leaves the connection waiting, one that
+// is not a poll goes back to net/http.
 func (pc *pollConn) serve() {
-	r, err := pc.read()
-	if err != nil {
-		var back *handBackError
-		switch {
-		case errors.Is(err, errNeedMore):
-			pc.waitForRequest()
-		case errors.As(err, &back):
-			pc.handBack(pc.in)
-		default:
-			pc.close() // the client left
+	pc.turnRead = 0
+	for range turnRequests {
+		r, err := pc.read()
+		if err != nil {
+			var back *handBackError
+			switch {
+			case errors.Is(err, errTurnOver):
+				pc.h.pool.Go(pc.serveFn)
+			case errors.Is(err, errNeedMore):
+				pc.waitForRequest()
+			case errors.As(err, &back):
+				pc.handBack(pc.in)
+			default:
+				pc.close() // the client left
+			}
+			return
 		}
-		return
+		rw := newPollResponse()
+		if r.Close { // a drain is seen by answered, which every path ends in
+			pc.mu.Lock()
+			pc.goAway = true
+			pc.mu.Unlock()
+		}
+		ad, ok := pc.h.admit(rw, r)
+		if ok {
+			pc.begin(r, rw, ad, true)
+			return
+		}
+		if !pc.answered(rw) {
+			return
+		}
 	}
-	pc.begin(r, true)
+	pc.h.pool.Go(pc.serveFn)
 }
 
 // waitForRequest leaves the connection idle until the (rest of the) next request comes:
@@ -279,11 +321,12 @@ func (pc *pollConn) waitForRequest() {
 // begin starts serving r: off the pool (async, on a goroutine of its own), since it asks
 // the session store. The connection is watched meanwhile, so that a client that leaves
 // cancels the store calls made for it, as net/http cancels a request's context.
-func (pc *pollConn) begin(r *http.Request, async bool) {
+func (pc *pollConn) begin(r *http.Request, rw *pollResponse, ad admitted, async bool) {
 	ctx, cancel := pc.h.storeContext(context.Background())
 	pc.mu.Lock()
 	if pc.state == pcClosed {
 		pc.mu.Unlock()
+		ad.release()
 		cancel()
 		return
 	}
@@ -292,22 +335,23 @@ func (pc *pollConn) begin(r *http.Request, async bool) {
 	pc.armed = pc.armed || arm
 	pc.mu.Unlock()
 	if arm && !pc.watch.Arm() {
+		ad.release()
 		cancel()
 		pc.close()
 		return
 	}
 	if async {
-		go pc.run(ctx, cancel, r)
+		go pc.run(ctx, cancel, r, rw, ad)
 	} else {
-		pc.run(ctx, cancel, r)
+		pc.run(ctx, cancel, r, rw, ad)
 	}
 }
 
 // run serves r where it may wait: admission, the session store's calls and the first
 // look for frames (which may read history), at most storeConcurrency at once. The turn
 // that reads the connection's next request is queued on the pool behind every other.
-func (pc *pollConn) run(ctx context.Context, cancel context.CancelFunc, r *http.Request) {
-	readOn := pc.handle(ctx, r)
+func (pc *pollConn) run(ctx context.Context, cancel context.CancelFunc, r *http.Request, rw *pollResponse, ad admitted) {
+	readOn := pc.handle(ctx, r, rw, ad)
 	pc.mu.Lock()
 	pc.cancel = nil
 	pc.mu.Unlock()
@@ -320,24 +364,17 @@ func (pc *pollConn) run(ctx context.Context, cancel context.CancelFunc, r *http.
 // handle serves a poll and reports whether the connection's next request should be read
 // at once (the poll was answered and more is buffered); otherwise the poll is held, or
 // the connection waits or is closed. It may wait on the session store: never on the pool.
-func (pc *pollConn) handle(ctx context.Context, r *http.Request) (readOn bool) {
-	rw := newPollResponse()
-	if r.Close { // a drain is seen by answered, which every path ends in
-		pc.mu.Lock()
-		pc.goAway = true
-		pc.mu.Unlock()
-	}
+func (pc *pollConn) handle(ctx context.Context, r *http.Request, rw *pollResponse, ad admitted) (readOn bool) {
 	if !pc.h.acquireStore(ctx) {
-		// Every place is taken for StoreTimeout: a retryable answer, with the CORS
-		// headers the browser needs to read it.
-		if pc.h.cfg.cors(rw, r) {
-			pc.h.cfg.obs().Rejected("store_busy")
-			writeError(rw, errStoreTimeout)
-		}
+		// Every place was taken for StoreTimeout: a retryable answer, with the CORS
+		// headers admit set, which the browser needs to read it.
+		ad.release()
+		pc.h.cfg.obs().Rejected("store_busy")
+		writeError(rw, errStoreTimeout)
 		return pc.answered(rw)
 	}
 	defer pc.h.releaseStore()
-	p, ok := pc.h.start(ctx, rw, r)
+	p, ok := pc.h.attachAdmitted(ctx, rw, r, ad)
 	if !ok {
 		return pc.answered(rw)
 	}
@@ -597,8 +634,11 @@ func (pc *pollConn) handBack(buffered []byte) {
 	pc.h.cfg.Handoff.give(c)
 }
 
-// errNeedMore says the request's header is not complete yet.
-var errNeedMore = errors.New("request incomplete")
+// Errors of read that end a turn.
+var (
+	errNeedMore = errors.New("request incomplete")        // wait for the rest
+	errTurnOver = errors.New("turn over: read turnBytes") // queue the next turn
+)
 
 // handBackError says the request is not one this file serves: net/http serves it.
 type handBackError struct{}
@@ -634,6 +674,9 @@ func (pc *pollConn) read() (*http.Request, error) {
 		if !errors.Is(err, errNeedMore) {
 			return nil, err
 		}
+		if pc.turnRead >= turnBytes {
+			return nil, errTurnOver
+		}
 		if len(pc.in) >= pollHeaderMax {
 			// A header this long is net/http's to refuse, or to read, under its own
 			// MaxHeaderBytes.
@@ -652,6 +695,7 @@ func (pc *pollConn) read() (*http.Request, error) {
 		room := pc.in[len(pc.in):min(cap(pc.in), pollHeaderMax)]
 		n, rerr := netpoll.TryRead(pc.conn, room)
 		pc.in = pc.in[:len(pc.in)+n]
+		pc.turnRead += n
 		if rerr != nil {
 			if errors.Is(rerr, netpoll.ErrWouldBlock) {
 				if len(pc.in) == 0 {

@@ -196,15 +196,18 @@ func (h *PollHandler) takeOver(w http.ResponseWriter, r *http.Request) bool {
 	pc.serveFn = pc.serve
 	pc.timer = time.AfterFunc(time.Hour, pc.onTimer)
 	pc.timer.Stop()
+	// The watch starts armed, and its first call may come at once: it finds the watch
+	// set once it has the lock.
+	pc.mu.Lock()
 	watch, err := netpoll.StartFunc(pc.conn, pc.onReadable, h.pool.Go)
+	pc.watch, pc.armed = watch, err == nil
+	pc.mu.Unlock()
 	if err != nil {
 		// A connection the poller can't watch (a wrapper from the listener): this poll is
 		// answered here, and the connection goes back to net/http.
 		pc.serveOnce(r)
 		return true
 	}
-	pc.watch = watch
-	pc.armed = true
 	h.conns.add(pc)
 	pc.conn.SetReadDeadline(time.Time{}) // net/http's, for this request's body
 	// This is net/http's goroutine, which may wait on the store: the first request runs

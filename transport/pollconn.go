@@ -209,6 +209,7 @@ func (h *PollHandler) takeOver(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	h.conns.add(pc)
+	h.cfg.Logger.Debug("poll connection taken over", "remote", r.RemoteAddr)
 	pc.conn.SetReadDeadline(time.Time{}) // net/http's, for this request's body
 	// This is net/http's goroutine, which may wait on the store: the first request runs
 	// on it.

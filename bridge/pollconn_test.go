@@ -608,3 +608,79 @@ func TestTakenOverFloodersDoNotStallPolls(t *testing.T) {
 		})
 	}
 }
+
+// stallBroker is a MemoryBroker whose TouchSession (the store call of every poll's
+// Verify) waits, while paused, until released or its context ends.
+type stallBroker struct {
+	*MemoryBroker
+	paused    atomic.Bool
+	release   chan struct{}
+	blocked   atomic.Int64 // calls waiting now
+	cancelled atomic.Int64 // calls ended by a cancelled context (not a deadline)
+}
+
+func (b *stallBroker) TouchSession(ctx context.Context, sid string, ttl time.Duration) (bool, error) {
+	if b.paused.Load() {
+		b.blocked.Add(1)
+		defer b.blocked.Add(-1)
+		select {
+		case <-b.release:
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.Canceled) {
+				b.cancelled.Add(1)
+			}
+			return false, ctx.Err()
+		}
+	}
+	return b.MemoryBroker.TouchSession(ctx, sid, ttl)
+}
+
+// A session store that stops answering holds up no worker of the pool: with more polls
+// waiting on it than the pool has workers, a poll held on another taken-over connection
+// still gets its message; a waiting poll whose client leaves has its store call
+// cancelled; the others get 503, code 4000 (retry), once StoreTimeout has passed.
+func TestTakenOverStoreStallHoldsNoWorker(t *testing.T) {
+	needTakeOver(t)
+	broker := &stallBroker{MemoryBroker: NewMemoryBroker(MemoryConfig{}), release: make(chan struct{})}
+	t.Cleanup(func() { broker.Close() })
+	defer close(broker.release)
+	ts := newTestServer(t, Config{Broker: broker, StoreTimeout: 2 * time.Second, Limits: transport.Limits{NegotiateRate: 1e6, NegotiateBurst: 1e6}})
+	c := subscribed(t, ts, "room:a")
+	r := dialRaw(t, ts)
+	r.poll(c, "hello=1")
+
+	n := 4*runtime.GOMAXPROCS(0) + 8 // more than the pool's workers
+	waiting := make([]*rawConn, n)
+	clients := make([]*fclient.Client, n)
+	for i := range n {
+		clients[i] = subscribed(t, ts, "room:s")
+		waiting[i] = dialRaw(t, ts)
+		waiting[i].poll(clients[i], "hello=1") // taken over: the next poll is read by the pool
+	}
+	base := ts.Manager().Attached()
+	r.write(r.request("GET", "/poll?"+pollQuery(c, ""), ""))
+	waitUntil(t, func() bool { return ts.Manager().Attached() == base+1 })
+
+	broker.paused.Store(true)
+	for i := range n {
+		waiting[i].write(waiting[i].request("GET", "/poll?"+pollQuery(clients[i], ""), ""))
+	}
+	// All of them wait on the store at once (had they waited on the pool's workers, the
+	// ones beyond the workers' number would still be queued behind them).
+	waitUntil(t, func() bool { return broker.blocked.Load() == int64(n) })
+	ts.publish(t, "room:a", "flowing")
+	if got := msgData(r.frames(c)); len(got) != 1 || got[0] != `"flowing"` {
+		t.Fatalf("held poll got %q", got)
+	}
+
+	waiting[0].c.Close()
+	waitUntil(t, func() bool { return broker.cancelled.Load() == 1 })
+	for i := 1; i < n; i++ {
+		resp, b := waiting[i].read()
+		var e struct{ Code int }
+		json.Unmarshal(b, &e)
+		if resp.StatusCode != 503 || e.Code != 4000 {
+			t.Fatalf("poll %d waiting on the store answered %d %s, want 503 with code 4000", i, resp.StatusCode, b)
+		}
+	}
+}

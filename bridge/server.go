@@ -64,6 +64,10 @@ type Config struct {
 	// IdleTimeout do to the others; set them to the same values. Default 10 s and 2 min.
 	HeaderTimeout time.Duration
 	IdleTimeout   time.Duration
+	// StoreTimeout bounds a poll's calls to the session store (the broker: Verify's touch,
+	// Attach, the first history read); past it the poll gets 503, code 4000, which clients
+	// retry. Default 5 s (transport.Config.StoreTimeout).
+	StoreTimeout time.Duration
 	// UpstreamRate and UpstreamBurst bound each session's send and pub frames per second
 	// (default 100, burst 200; negative: off). Beyond it frames are refused with 4029.
 	UpstreamRate  float64
@@ -233,6 +237,7 @@ func New(cfg Config) (*Server, error) {
 		Handoff:        transport.NewHandoff(),
 		HeaderTimeout:  cfg.HeaderTimeout,
 		IdleTimeout:    cfg.IdleTimeout,
+		StoreTimeout:   cfg.StoreTimeout,
 	}
 	s.handoff = tc.Handoff
 	s.poll = transport.NewPoll(tc)

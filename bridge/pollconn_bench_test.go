@@ -15,7 +15,8 @@ import (
 // client, first with nothing else going on, then with 24 connections pipelining bogus
 // polls without end (see TestTakenOverFloodersDoNotStallPolls). Each of the b.N rounds
 // of either part delivers one message to every poll; the figures to read are the two
-// p99s and their ratio (p99-ratio; the goal is at most 1.5):
+// p99s and their ratio (p99-ratio; the goal is at most 1.5), and flood-answers/round shows
+// the flood did run:
 //
 //	go test -run '^$' -bench TakenOverDeliveryUnderFlood -benchtime 20x ./bridge/
 func BenchmarkTakenOverDeliveryUnderFlood(b *testing.B) {
@@ -75,12 +76,21 @@ func BenchmarkTakenOverDeliveryUnderFlood(b *testing.B) {
 	// Quiet and flooded rounds alternate, so that a change in the machine's load meanwhile
 	// weighs on both.
 	var quietLat, floodLat []time.Duration
+	var flood int64 // bogus polls answered during the flooded rounds
+	answered := func() (n int64) {
+		for _, f := range floods {
+			n += f.answers.Load()
+		}
+		return n
+	}
 	b.ResetTimer()
 	for n := range b.N {
 		pause(true)
 		quietLat = append(quietLat, round(2*n)...)
 		pause(false)
+		before := answered()
 		floodLat = append(floodLat, round(2*n+1)...)
+		flood += answered() - before
 	}
 	b.StopTimer()
 	for _, f := range floods {
@@ -94,4 +104,5 @@ func BenchmarkTakenOverDeliveryUnderFlood(b *testing.B) {
 	b.ReportMetric(float64(quiet.Microseconds())/1000, "p99-quiet-ms")
 	b.ReportMetric(float64(flooded.Microseconds())/1000, "p99-flood-ms")
 	b.ReportMetric(float64(flooded)/float64(quiet), "p99-ratio")
+	b.ReportMetric(float64(flood)/float64(b.N), "flood-answers/round")
 }

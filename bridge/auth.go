@@ -19,8 +19,9 @@ type JWTConfig struct {
 	Key []byte
 	// Cookie is the name of the cookie that may carry the token; default "ferry_token".
 	Cookie string
-	// MaxAge bounds the lifetime of accepted tokens (exp - iat); default 24 h. Tokens
-	// without exp are refused.
+	// MaxAge bounds the lifetime of accepted tokens: exp - iat, or exp - now for a token
+	// without iat (which can't claim to be older than it is); default 24 h. Tokens without
+	// exp are refused.
 	MaxAge time.Duration
 	// Leeway tolerates clock skew; default 30 s.
 	Leeway time.Duration
@@ -71,7 +72,13 @@ func JWTAuthenticator(cfg JWTConfig) transport.Authenticator {
 		if c.Subject == "" {
 			return session.Identity{}, false, session.Errorf(session.CodeUnauthorized, "invalid token: no subject")
 		}
-		if c.IssuedAt != nil && c.ExpiresAt.Sub(c.IssuedAt.Time) > cfg.MaxAge {
+		// A token without iat is measured from now: otherwise leaving iat out would
+		// lift the cap (a token valid for ten years).
+		issued := time.Now()
+		if c.IssuedAt != nil {
+			issued = c.IssuedAt.Time
+		}
+		if c.ExpiresAt.Sub(issued) > cfg.MaxAge {
 			return session.Identity{}, false, session.Errorf(session.CodeUnauthorized, "invalid token: lifetime over %v", cfg.MaxAge)
 		}
 		for _, p := range c.Channels {

@@ -2,36 +2,104 @@ package bridge
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 
 	clientjs "github.com/ferryrt/ferry/client-js"
 )
 
-// clientHandler serves the embedded JS client: {base}/client.js and {base}/client/*.
-func clientHandler(base string) http.Handler {
-	files := http.StripPrefix(base+"/client/", http.FileServer(http.FS(clientjs.FS)))
+// mountClient registers the embedded JS client on mux under base:
+//
+//   - {base}/client.<hash>.js: the module under a content-hashed name, cached for a year
+//     (Cache-Control: public, max-age=31536000, immutable);
+//   - {base}/client.js: the same module at a stable URL, revalidated on every use
+//     (Cache-Control: no-cache) against its strong ETag, which answers 304 when unchanged.
+//
+// Both answer in the best precompressed form the request accepts (brotli, gzip or none),
+// with Vary: Accept-Encoding.
+func mountClient(mux *http.ServeMux, base string) {
+	h := clientHandler()
+	mux.Handle(base+"/client.js", h)
+	mux.Handle(base+"/"+clientjs.File, h)
+}
+
+// clientHandler serves the module for both URLs mountClient registers.
+func clientHandler() http.Handler {
+	type form struct {
+		body     []byte
+		encoding string
+		etag     string
+	}
+	forms := []form{
+		{clientjs.Brotli(), "br", `"` + clientjs.Hash + `-br"`},
+		{clientjs.Gzip(), "gzip", `"` + clientjs.Hash + `-gz"`},
+		{clientjs.Module(), "", `"` + clientjs.Hash + `"`},
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		// The client changes with the server binary; revalidate rather than cache blindly.
-		w.Header().Set("Cache-Control", "no-cache")
+		f := forms[len(forms)-1]
+		for _, c := range forms[:len(forms)-1] {
+			if acceptsEncoding(r.Header.Get("Accept-Encoding"), c.encoding) {
+				f = c
+				break
+			}
+		}
+		h := w.Header()
+		if strings.HasSuffix(r.URL.Path, "/client.js") {
+			h.Set("Cache-Control", "no-cache")
+		} else {
+			h.Set("Cache-Control", "public, max-age=31536000, immutable")
+		}
+		h.Set("Vary", "Accept-Encoding")
 		// Modules may be imported from pages on other origins.
-		w.Header().Set("Access-Control-Allow-Origin", "*")
-		if r.URL.Path == base+"/client.js" {
-			w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
-			w.Write([]byte(clientjs.Entry))
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("ETag", f.etag)
+		if etagMatches(r.Header.Get("If-None-Match"), f.etag) {
+			w.WriteHeader(http.StatusNotModified)
 			return
 		}
-		if strings.HasSuffix(r.URL.Path, "/") {
-			http.NotFound(w, r) // no directory listings
+		h.Set("Content-Type", "text/javascript; charset=utf-8")
+		if f.encoding != "" {
+			h.Set("Content-Encoding", f.encoding)
+		}
+		h.Set("Content-Length", strconv.Itoa(len(f.body)))
+		if r.Method == http.MethodHead {
 			return
 		}
-		if strings.HasSuffix(r.URL.Path, ".js") {
-			w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
-		}
-		files.ServeHTTP(w, r)
+		w.Write(f.body)
 	})
+}
+
+// acceptsEncoding reports whether an Accept-Encoding header accepts coding with a
+// non-zero quality (RFC 9110 §12.5.3); "*" counts for any coding.
+func acceptsEncoding(header, coding string) bool {
+	for _, part := range strings.Split(header, ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		name = strings.ToLower(strings.TrimSpace(name))
+		if name != coding && name != "*" {
+			continue
+		}
+		q := strings.ReplaceAll(strings.ToLower(params), " ", "")
+		if strings.HasPrefix(q, "q=0") && strings.Trim(strings.TrimPrefix(q, "q=0"), ".0") == "" {
+			return false
+		}
+		return true
+	}
+	return false
+}
+
+// etagMatches reports whether an If-None-Match header names etag (or is "*"). Weak
+// validators match too: If-None-Match uses the weak comparison (RFC 9110 §13.1.2).
+func etagMatches(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == etag || t == "*" {
+			return true
+		}
+	}
+	return false
 }

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -12,27 +13,42 @@ import (
 // Hub fans messages out to the attachments of this node and keeps the broker subscribed
 // to exactly the channels they need. It implements session.Source. It is safe for
 // concurrent use.
+//
+// The broker's subscriptions are brought in line per channel: no lock is held across a
+// broker round trip, so a channel whose SUBSCRIBE is slow (a paused Redis) holds up the
+// attachments that wait for that channel only, never the delivery or the attachments of
+// channels this node holds already.
 type Hub struct {
-	broker Broker
-	log    *slog.Logger
+	broker  Broker
+	log     *slog.Logger
+	timeout time.Duration // bounds one broker (un)subscribe
 
+	// mu guards channels and the sync state of each; it is never held across a call to
+	// the broker.
 	mu       sync.RWMutex
 	channels map[string]*hubChannel
-
-	// syncMu serializes broker subscription changes; brokerSubs is what the broker has
-	// been told, which syncChannel brings in line with channels.
-	syncMu     sync.Mutex
-	brokerSubs map[string]bool
 }
 
+// hubChannel is a channel with local subscribers, or one whose broker subscription is
+// still being undone. It stays in Hub.channels until both are over, so that every
+// broker call for one name goes through the one sync pass of one hubChannel: a
+// subscribe and an unsubscribe racing each other can't leave the broker wrong.
 type hubChannel struct {
-	mu   sync.RWMutex
+	name string
+
+	mu   sync.RWMutex // subs, for the fan-out
 	subs map[session.Deliverer]struct{}
+
+	// Under Hub.mu.
+	n         int           // len(subs)
+	told      bool          // the broker was asked to subscribe, and not to unsubscribe since
+	confirmed bool          // ... and confirmed it: a message published now reaches this node
+	syncing   chan struct{} // non-nil while a sync pass runs; closed when it ends
 }
 
 // NewHub returns a Hub over broker. Start begins delivery.
 func NewHub(broker Broker, log *slog.Logger) *Hub {
-	return &Hub{broker: broker, log: log, channels: make(map[string]*hubChannel), brokerSubs: make(map[string]bool)}
+	return &Hub{broker: broker, log: log, timeout: session.DefaultStoreTimeout, channels: make(map[string]*hubChannel)}
 }
 
 // Start starts the broker's delivery into the hub; supersede receives the attachment
@@ -57,74 +73,125 @@ func (h *Hub) fanout(m *session.Message) {
 	}
 }
 
-// Subscribe implements session.Source.
-func (h *Hub) Subscribe(channel string, d session.Deliverer) func() {
-	h.mu.Lock()
-	ch := h.channels[channel]
-	first := ch == nil
-	if first {
-		ch = &hubChannel{subs: make(map[session.Deliverer]struct{})}
-		h.channels[channel] = ch
-	}
-	ch.mu.Lock()
-	ch.subs[d] = struct{}{}
-	ch.mu.Unlock()
-	h.mu.Unlock()
-	if first {
-		h.syncChannel(channel)
-	}
-	var once sync.Once
-	return func() { once.Do(func() { h.unsubscribe(channel, d) }) }
-}
-
-func (h *Hub) unsubscribe(channel string, d session.Deliverer) {
+// Subscribe implements session.Source. d receives the channel's messages at once; the
+// call returns when the broker has confirmed the channel (at once when it had already),
+// or with an error when ctx ends first or the broker failed. It waits on this channel
+// alone.
+func (h *Hub) Subscribe(ctx context.Context, channel string, d session.Deliverer) (func(), error) {
 	h.mu.Lock()
 	ch := h.channels[channel]
 	if ch == nil {
-		h.mu.Unlock()
-		return
+		ch = &hubChannel{name: channel, subs: make(map[session.Deliverer]struct{})}
+		h.channels[channel] = ch
 	}
 	ch.mu.Lock()
-	delete(ch.subs, d)
-	last := len(ch.subs) == 0
+	if _, dup := ch.subs[d]; !dup {
+		ch.subs[d] = struct{}{}
+		ch.n++
+	}
 	ch.mu.Unlock()
-	if last {
-		delete(h.channels, channel)
+	var wait chan struct{}
+	if !ch.confirmed {
+		wait = h.syncLocked(ch)
 	}
 	h.mu.Unlock()
-	if last {
-		h.syncChannel(channel)
+	var once sync.Once
+	unsub := func() { once.Do(func() { h.unsubscribe(ch, d) }) }
+	if wait == nil {
+		return unsub, nil
+	}
+	select {
+	case <-wait:
+	case <-ctx.Done():
+		return unsub, fmt.Errorf("bridge: subscription to %s not confirmed: %w", channel, ctx.Err())
+	}
+	h.mu.RLock()
+	ok := ch.confirmed
+	h.mu.RUnlock()
+	if !ok {
+		return unsub, fmt.Errorf("bridge: subscription to %s failed", channel)
+	}
+	return unsub, nil
+}
+
+// unsubscribe removes d from ch. It never waits: the broker learns it in the background.
+func (h *Hub) unsubscribe(ch *hubChannel, d session.Deliverer) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ch.mu.Lock()
+	_, ok := ch.subs[d]
+	delete(ch.subs, d)
+	ch.mu.Unlock()
+	if !ok {
+		return
+	}
+	ch.n--
+	if ch.n > 0 {
+		return
+	}
+	switch {
+	case ch.told:
+		h.syncLocked(ch)
+	case ch.syncing == nil && h.channels[ch.name] == ch:
+		delete(h.channels, ch.name)
 	}
 }
 
-// syncChannel tells the broker whether this node needs channel, according to the state at
-// the time of the call, so that a subscribe and an unsubscribe racing each other can't
-// leave the broker in the wrong state. A failure is logged, not returned: the broker
-// resubscribes when it recovers, and an attachment's gap detection reads what it missed
-// from history.
-func (h *Hub) syncChannel(channel string) {
-	h.syncMu.Lock()
-	defer h.syncMu.Unlock()
-	h.mu.RLock()
-	want := h.channels[channel] != nil
-	h.mu.RUnlock()
-	if want == h.brokerSubs[channel] {
-		return
+// syncLocked starts a sync pass of ch unless one runs, and returns the channel that is
+// closed when the pass ends.
+func (h *Hub) syncLocked(ch *hubChannel) chan struct{} {
+	if ch.syncing == nil {
+		ch.syncing = make(chan struct{})
+		go h.sync(ch)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	op, f := "subscribe", h.broker.Subscribe
-	if !want {
-		op, f = "unsubscribe", h.broker.Unsubscribe
-	}
-	if err := f(ctx, channel); err != nil {
-		h.log.Warn("broker "+op+" failed", "channel", channel, "err", err)
-		return
-	}
-	if want {
-		h.brokerSubs[channel] = true
-	} else {
-		delete(h.brokerSubs, channel)
+	return ch.syncing
+}
+
+// sync brings the broker in line with ch's subscribers, one call at a time, re-reading
+// what is wanted after each call (subscribers come and go meanwhile), until the broker
+// is as wanted or a call failed. A failure is logged; the waiting subscribers see it
+// (their attachments close with a reconnect code), and the next subscriber tries again.
+// A channel nobody needs any more leaves the map here.
+func (h *Hub) sync(ch *hubChannel) {
+	failed := false
+	for {
+		h.mu.Lock()
+		want := ch.n > 0
+		subscribe, unsubscribe := want && !ch.confirmed, !want && ch.told
+		if failed || (!subscribe && !unsubscribe) {
+			close(ch.syncing)
+			ch.syncing = nil
+			if ch.n == 0 && !ch.told && h.channels[ch.name] == ch {
+				delete(h.channels, ch.name)
+			}
+			h.mu.Unlock()
+			return
+		}
+		if subscribe {
+			// From now on leaving must unsubscribe, whatever this call's outcome.
+			ch.told = true
+		}
+		h.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+		op, f := "subscribe", h.broker.Subscribe
+		if unsubscribe {
+			op, f = "unsubscribe", h.broker.Unsubscribe
+		}
+		err := f(ctx, ch.name)
+		cancel()
+
+		h.mu.Lock()
+		switch {
+		case err != nil:
+			h.log.Warn("broker "+op+" failed", "channel", ch.name, "err", err)
+			ch.confirmed, failed = false, true
+		case subscribe:
+			ch.confirmed = true
+		default:
+			ch.told, ch.confirmed = false, false
+		}
+		h.mu.Unlock()
 	}
 }
 
@@ -137,5 +204,11 @@ func (h *Hub) Since(ctx context.Context, channel string, pos session.Position, l
 func (h *Hub) Channels() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	return len(h.channels)
+	n := 0
+	for _, ch := range h.channels {
+		if ch.n > 0 {
+			n++
+		}
+	}
+	return n
 }

@@ -42,7 +42,11 @@ func BenchmarkHubFanout(b *testing.B) {
 			subs := make([]*countingDeliverer, n)
 			for i := range subs {
 				subs[i] = &countingDeliverer{}
-				defer hub.Subscribe("bench", subs[i])()
+				unsub, err := hub.Subscribe(ctx, "bench", subs[i])
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer unsub()
 			}
 			b.ReportAllocs()
 			for b.Loop() {

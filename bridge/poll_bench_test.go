@@ -23,7 +23,11 @@ func BenchmarkPollCycle(b *testing.B) {
 	ctx := context.Background()
 	// Under load a channel always has other subscribers: keep one, so that the hub does
 	// not drop and re-create the channel on every poll, which only a lone client causes.
-	defer srv.hub.Subscribe("bench", &countingDeliverer{})()
+	unsub, err := srv.hub.Subscribe(ctx, "bench", &countingDeliverer{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unsub()
 
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodPost, "/ferry/negotiate", strings.NewReader("{}"))

@@ -24,7 +24,9 @@ type RedisConfig struct {
 	// is nil.
 	URL string
 	// Client is a client to use instead of URL, for example a Sentinel failover client.
-	// The broker does not close it. Redis Cluster is not supported.
+	// The broker does not close it. Redis Cluster is not supported. Give it
+	// ContextTimeoutEnabled: without it go-redis ignores the deadlines of contexts (the
+	// Server's StoreTimeout) and waits its own ReadTimeout, with retries.
 	Client *redis.Client
 	// Prefix starts every key and pub/sub channel; default "ferry". Nodes of one cluster
 	// share it, and separate clusters can share a Redis with different prefixes.
@@ -197,6 +199,9 @@ func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) 
 		// (max_retries in the URL), and go-redis's default of five dial attempts per try
 		// would make a publish take seconds to report the outage.
 		opt.DialerRetries = 2
+		// A request's deadline (bridge.Config.StoreTimeout) must bound its Redis calls:
+		// go-redis otherwise waits ReadTimeout per try, whatever the context says.
+		opt.ContextTimeoutEnabled = true
 		b.rdb = redis.NewClient(opt)
 		b.ownsRdb = true
 	}

@@ -29,18 +29,18 @@ const (
 )
 
 // Subscribe implements Broker. It returns once Redis has confirmed the subscription, so
-// that a message published afterwards reaches this node. While the connection is down it
-// only records the channel: the next connection subscribes it and catches up.
+// that a message published afterwards reaches this node, or with an error if ctx ends
+// first (the channel stays wanted: the SUBSCRIBE may yet take effect, and a new
+// connection subscribes it). Called again for a wanted channel, it confirms the earlier
+// SUBSCRIBE. While the connection is down it only records the channel: the next
+// connection subscribes it and catches up.
 func (b *RedisBroker) Subscribe(ctx context.Context, channel string) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return ErrBrokerClosed
 	}
-	if _, ok := b.want[channel]; ok {
-		b.mu.Unlock()
-		return nil
-	}
+	_, wanted := b.want[channel]
 	b.want[channel] = struct{}{}
 	ps := b.ps
 	if ps == nil {
@@ -48,24 +48,30 @@ func (b *RedisBroker) Subscribe(ctx context.Context, channel string) error {
 		return nil
 	}
 	// Under mu, so that a new connection either sees channel in want or gets this
-	// SUBSCRIBE after its own.
-	if err := ps.Subscribe(ctx, b.keys.pubsub(channel)); err != nil {
-		b.mu.Unlock()
-		// The connection is broken; runSubscriber replaces it, with channel.
-		b.log.Debug("redis subscribe failed; resubscribing with the next connection", "channel", channel, "err", err)
-		return nil
+	// SUBSCRIBE after its own. It is a write: no answer is awaited under mu.
+	if !wanted {
+		if err := ps.Subscribe(ctx, b.keys.pubsub(channel)); err != nil {
+			b.mu.Unlock()
+			// The connection is broken; runSubscriber replaces it, with channel.
+			b.log.Debug("redis subscribe failed; resubscribing with the next connection", "channel", channel, "err", err)
+			return nil
+		}
 	}
 	token, done := b.waiterLocked()
 	b.mu.Unlock()
+	defer b.dropWaiter(token)
 	// Redis answers in order: the answer to this ping means the SUBSCRIBE is in effect.
-	if err := ps.Ping(ctx, token); err == nil {
-		select {
-		case <-done:
-		case <-ctx.Done():
-		}
+	// A connection lost meanwhile releases the waiter: its successor subscribes channel
+	// and catches up.
+	if err := ps.Ping(ctx, token); err != nil {
+		return nil
 	}
-	b.dropWaiter(token)
-	return nil
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("bridge: redis subscribe %s: not confirmed: %w", channel, ctx.Err())
+	}
 }
 
 // Unsubscribe implements Broker.

@@ -40,7 +40,13 @@ func testLogger(t testing.TB) *slog.Logger {
 // newRedisBroker returns a broker on mr, closed when the test ends.
 func newRedisBroker(t testing.TB, mr *miniredis.Miniredis, cfg RedisConfig) *RedisBroker {
 	t.Helper()
-	cfg.URL = "redis://" + mr.Addr()
+	return newRedisBrokerAt(t, mr.Addr(), cfg)
+}
+
+// newRedisBrokerAt returns a broker on the Redis at addr, closed when the test ends.
+func newRedisBrokerAt(t testing.TB, addr string, cfg RedisConfig) *RedisBroker {
+	t.Helper()
+	cfg.URL = "redis://" + addr
 	cfg.HealthInterval = orDefault(cfg.HealthInterval, 50*time.Millisecond)
 	cfg.Logger = testLogger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -524,21 +530,32 @@ func TestRedisOutage(t *testing.T) {
 
 // A pub/sub connection that goes silent (no reset, no error) is noticed by the health
 // check and replaced.
+// A pub/sub connection that goes silent without a reset (a dead link, a frozen Redis
+// behind a NAT that dropped the flow) is noticed by the health pings and replaced. The
+// silence is real: the pub/sub connection stops carrying anything in either direction,
+// so no pong can come back and count as life (backdating lastSeen instead let
+// a pong in flight undo it, one run in ten at GOMAXPROCS=1).
 func TestRedisSilentConnectionReplaced(t *testing.T) {
 	mr := miniredis.RunT(t)
-	b := newRedisBroker(t, mr, RedisConfig{NoPublishStream: true, HealthInterval: 20 * time.Millisecond})
+	px := newStallProxy(t, mr.Addr())
+	b := newRedisBrokerAt(t, px.Addr(), RedisConfig{NoPublishStream: true, HealthInterval: 20 * time.Millisecond})
 	in := startBroker(t, b)
-	b.Subscribe(context.Background(), "c")
+	if err := b.Subscribe(context.Background(), "c"); err != nil {
+		t.Fatal(err)
+	}
 	b.mu.Lock()
 	first := b.ps
-	b.lastSeen = time.Now().Add(-time.Hour) // as if nothing had arrived for an hour
 	b.mu.Unlock()
+	if n := px.freezePubSub(); n != 1 {
+		t.Fatalf("%d pub/sub connections to freeze, want 1", n)
+	}
 	eventually(t, "a new connection", func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		return b.ps != nil && b.ps != first && b.up
 	})
-	mustPublish(t, b, "c", "1")
+	// Published by another node, it reaches this one on the new connection only.
+	mustPublish(t, newRedisBroker(t, mr, RedisConfig{NoPublishStream: true}), "c", "1")
 	in.waitFor(t, "delivery on the new connection", func() bool { return len(in.on("c")) == 1 })
 }
 

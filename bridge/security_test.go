@@ -103,7 +103,11 @@ func TestTokenAuthentication(t *testing.T) {
 		"wrong key": {token(t, []byte("other"), "alice", time.Minute), 4101},
 		"garbage":   {"not.a.jwt", 4101},
 		"no exp":    {mustSign(t, jwt.MapClaims{"sub": "alice"}), 4101},
-		"alg none":  {mustSignNone(t), 4101},
+		// The 24 h cap on a token's lifetime holds with or without iat.
+		"25 h":             {mustSign(t, jwt.MapClaims{"sub": "alice", "iat": time.Now().Unix(), "exp": time.Now().Add(25 * time.Hour).Unix()}), 4101},
+		"25 h without iat": {mustSign(t, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(25 * time.Hour).Unix()}), 4101},
+		"10 y without iat": {mustSign(t, jwt.MapClaims{"sub": "alice", "exp": time.Now().AddDate(10, 0, 0).Unix()}), 4101},
+		"alg none":         {mustSignNone(t), 4101},
 	} {
 		c := fclient.New(ts.URL)
 		if tc.tok != "" {
@@ -119,6 +123,11 @@ func TestTokenAuthentication(t *testing.T) {
 	}
 	by.check(t)
 
+	// Within the cap, iat is optional.
+	noIAT := withToken(fclient.New(ts.URL), mustSign(t, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(23 * time.Hour).Unix()}))
+	if err := noIAT.Negotiate(context.Background()); err != nil {
+		t.Fatalf("a 23 h token without iat: %v", err)
+	}
 	alice := withToken(fclient.New(ts.URL), token(t, jwtKey, "alice", time.Hour))
 	if err := alice.Negotiate(context.Background()); err != nil {
 		t.Fatal(err)
@@ -534,4 +543,61 @@ func TestNoWebSocketCompression(t *testing.T) {
 		t.Fatalf("server accepted extension %q", ext)
 	}
 	io.Copy(io.Discard, resp.Body)
+}
+
+// The server's own origin is its scheme and host, not its host alone: on a plain-HTTP
+// node, a page on https://<host> is another origin (a network attacker can serve it), so
+// it gets 403 and no cookie-carried identity. Behind a TLS-terminating proxy the proxy's
+// X-Forwarded-Proto says the scheme, but only with TrustForwardedFor: otherwise any client
+// could claim it.
+func TestSameOriginComparesScheme(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		trust  bool
+		proto  string // X-Forwarded-Proto
+		origin string // scheme; the host is the server's
+		want   int
+	}{
+		{"plain node, http page", false, "", "http", 200},
+		{"plain node, https page", false, "", "https", 403},
+		{"untrusted X-Forwarded-Proto", false, "https", "https", 403},
+		{"trusted X-Forwarded-Proto, https page", true, "https", "https", 200},
+		{"trusted X-Forwarded-Proto, http page", true, "https", "http", 403},
+		{"trusted proxy chain, last entry counts", true, "http, https", "https", 200},
+		{"trusted, no X-Forwarded-Proto", true, "", "https", 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newTestServer(t, Config{Limits: transport.Limits{TrustForwardedFor: tc.trust}})
+			host := strings.TrimPrefix(ts.http.URL, "http://")
+			req, _ := http.NewRequest(http.MethodPost, ts.URL+"/negotiate", strings.NewReader(`{}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Origin", tc.origin+"://"+host)
+			if tc.proto != "" {
+				req.Header.Set("X-Forwarded-Proto", tc.proto)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("Origin %s://%s: %d, want %d", tc.origin, host, resp.StatusCode, tc.want)
+			}
+			if tc.want == 200 && resp.Header.Get("Access-Control-Allow-Credentials") != "true" {
+				t.Fatalf("same origin without credentials: %v", resp.Header)
+			}
+		})
+	}
+	// A WebSocket handshake is checked the same way.
+	ts := newTestServer(t, Config{})
+	c := ts.client(t)
+	host := strings.TrimPrefix(ts.http.URL, "http://")
+	u := "ws://" + host + ts.Base() + "/ws?session=" + url.QueryEscape(c.Session)
+	conn, resp, err := websocket.DefaultDialer.Dial(u, http.Header{"Origin": {"https://" + host}})
+	if conn != nil {
+		conn.Close()
+	}
+	if resp == nil || resp.StatusCode != 403 {
+		t.Fatalf("WebSocket from https://%s on a plain node: %v %v, want 403", host, resp, err)
+	}
 }

@@ -49,13 +49,19 @@ type Config struct {
 	PollHold  time.Duration // default 25 s
 	// PollLinger keeps a long-poll attachment subscribed between polls, for the next poll
 	// to continue from; default 10 s, negative turns it off (session.Config.PollLinger).
-	PollLinger      time.Duration
-	SessionTTL      time.Duration // default 60 s
-	MaxMessageBytes int           // default 64 KiB
-	MaxChannels     int           // per session; default 128
-	QueueMessages   int           // per attachment; default 1024
-	QueueBytes      int           // per attachment; default 4 MiB
-	MaxBodyBytes    int64         // POST bodies; default 1 MiB
+	PollLinger time.Duration
+	SessionTTL time.Duration // default 60 s
+	// StoreTimeout bounds what a request waits for the broker (Redis): its session check,
+	// its attachment's announcement, subscriptions and history reads, a negotiation, the
+	// dedupe of sent frames. Beyond it the request fails with 503, code 4000 (retry), so
+	// a paused Redis holds nothing up for longer; see session.Config.StoreTimeout.
+	// Default 5 s.
+	StoreTimeout    time.Duration
+	MaxMessageBytes int   // default 64 KiB
+	MaxChannels     int   // per session; default 128
+	QueueMessages   int   // per attachment; default 1024
+	QueueBytes      int   // per attachment; default 4 MiB
+	MaxBodyBytes    int64 // POST bodies; default 1 MiB
 	// Limits bounds connections per node and per client address and the rate of new
 	// sessions; see transport.Limits for the defaults.
 	Limits transport.Limits
@@ -64,10 +70,6 @@ type Config struct {
 	// IdleTimeout do to the others; set them to the same values. Default 10 s and 2 min.
 	HeaderTimeout time.Duration
 	IdleTimeout   time.Duration
-	// StoreTimeout bounds a poll's calls to the session store (the broker: Verify's touch,
-	// Attach, the first history read); past it the poll gets 503, code 4000, which clients
-	// retry. Default 5 s (transport.Config.StoreTimeout).
-	StoreTimeout time.Duration
 	// UpstreamRate and UpstreamBurst bound each session's send and pub frames per second
 	// (default 100, burst 200; negative: off). Beyond it frames are refused with 4029.
 	UpstreamRate  float64
@@ -187,6 +189,7 @@ func New(cfg Config) (*Server, error) {
 		s.ownsBrk = true
 	}
 	s.hub = NewHub(s.broker, cfg.Logger)
+	s.hub.timeout = orDefault(cfg.StoreTimeout, session.DefaultStoreTimeout)
 	var observer session.Observer
 	if cfg.Metrics != nil {
 		s.metrics = newMetrics(cfg.Metrics, s)
@@ -213,6 +216,7 @@ func New(cfg Config) (*Server, error) {
 		PollHold:        cfg.PollHold,
 		PollLinger:      cfg.PollLinger,
 		SessionTTL:      cfg.SessionTTL,
+		StoreTimeout:    cfg.StoreTimeout,
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		MaxChannels:     cfg.MaxChannels,
 		QueueMessages:   cfg.QueueMessages,
@@ -237,7 +241,6 @@ func New(cfg Config) (*Server, error) {
 		Handoff:        transport.NewHandoff(),
 		HeaderTimeout:  cfg.HeaderTimeout,
 		IdleTimeout:    cfg.IdleTimeout,
-		StoreTimeout:   cfg.StoreTimeout,
 	}
 	s.handoff = tc.Handoff
 	s.poll = transport.NewPoll(tc)
@@ -255,9 +258,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Presence != nil {
 		s.mux.HandleFunc(b+"/api/presence", s.withCORS(s.servePresence))
 	}
-	client := clientHandler(b)
-	s.mux.Handle(b+"/client.js", client)
-	s.mux.Handle(b+"/client/", client)
+	mountClient(s.mux, b)
 	return s, nil
 }
 

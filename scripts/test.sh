@@ -57,4 +57,7 @@ npm run --silent test:e2e
 log "demo pages in Chromium"
 node --test e2e/demo/
 
+log "client package: npm pack, used from a scratch project in Node and bundled by esbuild"
+node --test e2e/pack/
+
 log "all tests passed"

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -10,7 +11,11 @@ import (
 type Source interface {
 	// Subscribe starts delivering the live messages of channel to d, in offset order, until
 	// the returned function is called. Deliver may be called before Subscribe returns.
-	Subscribe(channel string, d Deliverer) (unsubscribe func())
+	// Subscribe returns once every message published afterwards is sure to reach d (the
+	// broker confirmed the channel's subscription), or with an error when that could not
+	// be made sure before ctx ended; d stays registered either way, and unsubscribe must
+	// be called. It must not hold up other channels while it waits.
+	Subscribe(ctx context.Context, channel string, d Deliverer) (unsubscribe func(), err error)
 	// Since returns up to limit messages after pos, in order, and the channel's latest
 	// position. ok is false when history no longer covers everything after pos (or pos is
 	// of another epoch); a zero pos asks only for the latest position.
@@ -30,6 +35,9 @@ type ConnConfig struct {
 	BatchBytes    int           // bytes Next returns at most at once (at least one frame)
 	Heartbeat     time.Duration // ping frame interval; 0 sends none
 	PageSize      int           // history page read per recovery step
+	// StoreTimeout bounds each history read; one that takes longer closes the attachment
+	// with 4000 (reconnect), as a failed one does. 0: only the caller's context bounds it.
+	StoreTimeout time.Duration
 }
 
 // Conn is one attachment of a session on this node: the subscriptions with their
@@ -125,8 +133,18 @@ func (c *Conn) SetOnWake(fn func()) {
 }
 
 // Subscribe adds channel, resuming after pos (zero: from now). confirm asks for a sub frame
-// once the subscription is live. Subscribing twice to one channel is a no-op.
+// once the subscription is live. Subscribing twice to one channel is a no-op. It waits
+// for the Source to confirm the channel as long as the Source's own bound allows; see
+// SubscribeContext.
 func (c *Conn) Subscribe(channel string, pos Position, confirm bool) {
+	c.SubscribeContext(context.Background(), channel, pos, confirm)
+}
+
+// SubscribeContext is Subscribe bounded by ctx. A subscription the Source could not
+// confirm before ctx ended might miss messages published before it takes effect, which
+// history would not repair until the next message: the attachment is closed with 4000,
+// and the client resumes from its positions.
+func (c *Conn) SubscribeContext(ctx context.Context, channel string, pos Position, confirm bool) {
 	c.mu.Lock()
 	if c.closeErr != nil || c.subs[channel] != nil {
 		c.mu.Unlock()
@@ -138,7 +156,7 @@ func (c *Conn) Subscribe(channel string, pos Position, confirm bool) {
 	c.mu.Unlock()
 	// Subscribe before reading history: a message published in between is then either in
 	// the history read or in pending, never in neither.
-	unsub := c.src.Subscribe(channel, subDeliverer{c, s})
+	unsub, err := c.src.Subscribe(ctx, channel, subDeliverer{c, s})
 	c.mu.Lock()
 	if s.gone || c.closeErr != nil {
 		c.mu.Unlock()
@@ -147,6 +165,9 @@ func (c *Conn) Subscribe(channel string, pos Position, confirm bool) {
 	}
 	s.unsub = unsub
 	c.mu.Unlock()
+	if err != nil {
+		c.Close(Errorf(CodeReconnect, "subscription to %q not confirmed in time: retry", channel))
+	}
 }
 
 // Unsubscribe removes channel; frames of it already queued are still sent.
@@ -322,15 +343,32 @@ func (c *Conn) Done() {
 // ready, running history recovery first, or none (nil, nil), which makes the writer idle
 // (see OnWake). The close frame and the close reason come as from Next. A transport that
 // keeps no goroutine waiting in Next drains with it and sends heartbeats with Ping.
-func (c *Conn) TryNext(ctx context.Context) ([]Outgoing, error) { return c.ready(ctx, true) }
+func (c *Conn) TryNext(ctx context.Context) ([]Outgoing, error) { return c.ready(ctx, true, false) }
+
+// ErrNeedsSource is returned by TryNextLocal when history must be read first.
+var ErrNeedsSource = errors.New("session: history to read from the source")
+
+// TryNextLocal is TryNext for a writer that must never wait on the network, such as a
+// task of a worker pool: when a history read is due (a new subscription, a gap), it
+// reads nothing and returns ErrNeedsSource, leaving the writer busy; the caller then
+// continues with TryNext on a goroutine of its own, where the read may take up to
+// ConnConfig.StoreTimeout.
+func (c *Conn) TryNextLocal() ([]Outgoing, error) {
+	return c.ready(context.Background(), true, true)
+}
 
 // ready returns what Next would return without waiting, or nil, nil; idle marks the
 // writer idle when there is nothing, in the same critical section that found nothing, so
-// a frame pushed right after wakes it.
-func (c *Conn) ready(ctx context.Context, idle bool) ([]Outgoing, error) {
+// a frame pushed right after wakes it. local returns ErrNeedsSource rather than read
+// history.
+func (c *Conn) ready(ctx context.Context, idle, local bool) ([]Outgoing, error) {
 	c.mu.Lock()
 	for {
 		if len(c.recover) > 0 && c.closeErr == nil {
+			if local {
+				c.mu.Unlock()
+				return nil, ErrNeedsSource
+			}
 			c.mu.Unlock()
 			if err := c.runRecovery(ctx); err != nil {
 				return nil, err
@@ -399,7 +437,7 @@ func (c *Conn) Next(ctx context.Context, holdUntil time.Time) ([]Outgoing, error
 				c.ping(now)
 			}
 		}
-		if out, err := c.ready(ctx, false); out != nil || err != nil {
+		if out, err := c.ready(ctx, false, false); out != nil || err != nil {
 			return out, err
 		}
 
@@ -488,7 +526,12 @@ func (c *Conn) runRecovery(ctx context.Context) error {
 		base := s.pos
 		c.mu.Unlock()
 
-		msgs, top, ok, err := c.src.Since(ctx, s.ch, base, room)
+		sctx, cancel := ctx, context.CancelFunc(func() {})
+		if c.cfg.StoreTimeout > 0 {
+			sctx, cancel = context.WithTimeout(ctx, c.cfg.StoreTimeout)
+		}
+		msgs, top, ok, err := c.src.Since(sctx, s.ch, base, room)
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

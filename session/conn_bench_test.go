@@ -18,11 +18,11 @@ type benchSource struct {
 	d   Deliverer
 }
 
-func (s *benchSource) Subscribe(_ string, d Deliverer) func() {
+func (s *benchSource) Subscribe(_ context.Context, _ string, d Deliverer) (func(), error) {
 	s.mu.Lock()
 	s.d = d
 	s.mu.Unlock()
-	return func() {}
+	return func() {}, nil
 }
 
 func (s *benchSource) Since(context.Context, string, Position, int) ([]*Message, Position, bool, error) {

@@ -27,11 +27,11 @@ func newFakeSource() *fakeSource {
 	return &fakeSource{epoch: "e1", oldest: 1, subs: map[Deliverer]bool{}}
 }
 
-func (s *fakeSource) Subscribe(_ string, d Deliverer) func() {
+func (s *fakeSource) Subscribe(_ context.Context, _ string, d Deliverer) (func(), error) {
 	s.mu.Lock()
 	s.subs[d] = true
 	s.mu.Unlock()
-	return func() { s.mu.Lock(); delete(s.subs, d); s.mu.Unlock() }
+	return func() { s.mu.Lock(); delete(s.subs, d); s.mu.Unlock() }, nil
 }
 
 func (s *fakeSource) Since(_ context.Context, ch string, pos Position, limit int) ([]*Message, Position, bool, error) {

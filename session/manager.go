@@ -85,14 +85,21 @@ type Config struct {
 	PollHold  time.Duration // default 25 s
 	// PollLinger is how long a long-poll attachment stays subscribed after answering, for
 	// the session's next poll to continue from (see Park); default 10 s, negative: never.
-	PollLinger      time.Duration
-	SessionTTL      time.Duration // default 60 s
-	MaxMessageBytes int           // default 64 KiB
-	MaxChannels     int           // default 128
-	QueueMessages   int           // default 1024
-	QueueBytes      int           // default 4 MiB
-	BatchMessages   int           // default 1000
-	BatchBytes      int           // default 1 MiB
+	PollLinger time.Duration
+	SessionTTL time.Duration // default 60 s
+	// StoreTimeout bounds what one request waits for the shared Store and Source (Redis):
+	// the session check of a request, an attachment's announcement and subscriptions, a
+	// negotiation, the dedupe of upstream frames, each history read. A request that runs
+	// out of it fails with ErrStoreUnavailable (503, code 4000: the client retries), so a
+	// paused Redis costs each request at most this long instead of holding it and what it
+	// runs on. Default 5 s.
+	StoreTimeout    time.Duration
+	MaxMessageBytes int // default 64 KiB
+	MaxChannels     int // default 128
+	QueueMessages   int // default 1024
+	QueueBytes      int // default 4 MiB
+	BatchMessages   int // default 1000
+	BatchBytes      int // default 1 MiB
 	// UpstreamRate and UpstreamBurst bound the send and pub frames of one session: a token
 	// bucket refilled at UpstreamRate per second. Beyond it frames are refused with 4029 and
 	// not marked processed, so the client resends them after a backoff. Default 100/s,
@@ -139,6 +146,7 @@ const (
 	DefaultPollHold        = 25 * time.Second
 	DefaultPollLinger      = 10 * time.Second
 	DefaultSessionTTL      = 60 * time.Second
+	DefaultStoreTimeout    = 5 * time.Second
 	DefaultMaxMessageBytes = 64 << 10
 	DefaultMaxChannels     = 128
 	DefaultQueueMessages   = 1024
@@ -161,6 +169,7 @@ func (c Config) WithDefaults() Config {
 	c.PollHold = orDefault(c.PollHold, DefaultPollHold)
 	c.PollLinger = orDefault(c.PollLinger, DefaultPollLinger)
 	c.SessionTTL = orDefault(c.SessionTTL, DefaultSessionTTL)
+	c.StoreTimeout = orDefault(c.StoreTimeout, DefaultStoreTimeout)
 	c.MaxMessageBytes = orDefault(c.MaxMessageBytes, DefaultMaxMessageBytes)
 	c.MaxChannels = orDefault(c.MaxChannels, DefaultMaxChannels)
 	c.QueueMessages = max(orDefault(c.QueueMessages, DefaultQueueMessages), 8)
@@ -212,7 +221,39 @@ func (m *Manager) ConnConfig(heartbeat time.Duration) ConnConfig {
 		BatchBytes:    m.cfg.BatchBytes,
 		PageSize:      m.cfg.QueueMessages / 2,
 		Heartbeat:     heartbeat,
+		StoreTimeout:  m.cfg.StoreTimeout,
 	}
+}
+
+// ErrStoreUnavailable fails a request whose shared store (Redis) did not answer within
+// Config.StoreTimeout, or failed: code 4000, answered 503, so the client retries, perhaps
+// on another node. The error returned wraps it and the store's own error; match it with
+// errors.Is.
+var ErrStoreUnavailable = &Error{Code: CodeReconnect, Reason: "session store unavailable: retry"}
+
+// storeError is a failure of the shared store: ErrStoreUnavailable for the client, the
+// cause for the logs.
+type storeError struct {
+	op  string
+	err error
+}
+
+func (e *storeError) Error() string   { return "session: " + e.op + ": " + e.err.Error() }
+func (e *storeError) Unwrap() []error { return []error{ErrStoreUnavailable, e.err} }
+
+// storeFailure wraps err, a failure of the store during op. A store's own close reason
+// (a full node's ErrTooManySessions, an expired session) is kept.
+func storeFailure(op string, err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return fmt.Errorf("session: %s: %w", op, err)
+	}
+	return &storeError{op: op, err: err}
+}
+
+// storeCtx bounds the part of a request that waits on the store: see StoreTimeout.
+func (m *Manager) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, m.cfg.StoreTimeout)
 }
 
 // Config returns the manager's configuration with defaults applied.
@@ -231,6 +272,8 @@ func (m *Manager) Negotiate(ctx context.Context, prev string, id Identity) (Nego
 	if err := m.draining(); err != nil {
 		return Negotiated{}, err
 	}
+	ctx, cancel := m.storeCtx(ctx)
+	defer cancel()
 	user := id.User
 	if prev != "" {
 		// A resumed session takes the expiry and grants of the token presented now.
@@ -238,7 +281,7 @@ func (m *Manager) Negotiate(ctx context.Context, prev string, id Identity) (Nego
 			c.Expires, c.Grants = id.Expires, id.Grants
 			alive, err := m.cfg.Store.TouchSession(ctx, c.SID, m.cfg.SessionTTL)
 			if err != nil {
-				return Negotiated{}, fmt.Errorf("session: resume %s: %w", c.SID, err)
+				return Negotiated{}, storeFailure("resume "+c.SID, err)
 			}
 			if alive {
 				m.cfg.Observer.Negotiated(true)
@@ -250,7 +293,7 @@ func (m *Manager) Negotiate(ctx context.Context, prev string, id Identity) (Nego
 	}
 	c := Claims{SID: NewSessionID(), User: user, Issued: time.Now(), Expires: id.Expires, Grants: id.Grants}
 	if err := m.cfg.Store.CreateSession(ctx, c.SID, m.cfg.SessionTTL); err != nil {
-		return Negotiated{}, fmt.Errorf("session: create: %w", err)
+		return Negotiated{}, storeFailure("create", err)
 	}
 	m.cfg.Observer.Negotiated(false)
 	m.cfg.Logger.Info("session created", "sid", c.SID, "user", c.User, "remote", remoteOf(ctx))
@@ -277,12 +320,14 @@ func (m *Manager) Verify(ctx context.Context, cred string, user *string) (Claims
 	if err != nil || (user != nil && *user != c.User) {
 		return Claims{}, ErrSession
 	}
+	ctx, cancel := m.storeCtx(ctx)
+	defer cancel()
 	if err := m.revoked(ctx, c); err != nil {
 		return Claims{}, err
 	}
 	alive, err := m.cfg.Store.TouchSession(ctx, c.SID, m.cfg.SessionTTL)
 	if err != nil {
-		return Claims{}, fmt.Errorf("session: touch %s: %w", c.SID, err)
+		return Claims{}, storeFailure("touch "+c.SID, err)
 	}
 	if !alive {
 		// Expiry has no event of its own (a Redis key just lapses): it shows when the
@@ -354,6 +399,8 @@ func (m *Manager) Attach(ctx context.Context, req AttachRequest) (*Attachment, e
 	if len(req.Cursor) > m.cfg.MaxChannels {
 		return nil, Errorf(CodeBadRequest, "%d channels, at most %d allowed", len(req.Cursor), m.cfg.MaxChannels)
 	}
+	ctx, cancel := m.storeCtx(ctx)
+	defer cancel()
 	now := time.Now()
 	a := &Attachment{
 		Conn:      NewConn(m.cfg.Source, m.ConnConfig(0)),
@@ -373,7 +420,7 @@ func (m *Manager) Attach(ctx context.Context, req AttachRequest) (*Attachment, e
 		sid := req.Claims.SID
 		a.OnHeartbeat = func() {
 			// Keep the session alive in the shared store while it is attached here.
-			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Heartbeat)
+			ctx, cancel := context.WithTimeout(context.Background(), min(m.cfg.Heartbeat, m.cfg.StoreTimeout))
 			defer cancel()
 			if alive, err := m.cfg.Store.TouchSession(ctx, sid, m.cfg.SessionTTL); err == nil && !alive {
 				m.cfg.Logger.Info("session expired", "sid", sid, "transport", a.Transport, "remote", a.Remote)
@@ -416,7 +463,7 @@ func (m *Manager) Attach(ctx context.Context, req AttachRequest) (*Attachment, e
 	}
 	if err := m.cfg.Store.Announce(ctx, req.Claims.SID, a.ID); err != nil {
 		m.Detach(a)
-		return nil, fmt.Errorf("session: announce attachment: %w", err)
+		return nil, storeFailure("announce attachment", err)
 	}
 	resumed := 0
 	var present []string
@@ -448,7 +495,7 @@ func (m *Manager) subscribe(ctx context.Context, a *Attachment, ch string, pos P
 		a.Enqueue((&ServerFrame{T: FrameUnsub, Ch: ch, Code: e.Code, Reason: e.Reason}).Encode())
 		return false
 	}
-	a.Subscribe(ch, pos, confirm)
+	a.SubscribeContext(ctx, ch, pos, confirm)
 	return true
 }
 
@@ -581,7 +628,7 @@ func (m *Manager) Resume(claims Claims, seq uint64, cur Cursor) *Attachment {
 	if refresh {
 		// Not bound to the poll's request: a client that abandons this poll polls again,
 		// and that poll must not find the refresh marked done but never made.
-		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Heartbeat)
+		ctx, cancel := context.WithTimeout(context.Background(), min(m.cfg.Heartbeat, m.cfg.StoreTimeout))
 		m.present(ctx, a)
 		cancel()
 	}
@@ -617,6 +664,8 @@ func (m *Manager) unparkLocked(a *Attachment) bool {
 // HandleFrame processes a frame that arrived on a's own connection (WebSocket): it
 // subscribes, unsubscribes, or processes upstream and queues the ack.
 func (m *Manager) HandleFrame(ctx context.Context, a *Attachment, f *ClientFrame) {
+	ctx, cancel := m.storeCtx(ctx)
+	defer cancel()
 	switch f.T {
 	case FrameSub:
 		if a.Len() >= m.cfg.MaxChannels {
@@ -646,6 +695,8 @@ func (m *Manager) HandleFrame(ctx context.Context, a *Attachment, f *ClientFrame
 // in order. An error is returned only when the shared store fails; frames acked before it
 // stay processed, and the client resends the rest.
 func (m *Manager) Upstream(ctx context.Context, c Claims, frames []ClientFrame) ([]Ack, error) {
+	ctx, cancel := m.storeCtx(ctx)
+	defer cancel()
 	acks := make([]Ack, 0, len(frames))
 	for i := range frames {
 		f := &frames[i]
@@ -658,7 +709,8 @@ func (m *Manager) Upstream(ctx context.Context, c Claims, frames []ClientFrame) 
 			return acks, ErrSession
 		}
 		if ack.Err == errStore {
-			return acks, fmt.Errorf("session: dedupe for %s: store unavailable", c.SID)
+			// upstream has logged the store's error.
+			return acks, storeFailure("dedupe for "+c.SID, errors.New("store failed"))
 		}
 		acks = append(acks, ack)
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 
@@ -97,11 +96,14 @@ func FuzzSSEEventEncoding(f *testing.F) {
 // origin is let in, but one that matches only through "*" never gets
 // Access-Control-Allow-Credentials, and its cookies never reach the Authenticator
 // (without touching the request the handler goes on with); a listed origin, the server's
-// own host and a request without Origin get them.
+// own origin (scheme and host: the request here is plain HTTP) and a request without
+// Origin get them.
 func FuzzOriginCredentials(f *testing.F) {
 	for _, s := range [][2]string{
 		{"https://app.example", "ferry.example"}, {"HTTPS://APP.EXAMPLE", "ferry.example"},
-		{"https://ferry.example", "ferry.example"}, {"http://ferry.example:8080", "ferry.example:8080"},
+		{"https://ferry.example", "ferry.example"}, {"http://ferry.example", "ferry.example"},
+		{"http://ferry.example:8080", "ferry.example:8080"}, {"http://ferry.example:80", "ferry.example"},
+		{"http://ferry.example/", "ferry.example"},
 		{"https://evil.example", "ferry.example"}, {"https://app.example.evil", "ferry.example"},
 		{"null", ""}, {"", "ferry.example"}, {"https://", ""},
 	} {
@@ -123,9 +125,15 @@ func FuzzOriginCredentials(f *testing.F) {
 			t.Fatalf("origin %q refused although \"*\" is allowed", origin)
 		}
 		cfg.Authenticate(r)
-		u, err := url.Parse(origin)
-		trusted := origin == "" || strings.EqualFold(origin, "https://app.example") ||
-			(err == nil && u.Host != "" && strings.EqualFold(u.Host, host))
+		// The server's own origin on plain HTTP: http://<Host>, where an explicit :80 on
+		// either side is the default port.
+		ownHost, isHTTP := "", len(origin) >= 7 && strings.EqualFold(origin[:7], "http://")
+		if isHTTP {
+			ownHost = origin[7:]
+		}
+		same := isHTTP && ownHost != "" && !strings.ContainsAny(ownHost, "/?#@") &&
+			strings.EqualFold(strings.TrimSuffix(ownHost, ":80"), strings.TrimSuffix(host, ":80"))
+		trusted := origin == "" || strings.EqualFold(origin, "https://app.example") || same
 		creds := w.Header().Get("Access-Control-Allow-Credentials") == "true"
 		if creds != (trusted && origin != "") || sawCookie != trusted {
 			t.Fatalf("origin %q on host %q: credentials %v, cookie seen %v; trusted %v", origin, host, creds, sawCookie, trusted)

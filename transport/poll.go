@@ -32,13 +32,12 @@ func NewPoll(cfg Config) *PollHandler {
 		store: make(chan struct{}, storeConcurrency)}
 }
 
-// errStoreTimeout answers a poll whose session store calls (or the wait for a place to
-// make them) took longer than Config.StoreTimeout: 503, code 4000, which clients retry.
-var errStoreTimeout = session.Errorf(session.CodeReconnect, "session store did not answer in time: retry")
-
-// storeContext bounds a request's session store calls by Config.StoreTimeout.
+// storeContext bounds the part of a poll that may wait on the session store (and on
+// the application's Authenticate and Authorize) by the Manager's StoreTimeout, which
+// also bounds each store call: on a taken-over connection it includes the wait for a
+// place among them (acquireStore).
 func (h *PollHandler) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, h.cfg.StoreTimeout)
+	return context.WithTimeout(ctx, h.cfg.Manager.Config().StoreTimeout)
 }
 
 // acquireStore takes a place among the requests of taken-over connections that may wait
@@ -59,11 +58,13 @@ func (h *PollHandler) acquireStore(ctx context.Context) bool {
 
 func (h *PollHandler) releaseStore() { <-h.store }
 
-// storeErr turns an error that came of StoreTimeout passing into errStoreTimeout.
+// storeErr turns an error that came of the store timeout passing (in a call that does
+// not say so itself: the application's, a history read) into ErrStoreUnavailable: 503,
+// code 4000, which clients retry.
 func storeErr(ctx context.Context, err error) error {
 	var e *session.Error
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.As(err, &e) {
-		return errStoreTimeout
+		return session.ErrStoreUnavailable
 	}
 	return err
 }

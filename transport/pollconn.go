@@ -37,7 +37,7 @@ import (
 // Three rules keep the pool's workers shared fairly (invariant 11):
 //   - A request that asks the session store (Verify, Attach, Resume, the first history
 //     recovery) never runs on a worker: run serves it on a goroutine of its own, at most
-//     storeConcurrency at once, within Config.StoreTimeout and with a context cancelled
+//     storeConcurrency at once, within the Manager's StoreTimeout and with a context cancelled
 //     when the client leaves.
 //   - A turn on a worker serves at most turnRequests requests and reads at most turnBytes;
 //     the next turn of the same connection is queued at the back of the pool's queue (as
@@ -71,7 +71,6 @@ var storeConcurrency = 64 * runtime.GOMAXPROCS(0)
 const (
 	defaultHeaderTimeout = 10 * time.Second
 	defaultIdleTimeout   = 2 * time.Minute
-	defaultStoreTimeout  = 5 * time.Second
 )
 
 type pcState uint8
@@ -374,7 +373,7 @@ func (pc *pollConn) handle(ctx context.Context, r *http.Request, rw *pollRespons
 		// headers admit set, which the browser needs to read it.
 		ad.release()
 		pc.h.cfg.obs().Rejected("store_busy")
-		writeError(rw, errStoreTimeout)
+		writeError(rw, session.ErrStoreUnavailable)
 		return pc.answered(rw)
 	}
 	defer pc.h.releaseStore()

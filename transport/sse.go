@@ -175,7 +175,8 @@ func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, relea
 	s := &sseStream{h: h, conn: conn, ready: make(chan struct{}), closed: make(chan struct{})}
 	req.OnClose = func(*session.Error) { conn.SetWriteDeadline(time.Now().Add(closeGrace)) }
 	req.OnWake = s.wake
-	a, err := h.cfg.Manager.Attach(context.Background(), req)
+	// The request's context stays valid after Hijack until this handler returns.
+	a, err := h.cfg.Manager.Attach(r.Context(), req)
 	SetStreamHeaders(hdr)
 	hdr.Set("Connection", "close") // the stream ends with the connection
 	b := []byte("HTTP/1.1 200 OK\r\n")

@@ -45,10 +45,12 @@ type Config struct {
 	AllowAnonymous bool
 	// AllowedOrigins lists the origins (scheme://host[:port]) allowed for WebSocket
 	// handshakes and cross-origin HTTP requests. An empty list allows only requests
-	// without Origin and same-host requests. "*" allows any origin, but without
-	// credentials: a page whose origin matches only through "*" gets CORS answers without
-	// Access-Control-Allow-Credentials, and its cookies are hidden from Authenticate, so it
-	// must present a token in the Authorization header or the token parameter.
+	// without Origin and same-origin requests: the server's own scheme and Host, where
+	// the scheme is https on a TLS connection, or what X-Forwarded-Proto says when
+	// Limits.TrustForwardedFor is set. "*" allows any origin, but without credentials: a
+	// page whose origin matches only through "*" gets CORS answers without
+	// Access-Control-Allow-Credentials, and its cookies are hidden from Authenticate, so
+	// it must present a token in the Authorization header or the token parameter.
 	AllowedOrigins []string
 	// Transports lists the transports offered in negotiation; default all three.
 	Transports []string
@@ -74,10 +76,6 @@ type Config struct {
 	// IdleTimeout closes a taken-over connection that carries no request for this long,
 	// like http.Server's IdleTimeout; default 2 minutes.
 	IdleTimeout time.Duration
-	// StoreTimeout bounds the session store calls of a poll (Verify, Attach, and on a
-	// taken-over connection the first history read): past it the poll is answered 503
-	// with code 4000 (retry). Default 5 s.
-	StoreTimeout time.Duration
 }
 
 // handOff is called when a hijacked stream leaves its handler; the returned func, which
@@ -116,9 +114,6 @@ func (c *Config) withDefaults() *Config {
 	if cc.IdleTimeout <= 0 {
 		cc.IdleTimeout = defaultIdleTimeout
 	}
-	if cc.StoreTimeout <= 0 {
-		cc.StoreTimeout = defaultStoreTimeout
-	}
 	if auth := cc.Authenticate; auth != nil {
 		// Every handler authenticates through this wrapper, so no path can forget it: a
 		// cookie is ambient (the browser adds it to any page's request), so it proves
@@ -150,8 +145,9 @@ const (
 	originForeign originTrust = iota
 	// originAny is let in by "*" only: no credentials (cookies, CORS with credentials).
 	originAny
-	// originTrusted has no Origin (curl, backends), is the server's own host, or is
-	// listed in AllowedOrigins: cookies count and CORS allows credentials.
+	// originTrusted has no Origin (curl, backends), is the server's own origin (scheme
+	// and host, see sameOrigin), or is listed in AllowedOrigins: cookies count and CORS
+	// allows credentials.
 	originTrusted
 )
 
@@ -169,7 +165,7 @@ func (c *Config) origin(r *http.Request) originTrust {
 			return originTrusted
 		}
 	}
-	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
+	if c.sameOrigin(r, origin) {
 		return originTrusted
 	}
 	if wildcard {
@@ -178,8 +174,50 @@ func (c *Config) origin(r *http.Request) originTrust {
 	return originForeign
 }
 
+// sameOrigin reports whether origin is the server's own: the scheme the client used to
+// reach it and its Host. The scheme counts: a page on https://x talking to a plain-HTTP
+// node whose Host is x is another origin (a man in the middle could serve it). Behind a
+// TLS-terminating proxy the node sees plain HTTP; the proxy's X-Forwarded-Proto is
+// believed only with Limits.TrustForwardedFor, as X-Forwarded-For is.
+func (c *Config) sameOrigin(r *http.Request, origin string) bool {
+	// An Origin is scheme://host[:port], nothing more (RFC 6454 §7).
+	oscheme, ohost, ok := strings.Cut(origin, "://")
+	if !ok || ohost == "" || strings.ContainsAny(ohost, "/?#@") {
+		return false
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if c.Limiter != nil && c.Limiter.cfg.TrustForwardedFor {
+		if p := lastListEntry(r.Header.Get("X-Forwarded-Proto")); p != "" {
+			scheme = strings.ToLower(p)
+		}
+	}
+	return strings.EqualFold(oscheme, scheme) && strings.EqualFold(hostPort(ohost, scheme), hostPort(r.Host, scheme))
+}
+
+// hostPort returns host with the default port of scheme removed, as browsers write an
+// Origin ("https://x", never "https://x:443").
+func hostPort(host, scheme string) string {
+	port := ":80"
+	if scheme == "https" {
+		port = ":443"
+	}
+	return strings.TrimSuffix(host, port)
+}
+
+// lastListEntry returns the last entry of a comma-separated header value: the one the
+// proxy next to the server added.
+func lastListEntry(v string) string {
+	if i := strings.LastIndexByte(v, ','); i >= 0 {
+		v = v[i+1:]
+	}
+	return strings.TrimSpace(v)
+}
+
 // originAllowed reports whether r's Origin may use the server. Requests without Origin
-// (curl, backends) and same-host requests are always allowed.
+// (curl, backends) and same-origin requests are always allowed.
 func (c *Config) originAllowed(r *http.Request) bool { return c.origin(r) != originForeign }
 
 // cors answers the CORS headers of an allowed cross-origin request and reports whether the
@@ -329,11 +367,12 @@ func (c *Config) verify(ctx context.Context, r *http.Request, cred string) (sess
 	return c.Manager.Verify(session.WithRemote(ctx, r.RemoteAddr), cred, user)
 }
 
-// logFailure logs errors that are the server's fault and counts the client's mistakes,
-// which are answered, not logged.
+// logFailure logs errors that are the server's fault (a failing store among them, though
+// the client is answered 503/4000) and counts the client's mistakes, which are answered,
+// not logged.
 func (c *Config) logFailure(r *http.Request, what string, err error) {
 	var e *session.Error
-	if errors.As(err, &e) {
+	if errors.As(err, &e) && !errors.Is(err, session.ErrStoreUnavailable) {
 		c.obs().Rejected(rejectReason(err))
 		return
 	}

@@ -20,15 +20,23 @@ export class Detector {
     this._cb = onBuffering;
     this._seen = []; // [arrival, server ts] of the last pings
     this._timer = null;
+    this._due = 0;
+    this._woke = -Infinity; // when this process last woke from a sleep
     this._arm();
   }
 
   /** A ping frame arrived. */
   ping(ts) {
+    const now = this._c.now();
+    // A ping that comes long after the lateness timer should have fired means this process
+    // slept (a frozen tab, a suspended laptop) and the pings held meanwhile arrive together:
+    // for one interval after waking up, arrivals say nothing about a proxy.
+    if (now - this._due > this._o.slack) this._woke = now;
     this.alive();
+    if (now - this._woke < this._o.interval) return void (this._seen = []);
     if (!this._o.clumps || !(ts > 0)) return;
     const s = this._seen;
-    s.push([this._c.now(), ts]);
+    s.push([now, ts]);
     if (s.length > this._o.pings) s.shift();
     if (s.length < this._o.pings || s.length < 2) return;
     const sent = s[s.length - 1][1] - s[0][1];
@@ -52,11 +60,14 @@ export class Detector {
   _arm() {
     this._c.clearTimeout(this._timer);
     const wait = 2 * this._o.interval + this._o.slack;
-    const due = this._c.now() + wait;
+    const due = (this._due = this._c.now() + wait);
     this._timer = this._c.setTimeout(() => {
       // A timer that fires far too late means this process was asleep (a frozen tab, a
       // suspended laptop): the silence is ours, not the proxy's.
-      if (this._c.now() - due > this._o.slack) this._arm();
+      if (this._c.now() - due > this._o.slack) {
+        this._woke = this._c.now();
+        this._arm();
+      }
       else this._fire('late');
     }, wait);
   }

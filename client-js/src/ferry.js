@@ -60,18 +60,19 @@ export class Ferry extends Emitter {
    * @param {import('./index.js').FerryOptions} [options]
    */
   constructor(url, options = {}) {
-    super();
+    const { fetch = g.fetch, setTimeout: st = g.setTimeout, clearTimeout: ct = g.clearTimeout } = options;
+    // Platform functions are called as plain functions: a browser's window.fetch or
+    // setTimeout called as a method of another object throws "Illegal invocation".
+    const later = (f, ms) => st(f, ms);
+    super(later);
     const o = { ...DEFAULTS, ...options };
     for (const k of ['backoff', 'upgradeProbe']) o[k] = { ...DEFAULTS[k], ...options[k] };
     if (o.buffering) o.buffering = { ...DEFAULTS.buffering, ...o.buffering };
     this._o = o;
-    // Platform functions are called as plain functions: a browser's window.fetch or
-    // setTimeout called as a method of another object throws "Illegal invocation".
-    const { fetch = g.fetch, setTimeout: st = g.setTimeout, clearTimeout: ct = g.clearTimeout } = options;
     /** @type {Env} */
     this._env = {
       fetch: fetch && ((u, i) => fetch(u, i)),
-      setTimeout: (f, ms) => st(f, ms),
+      setTimeout: later,
       clearTimeout: (id) => id != null && ct(id),
       now: options.now ?? Date.now,
       WebSocket: 'WebSocket' in options ? options.WebSocket : g.WebSocket,
@@ -114,6 +115,10 @@ export class Ferry extends Emitter {
     this._shutdown = false; // the last loss was a 4003: short backoff until connected again
     this._ever = false; // connected once: later losses are 'reconnecting'
     this._dirty = false; // a subscription sync is queued for the end of this tick
+    /** @type {Set<string>} */
+    this._benched = new Set(); // transports that kept failing: rounds skip them (see _judge)
+    /** @type {Map<string, string>} */
+    this._brokeAt = new Map(); // transport → the cursor at its last loss
     if (o.autoConnect) queueMicrotask(() => this._state === 'connecting' && !this._running && this.connect());
   }
 
@@ -135,6 +140,17 @@ export class Ferry extends Emitter {
     this._round();
   }
 
+  /**
+   * Negotiates, then walks the usable transports until one proves itself. Never rejects:
+   * whatever throws in a round (a transport constructor, a token function) fails the round.
+   */
+  _round() {
+    return this._roundOrThrow().catch((e) => {
+      this._emit('error', e instanceof FerryError ? e : new FerryError('network', String(e?.message ?? e)));
+      this._retry();
+    });
+  }
+
   close() {
     if (this._state === 'disconnected') return;
     this._stop(new FerryError('closed', 'client closed'));
@@ -147,7 +163,7 @@ export class Ferry extends Emitter {
    * @param {import('./index.js').SubscribeOptions} [options]
    */
   subscribe(channel, onMessage, { since } = {}) {
-    if (this._subs.has(channel)) throw new Error(`ferry: already subscribed to ${channel}`);
+    if (this._subs.has(channel)) throw new FerryError('already-subscribed', `already subscribed to ${channel}`);
     const max = this._n?.limits?.maxChannels;
     if (max && this._subs.size >= max) throw new FerryError(4100, `at most ${max} channels per session`);
     const sub = new Subscription(this, channel, onMessage, since);
@@ -212,8 +228,7 @@ export class Ferry extends Emitter {
 
   // ---- connection rounds ------------------------------------------------------------------
 
-  /** Negotiates, then walks the usable transports until one proves itself. */
-  async _round() {
+  async _roundOrThrow() {
     const gen = ++this._gen;
     if (!this._env.fetch) return this._terminate('no-transport', 'no fetch on this platform');
     let n;
@@ -236,11 +251,13 @@ export class Ferry extends Emitter {
     ));
     if (!list.length) return this._terminate('no-transport', 'no transport usable by both sides');
     // Start where the last client of this origin succeeded; the upgrade probe moves up later.
+    // Benched transports go last (all of them benched: the list as it is).
+    const order = [...list.filter((t) => !this._benched.has(t)), ...list.filter((t) => this._benched.has(t))];
     const mem = this._mem.get();
-    if (mem && mem !== list[0] && list.includes(mem)) {
-      this._walk([mem, ...list.filter((t) => t !== mem)], 'remembered');
+    if (mem && mem !== order[0] && order.includes(mem) && !this._benched.has(mem)) {
+      this._walk([mem, ...order.filter((t) => t !== mem)], 'remembered');
     } else {
-      this._walk(list, this._ever ? 'reconnect' : 'connect');
+      this._walk(order, this._benched.has(list[0]) ? 'benched' : this._ever ? 'reconnect' : 'connect');
     }
   }
 
@@ -374,7 +391,13 @@ export class Ferry extends Emitter {
     });
     a.timer = this._timer(() => this._failed(a, 'proof-timeout'), o.proofTimeout);
     this._next = a;
-    a.t.open();
+    try {
+      a.t.open();
+    } catch (e) {
+      // A constructor that throws (a ws:// URL from an https:// page, a CSP connect-src, a
+      // malformed URL) is a failed attempt like any other: the next transport goes at once.
+      this._failed(a, `${name} threw ${e?.name ?? 'Error'}: ${e?.message ?? e}`);
+    }
   }
 
   _hold() {
@@ -409,8 +432,10 @@ export class Ferry extends Emitter {
       if (f.t === 'hello') this._proof(a, f);
       return;
     }
-    if (f.t === 'ping') this._det?.ping(f.ts);
-    else this._det?.alive();
+    if (f.t === 'ping') {
+      a.pinged = true;
+      this._det?.ping(f.ts);
+    } else this._det?.alive();
     if (f.t === 'ack') return this._up.ack(f);
     const sub = this._subs.get(f.ch);
     if (!sub) return;
@@ -442,6 +467,7 @@ export class Ferry extends Emitter {
     this._shutdown = false;
     this._ever = true;
     if (a.kind === 'upgrade') this._probes = 0;
+    this._benched.delete(a.name);
     this._mem.set(a.name);
     this._switch(a.name, a.reason);
     this._det = this._detector(a, hello);
@@ -454,7 +480,11 @@ export class Ferry extends Emitter {
   /** An attachment ended: by a close frame, a transport close, or a failed request. */
   _closed(a, code, why) {
     if (a !== this._cur && a !== this._next) return;
-    const terminal = !shouldReconnect(code);
+    // 1007/1002: the platform refused what the transport carried (bytes that aren't UTF-8, a
+    // frame a proxy corrupted): another transport may carry it, so it is no reason to stop.
+    const corrupt = code === 1007 || code === 1002;
+    const terminal = !corrupt && !shouldReconnect(code);
+    if (corrupt) this._judge(a, code);
     if (a === this._next) {
       this._drop(a);
       if (code === 4005 || code === 4006) return this._expired(code);
@@ -475,7 +505,29 @@ export class Ferry extends Emitter {
     // Nothing of ours replaced it: the session was taken over elsewhere.
     if (code === 4001) return this._terminate(4001, 'superseded by another attachment of the session');
     if (terminal) return this._terminate(code, why);
+    if (!corrupt) this._judge(a, code);
     this._lost(code, why);
+  }
+
+  /**
+   * A proved attachment broke, or one broke with 1007/1002. A transport that breaks with
+   * 1007/1002, or a stream (WebSocket, SSE) that breaks twice in a row at the same position
+   * with no heartbeat in between (the same message kills it at each replay), is benched: the client says so with an `error`
+   * event and connection rounds try the other transports first. The background upgrade probe
+   * still tries it after its backoff, from positions that have moved on meanwhile, and a
+   * probe that proves it lifts the bench.
+   */
+  _judge(a, code) {
+    const at = this._cursor(this._subs.keys());
+    // A poll that a proxy cuts breaks without a ping too; only a stream can be killed by a frame.
+    const again = !a.pinged && !transports[a.name].polled && this._brokeAt.get(a.name) === at;
+    this._brokeAt.set(a.name, at);
+    if (!again && code !== 1007 && code !== 1002) return;
+    if (this._benched.has(a.name)) return;
+    this._benched.add(a.name);
+    const why = again ? 'failed twice at the same position' : `failed with ${code}`;
+    this._log('benched', a.name, why);
+    this._emit('error', new FerryError(code, `${a.name} ${why}: trying the other transports first`));
   }
 
   /** `a` (the attachment being proved) failed its proof. */

@@ -12,15 +12,23 @@ export interface Position {
 }
 
 /** Codes of errors that the client detects itself (server codes are numbers, see CloseCodes). */
-export type ClientErrorCode = 'timeout' | 'queue-full' | 'closed' | 'network' | 'no-transport';
+export type ClientErrorCode = 'timeout' | 'queue-full' | 'closed' | 'network' | 'no-transport' | 'already-subscribed';
 
 export declare class FerryError extends Error {
-  constructor(code: number | ClientErrorCode, reason: string);
+  constructor(code: number | ClientErrorCode, reason: string, delivery?: Delivery);
   readonly name: 'FerryError';
   /** A close code of PROTOCOL.md §7 when the server refused something, else a client code. */
   readonly code: number | ClientErrorCode;
   readonly reason: string;
+  /**
+   * On rejections of send() and publish(): 'not-sent' when the server certainly did not
+   * process the frame (never sent, or refused), so sending it again is safe; 'unknown' when
+   * it went out and may have been processed (a timeout, the client closed while waiting).
+   */
+  readonly delivery?: Delivery;
 }
+
+export type Delivery = 'not-sent' | 'unknown';
 
 export interface CloseCode {
   readonly name: string;
@@ -46,11 +54,12 @@ export interface StateEvent {
 /**
  * Why the client chose a transport: 'connect' (first choice), 'reconnect' (a new round),
  * 'remembered' (the last one that worked on this origin), 'upgrade' (a background probe
- * proved a better one), 'buffering' (a proxy held the stream), or why the previous one failed
+ * proved a better one), 'buffering' (a proxy held the stream), 'benched' (the preferred one
+ * kept failing, see README), or why the previous one failed
  * its proof: 'proof-timeout', 'ws-closed-<code>', 'sse-error', 'poll-failed: …', a server reason.
  */
 export type TransportReason =
-  | 'connect' | 'reconnect' | 'remembered' | 'upgrade' | 'buffering' | 'proof-timeout' | 'sse-error'
+  | 'connect' | 'reconnect' | 'remembered' | 'upgrade' | 'buffering' | 'benched' | 'proof-timeout' | 'sse-error'
   | `ws-closed-${number}`
   | (string & {});
 
@@ -74,7 +83,7 @@ export interface FerryEvents {
   state: (e: StateEvent) => void;
   /** Every switch of transport, tried or proven, with why. */
   transport: (e: TransportEvent) => void;
-  /** Negotiation failures and terminal closes. */
+  /** Negotiation failures, terminal closes, and a transport benched for failing again and again. */
   error: (e: FerryError) => void;
   /** Every new message of every subscription (after duplicates are dropped). */
   message: (e: ChannelMessage) => void;

@@ -8,7 +8,7 @@ import { FerryError } from './errors.js';
  */
 export class Subscription extends Emitter {
   constructor(ferry, channel, onMessage, since) {
-    super();
+    super(ferry._env.setTimeout);
     this.channel = channel;
     /** @type {{epoch: string, offset: number} | null} */
     this.position = since ? { epoch: since.epoch, offset: since.offset } : null;
@@ -62,7 +62,7 @@ export class Subscription extends Emitter {
       this._emit('reset', { epoch: f.ep, offset: f.off, reason: f.reason ?? '' });
       return false;
     }
-    if (this._fn) try { this._fn(data, { channel: this.channel, epoch: f.ep, offset: f.off }); } catch (e) { setTimeout(() => { throw e; }); }
+    if (this._fn) try { this._fn(data, { channel: this.channel, epoch: f.ep, offset: f.off }); } catch (e) { this._rethrow(e); }
     return true;
   }
 }

@@ -37,10 +37,11 @@ export class Upstream {
   /** Queues a frame (without seq) and resolves with the ack's position, see Ferry.publish. */
   push(frame) {
     if (this._q.size >= this._o.maxQueue) {
-      return Promise.reject(new FerryError('queue-full', `upstream queue is full (${this._o.maxQueue} frames)`));
+      return Promise.reject(new FerryError('queue-full', `upstream queue is full (${this._o.maxQueue} frames)`, 'not-sent'));
     }
     return new Promise((resolve, reject) => {
-      const e = { f: { ...frame, seq: ++this._seq }, resolve, reject, sent: false };
+      // sent: on the current route; out: went out at least once (may have been processed).
+      const e = { f: { ...frame, seq: ++this._seq }, resolve, reject, sent: false, out: false };
       e.timer = this._c.setTimeout(
         () => this._settle(e, new FerryError('timeout', `no ack within ${this._o.sendTimeout} ms`)),
         this._o.sendTimeout,
@@ -65,7 +66,9 @@ export class Upstream {
       return;
     }
     this._fails = 0;
-    if (a.err) this._settle(e, new FerryError(a.err.code, a.err.reason));
+    // A refusal was not processed, except an internal error (a publish whose outcome the
+    // server could not learn counts as processed there, and is not retried).
+    if (a.err) this._settle(e, new FerryError(a.err.code, a.err.reason, a.err.code === 1011 ? 'unknown' : 'not-sent'));
     else this._settle(e, null, typeof a.ep === 'string' ? { epoch: a.ep, offset: a.off } : null);
   }
 
@@ -107,7 +110,7 @@ export class Upstream {
       if (batch.length === BATCH) break;
     }
     if (!batch.length) return;
-    for (const e of batch) e.sent = true;
+    for (const e of batch) e.sent = e.out = true;
     const acks = t.send(batch.map((e) => e.f));
     if (!acks) return; // a WebSocket: acks come back as frames
     const gen = this._gen;
@@ -146,7 +149,7 @@ export class Upstream {
     this._c.clearTimeout(e.timer);
     if (this._q.get(e.f.seq) !== e) return;
     this._q.delete(e.f.seq);
-    if (err) e.reject(err);
+    if (err) e.reject(err.delivery ? err : new FerryError(err.code, err.reason, e.out ? 'unknown' : 'not-sent'));
     else e.resolve(e.f.t === 'pub' ? value : undefined);
   }
 }

@@ -93,6 +93,24 @@ test('a timer that fires far too late means we slept; no verdict', async () => {
   assert.deepEqual(fired, ['late'], 'and it keeps watching');
 });
 
+test('pings held by a sleep of this process arrive together: no clump, either way the wake-up is seen', async () => {
+  for (const timerFirst of [false, true]) {
+    const { clock, d, fired } = detector();
+    const t0 = clock.now();
+    d.ping(t0);
+    // Frozen for 10 s while the server kept pinging every second.
+    clock.t += 10_000;
+    if (timerFirst) await clock.tick(0); // the overdue lateness timer runs before the data
+    for (let i = 1; i <= 10; i++) d.ping(t0 + i * 1000);
+    assert.deepEqual(fired, [], `timer first: ${timerFirst}`);
+    // Afterwards the rule works again.
+    await clock.tick(1000);
+    const t1 = clock.now();
+    for (let i = 0; i < 3; i++) d.ping(t1 + i * 1000);
+    assert.deepEqual(fired, ['clumped'], `timer first: ${timerFirst}`);
+  }
+});
+
 // ---- in the client ----------------------------------------------------------------------
 
 async function connected(mode, opts) {

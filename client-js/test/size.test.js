@@ -1,22 +1,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
+import { bundle } from '../build.mjs';
 
-// engine.io-client is 8.3 KB gzipped, socket.io-client 13.5 KB, centrifuge 23.7 KB.
-const BUDGET = 8 * 1024;
+// The measure of issue 18: esbuild --bundle --minify --format=esm, then gzip -9. Peers by the
+// same measure: phoenix 7.8 KB, engine.io-client 8.3 KB, socket.io-client 13.5 KB.
+// The goal is under 5,000 bytes; the client is not there yet (README states the figure), so
+// this budget holds what is reached until the rewrite brings it down.
+const BUDGET = 7600;
 
 test('the bundle stays small', async () => {
-  const out = await build({
-    entryPoints: [fileURLToPath(new URL('../src/index.js', import.meta.url))],
-    bundle: true,
-    minify: true,
-    format: 'esm',
-    write: false,
-  });
-  const code = out.outputFiles[0].contents;
-  const gz = gzipSync(code, { level: 9 }).length;
-  console.log(`client bundle: ${code.length} bytes minified, ${gz} bytes gzipped`);
+  const { js, br } = await bundle();
+  const gz = gzipSync(js, { level: 9 }).length;
+  console.log(`client bundle: ${js.length} bytes minified, ${gz} gzipped, ${br.length} brotli`);
   assert.ok(gz < BUDGET, `${gz} bytes gzipped, budget ${BUDGET}`);
 });

@@ -170,3 +170,44 @@ test('a rate-limited frame (ack err 4029) is sent again after a backoff, not rej
   assert.equal(server.received.length, 1, 'processed once');
   ferry.close();
 });
+
+test('send rejections tell frames never sent (not-sent) from frames that went out (unknown)', async () => {
+  const clock = new Clock();
+  const server = new FakeServer(clock);
+  server.ack = false; // frames on the WebSocket are processed, acks never come
+  server.mode.websocket = 'never';
+  const ferry = server.client({ sendTimeout: 1000, proofTimeout: 5000, maxQueue: 2, transports: ['websocket'] });
+  const outcomes = [];
+  const track = (p) => p.then(() => outcomes.push('ok'), (e) => outcomes.push(`${e.code}/${e.delivery}`));
+  const a = track(ferry.send({ n: 1 })); // waits: no transport proved yet
+  track(ferry.send({ n: 2 }));
+  const full = track(ferry.send({ n: 3 }));
+  await full;
+  assert.deepEqual(outcomes, ['queue-full/not-sent']);
+  await clock.tick(1000);
+  await a;
+  assert.deepEqual(outcomes.slice(1), ['timeout/not-sent', 'timeout/not-sent']);
+  // Now one goes out and is processed, but its ack is lost.
+  server.mode.websocket = 'ok';
+  await clock.tick(5000);
+  await clock.tick(1000); // the backoff after the failed round
+  await until(() => ferry.state === 'connected');
+  const b = track(ferry.send({ n: 4 }));
+  await until(() => server.received.length === 1);
+  await clock.tick(1000);
+  await b;
+  assert.equal(outcomes.at(-1), 'timeout/unknown');
+  // Refused by the server: not processed.
+  server.ack = true;
+  server.refuse = () => ({ code: 4103, reason: 'forbidden' });
+  await track(ferry.send({ n: 5 }));
+  assert.equal(outcomes.at(-1), '4103/not-sent');
+  server.refuse = null;
+  // Closing with a frame in flight: unknown.
+  server.ack = false;
+  const c = track(ferry.send({ n: 6 }));
+  await until(() => server.received.length === 2);
+  ferry.close();
+  await c;
+  assert.equal(outcomes.at(-1), 'closed/unknown');
+});

@@ -28,6 +28,7 @@ type options struct {
 	pollHold       time.Duration
 	pollLinger     time.Duration
 	sessionTTL     time.Duration
+	storeTimeout   time.Duration
 	maxMessage     int
 	maxChannels    int
 	queueMessages  int
@@ -89,7 +90,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&o.upstreamRate, "upstream-rate", 100, "upstream messages per second per session (burst 200); beyond it they are refused with 4029 and resent")
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "if set, serve Go's profiler (/debug/pprof/) on this address, apart from clients; keep it private")
 	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "time a client has to send its request headers (slowloris)")
-	fs.BoolVar(&o.trustForwarded, "trust-forwarded-for", false, "take the client address from X-Forwarded-For (only behind a proxy that sets it)")
+	fs.BoolVar(&o.trustForwarded, "trust-forwarded-for", false, "take the client address from X-Forwarded-For and the scheme of same-origin pages from X-Forwarded-Proto (only behind a proxy that sets them)")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated origins allowed for WebSocket and cross-origin requests (* for any; same host is always allowed)")
 	fs.StringVar(&o.transports, "transports", "websocket,sse,longpoll", "transports offered to clients, comma-separated")
 	fs.StringVar(&o.clientPublish, "client-publish", "room:*,chat:*", "channel patterns clients may publish to, comma-separated (empty: none)")
@@ -97,6 +98,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.pollHold, "poll-hold", 25*time.Second, "longest hold of a long-poll request; keep under the idle timeout of proxies on the way")
 	fs.DurationVar(&o.pollLinger, "poll-linger", 10*time.Second, "how long a long-poll session stays subscribed between polls, for the next poll to continue from; 0 turns it off")
 	fs.DurationVar(&o.sessionTTL, "session-ttl", 60*time.Second, "a session absent this long expires")
+	fs.DurationVar(&o.storeTimeout, "store-timeout", 5*time.Second, "longest wait of one request for Redis (session check, attach, history, subscribe); beyond it the request fails with 503/4000 and the client retries")
 	fs.IntVar(&o.maxMessage, "max-message", 64<<10, "largest message payload in bytes")
 	fs.IntVar(&o.maxChannels, "max-channels", 128, "most channels one session may subscribe")
 	fs.IntVar(&o.queueMessages, "queue-messages", 1024, "frames queued per connection before it is dropped as a slow consumer")
@@ -180,6 +182,7 @@ func (o *options) validate() error {
 		{"poll-hold", o.pollHold >= 100*time.Millisecond},
 		{"poll-linger", o.pollLinger >= 0},
 		{"session-ttl", o.sessionTTL >= time.Second},
+		{"store-timeout", o.storeTimeout >= 10*time.Millisecond},
 		{"max-message", o.maxMessage >= 64},
 		{"max-channels", o.maxChannels >= 1},
 		{"queue-messages", o.queueMessages >= 8},

@@ -134,6 +134,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 		IdleTimeout:     idleTimeout,
 		PollLinger:      pollLinger(o.pollLinger),
 		SessionTTL:      o.sessionTTL,
+		StoreTimeout:    o.storeTimeout,
 		MaxMessageBytes: o.maxMessage,
 		MaxChannels:     o.maxChannels,
 		QueueMessages:   o.queueMessages,

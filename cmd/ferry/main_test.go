@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 var samples = map[string]string{
 	"config": "", "addr": "127.0.0.1:9999", "base": "/rt", "secret": "s3", "api-key": "k",
 	"allowed-origins": "https://a.example", "transports": "sse,longpoll", "client-publish": "x:*",
-	"heartbeat": "5s", "poll-hold": "7s", "poll-linger": "3s", "session-ttl": "30s", "max-message": "1024",
+	"heartbeat": "5s", "poll-hold": "7s", "poll-linger": "3s", "session-ttl": "30s", "store-timeout": "2s", "max-message": "1024",
 	"max-channels": "4", "queue-messages": "64", "queue-bytes": "65536", "history-size": "10",
 	"history-ttl": "1m0s", "drain-timeout": "3s", "log-level": "debug", "log-format": "json",
 	"demo": "false", "ticker": "2s", "state-file": "/tmp/ferry-state.json",

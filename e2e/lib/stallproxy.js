@@ -11,6 +11,7 @@
 //   clump   like buffer for live streams, but releases what it holds every `clumpMs`: a
 //           stream that still moves, in lumps (nginx flushing a full buffer).
 // Switching back to pass releases everything held and forwards again.
+// Independently of the mode, `corrupt` spoils WebSocket text frames that hold a given string.
 import http from 'node:http';
 import net from 'node:net';
 import { freePort } from './util.js';
@@ -24,6 +25,11 @@ export class StallProxy {
     this.streams = new Set(); // {hold(chunk), flush()} of every live response or socket
     this.sockets = new Set();
     this.log = [];
+    // When set (a string), every server-to-client WebSocket text frame that holds it gets one
+    // byte of it replaced by 0xFF: a message that a browser must refuse (RFC 6455 §8.1), at
+    // each delivery and each replay, as if the server sent bytes that aren't UTF-8.
+    this.corrupt = null;
+    this.corrupted = 0;
     this.server = http.createServer((req, res) => this._http(req, res));
     this.server.on('upgrade', (req, sock, head) => this._upgrade(req, sock, head));
     this.server.on('connection', (s) => { this.sockets.add(s); s.on('close', () => this.sockets.delete(s)); });
@@ -127,7 +133,16 @@ export class StallProxy {
       if (head?.length) up.write(head);
       sock.pipe(up); // client to server always flows
       const sink = this._sink((c) => sock.write(c));
-      up.on('data', (c) => sink.hold(c));
+      const frames = wsFrames((frame, op, payload) => {
+        const at = this.corrupt && op === 1 ? payload.indexOf(this.corrupt) : -1;
+        if (at >= 0) {
+          payload[at] = 0xff; // never valid in UTF-8; server frames are unmasked, nothing to recompute
+          this.corrupted++;
+          this.log.push({ t: Date.now(), corrupted: this.corrupt });
+        }
+        sink.hold(frame);
+      }, (head) => sink.hold(head));
+      up.on('data', (c) => frames(c));
       const done = () => { this.streams.delete(sink); sock.destroy(); up.destroy(); };
       up.on('close', done);
       sock.on('close', done);
@@ -135,4 +150,43 @@ export class StallProxy {
     up.on('error', () => sock.destroy());
     sock.on('error', () => up.destroy());
   }
+}
+
+/**
+ * Splits the server side of an upgraded connection into the HTTP response head and whole
+ * WebSocket frames: onFrame(frame, opcode, payload) gets each frame (payload is a view into
+ * it, so changing it changes the frame), onHead the response head.
+ */
+function wsFrames(onFrame, onHead) {
+  let buf = Buffer.alloc(0);
+  let head = true;
+  return (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    if (head) {
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      onHead(buf.subarray(0, end + 4));
+      buf = buf.subarray(end + 4);
+      head = false;
+    }
+    for (;;) {
+      if (buf.length < 2) return;
+      let len = buf[1] & 0x7f;
+      let off = 2;
+      if (len === 126) {
+        if (buf.length < 4) return;
+        len = buf.readUInt16BE(2);
+        off = 4;
+      } else if (len === 127) {
+        if (buf.length < 10) return;
+        len = Number(buf.readBigUInt64BE(2));
+        off = 10;
+      }
+      if (buf[1] & 0x80) off += 4; // a mask key (servers send none)
+      if (buf.length < off + len) return;
+      const frame = Buffer.from(buf.subarray(0, off + len));
+      buf = buf.subarray(off + len);
+      onFrame(frame, frame[0] & 0x0f, frame.subarray(off));
+    }
+  };
 }

@@ -9,12 +9,13 @@ const FAILS = 3;
 export function longpoll(o) {
   let done = false;
   let ctl = null;
+  let wait = null; // the pause before a retry
   const end = (code, reason) => {
     if (done) return;
     done = true;
     o.onClose(code, reason);
   };
-  const pause = (ms) => new Promise((r) => o.setTimeout(() => r(undefined), ms));
+  const pause = (ms) => new Promise((r) => (wait = o.setTimeout(() => r(undefined), ms)));
 
   async function loop() {
     let hello = 1; // the first poll of an attachment asks for hello: it returns at once and proves the path
@@ -50,11 +51,13 @@ export function longpoll(o) {
 
   return {
     http: true,
-    open() { loop(); },
+    // loop() handles its own failures; a throw past them (a bug) must still end the attachment.
+    open() { loop().catch((e) => end(1006, `poll-failed: ${e?.message ?? e}`)); },
     send: (frames) => post(o, frames),
     close() {
       done = true;
       ctl?.abort();
+      o.clearTimeout(wait);
     },
   };
 }

@@ -28,7 +28,7 @@ export function websocket(o) {
       if (ws.readyState === 1) for (const f of frames) ws.send(JSON.stringify(f));
     },
     close() {
-      if (done) return;
+      if (done || !ws) return void (done = true);
       done = true;
       ws.onmessage = ws.onclose = null;
       ws.close();

@@ -393,17 +393,26 @@ func (pc *pollConn) handle(ctx context.Context, r *http.Request, rw *pollRespons
 	pc.timer.Reset(p.hold)
 	pc.mu.Unlock()
 	p.a.SetOnWake(pc.wakeFn)
-	return pc.await(ctx, p, rw)
+	return pc.await(ctx, p, rw, false)
 }
 
 // await answers p, which the caller has taken (state answering), with rw if its
 // attachment has frames; otherwise it leaves p held, for the attachment's wake, the hold
-// timer's ping or the client leaving to end.
-func (pc *pollConn) await(ctx context.Context, p *poll, rw *pollResponse) (readOn bool) {
+// timer's ping or the client leaving to end. On the pool (local) it reads no history: when
+// a read is due (a gap in a channel), it goes on in awaitOff.
+func (pc *pollConn) await(ctx context.Context, p *poll, rw *pollResponse, local bool) (readOn bool) {
 	var out []session.Outgoing
 	var err error
 	for {
-		out, err = p.a.TryNext(ctx)
+		if local {
+			out, err = p.a.TryNextLocal()
+			if errors.Is(err, session.ErrNeedsSource) {
+				go pc.awaitOff(p, rw)
+				return false
+			}
+		} else {
+			out, err = p.a.TryNext(ctx)
+		}
 		if out != nil || err != nil {
 			break
 		}
@@ -440,6 +449,16 @@ func (pc *pollConn) await(ctx context.Context, p *poll, rw *pollResponse) (readO
 	return pc.answered(rw)
 }
 
+// awaitOff is await where it may wait for a history read, off the pool; the turn that
+// reads the next request goes back to the pool.
+func (pc *pollConn) awaitOff(p *poll, rw *pollResponse) {
+	ctx, cancel := pc.h.storeContext(context.Background())
+	defer cancel()
+	if pc.await(ctx, p, rw, false) {
+		pc.h.pool.Go(pc.serveFn)
+	}
+}
+
 // wake runs under the attachment's lock when frames are ready for the poll.
 func (pc *pollConn) wake() { pc.h.pool.Go(pc.onWakeFn) }
 
@@ -450,7 +469,7 @@ func (pc *pollConn) onWake() {
 		pc.state = pcAnswering
 		p, rw := pc.p, pc.rw
 		pc.mu.Unlock()
-		if pc.await(context.Background(), p, rw) {
+		if pc.await(context.Background(), p, rw, true) {
 			pc.serve()
 		}
 	case pcAnswering:

@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,7 +30,22 @@ import (
 
 type diffPair struct {
 	taken, plain *testServer
+	takeOvers    *takeOverCounter
 }
+
+// takeOverCounter is a slog handler that counts the taken server's take-overs (its debug
+// line), so that the test knows the path it compares was taken.
+type takeOverCounter struct{ n atomic.Int64 }
+
+func (c *takeOverCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (c *takeOverCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "poll connection taken over" {
+		c.n.Add(1)
+	}
+	return nil
+}
+func (c *takeOverCounter) WithAttrs([]slog.Attr) slog.Handler { return c }
+func (c *takeOverCounter) WithGroup(string) slog.Handler      { return c }
 
 func newDiffPair(t testing.TB) *diffPair {
 	t.Helper()
@@ -37,7 +54,10 @@ func newDiffPair(t testing.TB) *diffPair {
 	cfg := Config{Secret: []byte("differential-test-secret-32-bytes!"), Broker: broker,
 		AllowedOrigins: []string{"https://good.example"}, PollHold: 300 * time.Millisecond,
 		Limits: transport.Limits{NegotiateRate: 1e6, NegotiateBurst: 1e6}}
-	pair := &diffPair{taken: newTestServer(t, cfg)}
+	counter := &takeOverCounter{}
+	takenCfg := cfg
+	takenCfg.Logger = slog.New(counter)
+	pair := &diffPair{taken: newTestServer(t, takenCfg), takeOvers: counter}
 	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -218,6 +238,10 @@ func TestTakenOverMatchesNetHTTP(t *testing.T) {
 		if d := p.differ(t, in); d != "" {
 			t.Errorf("case %d %.120q: %s", i, in, d)
 		}
+	}
+	// Every exchange with the taken server began with a poll that took its connection over.
+	if n := p.takeOvers.n.Load(); n < int64(len(diffCorpus)) {
+		t.Fatalf("%d take-overs for %d cases: the comparison did not run on taken-over connections", n, len(diffCorpus))
 	}
 }
 

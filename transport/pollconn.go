@@ -35,10 +35,13 @@ import (
 // it the connection.
 //
 // Three rules keep the pool's workers shared fairly (invariant 11):
-//   - A request that asks the session store (Verify, Attach, Resume, the first history
-//     recovery) never runs on a worker: run serves it on a goroutine of its own, at most
-//     storeConcurrency at once, within the Manager's StoreTimeout and with a context cancelled
-//     when the client leaves.
+//   - Nothing that may wait on the network runs on a worker. A request that asks the
+//     session store (Verify, Attach, Resume, the first history read, the application's
+//     Authenticate and Authorize) is served by run on a goroutine of its own, at most
+//     storeConcurrency at once, within the Manager's StoreTimeout, with a context
+//     cancelled when the client leaves; a history read due when a held poll wakes (a gap)
+//     goes to awaitOff. Admission (CORS, method, a slot, a credential present) needs
+//     nothing but the request, and stays on the worker.
 //   - A turn on a worker serves at most turnRequests requests and reads at most turnBytes;
 //     the next turn of the same connection is queued at the back of the pool's queue (as
 //     is the turn after a request that went to the store), so a client that pipelines
@@ -53,8 +56,8 @@ const pollHeaderMax = 64 << 10
 
 // pollWorkers bounds the goroutines that serve the events of taken-over connections (see
 // package workers): a few per core, as for WebSocket writers (more only take turns with
-// them and with the publish that starts the next fan-out), with room for tasks that wait
-// on the session store (a Redis round trip in Verify or Attach).
+// them and with the publish that starts the next fan-out). None of their tasks waits on
+// the network.
 var pollWorkers = 4*runtime.GOMAXPROCS(0) + 4
 
 // A connection's turn on the pool ends after turnRequests requests answered there or

@@ -311,7 +311,17 @@ func (s *wsSession) flush() {
 // a large batch, the close).
 func (s *wsSession) drain(pooled bool) {
 	for {
-		out, err := s.a.TryNext(context.Background())
+		var out []session.Outgoing
+		var err error
+		if pooled {
+			// A history read (a new channel, a gap) waits on the store: not on the pool.
+			if out, err = s.a.TryNextLocal(); errors.Is(err, session.ErrNeedsSource) {
+				go s.drain(false)
+				return
+			}
+		} else {
+			out, err = s.a.TryNext(context.Background())
+		}
 		if err != nil {
 			s.finish()
 			return

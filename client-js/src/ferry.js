@@ -33,11 +33,11 @@ import { Attachment, cursor, WALK, BUFFERING, UPGRADE, RESUBSCRIBE, RESUME } fro
  * may be in proof (a swap: down when a proxy buffers, up when the background probe succeeds,
  * or the same transport with a new cursor); see Purpose.
  */
-const IDLE = 'idle';
-const NEGOTIATING = 'negotiating';
-const ATTACHING = 'attaching';
-const WAITING = 'waiting';
-const CONNECTED = 'connected';
+const IDLE = 0;
+const NEGOTIATING = 1;
+const ATTACHING = 2;
+const WAITING = 3;
+const CONNECTED = 4;
 
 /**
  * A Ferry client: one session with the server, carried by the best transport that proves
@@ -64,6 +64,7 @@ export class Ferry extends Emitter {
 
   /** @type {State} */
   #state = 'connecting';
+  /** @type {IDLE | NEGOTIATING | ATTACHING | WAITING | CONNECTED} */
   #phase = IDLE;
   #round = 0; // bumped by each round and by #stop: results of an older round are dropped
   #attachments = 0; // the id of the last attachment

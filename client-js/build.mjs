@@ -21,6 +21,10 @@ export async function bundle() {
     minify: true,
     format: 'esm',
     legalComments: 'none',
+    // Members internal to the package end in `_` (emit_, apply_, presence_…: what one module
+    // calls on another's object, where a #private name can't reach). Their names are
+    // shortened like #private ones; nothing outside the bundle may use them.
+    mangleProps: /_$/,
     write: false,
   });
   const js = Buffer.from(out.outputFiles[0].contents);

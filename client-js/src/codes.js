@@ -1,5 +1,6 @@
 // The close-code table of docs/PROTOCOL.md §7. session/close.go holds the same rows and a Go
 // test parses this literal to keep the two identical: keep one entry per line, in this form.
+/** @type {{ readonly [code: number]: { readonly name: string, readonly reconnect: boolean } }} */
 export const CloseCodes = {
   1000: { name: 'normal', reconnect: false },
   1001: { name: 'going away', reconnect: true },

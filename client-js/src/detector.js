@@ -7,73 +7,76 @@
  *   sending them, so something held them and let them go together.
  * A long-poll hears from the server at least once per hold (its pings come only when a hold
  * expires), so polls use only the lateness rule, with the hold as the interval.
+ * Both rules ignore what follows a sleep of this process (a frozen tab, a suspended laptop):
+ * the silence was ours, and the pings held meanwhile arrive together.
  */
 export class Detector {
+  #o;
+  #clock;
+  #onBuffering;
+  /** @type {[arrival: number, sent: number][]} the last pings */
+  #seen = [];
+  /** @type {unknown} */
+  #timer = null;
+  #due = 0; // when the lateness timer should fire
+  #woke = -Infinity; // when this process last woke from a sleep
+
   /**
    * @param {{interval: number, clumps: boolean, slack: number, pings: number, ratio: number}} o
-   * @param {{now(): number, setTimeout: Function, clearTimeout: Function}} clock
-   * @param {(why: string) => void} onBuffering
+   * @param {{now(): number, setTimeout(fn: () => void, ms: number): unknown, clearTimeout(id: unknown): void}} clock
+   * @param {(why: 'late' | 'clumped') => void} onBuffering
    */
   constructor(o, clock, onBuffering) {
-    this._o = o;
-    this._c = clock;
-    this._cb = onBuffering;
-    this._seen = []; // [arrival, server ts] of the last pings
-    this._timer = null;
-    this._due = 0;
-    this._woke = -Infinity; // when this process last woke from a sleep
-    this._arm();
+    this.#o = o;
+    this.#clock = clock;
+    this.#onBuffering = onBuffering;
+    this.#arm();
   }
 
-  /** A ping frame arrived. */
+  /** A ping frame arrived. @param {number} ts the server's clock (as sent: not trusted to be a number) */
   ping(ts) {
-    const now = this._c.now();
-    // A ping that comes long after the lateness timer should have fired means this process
-    // slept (a frozen tab, a suspended laptop) and the pings held meanwhile arrive together:
-    // for one interval after waking up, arrivals say nothing about a proxy.
-    if (now - this._due > this._o.slack) this._woke = now;
+    const o = this.#o;
+    const now = this.#clock.now();
+    // A ping long after the lateness timer should have fired: this process slept.
+    if (now - this.#due > o.slack) this.#woke = now;
     this.alive();
-    if (now - this._woke < this._o.interval) return void (this._seen = []);
-    if (!this._o.clumps || !(ts > 0)) return;
-    const s = this._seen;
-    s.push([now, ts]);
-    if (s.length > this._o.pings) s.shift();
-    if (s.length < this._o.pings || s.length < 2) return;
-    const sent = s[s.length - 1][1] - s[0][1];
-    const got = s[s.length - 1][0] - s[0][0];
+    if (now - this.#woke < o.interval) return void (this.#seen = []);
+    if (!o.clumps || !(ts > 0)) return;
+    const s = this.#seen;
+    if (s.push([now, ts]) > o.pings) s.shift();
+    if (s.length < o.pings || s.length < 2) return;
+    const sent = ts - s[0][1];
     // Pings sent less than half an interval apart are a server catching up, not a proxy.
-    if (sent >= (this._o.interval * (s.length - 1)) / 2 && got < sent * this._o.ratio) {
-      this._fire('clumped');
-    }
+    if (sent >= (o.interval * (s.length - 1)) / 2 && now - s[0][0] < sent * o.ratio) this.#fire('clumped');
   }
 
-  /** Any sign of life that resets the lateness clock. */
+  /** Any sign of life resets the lateness clock. */
   alive() {
-    if (this._timer !== null) this._arm();
+    if (this.#timer !== null) this.#arm();
   }
 
   stop() {
-    this._c.clearTimeout(this._timer);
-    this._timer = null;
+    this.#clock.clearTimeout(this.#timer);
+    this.#timer = null;
   }
 
-  _arm() {
-    this._c.clearTimeout(this._timer);
-    const wait = 2 * this._o.interval + this._o.slack;
-    const due = (this._due = this._c.now() + wait);
-    this._timer = this._c.setTimeout(() => {
-      // A timer that fires far too late means this process was asleep (a frozen tab, a
-      // suspended laptop): the silence is ours, not the proxy's.
-      if (this._c.now() - due > this._o.slack) {
-        this._woke = this._c.now();
-        this._arm();
-      }
-      else this._fire('late');
+  #arm() {
+    const c = this.#clock;
+    c.clearTimeout(this.#timer);
+    const wait = 2 * this.#o.interval + this.#o.slack;
+    const due = (this.#due = c.now() + wait);
+    this.#timer = c.setTimeout(() => {
+      // A timer that fires far too late: this process slept.
+      if (c.now() - due > this.#o.slack) {
+        this.#woke = c.now();
+        this.#arm();
+      } else this.#fire('late');
     }, wait);
   }
 
-  _fire(why) {
+  /** @param {'late' | 'clumped'} why */
+  #fire(why) {
     this.stop();
-    this._cb(why);
+    this.#onBuffering(why);
   }
 }

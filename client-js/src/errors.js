@@ -5,15 +5,16 @@
  * 'already-subscribed'.
  */
 export class FerryError extends Error {
+  name = /** @type {const} */ ('FerryError');
+
   /**
-   * @param {number|string} code @param {string} reason
-   * @param {'not-sent'|'unknown'} [delivery] set on rejections of send and publish: 'not-sent'
-   *   when the server certainly did not process the frame (safe to send again), 'unknown'
-   *   when it went out and may have been processed.
+   * @param {number | import('./index.js').ClientErrorCode} code @param {string} reason
+   * @param {import('./index.js').Delivery} [delivery] set on rejections of send and publish:
+   *   'not-sent' when the server certainly did not process the frame (safe to send again),
+   *   'unknown' when it went out and may have been processed.
    */
   constructor(code, reason, delivery) {
     super(`ferry: ${reason} (${code})`);
-    this.name = 'FerryError';
     this.code = code;
     this.reason = reason;
     if (delivery) this.delivery = delivery;

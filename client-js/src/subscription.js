@@ -2,67 +2,89 @@ import { Emitter } from './emitter.js';
 import { FerryError } from './errors.js';
 
 /**
+ * @typedef {import('./index.js').Position} Position
+ * @typedef {import('./transports/index.js').Frame} Frame
+ */
+
+/**
  * One channel the client follows, and its position in it. The position is the client's
  * half of the resume rule (PROTOCOL.md §1): every attachment carries it in the cursor, and
  * anything at or before it is a duplicate from an overlapping attachment and is dropped.
  */
 export class Subscription extends Emitter {
+  #ferry;
+  #onMessage;
+  /** @type {Subscription | undefined} the channel's presence feed, once join or leave is listened to */
+  #feed;
+
+  /**
+   * @param {import('./ferry.js').Ferry} ferry @param {string} channel
+   * @param {((data: any, meta: import('./index.js').MessageMeta) => void) | undefined} onMessage
+   * @param {Position | undefined} since
+   */
   constructor(ferry, channel, onMessage, since) {
-    super(ferry._env.setTimeout);
+    super(ferry.later_);
     this.channel = channel;
-    /** @type {{epoch: string, offset: number} | null} */
+    /** @type {Position | null} */
     this.position = since ? { epoch: since.epoch, offset: since.offset } : null;
     /** @type {'subscribing' | 'subscribed' | 'unsubscribed'} */
     this.state = 'subscribing';
-    this._ferry = ferry;
-    this._fn = onMessage;
+    this.#ferry = ferry;
+    this.#onMessage = onMessage;
   }
 
-  /** Listening to 'join' or 'leave' subscribes to the channel's presence feed. */
+  /**
+   * Listening to 'join' or 'leave' subscribes to the channel's presence feed.
+   * @param {string} event @param {Function} fn
+   */
   on(event, fn) {
     super.on(event, fn);
-    if ((event === 'join' || event === 'leave') && !this._feed && this.state !== 'unsubscribed') {
-      this._feed = this._ferry.subscribe(`$presence:${this.channel}`, (e) => {
-        if (e?.event === 'join' || e?.event === 'leave') this._emit(e.event, { session: e.session, user: e.user });
+    if ((event === 'join' || event === 'leave') && !this.#feed && this.state !== 'unsubscribed') {
+      this.#feed = this.#ferry.subscribe(`$presence:${this.channel}`, (e) => {
+        if (e?.event === 'join' || e?.event === 'leave') this.emit_(e.event, { session: e.session, user: e.user });
       });
     }
     return this;
   }
 
   /** Who is present on the channel now. */
-  presence() { return this._ferry._presence(this.channel); }
+  presence() { return this.#ferry.presence_(this.channel); }
 
   unsubscribe() {
     if (this.state === 'unsubscribed') return;
-    this._feed?.unsubscribe();
-    this._ferry._unsubscribe(this);
-    this._end(1000, 'unsubscribed');
+    this.#feed?.unsubscribe();
+    this.#ferry.unsubscribe_(this);
+    this.end_(1000, 'unsubscribed');
   }
 
-  _end(code, reason) {
+  /** @param {number} code @param {string} reason */
+  end_(code, reason) {
     this.state = 'unsubscribed';
-    if (code !== 1000) this._emit('error', new FerryError(code, reason));
-    this._emit('unsubscribed', { code, reason });
+    if (code !== 1000) this.emit_('error', new FerryError(code, reason));
+    this.emit_('unsubscribed', { code, reason });
   }
 
-  /** Applies a msg, sub or reset frame; true when a msg was new and delivered. */
-  _apply(f, data) {
+  /**
+   * Applies a msg, sub or reset frame; true when a msg was new and delivered.
+   * @param {Frame & {ep: string, off: number}} f @param {unknown} data
+   */
+  apply_(f, data) {
     const p = this.position;
     // Same epoch and not past our position: old news from an attachment that overlapped.
     const old = p && p.epoch === f.ep && f.off <= p.offset;
     if (f.t !== 'msg') this.state = 'subscribed';
     if (f.t === 'sub') {
       if (!old) this.position = { epoch: f.ep, offset: f.off };
-      this._emit('subscribed', { ...this.position });
+      this.emit_('subscribed', { ...this.position });
       return false;
     }
     if (old) return false;
     this.position = { epoch: f.ep, offset: f.off };
     if (f.t === 'reset') {
-      this._emit('reset', { epoch: f.ep, offset: f.off, reason: f.reason ?? '' });
+      this.emit_('reset', { epoch: f.ep, offset: f.off, reason: f.reason ?? '' });
       return false;
     }
-    if (this._fn) try { this._fn(data, { channel: this.channel, epoch: f.ep, offset: f.off }); } catch (e) { this._rethrow(e); }
+    if (this.#onMessage) this.call_(this.#onMessage, data, { channel: this.channel, epoch: f.ep, offset: f.off });
     return true;
   }
 }

@@ -5,151 +5,184 @@ import { shouldReconnect } from './codes.js';
 const BATCH = 256;
 
 /**
+ * @typedef {import('./transports/index.js').Frame} Frame
+ * @typedef {import('./transports/index.js').Transport} Transport
+ * @typedef {import('./index.js').Position} Position
+ * @typedef {{
+ *   frame: Frame, resolve(p: Position | null | undefined): void, reject(e: FerryError): void,
+ *   timer: unknown, sent: boolean, out: boolean,
+ * }} Entry frame: numbered; sent: on the current route; out: went out at least once (may have
+ *   been processed)
+ */
+
+/**
  * The session's upstream frames (send, pub), numbered with the session's sequence and kept
  * until the server acknowledges them. PROTOCOL.md §3 makes resending safe (the server
  * processes each seq once and acks duplicates), so everything unacknowledged goes again on
  * every new route: a new WebSocket, or from a WebSocket to POST /send and back.
+ *
+ * Sequence numbers are given in one place, #number: the sequence belongs to the session
+ * today, and a client identity that outlives sessions would number there instead.
  */
 export class Upstream {
+  #o;
+  #clock;
+  #delay;
+  #onExpired;
+  /** @type {Map<number, Entry>} seq → entry, in seq order */
+  #queue = new Map();
+  #seq = 0; // the last sequence number given
+  /** @type {Transport | null} where frames go */
+  #transport = null;
+  /** @type {Transport | 'http' | null} what resends are keyed on: a WebSocket, or every POST /send */
+  #route = null;
+  #numbering = 0; // bumped by renumber: acks of an older numbering mean nothing
+  #posting = false;
+  #fails = 0; // failed POSTs (or rate-limited frames) in a row
+  /** @type {unknown} */
+  #retry = null;
+
   /**
    * @param {{maxQueue: number, sendTimeout: number}} o
-   * @param {{setTimeout: Function, clearTimeout: Function}} clock
+   * @param {{setTimeout(fn: () => void, ms: number): unknown, clearTimeout(id: unknown): void}} clock
    * @param {(attempt: number) => number} retryDelay
-   * @param {(err: FerryError) => void} onSession a POST found the session expired (4005)
+   * @param {() => void} onExpired a POST found the session expired (4005)
    */
-  constructor(o, clock, retryDelay, onSession) {
-    this._o = o;
-    this._c = clock;
-    this._delay = retryDelay;
-    this._onSession = onSession;
-    this._q = new Map(); // seq → entry, in seq order
-    this._seq = 0;
-    this._t = null; // the transport frames go through
-    this._route = null; // what resends are keyed on: a WebSocket, or 'http' for POST /send
-    this._gen = 0; // bumped by renumber: acks of an older numbering mean nothing
-    this._busy = false; // a POST is in flight
-    this._fails = 0;
-    this._retry = null;
+  constructor(o, clock, retryDelay, onExpired) {
+    this.#o = o;
+    this.#clock = clock;
+    this.#delay = retryDelay;
+    this.#onExpired = onExpired;
   }
 
-  get size() { return this._q.size; }
-
-  /** Queues a frame (without seq) and resolves with the ack's position, see Ferry.publish. */
+  /**
+   * Queues a frame (without seq); resolves when it is acknowledged, with the position a pub
+   * got (see Ferry.publish).
+   * @param {Frame} frame @returns {Promise<any>}
+   */
   push(frame) {
-    if (this._q.size >= this._o.maxQueue) {
-      return Promise.reject(new FerryError('queue-full', `upstream queue is full (${this._o.maxQueue} frames)`, 'not-sent'));
-    }
+    const { maxQueue, sendTimeout } = this.#o;
+    if (this.#queue.size >= maxQueue) return Promise.reject(new FerryError('queue-full', `upstream queue full (${maxQueue})`, 'not-sent'));
     return new Promise((resolve, reject) => {
-      // sent: on the current route; out: went out at least once (may have been processed).
-      const e = { f: { ...frame, seq: ++this._seq }, resolve, reject, sent: false, out: false };
-      e.timer = this._c.setTimeout(
-        () => this._settle(e, new FerryError('timeout', `no ack within ${this._o.sendTimeout} ms`)),
-        this._o.sendTimeout,
-      );
-      this._q.set(e.f.seq, e);
+      /** @type {Entry} */
+      const e = { frame, resolve, reject, timer: null, sent: false, out: false };
+      e.timer = this.#clock.setTimeout(() => this.#settle(e, new FerryError('timeout', `no ack in ${sendTimeout} ms`)), sendTimeout);
+      this.#number(e);
       this.flush();
     });
   }
 
-  ack(a) {
-    const e = this._q.get(a.seq);
-    if (!e) return; // timed out already, or a duplicate ack
-    if (a.err?.code === 4029) {
-      // Rate limited: the server did not process it; send it again after a backoff.
-      e.sent = false;
-      if (this._retry === null) {
-        this._retry = this._c.setTimeout(() => {
-          this._retry = null;
-          this.flush();
-        }, this._delay(this._fails++));
-      }
-      return;
-    }
-    this._fails = 0;
-    // A refusal was not processed, except an internal error (a publish whose outcome the
-    // server could not learn counts as processed there, and is not retried).
-    if (a.err) this._settle(e, new FerryError(a.err.code, a.err.reason, a.err.code === 1011 ? 'unknown' : 'not-sent'));
-    else this._settle(e, null, typeof a.ep === 'string' ? { epoch: a.ep, offset: a.off } : null);
+  /** @param {Entry} e */
+  #number(e) {
+    e.frame = { ...e.frame, seq: ++this.#seq };
+    e.sent = false;
+    this.#queue.set(this.#seq, e);
   }
 
-  /** Routes frames through t (null: hold them). A new route resends everything unacked. */
+  /** An ack frame (or one entry of a POST's acks). @param {Frame} a */
+  ack(a) {
+    const e = this.#queue.get(/** @type {number} */ (a.seq));
+    if (!e) return; // timed out already, or a duplicate ack
+    const err = /** @type {{code: number, reason: string} | undefined} */ (a.err);
+    if (err?.code === 4029) {
+      // Rate limited: the server did not process it; send it again after a backoff.
+      e.sent = false;
+      return this.#retryLater();
+    }
+    this.#fails = 0;
+    // A refusal was not processed, except an internal error (a publish whose outcome the
+    // server could not learn counts as processed there, and is not retried).
+    if (err) this.#settle(e, new FerryError(err.code, err.reason, err.code === 1011 ? 'unknown' : 'not-sent'));
+    else this.#settle(e, null, typeof a.ep === 'string' ? { epoch: a.ep, offset: /** @type {number} */ (a.off) } : null);
+  }
+
+  /**
+   * Routes frames through t (null: hold them). A new route resends everything unacked.
+   * @param {Transport | null} t
+   */
   use(t) {
     const route = t && (t.http ? 'http' : t);
-    if (route !== this._route) {
-      this._route = route;
-      for (const e of this._q.values()) e.sent = false;
+    if (route !== this.#route) {
+      this.#route = route;
+      for (const e of this.#queue.values()) e.sent = false;
     }
-    this._t = t;
+    this.#transport = t;
     this.flush();
   }
 
   /** A new session: its sequence starts again at 1, in the order the frames were made. */
   renumber() {
-    const q = [...this._q.values()];
-    this._q.clear();
-    this._seq = 0;
-    this._gen++;
-    for (const e of q) {
-      e.f = { ...e.f, seq: ++this._seq };
-      e.sent = false;
-      this._q.set(e.f.seq, e);
-    }
+    const q = [...this.#queue.values()];
+    this.#queue.clear();
+    this.#seq = 0;
+    this.#numbering++;
+    for (const e of q) this.#number(e);
   }
 
+  /** @param {FerryError} err */
   fail(err) {
-    this._c.clearTimeout(this._retry);
-    for (const e of [...this._q.values()]) this._settle(e, err);
+    this.#clock.clearTimeout(this.#retry);
+    for (const e of [...this.#queue.values()]) this.#settle(e, err);
   }
 
   flush() {
-    const t = this._t;
-    if (!t || this._retry !== null || (t.http && this._busy)) return;
+    const t = this.#transport;
+    if (!t || this.#retry !== null || (t.http && this.#posting)) return;
+    /** @type {Entry[]} */
     const batch = [];
-    for (const e of this._q.values()) {
-      if (!e.sent) batch.push(e);
-      if (batch.length === BATCH) break;
+    for (const e of this.#queue.values()) {
+      if (!e.sent && batch.push(e) === BATCH) break;
     }
     if (!batch.length) return;
     for (const e of batch) e.sent = e.out = true;
-    const acks = t.send(batch.map((e) => e.f));
+    const acks = t.send(batch.map((e) => e.frame));
     if (!acks) return; // a WebSocket: acks come back as frames
-    const gen = this._gen;
-    this._busy = true;
+    const numbering = this.#numbering;
+    const current = () => numbering === this.#numbering;
+    this.#posting = true;
     acks.then(
       (list) => {
-        this._busy = false;
-        if (gen === this._gen) for (const a of list) this.ack(a);
+        this.#posting = false;
+        if (current()) for (const a of list) this.ack(a);
         // A frame the response didn't acknowledge goes again with the next POST.
         for (const e of batch) e.sent = false;
         this.flush();
       },
       (err) => {
-        this._busy = false;
+        this.#posting = false;
         for (const e of batch) e.sent = false;
         if (err.code === 4005) {
           // Unless a new session has replaced the one that expired meanwhile.
-          if (gen === this._gen) this._onSession(err);
-          return this.flush();
-        }
-        if (typeof err.code === 'number' && !shouldReconnect(err.code)) {
+          if (current()) this.#onExpired();
+        } else if (typeof err.code === 'number' && !shouldReconnect(err.code)) {
           // Refused as a whole (malformed, too big, unauthorized): sending it again can't help.
-          if (gen === this._gen) for (const e of batch) this._settle(e, err);
-          return this.flush();
+          if (current()) for (const e of batch) this.#settle(e, err);
+        } else {
+          // A lost response or a failing proxy: the same frames go again, the server dedupes.
+          return this.#retryLater();
         }
-        // A lost response or a failing proxy: the same frames go again, the server dedupes.
-        this._retry = this._c.setTimeout(() => {
-          this._retry = null;
-          this.flush();
-        }, this._delay(this._fails++));
+        this.flush();
       },
     );
   }
 
-  _settle(e, err, value) {
-    this._c.clearTimeout(e.timer);
-    if (this._q.get(e.f.seq) !== e) return;
-    this._q.delete(e.f.seq);
+  #retryLater() {
+    if (this.#retry !== null) return;
+    this.#retry = this.#clock.setTimeout(() => {
+      this.#retry = null;
+      this.flush();
+    }, this.#delay(this.#fails++));
+  }
+
+  /**
+   * Takes e out of the queue: rejected with err, or resolved (a pub with its position).
+   * @param {Entry} e @param {FerryError | null} err @param {Position | null} [position]
+   */
+  #settle(e, err, position) {
+    this.#clock.clearTimeout(e.timer);
+    if (this.#queue.get(/** @type {number} */ (e.frame.seq)) !== e) return;
+    this.#queue.delete(/** @type {number} */ (e.frame.seq));
     if (err) e.reject(err.delivery ? err : new FerryError(err.code, err.reason, e.out ? 'unknown' : 'not-sent'));
-    else e.resolve(e.f.t === 'pub' ? value : undefined);
+    else e.resolve(e.frame.t === 'pub' ? position : undefined);
   }
 }

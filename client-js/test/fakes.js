@@ -16,6 +16,9 @@ export async function until(cond, what = 'condition') {
   throw new Error(`never reached: ${what}`);
 }
 
+/** The delays (ms) of the rounds scheduled after a backoff so far, from the clients' debug log. */
+export const retries = (server) => server.log.filter((a) => a[0] === 'retry in').map((a) => a[1]);
+
 export class Clock {
   constructor() {
     this.t = 1_700_000_000_000;
@@ -130,6 +133,7 @@ export class FakeServer {
     this.requests = [];
     this.negotiations = [];
     this.received = []; // upstream frames processed (not duplicates)
+    this.log = []; // the debug log of the clients made by client()
     const server = this;
 
     this.fetch = async (href, init = {}) => {
@@ -212,6 +216,8 @@ export class FakeServer {
       now: this.clock.now,
       random: () => 0.5,
       storage: null,
+      // The debug log, kept for tests: retries(server) lists the rounds scheduled after a backoff.
+      debug: (...args) => this.log.push(args),
       online: null,
       ...extra,
     };

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Clock, FakeServer, until } from './fakes.js';
+import { Clock, FakeServer, until, retries } from './fakes.js';
 
 function setup(mode = {}, opts) {
   const clock = new Clock();
@@ -97,7 +97,7 @@ test('the walk follows the app order, intersected with what the server and the p
 
 test('when every transport fails, rounds repeat with full-jitter backoff', async () => {
   const { ferry, clock, server } = setup({ websocket: 'fail', sse: 'fail' }, { random: () => 1, transports: ['websocket', 'sse'] });
-  await until(() => server.negotiations.length === 1 && ferry._wait !== null);
+  await until(() => server.negotiations.length === 1 && retries(server).length === 1);
   // random() = 1 takes the top of each window: 250, 500, 1000 ms
   for (const ms of [250, 500, 1000]) {
     const n = server.negotiations.length;
@@ -105,7 +105,7 @@ test('when every transport fails, rounds repeat with full-jitter backoff', async
     assert.equal(server.negotiations.length, n, `not before ${ms} ms`);
     await clock.tick(1);
     await until(() => server.negotiations.length === n + 1);
-    await until(() => ferry._wait !== null, 'round failed');
+    await until(() => retries(server).length === server.negotiations.length, 'round failed');
   }
   assert.equal(ferry.state, 'connecting');
   server.mode.sse = 'ok';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Clock, FakeServer, until } from './fakes.js';
+import { Clock, FakeServer, until, retries } from './fakes.js';
 import { fullJitter, equalJitter } from '../src/backoff.js';
 import { FerryError } from '../src/index.js';
 
@@ -14,8 +14,6 @@ function world(mode = {}, opts) {
   return { clock, server, ferry, states };
 }
 
-/** The delay of the pending reconnect round, read from the clock's timers. */
-const pendingDelay = (clock, ferry) => clock.timers.get(ferry._wait).at - clock.now();
 
 test('full jitter stays within [0, min(max, min·2^n)]', () => {
   for (let n = 0; n < 12; n++) {
@@ -43,8 +41,8 @@ test('the client backs off between rounds within the configured bounds', async (
   const { clock, server, ferry } = world({ websocket: 'fail', sse: 'fail' }, { transports: ['websocket', 'sse'], backoff: { min: 100, max: 1000 }, random: () => 1 });
   const delays = [];
   for (let i = 0; i < 7; i++) {
-    await until(() => ferry._wait !== null);
-    delays.push(pendingDelay(clock, ferry));
+    await until(() => retries(server).length > i);
+    delays.push(retries(server)[i]);
     await clock.tick(delays.at(-1));
   }
   assert.deepEqual(delays, [100, 200, 400, 800, 1000, 1000, 1000]);
@@ -108,8 +106,8 @@ test('4003 (server shutting down) reconnects promptly, with small jitter even wh
   server.att.end(4003, 'shutting down');
   const delays = [];
   for (let i = 0; i < 6; i++) {
-    await until(() => ferry._wait !== null);
-    delays.push(pendingDelay(clock, ferry));
+    await until(() => retries(server).length > i);
+    delays.push(retries(server)[i]);
     await clock.tick(delays.at(-1));
   }
   assert.deepEqual(delays, [250, 500, 1000, 2000, 2000, 2000]);
@@ -120,14 +118,14 @@ test('4029 (rate limited) waits a longer backoff', async () => {
   const { clock, server, ferry } = world({}, { random: () => 1 });
   await until(() => ferry.state === 'connected');
   server.att.end(4029, 'rate limited');
-  assert.equal(pendingDelay(clock, ferry), 4000);
+  assert.deepEqual(retries(server), [4000]);
   ferry.close();
 });
 
 test('the online event retries at once', async () => {
   const online = new EventTarget();
   const { server, ferry } = world({ websocket: 'fail', sse: 'fail' }, { transports: ['websocket', 'sse'], online });
-  await until(() => ferry._wait !== null);
+  await until(() => retries(server).length > 0);
   const n = server.negotiations.length;
   server.mode.websocket = 'ok';
   online.dispatchEvent(new Event('online'));
@@ -159,8 +157,8 @@ test('a session that expires again before anything proved itself backs off', asy
   server._attach = (conn) => conn.end(4005, 'gone'); // every attachment
   server.att.end(4005, 'gone');
   await until(() => server.negotiations.length === 2);
-  await until(() => ferry._wait !== null, 'backing off');
-  assert.equal(pendingDelay(clock, ferry), 250);
+  await until(() => retries(server).length > 0, 'backing off');
+  assert.deepEqual(retries(server), [250]);
   ferry.close();
 });
 
@@ -175,7 +173,7 @@ test('negotiate refused as unauthorized is terminal; a failing negotiate is retr
 
   const b = world();
   b.server.negotiateReply = () => new Response('<html>bad gateway</html>', { status: 502 });
-  await until(() => b.ferry._wait !== null);
+  await until(() => retries(b.server).length > 0);
   b.server.negotiateReply = null;
   await b.clock.tick(250);
   await until(() => b.ferry.state === 'connected');

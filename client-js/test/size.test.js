@@ -5,9 +5,10 @@ import { bundle } from '../build.mjs';
 
 // The measure of issue 18: esbuild --bundle --minify --format=esm, then gzip -9. Peers by the
 // same measure: phoenix 7.8 KB, engine.io-client 8.3 KB, socket.io-client 13.5 KB.
-// The goal is under 5,000 bytes; the client is not there yet (README states the figure), so
-// this budget holds what is reached until the rewrite brings it down.
-const BUDGET = 7600;
+// The goal is under 5,000 bytes. The client is at 7,223 (this build, which shortens the
+// `_`-suffixed internal names) and 7,274 by the plain esbuild command of issue 18; README
+// states the figure and what costs most. This budget holds what is reached, just above it.
+const BUDGET = 7300;
 
 test('the bundle stays small', async () => {
   const { js, br } = await bundle();

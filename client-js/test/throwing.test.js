@@ -4,7 +4,7 @@
 // rejection fails the run.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Clock, FakeServer, until } from './fakes.js';
+import { Clock, FakeServer, until, retries } from './fakes.js';
 import { FerryError } from '../src/index.js';
 
 function setup(patch, opts) {
@@ -59,7 +59,7 @@ test('every constructor throws: the round fails and backs off, then succeeds onc
       }
     },
   }), { transports: ['websocket'] });
-  await until(() => ferry._wait !== null, 'backing off');
+  await until(() => retries(server).length > 0, 'backing off');
   assert.equal(ferry.state, 'connecting');
   broken = false;
   await clock.tick(250);

@@ -1,19 +1,39 @@
 import { FerryError } from '../errors.js';
 
-/** The absolute URL of an endpoint under base, with the params that are set. */
+/**
+ * @typedef {import('./index.js').TransportOptions} TransportOptions
+ * @typedef {import('./index.js').Frame} Frame
+ */
+
+/**
+ * The absolute URL of an endpoint under base, with the params that are set.
+ * @param {string} base @param {string} path @param {Record<string, unknown>} params
+ */
 export function url(base, path, params) {
   const u = new URL(base + path);
-  for (const k in params) if (params[k] != null) u.searchParams.set(k, params[k]);
+  for (const k in params) if (params[k] != null) u.searchParams.set(k, String(params[k]));
   return u.href;
 }
 
+/**
+ * The URL of an attachment: the session, the cursor as it is now, and the attachment's order
+ * and what it replaces (PROTOCOL.md §2).
+ * @param {TransportOptions} o @param {string} path @param {Record<string, unknown>} params
+ */
+export const attachUrl = (o, path, params) =>
+  url(o.base, path, { session: o.session, cursor: o.cursor(), att: o.att, from: o.from, reason: o.reason, ...params });
+
+/** @param {string | null | undefined} token @returns {Record<string, string>} */
 export const auth = (token) => (token ? { Authorization: `Bearer ${token}` } : {});
 
-/** Parses one frame; null for anything that isn't a frame (the caller drops the transport). */
+/**
+ * Parses one frame; null for anything that isn't a frame (the caller drops the transport).
+ * @param {unknown} text @returns {Frame | null}
+ */
 export function parse(text) {
   try {
-    const f = JSON.parse(text);
-    return f && typeof f.t === 'string' ? f : null;
+    const f = JSON.parse(/** @type {string} */ (text));
+    return typeof f?.t === 'string' ? f : null;
   } catch {
     return null;
   }
@@ -23,26 +43,32 @@ export function parse(text) {
  * One HTTP request with a deadline. Resolves with the JSON body, or null for 204. Rejects
  * with a FerryError: the close code of an error body (PROTOCOL.md §4), or 'network' for
  * anything a proxy or the network did (no response, a gateway error page).
- * @param {{fetch: Function, setTimeout: Function, clearTimeout: Function}} env
+ * @param {Pick<TransportOptions, 'fetch' | 'setTimeout' | 'clearTimeout'>} env
+ * @param {string} href @param {import('../index.js').FetchInit} init @param {number} timeout
+ * @returns {Promise<any>}
  */
 export async function call(env, href, init, timeout, ctl = new AbortController()) {
   const timer = env.setTimeout(() => ctl.abort(), timeout);
   try {
     const res = await env.fetch(href, { ...init, signal: ctl.signal });
     if (res.status === 204) return null;
+    /** @type {any} */
     const body = await res.json().catch(() => null);
     if (res.ok && body) return body;
     throw typeof body?.code === 'number'
       ? new FerryError(body.code, String(body.reason ?? ''))
       : new FerryError('network', `HTTP ${res.status}`);
   } catch (e) {
-    throw e instanceof FerryError ? e : new FerryError('network', String(e?.message ?? e));
+    throw e instanceof FerryError ? e : new FerryError('network', String(/** @type {any} */ (e)?.message ?? e));
   } finally {
     env.clearTimeout(timer);
   }
 }
 
-/** POST /send: upstream frames for the transports without a channel of their own upstream. */
+/**
+ * POST /send: upstream frames for the transports without a channel of their own upstream.
+ * @param {TransportOptions} o @param {Frame[]} frames @returns {Promise<Frame[]>}
+ */
 export async function post(o, frames) {
   const body = await call(o, url(o.base, '/send', { session: o.session }), {
     method: 'POST',

@@ -3,19 +3,17 @@ import type { TransportName, FetchLike } from '../index.js';
 
 // The platform objects as the transports use them (the public options ask for less, so that
 // any WebSocket or EventSource implementation fits).
-export interface PlatformWebSocket {
+export interface PlatformStream {
+  onmessage: ((e: { data: unknown }) => void) | null;
+  onerror: ((e: unknown) => void) | null;
+  onclose?: ((e: { code: number; reason: string }) => void) | null;
+  close(): void;
+}
+export interface PlatformWebSocket extends PlatformStream {
   readonly readyState: number;
-  onmessage: ((e: { data: string }) => void) | null;
-  onerror: ((e: unknown) => void) | null;
-  onclose: ((e: { code: number; reason: string }) => void) | null;
   send(data: string): void;
-  close(): void;
 }
-export interface PlatformEventSource {
-  onmessage: ((e: { data: string }) => void) | null;
-  onerror: ((e: unknown) => void) | null;
-  close(): void;
-}
+export type PlatformEventSource = PlatformStream;
 
 /** A server frame (PROTOCOL.md §3): a type `t` and its fields. */
 export interface Frame {

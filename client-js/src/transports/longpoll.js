@@ -1,4 +1,4 @@
-import { url, auth, call, post } from './http.js';
+import { attachUrl, auth, call, post } from './http.js';
 
 // How long past the hold a poll may stay unanswered before it counts as cut.
 const SLACK = 10000;
@@ -8,14 +8,16 @@ const FAILS = 3;
 /** @type {import('./index.js').TransportFactory} */
 export function longpoll(o) {
   let done = false;
-  let ctl = null;
-  let wait = null; // the pause before a retry
+  /** @type {AbortController | undefined} */
+  let ctl;
+  /** @type {unknown} the pause before a retry */
+  let pause;
+  /** @param {number} code @param {string} reason */
   const end = (code, reason) => {
     if (done) return;
     done = true;
     o.onClose(code, reason);
   };
-  const pause = (ms) => new Promise((r) => (wait = o.setTimeout(() => r(undefined), ms)));
 
   async function loop() {
     let hello = 1; // the first poll of an attachment asks for hello: it returns at once and proves the path
@@ -24,14 +26,15 @@ export function longpoll(o) {
       if (!hello && o.replaced()) return end(4001, 'superseded');
       let body;
       try {
-        const href = url(o.base, '/poll', { session: o.session, cursor: o.cursor(), hello: hello || null, hold: o.hold, att: o.att, from: o.from, reason: o.reason });
+        const href = attachUrl(o, '/poll', { hello: hello || null, hold: o.hold });
         body = await call(o, href, { headers: auth(o.token) }, o.holdMs + SLACK, (ctl = new AbortController()));
       } catch (e) {
+        const err = /** @type {import('../errors.js').FerryError} */ (e);
         if (done) return;
-        if (typeof e.code === 'number') return end(e.code, e.reason);
+        if (typeof err.code === 'number') return end(err.code, err.reason);
         // A cut or failed poll is an ordinary retry from the same cursor, until it keeps failing.
-        if (++fails >= FAILS) return end(1006, `poll-failed: ${e.reason}`);
-        await pause(o.retry(fails - 1));
+        if (++fails >= FAILS) return end(1006, `poll-failed: ${err.reason}`);
+        await new Promise((r) => (pause = o.setTimeout(() => r(undefined), o.retry(fails - 1))));
         continue;
       }
       if (done) return;
@@ -57,7 +60,7 @@ export function longpoll(o) {
     close() {
       done = true;
       ctl?.abort();
-      o.clearTimeout(wait);
+      o.clearTimeout(pause);
     },
   };
 }

@@ -1,0 +1,24 @@
+// Compiled by tsc (tsconfig.src.json, run by types.test.js), never run. The shipped
+// declarations (src/index.d.ts) are written by hand; here tsc checks that the implementation
+// fits them: every declared class, member, function and constant exists in src/ with a type
+// the declaration allows. A member renamed, removed or retyped on either side fails the check.
+import { Ferry } from '../src/ferry.js';
+import { Subscription } from '../src/subscription.js';
+import { FerryError } from '../src/errors.js';
+import { CloseCodes, shouldReconnect, isTerminal } from '../src/codes.js';
+
+/** @typedef {typeof import('../src/index.js')} Declared src/index.d.ts, which tsc prefers over index.js */
+
+/** @type {Declared['Ferry']} */
+export const ferry = Ferry;
+// Apps get subscriptions from subscribe() and never construct one: compare instances.
+/** @param {Subscription} s @returns {InstanceType<Declared['Subscription']>} */
+export const subscription = (s) => s;
+/** @type {Declared['FerryError']} */
+export const ferryError = FerryError;
+/** @type {Declared['CloseCodes']} */
+export const closeCodes = CloseCodes;
+/** @type {Declared['shouldReconnect']} */
+export const reconnect = shouldReconnect;
+/** @type {Declared['isTerminal']} */
+export const terminal = isTerminal;

@@ -28,7 +28,7 @@ func TestMemoryStateSurvivesRestart(t *testing.T) {
 	}
 	a.Publish(ctx, "bin", nil, []byte{0, 1, 2})
 	a.CreateSession(ctx, "sid-1", time.Minute)
-	a.MarkSeq(ctx, "sid-1", 7)
+	a.MarkUpstream(ctx, "c:client-1", 7, "pabc.3", time.Minute)
 	var buf bytes.Buffer
 	if err := a.Save(&buf); err != nil {
 		t.Fatal(err)
@@ -54,10 +54,10 @@ func TestMemoryStateSurvivesRestart(t *testing.T) {
 	if alive, _ := b.TouchSession(ctx, "sid-1", time.Minute); !alive {
 		t.Fatal("session lost")
 	}
-	if first, _ := b.MarkSeq(ctx, "sid-1", 7); first {
-		t.Fatal("dedupe window lost: seq 7 processed twice")
+	if first, res, _ := b.MarkUpstream(ctx, "c:client-1", 7, "", time.Minute); first || res != "pabc.3" {
+		t.Fatalf("dedupe window lost: seq 7 is first %v with result %q", first, res)
 	}
-	if first, _ := b.MarkSeq(ctx, "sid-1", 8); !first {
+	if first, _, _ := b.MarkUpstream(ctx, "c:client-1", 8, "", time.Minute); !first {
 		t.Fatal("seq 8 seen as duplicate")
 	}
 }

@@ -156,3 +156,16 @@ func TestRealRedisBroker(t *testing.T) {
 		t.Fatalf("upstream entry %+v %v", u, err)
 	}
 }
+
+// The scenario of issue 18 (see exactlyOnce) with the dedupe scripts on a real Redis:
+// the session expires by its key's TTL, in real time.
+func TestRealRedisExactlyOnceAcrossSessions(t *testing.T) {
+	url, prefix, rdb := realRedis(t)
+	broker := newRealBroker(t, url, prefix, RedisConfig{})
+	exactlyOnce(t, broker, Config{SessionTTL: 2 * time.Second, DedupeTTL: time.Minute}, func(t *testing.T, sid string) {
+		waitUntil(t, func() bool { return rdb.Exists(context.Background(), prefix+":sess:"+sid).Val() == 0 })
+	})
+	if ttl := rdb.PTTL(context.Background(), prefix+":up:c:tab-0123456789abcdef").Val(); ttl <= 50*time.Second {
+		t.Fatalf("dedupe window expires in %v, want DedupeTTL (1 min) after the latest frame", ttl)
+	}
+}

@@ -1,9 +1,11 @@
 package session
 
-// DefaultDedupeWindow is how many recent upstream sequence numbers a session remembers.
+// DefaultDedupeWindow is how many recent upstream sequence numbers a dedupe key (a client
+// identity, or a session without one: see DedupeKey) remembers. The JS client never has
+// more frames than this unacknowledged.
 const DefaultDedupeWindow = 1024
 
-// Window remembers which of the last n sequence numbers of a session were seen, in n bits.
+// Window remembers which of the last n sequence numbers of a dedupe key were seen, in n bits.
 // A sequence number older than the window counts as seen: the client resends only what it
 // has not had acknowledged, and it never has more than n frames in flight. The zero value
 // is not usable; see NewWindow. A Window is not safe for concurrent use.

@@ -137,7 +137,7 @@ func writeChannelEvent(bw *bufio.Writer, o session.Outgoing, cur session.Cursor,
 			b, _ := json.Marshal(m.Bin) // base64 in a JSON string
 			bw.Write(b)
 		} else {
-			bw.Write(m.Data) // compact JSON: one line
+			bw.Write(m.Payload()) // compact JSON, valid UTF-8: one line
 		}
 		bw.WriteString("\n\n")
 		return

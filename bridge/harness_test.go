@@ -25,7 +25,14 @@ type testServer struct {
 	seen map[string]int // "sid/seq" -> times the handler saw it
 }
 
-func newTestServer(t *testing.T, cfg Config) *testServer {
+func newTestServer(t testing.TB, cfg Config) *testServer {
+	t.Helper()
+	return newTestServerWith(t, cfg, nil)
+}
+
+// newTestServerWith is newTestServer with setup applied to the http.Server before it
+// starts.
+func newTestServerWith(t testing.TB, cfg Config, setup func(*http.Server)) *testServer {
 	t.Helper()
 	ts := &testServer{seen: map[string]int{}}
 	if cfg.OnMessage == nil {
@@ -43,7 +50,11 @@ func newTestServer(t *testing.T, cfg Config) *testServer {
 	ts.Server = srv
 	mux := http.NewServeMux()
 	srv.Mount(mux)
-	ts.http = httptest.NewServer(mux)
+	ts.http = httptest.NewUnstartedServer(mux)
+	if setup != nil {
+		setup(ts.http.Config)
+	}
+	ts.http.Start()
 	ts.URL = ts.http.URL + srv.Base()
 	// As cmd/ferry does: long-polling keep-alive connections are taken over, and come back
 	// to the server for anything else.
@@ -73,7 +84,7 @@ func (ts *testServer) seenCount(sid string, seq uint64) int {
 	return ts.seen[fmt.Sprintf("%s/%d", sid, seq)]
 }
 
-func (ts *testServer) client(t *testing.T) *fclient.Client {
+func (ts *testServer) client(t testing.TB) *fclient.Client {
 	t.Helper()
 	c := fclient.New(ts.URL)
 	if err := c.Negotiate(context.Background()); err != nil {

@@ -105,7 +105,7 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, m := range msgs {
-		resp.Messages = append(resp.Messages, HistoryMessage{Offset: m.Pos.Offset, Time: m.Time, Data: m.Data, Binary: m.Bin})
+		resp.Messages = append(resp.Messages, HistoryMessage{Offset: m.Pos.Offset, Time: m.Time, Data: m.Payload(), Binary: m.Bin})
 	}
 	if n := len(msgs); n > 0 && msgs[n-1].Pos.Offset < top.Offset {
 		resp.More = true

@@ -91,6 +91,9 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		m.disconnects, m.upstream, m.framesOut, m.bytesOut, m.framesIn, m.bytesIn, m.polls, m.rejected,
 		m.publishSeconds, m.publishErrors)
 	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ferry_payloads_repaired_total",
+			Help: "Messages delivered with invalid UTF-8 replaced by U+FFFD (in this process): written into the broker past Ferry's entry points, which refuse them."},
+			func() float64 { return float64(session.RepairedPayloads()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ferry_broker_channels",
 			Help: "Channels this node is subscribed to in the broker."}, func() float64 { return float64(s.hub.Channels()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ferry_queue_frames",

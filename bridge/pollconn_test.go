@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,21 +30,21 @@ import (
 // needTakeOver skips where the poll handler never takes a connection over: it needs epoll
 // (Linux), and elsewhere polls stay on net/http, whose answers these tests don't expect.
 // CI runs on Linux, where every one of them runs.
-func needTakeOver(t *testing.T) {
+func needTakeOver(t testing.TB) {
 	if runtime.GOOS != "linux" {
 		t.Skip("connections are taken over for long-polling on Linux only")
 	}
 }
 
 type rawConn struct {
-	t    *testing.T
+	t    testing.TB
 	c    net.Conn
 	br   *bufio.Reader
 	host string
 	base string // path prefix, /ferry
 }
 
-func dialRaw(t *testing.T, ts *testServer) *rawConn {
+func dialRaw(t testing.TB, ts *testServer) *rawConn {
 	t.Helper()
 	u, _ := url.Parse(ts.URL)
 	c, err := net.Dial("tcp", u.Host)
@@ -128,7 +131,7 @@ func (r *rawConn) closed() bool {
 	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
 
-func subscribed(t *testing.T, ts *testServer, ch string) *fclient.Client {
+func subscribed(t testing.TB, ts *testServer, ch string) *fclient.Client {
 	c := ts.client(t)
 	c.Subscribe(ch, "")
 	return c
@@ -235,8 +238,9 @@ func TestTakenOverPollClientLeaves(t *testing.T) {
 	}
 }
 
-// Bad requests on a taken-over connection are answered with their status and close that
-// connection only.
+// Requests on a taken-over connection that are not plain polls get net/http's own answer
+// (they go back to it): a bad request closes that connection only, an unknown
+// expectation gets 417, another HTTP version 505, and HTTP/1.0 keep-alive is kept.
 func TestTakenOverBadRequests(t *testing.T) {
 	needTakeOver(t)
 	ts := newTestServer(t, Config{})
@@ -247,28 +251,29 @@ func TestTakenOverBadRequests(t *testing.T) {
 		name   string
 		req    func(r *rawConn, c *fclient.Client) string
 		status int
+		close  bool
 	}{
-		{"poll with a body", func(r *rawConn, c *fclient.Client) string {
-			return r.request("GET", "/poll?"+pollQuery(c, ""), `{"x":1}`)
-		}, 400},
-		{"chunked poll", func(r *rawConn, c *fclient.Client) string {
-			return r.request("GET", "/poll?"+pollQuery(c, ""), "", "Transfer-Encoding: chunked") + "0\r\n\r\n"
-		}, 400},
-		{"header too large", func(r *rawConn, c *fclient.Client) string {
-			return r.request("GET", "/poll?"+pollQuery(c, ""), "", "X-Pad: "+strings.Repeat("a", 70<<10))
-		}, 431},
 		{"malformed header", func(r *rawConn, c *fclient.Client) string {
 			return r.request("GET", "/poll?"+pollQuery(c, ""), "", "no colon here")
-		}, 400},
+		}, 400, true},
 		{"two Host headers", func(r *rawConn, c *fclient.Client) string {
 			return r.request("GET", "/poll?"+pollQuery(c, ""), "", "Host: other.example")
-		}, 400},
+		}, 400, true},
+		{"unknown expectation", func(r *rawConn, c *fclient.Client) string {
+			return r.request("GET", "/poll?"+pollQuery(c, "hold=0"), "", "Expect: foo")
+		}, 417, true},
+		{"HTTP/2.0 request line", func(r *rawConn, c *fclient.Client) string {
+			return strings.Replace(r.request("GET", "/poll?"+pollQuery(c, "hold=0"), ""), "HTTP/1.1", "HTTP/2.0", 1)
+		}, 505, true},
 		{"bad credential", func(r *rawConn, c *fclient.Client) string {
 			return r.request("GET", "/poll?session=nope&cursor=room:a=", "")
-		}, 401},
+		}, 401, false},
+		{"HTTP/1.0 keep-alive", func(r *rawConn, c *fclient.Client) string {
+			return strings.Replace(r.request("GET", "/poll?"+pollQuery(c, "hold=0"), "", "Connection: keep-alive"), "HTTP/1.1", "HTTP/1.0", 1)
+		}, 200, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := subscribed(t, ts, "room:a")
+			c := subscribed(t, ts, "room:b")
 			r := dialRaw(t, ts)
 			r.t = t
 			r.poll(c, "hello=1")
@@ -277,13 +282,18 @@ func TestTakenOverBadRequests(t *testing.T) {
 			if resp.StatusCode != tc.status {
 				t.Fatalf("answered %d %s, want %d", resp.StatusCode, b, tc.status)
 			}
-			var e struct{ Code, Reason any }
-			if json.Unmarshal(b, &e) != nil || e.Reason == "" {
-				t.Fatalf("error body %q names no reason", b)
+			if tc.close {
+				if !resp.Close || !r.closed() {
+					t.Fatalf("the connection stayed open after %d (Connection: close in the answer: %v)", tc.status, resp.Close)
+				}
+				return
 			}
-			if tc.status != 401 && !r.closed() {
-				t.Fatal("the connection stayed open after a request that can't be framed")
+			if resp.Close {
+				t.Fatal("the answer closes the connection")
 			}
+			// The connection goes on.
+			ts.publish(t, "room:b", tc.name)
+			r.poll(c, "hold=0")
 		})
 	}
 	ts.publish(t, "room:a", "still here")
@@ -375,6 +385,302 @@ func TestPollOnUnwatchableConnection(t *testing.T) {
 		r.write(r.request("POST", "/send?session="+url.QueryEscape(c.Session), fmt.Sprintf(`{"frames":[{"t":"send","seq":%d,"d":%d}]}`, c.NextSeq(), i)))
 		if resp, b := r.read(); resp.StatusCode != 200 || !strings.Contains(string(b), `"acks"`) {
 			t.Fatalf("send %d answered %d %s", i, resp.StatusCode, b)
+		}
+	}
+}
+
+// Cross-origin long-polling on a taken-over connection: every answer (the first poll's,
+// a held poll's once a message wakes it, a hold that ends with a ping, an error) carries
+// the CORS and caching headers net/http gives the same request, with credentials for a
+// listed origin and without for one let in by "*" only.
+func TestTakenOverPollCORS(t *testing.T) {
+	needTakeOver(t)
+	ts := newTestServer(t, Config{AllowedOrigins: []string{"https://good.example", "*"}})
+	for _, tc := range []struct {
+		origin string
+		creds  string
+	}{{"https://good.example", "true"}, {"https://any.example", ""}} {
+		t.Run(tc.origin, func(t *testing.T) {
+			c := subscribed(t, ts, "room:cors")
+			r := dialRaw(t, ts)
+			r.t = t
+			origin := "Origin: " + tc.origin
+			check := func(what string, resp *http.Response, status int) {
+				t.Helper()
+				h := resp.Header
+				if resp.StatusCode != status || h.Get("Access-Control-Allow-Origin") != tc.origin ||
+					h.Get("Access-Control-Allow-Credentials") != tc.creds || h.Get("Vary") != "Origin" ||
+					h.Get("Cache-Control") != "no-store" || h.Get("Content-Type") != "application/json" {
+					t.Fatalf("%s: %d with headers %v; want %d, Access-Control-Allow-Origin %q, -Credentials %q, Vary: Origin, no-store, JSON",
+						what, resp.StatusCode, h, status, tc.origin, tc.creds)
+				}
+			}
+			pollFrames := func(what, extra string) []string {
+				t.Helper()
+				r.write(r.request("GET", "/poll?"+pollQuery(c, extra), "", origin))
+				resp, b := r.read()
+				check(what, resp, 200)
+				var body struct{ Frames []fclient.Frame }
+				if err := json.Unmarshal(b, &body); err != nil {
+					t.Fatalf("%s: %q: %v", what, b, err)
+				}
+				for _, f := range body.Frames {
+					c.Track(f)
+				}
+				return msgData(body.Frames)
+			}
+			pollFrames("first poll", "hello=1")
+			// Held, then woken by a message: answered by the pool, not by the request's
+			// own handler call.
+			base := ts.Manager().Attached()
+			done := make(chan []string, 1)
+			go func() { done <- pollFrames("woken poll", "") }()
+			waitUntil(t, func() bool { return ts.Manager().Attached() == base+1 })
+			ts.publish(t, "room:cors", "hi")
+			if got := <-done; len(got) != 1 || got[0] != `"hi"` {
+				t.Fatalf("woken poll got %q", got)
+			}
+			pollFrames("ping at the end of the hold", "hold=0")
+			r.write(r.request("GET", "/poll?session=nope&cursor=", "", origin))
+			resp, _ := r.read()
+			check("refused poll", resp, 401)
+
+			// The same poll served by net/http (Connection: close is never taken over)
+			// carries the same headers.
+			ref := dialRaw(t, ts)
+			ref.write(ref.request("GET", "/poll?"+pollQuery(c, "hold=0"), "", origin, "Connection: close"))
+			resp, _ = ref.read()
+			check("net/http's answer", resp, 200)
+		})
+	}
+}
+
+// A header dribbled onto a taken-over connection is cut HeaderTimeout after its first
+// byte, also when it turns out not to be a poll and goes back to net/http half way: the
+// hand-back does not start net/http's ReadHeaderTimeout afresh.
+func TestTakenOverHeaderTimeoutSpansHandBack(t *testing.T) {
+	needTakeOver(t)
+	const timeout = 2 * time.Second
+	ts := newTestServerWith(t, Config{HeaderTimeout: timeout}, func(hs *http.Server) { hs.ReadHeaderTimeout = timeout })
+	r := dialRaw(t, ts)
+	r.write(r.request("GET", "/poll?x=1", "")) // refused (401), and taken over
+	if resp, _ := r.read(); resp.StatusCode != 401 {
+		t.Fatalf("first poll: %d", resp.StatusCode)
+	}
+	cut := make(chan time.Duration, 1)
+	start := time.Now()
+	r.write("GET " + r.base + "/poll") // still reads as a poll: the taken-over connection waits
+	go func() {
+		r.c.SetReadDeadline(time.Now().Add(4 * timeout))
+		r.br.ReadByte() // the server closes having answered nothing
+		cut <- time.Since(start)
+	}()
+	// Most of the timeout later, the request turns out to be something else (net/http's)
+	// and the client goes on dribbling its header.
+	time.Sleep(timeout * 3 / 4)
+	r.c.Write([]byte("x HTTP/1.1\r\n"))
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case d := <-cut:
+			if d > timeout*3/2 {
+				t.Fatalf("cut %v after the header's first byte; the header timeout is %v", d.Round(time.Millisecond), timeout)
+			}
+			return
+		case <-tick.C:
+			r.c.Write([]byte("X-Slow: a\r\n")) // errors once the server has closed
+		}
+	}
+}
+
+// flooder is a taken-over connection fed pipelined copies of a bogus poll without end,
+// as fast as the server answers them.
+type flooder struct {
+	r       *rawConn
+	answers atomic.Int64
+	paused  atomic.Bool // the writer waits (benchmarks alternate flooded and quiet rounds)
+	stop    chan struct{}
+	done    sync.WaitGroup
+}
+
+func startFlooder(t testing.TB, ts *testServer) *flooder {
+	t.Helper()
+	f := &flooder{r: dialRaw(t, ts), stop: make(chan struct{})}
+	req := f.r.request("GET", "/poll?x=1", "") // 401 at once: no session needed
+	f.r.write(req)
+	if resp, _ := f.r.read(); resp.StatusCode != 401 { // and the connection is taken over
+		t.Fatalf("flooder's first poll: %d", resp.StatusCode)
+	}
+	chunk := []byte(strings.Repeat(req, 500))
+	f.done.Add(2)
+	go func() {
+		defer f.done.Done()
+		for {
+			select {
+			case <-f.stop:
+				return
+			default:
+			}
+			if f.paused.Load() {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			f.r.c.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := f.r.c.Write(chunk); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				return
+			}
+		}
+	}()
+	go func() {
+		defer f.done.Done()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := f.r.c.Read(buf)
+			f.answers.Add(int64(bytes.Count(buf[:n], []byte("HTTP/1.1 401"))))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return f
+}
+
+func (f *flooder) close() {
+	close(f.stop)
+	f.r.c.Close()
+	f.done.Wait()
+}
+
+// A client that pipelines polls without end gets a bounded turn at a time: with 24 of
+// them flooding (more than the pool has workers), a poll held on another taken-over
+// connection still gets its message, while the flood goes on.
+func TestTakenOverFloodersDoNotStallPolls(t *testing.T) {
+	needTakeOver(t)
+	ts := newTestServer(t, Config{Limits: transport.Limits{NegotiateRate: 1e6}})
+	c := subscribed(t, ts, "room:a")
+	r := dialRaw(t, ts)
+	r.poll(c, "hello=1")
+
+	floods := make([]*flooder, 24)
+	for i := range floods {
+		floods[i] = startFlooder(t, ts)
+	}
+	defer func() {
+		for _, f := range floods {
+			f.close()
+		}
+	}()
+	// Every flooder is being served.
+	waitUntil(t, func() bool {
+		for _, f := range floods {
+			if f.answers.Load() < 100 {
+				return false
+			}
+		}
+		return true
+	})
+	base := ts.Manager().Attached()
+	for round := range 3 {
+		r.write(r.request("GET", "/poll?"+pollQuery(c, ""), ""))
+		waitUntil(t, func() bool { return ts.Manager().Attached() == base+1 })
+		ts.publish(t, "room:a", round)
+		before := make([]int64, len(floods))
+		for i, f := range floods {
+			before[i] = f.answers.Load()
+		}
+		r.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if got := msgData(r.frames(c)); len(got) != 1 || got[0] != fmt.Sprint(round) {
+			t.Fatalf("round %d: got %q", round, got)
+		}
+		// The flood did not stop for it: the flooders are still being answered.
+		waitUntil(t, func() bool {
+			for i, f := range floods {
+				if f.answers.Load() <= before[i] {
+					return false
+				}
+			}
+			return true
+		})
+	}
+}
+
+// stallBroker is a MemoryBroker whose TouchSession (the store call of every poll's
+// Verify) waits, while paused, until released or its context ends.
+type stallBroker struct {
+	*MemoryBroker
+	paused    atomic.Bool
+	release   chan struct{}
+	blocked   atomic.Int64 // calls waiting now
+	cancelled atomic.Int64 // calls ended by a cancelled context (not a deadline)
+}
+
+func (b *stallBroker) TouchSession(ctx context.Context, sid string, ttl time.Duration) (bool, error) {
+	if b.paused.Load() {
+		b.blocked.Add(1)
+		defer b.blocked.Add(-1)
+		select {
+		case <-b.release:
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.Canceled) {
+				b.cancelled.Add(1)
+			}
+			return false, ctx.Err()
+		}
+	}
+	return b.MemoryBroker.TouchSession(ctx, sid, ttl)
+}
+
+// A session store that stops answering holds up no worker of the pool: with more polls
+// waiting on it than the pool has workers, a poll held on another taken-over connection
+// still gets its message; a waiting poll whose client leaves has its store call
+// cancelled; the others get 503, code 4000 (retry), once StoreTimeout has passed.
+func TestTakenOverStoreStallHoldsNoWorker(t *testing.T) {
+	needTakeOver(t)
+	broker := &stallBroker{MemoryBroker: NewMemoryBroker(MemoryConfig{}), release: make(chan struct{})}
+	t.Cleanup(func() { broker.Close() })
+	defer close(broker.release)
+	ts := newTestServer(t, Config{Broker: broker, StoreTimeout: 2 * time.Second, Limits: transport.Limits{NegotiateRate: 1e6, NegotiateBurst: 1e6}})
+	c := subscribed(t, ts, "room:a")
+	r := dialRaw(t, ts)
+	r.poll(c, "hello=1")
+
+	n := 4*runtime.GOMAXPROCS(0) + 8 // more than the pool's workers
+	waiting := make([]*rawConn, n)
+	clients := make([]*fclient.Client, n)
+	for i := range n {
+		clients[i] = subscribed(t, ts, "room:s")
+		waiting[i] = dialRaw(t, ts)
+		waiting[i].poll(clients[i], "hello=1") // taken over: the next poll is read by the pool
+	}
+	base := ts.Manager().Attached()
+	r.write(r.request("GET", "/poll?"+pollQuery(c, ""), ""))
+	waitUntil(t, func() bool { return ts.Manager().Attached() == base+1 })
+
+	broker.paused.Store(true)
+	for i := range n {
+		waiting[i].write(waiting[i].request("GET", "/poll?"+pollQuery(clients[i], ""), ""))
+	}
+	// All of them wait on the store at once (had they waited on the pool's workers, the
+	// ones beyond the workers' number would still be queued behind them).
+	waitUntil(t, func() bool { return broker.blocked.Load() == int64(n) })
+	ts.publish(t, "room:a", "flowing")
+	if got := msgData(r.frames(c)); len(got) != 1 || got[0] != `"flowing"` {
+		t.Fatalf("held poll got %q", got)
+	}
+
+	waiting[0].c.Close()
+	waitUntil(t, func() bool { return broker.cancelled.Load() == 1 })
+	for i := 1; i < n; i++ {
+		resp, b := waiting[i].read()
+		var e struct{ Code int }
+		json.Unmarshal(b, &e)
+		if resp.StatusCode != 503 || e.Code != 4000 {
+			t.Fatalf("poll %d waiting on the store answered %d %s, want 503 with code 4000", i, resp.StatusCode, b)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +49,14 @@ func payload(kind string, p string) (json.RawMessage, []byte, error) {
 	switch kind {
 	case kindJSON:
 		data, err := session.CompactPayload([]byte(p), math.MaxInt)
+		if errors.Is(err, session.ErrInvalidUTF8) {
+			// Past the entry points (written by another program, or an older Ferry):
+			// delivered repaired (session.Message.Frame), not lost, since it holds a
+			// position that readers of the channel must pass.
+			var b bytes.Buffer
+			json.Compact(&b, []byte(p)) // valid: CompactPayload checked JSON before UTF-8
+			data, err = b.Bytes(), nil
+		}
 		if err != nil {
 			return nil, nil, malformed("JSON payload: %v", err)
 		}

@@ -317,8 +317,22 @@ func (s *Server) Mount(mux *http.ServeMux) {
 	mux.Handle(s.cfg.Base+"/", s)
 }
 
+// ErrInvalidUTF8 is matched (errors.Is) by the error of a publish whose JSON payload holds
+// bytes that are not UTF-8. Such a payload is refused at every way into a channel: it
+// would reach browsers in WebSocket text frames, which must be UTF-8, and fail the
+// connection of every subscriber. It is session.ErrInvalidUTF8, code 1007.
+var ErrInvalidUTF8 = session.ErrInvalidUTF8
+
 // Publish publishes data to channel and returns its position. data is marshalled as JSON
-// (a json.RawMessage or []byte holding JSON is used as it is).
+// (a json.RawMessage or []byte holding JSON is used as it is, after validation).
+//
+// A payload that is not valid JSON, is larger than MaxMessageBytes or holds bytes that
+// are not UTF-8 in its strings is refused with a *session.Error naming the problem (codes
+// 4100, 1009 and 1007; errors.Is(err, ErrInvalidUTF8) for the last). encoding/json
+// replaces invalid UTF-8 in Go strings with U+FFFD when it marshals them, so only raw
+// JSON can carry it. A JSON escape such as \udc00 (a lone surrogate) is ASCII and passes
+// as written. Bytes that are not text travel as binary payloads (the Redis stream's
+// bin field, a client's b).
 func (s *Server) Publish(ctx context.Context, channel string, data any) (session.Position, error) {
 	if err := session.CheckChannel(channel); err != nil {
 		return session.Position{}, err
@@ -367,12 +381,14 @@ func SessionChannel(sid string) string { return "$session:" + sid }
 // UserChannel is the channel of messages to every session of one identity.
 func UserChannel(user string) string { return "$user:" + user }
 
-// PublishToSession publishes data to the channel of session sid.
+// PublishToSession publishes data to the channel of session sid; data is checked as by
+// Publish.
 func (s *Server) PublishToSession(ctx context.Context, sid string, data any) (session.Position, error) {
 	return s.Publish(ctx, SessionChannel(sid), data)
 }
 
-// PublishToUser publishes data to the channel of every session of user.
+// PublishToUser publishes data to the channel of every session of user; data is checked
+// as by Publish.
 func (s *Server) PublishToUser(ctx context.Context, user string, data any) (session.Position, error) {
 	return s.Publish(ctx, UserChannel(user), data)
 }

@@ -407,7 +407,7 @@ func TestConcurrentPolls(t *testing.T) {
 }
 
 // waitUntil polls cond until it holds, for at most 10 s.
-func waitUntil(t *testing.T, cond func() bool) {
+func waitUntil(t testing.TB, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

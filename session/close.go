@@ -123,7 +123,12 @@ func Errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Reason: fmt.Sprintf(format, args...)}
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("ferry: %s (%d)", e.Reason, e.Code) }
+func (e *Error) Error() string {
+	if e.Reason == "" {
+		return "ferry: " + e.Code.String()
+	}
+	return fmt.Sprintf("ferry: %s (%d)", e.Reason, e.Code)
+}
 
 // Is makes errors.Is(err, &Error{Code: c}) match any error with code c.
 func (e *Error) Is(target error) bool {
@@ -138,6 +143,10 @@ var (
 	ErrShutdown     = &Error{Code: CodeShutdown, Reason: "server shutting down"}
 	ErrSession      = &Error{Code: CodeSessionExpired, Reason: "session unknown or expired"}
 	ErrNormal       = &Error{Code: CodeNormal, Reason: "closed"}
+	// ErrInvalidUTF8 matches every error of code 1007: a payload or frame refused
+	// because it is not valid UTF-8 (CompactPayload, DecodeClientFrame). Its reason is
+	// empty, so errors.Is ignores the reason, which names the offending byte.
+	ErrInvalidUTF8 = &Error{Code: CodeInvalidPayload}
 )
 
 // AsError converts any error into a close reason: an *Error in its chain is returned as is;

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -42,8 +43,8 @@ func (f *ClientFrame) Position() Position { return Position{Epoch: f.Ep, Offset:
 // payload of send and pub frames. Every error is an *Error naming the problem.
 func DecodeClientFrame(data []byte, maxPayload int) (ClientFrame, error) {
 	var f ClientFrame
-	if !utf8.Valid(data) {
-		return f, Errorf(CodeInvalidPayload, "frame is not valid UTF-8")
+	if i := InvalidUTF8At(data); i >= 0 {
+		return f, Errorf(CodeInvalidPayload, "frame is not valid UTF-8 (byte %d)", i)
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
 		return f, Errorf(CodeBadRequest, "malformed frame: %v", jsonProblem(err))
@@ -116,7 +117,13 @@ func compact(raw json.RawMessage) json.RawMessage {
 	return b.Bytes()
 }
 
-// CompactPayload validates a JSON payload from a backend and compacts it.
+// CompactPayload validates a JSON payload from a backend and compacts it. It refuses a
+// payload whose strings hold bytes that are not UTF-8 with an error of code 1007
+// (errors.Is(err, ErrInvalidUTF8)): encoding/json passes such bytes through a
+// json.RawMessage unchanged, and a WebSocket text frame carrying them makes every browser
+// that receives it fail the connection. Escapes are JSON's business, not UTF-8's: a lone
+// surrogate written as the escape \udc00 is plain ASCII and passes unchanged (a browser's
+// JSON.parse gives it to the app as it is; Go's encoding/json decodes it as U+FFFD).
 func CompactPayload(raw []byte, maxPayload int) (json.RawMessage, error) {
 	if len(raw) == 0 {
 		return nil, Errorf(CodeBadRequest, "payload is empty")
@@ -127,8 +134,44 @@ func CompactPayload(raw []byte, maxPayload int) (json.RawMessage, error) {
 	if !json.Valid(raw) {
 		return nil, Errorf(CodeBadRequest, "payload is not valid JSON")
 	}
+	// Valid JSON has nothing but ASCII outside its strings, so a byte that is not UTF-8
+	// is always inside one.
+	if i := InvalidUTF8At(raw); i >= 0 {
+		return nil, Errorf(CodeInvalidPayload, "data: invalid UTF-8 in a string at byte %d", i)
+	}
 	return compact(raw), nil
 }
+
+// InvalidUTF8At returns the offset of the first byte of p that is not part of a valid
+// UTF-8 sequence, or -1 when p is valid UTF-8.
+func InvalidUTF8At(p []byte) int {
+	if utf8.Valid(p) {
+		return -1
+	}
+	for i := 0; i < len(p); {
+		if p[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(p[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+// repairedPayloads counts the messages whose payload Message.Frame had to repair; see
+// RepairedPayloads.
+var repairedPayloads atomic.Uint64
+
+// RepairedPayloads returns how many messages this process has delivered with invalid
+// UTF-8 in their payload replaced by U+FFFD (see Message.Frame). Every entry point
+// refuses such payloads, so anything but 0 means that something wrote into the broker
+// past them: another program writing Ferry's Redis keys, or a Broker implementation that
+// changes payloads.
+func RepairedPayloads() uint64 { return repairedPayloads.Load() }
 
 // Message is one message on a channel. It is immutable once published and shared by every
 // subscriber, queue and history that holds it; its frame is encoded once, on first use.
@@ -142,15 +185,31 @@ type Message struct {
 	once    sync.Once
 	frame   []byte
 	eventID string
+	payload json.RawMessage // Data as delivered: repaired if it was not UTF-8
 }
 
 // Size is the number of payload bytes of m.
 func (m *Message) Size() int { return len(m.Data) + len(m.Bin) }
 
 // Frame returns the msg frame of m, encoded once for all subscribers.
+//
+// A frame never carries invalid UTF-8: it travels in WebSocket text frames and SSE
+// events, where a single bad byte fails the connection of every subscriber (and, since
+// resume replays it from history, every reconnection after). The entry points refuse
+// such payloads; one that reaches a message anyway (through a broker written by another
+// program) is delivered at its position with each invalid sequence replaced by U+FFFD,
+// so the client's cursor moves past it and nothing is skipped. RepairedPayloads counts
+// them. It costs one utf8.Valid per message, not per subscriber.
 func (m *Message) Frame() []byte {
 	m.once.Do(m.encode)
 	return m.frame
+}
+
+// Payload returns Data as subscribers receive it: with any invalid UTF-8 replaced by
+// U+FFFD, as in Frame. It is nil for a binary message.
+func (m *Message) Payload() json.RawMessage {
+	m.once.Do(m.encode)
+	return m.payload
 }
 
 // EventID is the SSE id of m: "<channel>=<epoch>.<offset>".
@@ -160,9 +219,16 @@ func (m *Message) EventID() string {
 }
 
 func (m *Message) encode() {
+	m.payload = m.Data
+	if m.Bin == nil && !utf8.Valid(m.Data) {
+		// Inside a JSON string (the only place valid JSON has bytes >= 0x80), a
+		// replacement keeps the JSON valid.
+		m.payload = bytes.ToValidUTF8(m.Data, []byte("\uFFFD"))
+		repairedPayloads.Add(1)
+	}
 	// Channel names and epochs come from restricted character sets (ValidChannel,
 	// ValidEpoch), so they need no JSON escaping; the payload is already compact JSON.
-	b := make([]byte, 0, 48+len(m.Channel)+len(m.Pos.Epoch)+len(m.Data)+base64.StdEncoding.EncodedLen(len(m.Bin)))
+	b := make([]byte, 0, 48+len(m.Channel)+len(m.Pos.Epoch)+len(m.payload)+base64.StdEncoding.EncodedLen(len(m.Bin)))
 	b = append(b, `{"t":"msg","ch":"`...)
 	b = append(b, m.Channel...)
 	b = append(b, `","ep":"`...)
@@ -175,7 +241,7 @@ func (m *Message) encode() {
 		b = append(b, `"}`...)
 	} else {
 		b = append(b, `,"d":`...)
-		b = append(b, m.Data...)
+		b = append(b, m.payload...)
 		b = append(b, '}')
 	}
 	m.frame = b

@@ -16,6 +16,7 @@ import (
 // what a fan-out burst otherwise costs per subscriber and frame.
 type corkConn struct {
 	net.Conn
+	guard  *closeGuard // reads go through it (wsclose.go)
 	mu     sync.Mutex
 	corked bool
 	buf    *[]byte
@@ -40,6 +41,9 @@ func (c *corkConn) SetWriteDeadline(t time.Time) error {
 	c.deadline = t
 	return c.Conn.SetWriteDeadline(t)
 }
+
+// Read reads through the close guard: every byte gorilla sees has passed it.
+func (c *corkConn) Read(p []byte) (int, error) { return c.guard.Read(p) }
 
 // maxCork bounds what a corked connection gathers before it writes anyway.
 const maxCork = 64 << 10
@@ -127,8 +131,9 @@ func (c *corkConn) writeRest(rest []byte) error {
 // reuses a hijacked reader larger than 256 bytes when its ReadBufferSize is zero).
 type corkHijacker struct {
 	http.ResponseWriter
-	conn *corkConn
-	br   *bufio.Reader // nil if net/http had read past the request: gorilla refuses that
+	conn  *corkConn
+	guard *closeGuard   // under conn's reads: see wsclose.go
+	br    *bufio.Reader // nil if net/http had read past the request: gorilla refuses that
 }
 
 // wsReadBuffer holds a client's small frames whole; larger ones are read through it.
@@ -139,7 +144,10 @@ func (h *corkHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	h.conn = &corkConn{Conn: c}
+	// gorilla reads through Read of the conn it is given (it resets the hijacked reader
+	// onto it), so the close guard goes there.
+	h.guard = newCloseGuard(c)
+	h.conn = &corkConn{Conn: c, guard: h.guard}
 	if brw.Reader.Buffered() > 0 {
 		return h.conn, brw, nil
 	}

@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Handoff is a net.Listener of the connections the long-polling handler took over and
@@ -86,10 +87,30 @@ func (l *Handoff) give(c net.Conn) {
 }
 
 // prefixConn is a connection whose first bytes were read already: Read returns them
-// before reading from the connection.
+// before reading from the connection. headerBy, if set, is when the header of the request
+// those bytes begin is due: it caps the first read deadline net/http sets (its
+// ReadHeaderTimeout for that request), which would otherwise count from the hand-back.
 type prefixConn struct {
 	net.Conn
-	buf []byte
+	buf      []byte
+	headerBy time.Time
+}
+
+func (c *prefixConn) SetReadDeadline(t time.Time) error {
+	if !c.headerBy.IsZero() {
+		if t.IsZero() || t.After(c.headerBy) {
+			t = c.headerBy
+		}
+		c.headerBy = time.Time{}
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *prefixConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetDeadline(t); err != nil {
+		return err
+	}
+	return c.SetReadDeadline(t)
 }
 
 func (c *prefixConn) Read(b []byte) (int, error) {

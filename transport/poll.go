@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -22,11 +23,50 @@ type PollHandler struct {
 	cfg   *Config
 	conns pollConns
 	pool  *workers.Pool
+	store chan struct{} // a place for each request of a taken-over connection in the store
 }
 
 // NewPoll returns the long-polling handler.
 func NewPoll(cfg Config) *PollHandler {
-	return &PollHandler{cfg: cfg.withDefaults(), pool: workers.New(pollWorkers, 250*time.Millisecond)}
+	return &PollHandler{cfg: cfg.withDefaults(), pool: workers.New(pollWorkers, 250*time.Millisecond),
+		store: make(chan struct{}, storeConcurrency)}
+}
+
+// storeContext bounds the part of a poll that may wait on the session store (and on
+// the application's Authenticate and Authorize) by the Manager's StoreTimeout, which
+// also bounds each store call: on a taken-over connection it includes the wait for a
+// place among them (acquireStore).
+func (h *PollHandler) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, h.cfg.Manager.Config().StoreTimeout)
+}
+
+// acquireStore takes a place among the requests of taken-over connections that may wait
+// on the store, waiting (off the pool) until ctx ends.
+func (h *PollHandler) acquireStore(ctx context.Context) bool {
+	select {
+	case h.store <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case h.store <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (h *PollHandler) releaseStore() { <-h.store }
+
+// storeErr turns an error that came of the store timeout passing (in a call that does
+// not say so itself: the application's, a history read) into ErrStoreUnavailable: 503,
+// code 4000, which clients retry.
+func storeErr(ctx context.Context, err error) error {
+	var e *session.Error
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.As(err, &e) {
+		return session.ErrStoreUnavailable
+	}
+	return err
 }
 
 // poll is one poll that has its attachment and waits for frames to answer with.
@@ -42,7 +82,9 @@ func (h *PollHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	p, ok := h.start(ctx, w, r)
+	sctx, cancel := h.storeContext(ctx)
+	p, ok := h.start(sctx, w, r)
+	cancel()
 	if !ok {
 		return
 	}
@@ -64,13 +106,45 @@ func (h *PollHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // start admits, authenticates and parses a poll and finds its attachment: the parked one
 // it continues, or a new one. On false it has answered w.
 func (h *PollHandler) start(ctx context.Context, w http.ResponseWriter, r *http.Request) (*poll, bool) {
-	release, ok := h.cfg.admitGET(w, r, "poll")
+	ad, ok := h.admit(w, r)
 	if !ok {
 		return nil, false
 	}
-	p, err := h.attach(ctx, r)
-	if err != nil {
+	return h.attachAdmitted(ctx, w, r, ad)
+}
+
+// admitted is a poll that passed admit.
+type admitted struct {
+	q       url.Values // parsed once: a poll's query is long (credential, cursor)
+	release func()     // its connection slot
+}
+
+// admit makes the checks of a poll that need nothing but the request itself: CORS, the
+// method, a connection slot, a credential to verify. It never waits, so a taken-over
+// connection makes them on the pool (see pollConn); on false it has answered w.
+func (h *PollHandler) admit(w http.ResponseWriter, r *http.Request) (admitted, bool) {
+	release, ok := h.cfg.admitGET(w, r, "poll")
+	if !ok {
+		return admitted{}, false
+	}
+	q := r.URL.Query()
+	if q.Get("session") == "" {
 		release()
+		err := session.Errorf(session.CodeSessionExpired, "missing session parameter")
+		h.cfg.logFailure(r, "poll", err)
+		writeError(w, err)
+		return admitted{}, false
+	}
+	return admitted{q: q, release: release}, true
+}
+
+// attachAdmitted is the part of start that may wait on the session store (and on the
+// application's Authenticator and Authorize): verifying, attaching, continuing.
+func (h *PollHandler) attachAdmitted(ctx context.Context, w http.ResponseWriter, r *http.Request, ad admitted) (*poll, bool) {
+	p, err := h.attach(ctx, r, ad.q)
+	if err != nil {
+		ad.release()
+		err = storeErr(ctx, err)
 		if errors.Is(err, session.ErrSuperseded) {
 			// A late poll from before the client's current attachment.
 			h.cfg.obs().PollDone("superseded")
@@ -81,12 +155,11 @@ func (h *PollHandler) start(ctx context.Context, w http.ResponseWriter, r *http.
 		writeError(w, err)
 		return nil, false
 	}
-	p.release = release
+	p.release = ad.release
 	return p, true
 }
 
-func (h *PollHandler) attach(ctx context.Context, r *http.Request) (*poll, error) {
-	q := r.URL.Query() // parsed once: a poll's query is long (credential, cursor)
+func (h *PollHandler) attach(ctx context.Context, r *http.Request, q url.Values) (*poll, error) {
 	req, err := h.cfg.attachQuery(ctx, r, q, LongPoll)
 	if err != nil {
 		return nil, err

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"runtime"
@@ -34,6 +33,22 @@ import (
 // complete header with http.ReadRequest, and serves it only if it is a GET of the poll
 // path; anything else goes back to net/http (Handoff) with the bytes read ahead, and with
 // it the connection.
+//
+// Three rules keep the pool's workers shared fairly (invariant 11):
+//   - Nothing that may wait on the network runs on a worker. A request that asks the
+//     session store (Verify, Attach, Resume, the first history read, the application's
+//     Authenticate and Authorize) is served by run on a goroutine of its own, at most
+//     storeConcurrency at once, within the Manager's StoreTimeout, with a context
+//     cancelled when the client leaves; a history read due when a held poll wakes (a gap)
+//     goes to awaitOff. Admission (CORS, method, a slot, a credential present) needs
+//     nothing but the request, and stays on the worker.
+//   - A turn on a worker serves at most turnRequests requests and reads at most turnBytes;
+//     the next turn of the same connection is queued at the back of the pool's queue (as
+//     is the turn after a request that went to the store), so a client that pipelines
+//     without end waits behind everyone else.
+//   - Whatever is not plainly a poll this file can serve the way net/http would (any other
+//     method or path, HTTP/1.0, an Expect, a body, a header net/http would refuse, a header
+//     longer than pollHeaderMax) goes back to net/http, which gives its own answer.
 
 // pollHeaderMax bounds the header of a poll read on a taken-over connection, as
 // MaxHeaderBytes does for net/http.
@@ -41,9 +56,20 @@ const pollHeaderMax = 64 << 10
 
 // pollWorkers bounds the goroutines that serve the events of taken-over connections (see
 // package workers): a few per core, as for WebSocket writers (more only take turns with
-// them and with the publish that starts the next fan-out), with room for tasks that wait
-// on the session store (a Redis round trip in Verify or Attach).
+// them and with the publish that starts the next fan-out). None of their tasks waits on
+// the network.
 var pollWorkers = 4*runtime.GOMAXPROCS(0) + 4
+
+// A connection's turn on the pool ends after turnRequests requests answered there or
+// turnBytes read, whichever comes first.
+const (
+	turnRequests = 8
+	turnBytes    = 32 << 10
+)
+
+// storeConcurrency bounds the requests of taken-over connections that wait on the
+// session store at once; more wait (off the pool) for a place, within StoreTimeout.
+var storeConcurrency = 64 * runtime.GOMAXPROCS(0)
 
 const (
 	defaultHeaderTimeout = 10 * time.Second
@@ -53,7 +79,8 @@ const (
 type pcState uint8
 
 const (
-	pcReading   pcState = iota // a goroutine reads a request and starts serving it
+	pcReading   pcState = iota // a worker reads a request and starts serving it
+	pcStarting                 // a goroutine of its own admits and attaches the request (run)
 	pcHolding                  // a poll waits for frames: no goroutine
 	pcAnswering                // a goroutine answers the poll
 	pcIdle                     // between requests: no goroutine
@@ -70,6 +97,7 @@ type pollConn struct {
 	timer    *time.Timer // the hold while holding, the idle timeout while idle
 	wakeFn   func()      // pc.wake, made once
 	onWakeFn func()      // pc.onWake, likewise
+	serveFn  func()      // pc.serve, likewise
 
 	// in holds the bytes of the next request read so far (incomplete, or pipelined, or
 	// what net/http had read ahead), in a buffer lent by inBufs (inBuf) when it has
@@ -78,15 +106,22 @@ type pollConn struct {
 	in       []byte
 	inBuf    *[]byte
 	reqStart time.Time
+	turnRead int // bytes read in this turn
 
-	mu       sync.Mutex
-	state    pcState
-	p        *poll     // while holding or answering
-	deadline time.Time // when the timer is due; a timer call before it is a stale one
-	armed    bool      // the watch will report readability
-	readable bool      // the watch reported data while a poll was open: read it next
-	goAway   bool      // close after the current answer (Connection: close, a drain)
-	rewake   bool      // a wake came while await looked
+	mu    sync.Mutex
+	state pcState
+	p     *poll // while holding or answering
+	// rw is the answer of p: its headers (CORS) were set when the request was admitted,
+	// as net/http's handler sets them on its ResponseWriter, and every answer of the poll
+	// (frames, ping, close, error) goes out with them.
+	rw       *pollResponse
+	cancel   context.CancelFunc // ends the store calls of the request being started
+	deadline time.Time          // when the timer is due; a timer call before it is a stale one
+	armed    bool               // the watch will report readability
+	readable bool               // the watch reported data while a poll was open: read it next
+	goAway   bool               // close after the current answer (Connection: close, a drain)
+	gone     bool               // the client left (or half-closed) while its request started
+	rewake   bool               // a wake came while await looked
 }
 
 // pollConns is the set of a handler's taken-over connections, for Shutdown.
@@ -160,22 +195,40 @@ func (h *PollHandler) takeOver(w http.ResponseWriter, r *http.Request) bool {
 	}
 	pc.wakeFn = pc.wake
 	pc.onWakeFn = pc.onWake
+	pc.serveFn = pc.serve
 	pc.timer = time.AfterFunc(time.Hour, pc.onTimer)
 	pc.timer.Stop()
+	// The watch starts armed, and its first call may come at once: it finds the watch
+	// set once it has the lock.
+	pc.mu.Lock()
 	watch, err := netpoll.StartFunc(pc.conn, pc.onReadable, h.pool.Go)
+	pc.watch, pc.armed = watch, err == nil
+	pc.mu.Unlock()
 	if err != nil {
 		// A connection the poller can't watch (a wrapper from the listener): this poll is
 		// answered here, and the connection goes back to net/http.
 		pc.serveOnce(r)
 		return true
 	}
-	pc.watch = watch
-	pc.armed = true
 	h.conns.add(pc)
+	h.cfg.Logger.Debug("poll connection taken over", "remote", r.RemoteAddr)
 	pc.conn.SetReadDeadline(time.Time{}) // net/http's, for this request's body
-	if pc.handle(r) {
-		pc.serve()
+	// This is net/http's goroutine, which may wait on the store: the first request runs
+	// on it.
+	rw := newPollResponse()
+	if r.Close {
+		pc.mu.Lock()
+		pc.goAway = true
+		pc.mu.Unlock()
 	}
+	ad, ok := h.admit(rw, r)
+	if !ok {
+		if pc.answered(rw) {
+			h.pool.Go(pc.serveFn)
+		}
+		return true
+	}
+	pc.begin(r, rw, ad, false)
 	return true
 }
 
@@ -183,7 +236,9 @@ func (h *PollHandler) takeOver(w http.ResponseWriter, r *http.Request) bool {
 func (pc *pollConn) serveOnce(r *http.Request) {
 	rw := newPollResponse()
 	ctx := context.Background()
-	p, ok := pc.h.start(ctx, rw, r)
+	sctx, cancel := pc.h.storeContext(ctx)
+	p, ok := pc.h.start(sctx, rw, r)
+	cancel()
 	if ok {
 		out, err := p.a.Next(ctx, time.Now().Add(p.hold))
 		if err != nil {
@@ -204,34 +259,45 @@ func (pc *pollConn) serveOnce(r *http.Request) {
 	pc.handBack(pc.in)
 }
 
-// serve reads and serves requests as long as they are there: a held poll, a request not
-// complete yet, or one for net/http ends it.
+// serve is one turn of the connection on the pool: it reads requests and answers those
+// that admit refuses, at most turnRequests of them and turnBytes read, then queues the
+// next turn at the back of the pool's queue; a request admitted goes to the store off
+// the pool (begin), a request not complete yet leaves the connection waiting, one that
+// is not a poll goes back to net/http.
 func (pc *pollConn) serve() {
-	for {
+	pc.turnRead = 0
+	for range turnRequests {
 		r, err := pc.read()
 		if err != nil {
 			var back *handBackError
-			var perr *parseError
 			switch {
+			case errors.Is(err, errTurnOver):
+				pc.h.pool.Go(pc.serveFn)
 			case errors.Is(err, errNeedMore):
 				pc.waitForRequest()
 			case errors.As(err, &back):
 				pc.handBack(pc.in)
-			case errors.Is(err, errHeaderTooLarge):
-				pc.fail(http.StatusRequestHeaderFieldsTooLarge, "request header too large")
-			case errors.Is(err, errBadPoll):
-				pc.fail(http.StatusBadRequest, err.Error())
-			case errors.As(err, &perr):
-				pc.fail(http.StatusBadRequest, "malformed request: "+perr.Error())
 			default:
 				pc.close() // the client left
 			}
 			return
 		}
-		if !pc.handle(r) {
+		rw := newPollResponse()
+		if r.Close { // a drain is seen by answered, which every path ends in
+			pc.mu.Lock()
+			pc.goAway = true
+			pc.mu.Unlock()
+		}
+		ad, ok := pc.h.admit(rw, r)
+		if ok {
+			pc.begin(r, rw, ad, true)
+			return
+		}
+		if !pc.answered(rw) {
 			return
 		}
 	}
+	pc.h.pool.Go(pc.serveFn)
 }
 
 // waitForRequest leaves the connection idle until the (rest of the) next request comes:
@@ -258,18 +324,63 @@ func (pc *pollConn) waitForRequest() {
 	}
 }
 
-// handle serves a poll from the reading goroutine and reports whether that goroutine
-// should read the next request at once (the poll was answered and more is buffered);
-// otherwise the poll is held, or the connection waits or is closed.
-func (pc *pollConn) handle(r *http.Request) (readOn bool) {
-	ctx := context.Background()
-	rw := newPollResponse()
-	if r.Close { // a drain is seen by answered, which every path ends in
-		pc.mu.Lock()
-		pc.goAway = true
+// begin starts serving r: off the pool (async, on a goroutine of its own), since it asks
+// the session store. The connection is watched meanwhile, so that a client that leaves
+// cancels the store calls made for it, as net/http cancels a request's context.
+func (pc *pollConn) begin(r *http.Request, rw *pollResponse, ad admitted, async bool) {
+	ctx, cancel := pc.h.storeContext(context.Background())
+	pc.mu.Lock()
+	if pc.state == pcClosed {
 		pc.mu.Unlock()
+		ad.release()
+		cancel()
+		return
 	}
-	p, ok := pc.h.start(ctx, rw, r)
+	pc.state, pc.cancel = pcStarting, cancel
+	arm := !pc.armed && !pc.readable && len(pc.in) == 0
+	pc.armed = pc.armed || arm
+	pc.mu.Unlock()
+	if arm && !pc.watch.Arm() {
+		ad.release()
+		cancel()
+		pc.close()
+		return
+	}
+	if async {
+		go pc.run(ctx, cancel, r, rw, ad)
+	} else {
+		pc.run(ctx, cancel, r, rw, ad)
+	}
+}
+
+// run serves r where it may wait: admission, the session store's calls and the first
+// look for frames (which may read history), at most storeConcurrency at once. The turn
+// that reads the connection's next request is queued on the pool behind every other.
+func (pc *pollConn) run(ctx context.Context, cancel context.CancelFunc, r *http.Request, rw *pollResponse, ad admitted) {
+	readOn := pc.handle(ctx, r, rw, ad)
+	pc.mu.Lock()
+	pc.cancel = nil
+	pc.mu.Unlock()
+	cancel()
+	if readOn {
+		pc.h.pool.Go(pc.serveFn)
+	}
+}
+
+// handle serves a poll and reports whether the connection's next request should be read
+// at once (the poll was answered and more is buffered); otherwise the poll is held, or
+// the connection waits or is closed. It may wait on the session store: never on the pool.
+func (pc *pollConn) handle(ctx context.Context, r *http.Request, rw *pollResponse, ad admitted) (readOn bool) {
+	if !pc.h.acquireStore(ctx) {
+		// Every place was taken for StoreTimeout: a retryable answer, with the CORS
+		// headers admit set, which the browser needs to read it.
+		ad.release()
+		pc.h.cfg.obs().Rejected("store_busy")
+		writeError(rw, session.ErrStoreUnavailable)
+		return pc.answered(rw)
+	}
+	defer pc.h.releaseStore()
+	p, ok := pc.h.attachAdmitted(ctx, rw, r, ad)
 	if !ok {
 		return pc.answered(rw)
 	}
@@ -280,38 +391,41 @@ func (pc *pollConn) handle(r *http.Request) (readOn bool) {
 		pc.h.abandon(p, true)
 		return false
 	}
-	pc.state, pc.p = pcAnswering, p
+	pc.state, pc.p, pc.rw = pcAnswering, p, rw
 	pc.deadline = time.Now().Add(p.hold)
 	pc.timer.Reset(p.hold)
-	arm := !pc.armed && !pc.readable && len(pc.in) == 0
-	pc.armed = pc.armed || arm
 	pc.mu.Unlock()
-	// Watched while held: a client that leaves is noticed, as net/http's background read
-	// would.
-	if arm && !pc.watch.Arm() {
-		pc.close()
-	}
 	p.a.SetOnWake(pc.wakeFn)
-	return pc.await(p)
+	return pc.await(ctx, p, rw, false)
 }
 
-// await answers p, which the caller has taken (state answering), if its attachment has
-// frames; otherwise it leaves p held, for the attachment's wake, the hold timer's ping or
-// the client leaving to end.
-func (pc *pollConn) await(p *poll) (readOn bool) {
+// await answers p, which the caller has taken (state answering), with rw if its
+// attachment has frames; otherwise it leaves p held, for the attachment's wake, the hold
+// timer's ping or the client leaving to end. On the pool (local) it reads no history: when
+// a read is due (a gap in a channel), it goes on in awaitOff.
+func (pc *pollConn) await(ctx context.Context, p *poll, rw *pollResponse, local bool) (readOn bool) {
 	var out []session.Outgoing
 	var err error
 	for {
-		out, err = p.a.TryNext(context.Background())
+		if local {
+			out, err = p.a.TryNextLocal()
+			if errors.Is(err, session.ErrNeedsSource) {
+				go pc.awaitOff(p, rw)
+				return false
+			}
+		} else {
+			out, err = p.a.TryNext(ctx)
+		}
 		if out != nil || err != nil {
 			break
 		}
 		// Nothing: TryNext has made the attachment wake us when something comes.
 		pc.mu.Lock()
-		if pc.state == pcClosed { // the client left while we looked
+		if pc.state == pcClosed || pc.gone { // the client left while we looked
 			pc.mu.Unlock()
 			p.a.SetOnWake(nil)
 			pc.h.abandon(p, true)
+			pc.close()
 			return false
 		}
 		if pc.rewake { // a wake came while we looked
@@ -325,10 +439,10 @@ func (pc *pollConn) await(p *poll) (readOn bool) {
 	}
 	pc.timer.Stop()
 	p.a.SetOnWake(nil)
-	rw := newPollResponse()
 	if err != nil {
-		// The close frame went in an earlier answer; this poll gets the reason.
-		writeError(rw, err)
+		// The close frame went in an earlier answer; this poll gets the reason. A history
+		// read cut by StoreTimeout is a retryable 503.
+		writeError(rw, storeErr(ctx, err))
 		pc.h.cfg.Manager.Detach(p.a)
 		pc.h.cfg.obs().PollDone("closed")
 	} else {
@@ -336,6 +450,16 @@ func (pc *pollConn) await(p *poll) (readOn bool) {
 	}
 	p.release()
 	return pc.answered(rw)
+}
+
+// awaitOff is await where it may wait for a history read, off the pool; the turn that
+// reads the next request goes back to the pool.
+func (pc *pollConn) awaitOff(p *poll, rw *pollResponse) {
+	ctx, cancel := pc.h.storeContext(context.Background())
+	defer cancel()
+	if pc.await(ctx, p, rw, false) {
+		pc.h.pool.Go(pc.serveFn)
+	}
 }
 
 // wake runs under the attachment's lock when frames are ready for the poll.
@@ -346,9 +470,9 @@ func (pc *pollConn) onWake() {
 	switch pc.state {
 	case pcHolding:
 		pc.state = pcAnswering
-		p := pc.p
+		p, rw := pc.p, pc.rw
 		pc.mu.Unlock()
-		if pc.await(p) {
+		if pc.await(context.Background(), p, rw, true) {
 			pc.serve()
 		}
 	case pcAnswering:
@@ -392,7 +516,7 @@ func (pc *pollConn) onReadable() {
 		pc.mu.Unlock()
 		pc.serve()
 		return
-	case pcHolding, pcAnswering:
+	case pcStarting, pcHolding, pcAnswering:
 	default:
 		pc.mu.Unlock()
 		return
@@ -405,6 +529,16 @@ func (pc *pollConn) onReadable() {
 		// A request pipelined behind the open poll: read once the poll is answered.
 		pc.readable = true
 		pc.mu.Unlock()
+	case gone && pc.state == pcStarting:
+		// The client left (or only half-closed) while its request waits on the store: as
+		// net/http does, the request's context is cancelled, and what it answers is still
+		// written before the connection closes; a poll it would hold is abandoned.
+		pc.gone, pc.goAway = true, true
+		cancel := pc.cancel
+		pc.mu.Unlock()
+		if cancel != nil {
+			cancel()
+		}
 	case gone:
 		// The client left. A held poll ends having sent nothing: the attachment is
 		// parked for the same cursor, as when a net/http poll's request is cancelled.
@@ -414,7 +548,7 @@ func (pc *pollConn) onReadable() {
 		pc.mu.Unlock()
 		pc.close()
 	default:
-		rearm := pc.state == pcHolding || pc.state == pcAnswering
+		rearm := pc.state == pcStarting || pc.state == pcHolding || pc.state == pcAnswering
 		pc.armed = rearm
 		pc.mu.Unlock()
 		if rearm && !pc.watch.Arm() {
@@ -441,7 +575,7 @@ func (pc *pollConn) answered(rw *pollResponse) (readOn bool) {
 			pc.conn.SetWriteDeadline(time.Now().Add(writeWait))
 			_, err := pc.conn.Write(rest)
 			if pc.afterAnswer(err, goAway) {
-				pc.serve()
+				pc.h.pool.Go(pc.serveFn)
 			}
 		}()
 		return false
@@ -461,7 +595,7 @@ func (pc *pollConn) afterAnswer(err error, goAway bool) (readOn bool) {
 		pc.mu.Unlock()
 		return false
 	}
-	pc.p = nil
+	pc.p, pc.rw = nil, nil
 	pc.state = pcReading
 	if pc.readable || len(pc.in) > 0 {
 		pc.readable = false
@@ -484,8 +618,12 @@ func (pc *pollConn) close() {
 	if pc.state == pcHolding {
 		held = pc.p
 	}
-	pc.state, pc.p = pcClosed, nil
+	cancel := pc.cancel
+	pc.state, pc.p, pc.rw = pcClosed, nil, nil
 	pc.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 	pc.timer.Stop()
 	if pc.watch != nil {
 		pc.watch.Stop()
@@ -499,17 +637,10 @@ func (pc *pollConn) close() {
 	}
 }
 
-// fail answers a request that could not be read as a poll, and closes the connection:
-// what follows a bad request can't be trusted to start where it seems to.
-func (pc *pollConn) fail(status int, reason string) {
-	rw := newPollResponse()
-	writeError(rw, &statusError{status, session.Errorf(session.CodeBadRequest, "%s", reason)})
-	pc.h.cfg.obs().Rejected("bad_request")
-	netpoll.TryWrite(pc.conn, rw.appendTo(nil, true)) // what fits; the connection closes anyway
-	pc.close()
-}
-
-// handBack gives the connection, with the bytes read ahead, back to net/http.
+// handBack gives the connection, with the bytes read ahead, back to net/http. A request
+// begun already keeps the header deadline of its first byte: net/http's own
+// ReadHeaderTimeout would start afresh, and a client dribbling a header would get twice
+// as long.
 func (pc *pollConn) handBack(buffered []byte) {
 	pc.mu.Lock()
 	pc.state = pcClosed
@@ -521,28 +652,23 @@ func (pc *pollConn) handBack(buffered []byte) {
 	pc.h.conns.remove(pc)
 	var c net.Conn = pc.conn
 	if len(buffered) > 0 {
-		c = &prefixConn{Conn: pc.conn, buf: append([]byte(nil), buffered...)}
+		c = &prefixConn{Conn: pc.conn, buf: append([]byte(nil), buffered...),
+			headerBy: pc.reqStart.Add(pc.h.cfg.HeaderTimeout)}
 	}
 	pc.releaseIn()
 	pc.h.cfg.Handoff.give(c)
 }
 
-// Errors of reading a request on a taken-over connection.
+// Errors of read that end a turn.
 var (
-	errNeedMore       = errors.New("request incomplete")
-	errHeaderTooLarge = errors.New("request header too large")
-	errBadPoll        = errors.New("bad request")
+	errNeedMore = errors.New("request incomplete")        // wait for the rest
+	errTurnOver = errors.New("turn over: read turnBytes") // queue the next turn
 )
 
-// handBackError says the request is not a poll: net/http serves it.
+// handBackError says the request is not one this file serves: net/http serves it.
 type handBackError struct{}
 
-func (*handBackError) Error() string { return "not a poll" }
-
-// parseError is a request http.ReadRequest refused.
-type parseError struct{ err error }
-
-func (e *parseError) Error() string { return e.err.Error() }
+func (*handBackError) Error() string { return "not a plain poll" }
 
 // inBufs lends the buffer of a request being read; a connection holds one only while a
 // request is incomplete or pipelined.
@@ -559,9 +685,9 @@ func (pc *pollConn) releaseIn() {
 	pc.in = nil
 }
 
-// read returns the next request, reading what the connection has without waiting:
-// errNeedMore if its header is not complete yet, a *handBackError if it is not a GET of
-// the poll path (left unread in pc.in).
+// read returns the next request, reading what the connection has without waiting, at
+// most pollHeaderMax bytes: errNeedMore if its header is not complete yet, a
+// *handBackError if it is not a plain poll (left unread in pc.in).
 func (pc *pollConn) read() (*http.Request, error) {
 	for {
 		r, used, err := parsePoll(pc.in, pc.target)
@@ -573,13 +699,20 @@ func (pc *pollConn) read() (*http.Request, error) {
 		if !errors.Is(err, errNeedMore) {
 			return nil, err
 		}
+		if pc.turnRead >= turnBytes {
+			return nil, errTurnOver
+		}
 		if len(pc.in) >= pollHeaderMax {
-			return nil, errHeaderTooLarge
+			// A header this long is net/http's to refuse, or to read, under its own
+			// MaxHeaderBytes.
+			return nil, &handBackError{}
 		}
 		if pc.inBuf == nil {
 			pc.inBuf = inBufs.Get().(*[]byte)
 			pc.in = append((*pc.inBuf)[:0], pc.in...)
-			pc.reqStart = time.Now()
+			if len(pc.in) == 0 {
+				pc.reqStart = time.Now()
+			}
 		}
 		if len(pc.in) == cap(pc.in) {
 			pc.in = append(pc.in, 0)[:len(pc.in)] // grow
@@ -587,12 +720,16 @@ func (pc *pollConn) read() (*http.Request, error) {
 		room := pc.in[len(pc.in):min(cap(pc.in), pollHeaderMax)]
 		n, rerr := netpoll.TryRead(pc.conn, room)
 		pc.in = pc.in[:len(pc.in)+n]
+		pc.turnRead += n
 		if rerr != nil {
 			if errors.Is(rerr, netpoll.ErrWouldBlock) {
 				if len(pc.in) == 0 {
 					pc.releaseIn()
 				}
 				return nil, errNeedMore
+			}
+			if len(pc.in) > 0 && n > 0 {
+				continue // what came before the end is parsed first
 			}
 			return nil, rerr
 		}
@@ -612,11 +749,11 @@ func (pc *pollConn) consume(n int) {
 
 var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
-// parsePoll parses the request at the start of in if it is a GET of the poll path that
-// target names ("GET /ferry/poll") and returns it with the bytes it took. It returns
-// errNeedMore while the header is incomplete, a *handBackError when the request is
-// anything else, and an error for a poll that does not parse as HTTP/1.x, has a body or
-// lacks a valid Host.
+// parsePoll parses the request at the start of in if it is a plain GET of the poll path
+// that target names ("GET /ferry/poll") and returns it with the bytes it took. It returns
+// errNeedMore while the header is incomplete and a *handBackError when the request is
+// anything else, or anything net/http would answer otherwise than by calling the poll
+// handler (see servable).
 func parsePoll(in []byte, target string) (*http.Request, int, error) {
 	need := len(target) + 1
 	head := in[:min(len(in), need)]
@@ -638,11 +775,8 @@ func parsePoll(in []byte, target string) (*http.Request, int, error) {
 	r, err := http.ReadRequest(br)
 	br.Reset(nil)
 	headerReaders.Put(br)
-	if err != nil {
-		return nil, 0, &parseError{err}
-	}
-	if err := checkPoll(r); err != nil {
-		return nil, 0, err
+	if err != nil || !servable(r, in[:end]) {
+		return nil, 0, &handBackError{}
 	}
 	return r, end, nil
 }
@@ -666,38 +800,46 @@ func headerEnd(in []byte) int {
 	}
 }
 
-// checkPoll refuses a poll request that net/http's server would refuse, or that has a
-// body (a poll has none, and one that says otherwise may be smuggling the next request).
-func checkPoll(r *http.Request) error {
-	switch {
-	case r.ProtoMajor != 1:
-		return badPoll("not HTTP/1.x")
-	case r.ContentLength != 0 || len(r.TransferEncoding) > 0:
-		return badPoll("a poll has no body")
-	case len(r.Header["Host"]) > 1:
-		return badPoll("more than one Host header")
-	case r.ProtoMinor >= 1 && r.Host == "":
-		return badPoll("missing Host header")
-	case !httpguts.ValidHostHeader(r.Host):
-		return badPoll("malformed Host header")
+// servable reports whether net/http's server would hand r (whose header is raw) to the
+// poll handler as it is, keep-alive, and that handler would take its connection over: an
+// HTTP/1.1 request with one valid Host header, valid header fields, no body and no
+// Expect. Anything else (a 505 for another version, a 400 for a bad Host or field, a 417
+// for an expectation, a body to read or discard, HTTP/1.0 keep-alive) is net/http's to
+// answer, so it goes back there: answers on a taken-over connection are net/http's.
+func servable(r *http.Request, raw []byte) bool {
+	if r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.ContentLength != 0 || len(r.TransferEncoding) > 0 ||
+		r.Host == "" || !httpguts.ValidHostHeader(r.Host) || hostLines(raw) != 1 || len(r.Header["Expect"]) > 0 {
+		return false
 	}
 	for k, vv := range r.Header {
 		if !httpguts.ValidHeaderFieldName(k) {
-			return badPoll("invalid header name")
+			return false
 		}
 		for _, v := range vv {
 			if !httpguts.ValidHeaderFieldValue(v) {
-				return badPoll("invalid header value")
+				return false
 			}
 		}
 	}
-	if !r.ProtoAtLeast(1, 1) {
-		r.Close = true // HTTP/1.0 keep-alive is not worth its special cases
-	}
-	return nil
+	return true
 }
 
-func badPoll(reason string) error { return fmt.Errorf("%w: %s", errBadPoll, reason) }
+// hostLines counts the header lines of raw named Host (http.ReadRequest moves the Host
+// header out of r.Header, and net/http's server refuses a request without one or with
+// several).
+func hostLines(raw []byte) int {
+	n := 0
+	for {
+		i := bytes.IndexByte(raw, '\n')
+		if i < 0 {
+			return n
+		}
+		raw = raw[i+1:]
+		if len(raw) >= 5 && raw[4] == ':' && strings.EqualFold(string(raw[:4]), "host") {
+			n++
+		}
+	}
+}
 
 // pollResponse is the http.ResponseWriter of a poll on a taken-over connection: poll
 // answers are small and complete at once, so it keeps the whole answer, written with one

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferryrt/ferry/session"
@@ -435,3 +436,10 @@ func (g *Gate) Acquire(w http.ResponseWriter, r *http.Request, what string) (rel
 	}
 	return release, true
 }
+
+// wsPlainIO serves every WebSocket connection with a reader goroutine of its own and
+// writes on the session's goroutines, as over TLS (where the socket can't be watched):
+// the goroutine-per-connection twin of the netpoll path (DESIGN invariant 11), which the
+// tests run too (SetWebSocketPlainIO in export_test.go). Atomic: a test switches it
+// between servers whose last goroutines it doesn't wait for.
+var wsPlainIO atomic.Bool

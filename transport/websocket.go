@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -110,9 +111,9 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// half, and the close frame after it would be garbage to a client that reads again;
 	// closeGrace lets a client that is only behind take the frame and the close code.
 	req.OnClose = func(*session.Error) { conn.UnderlyingConn().SetWriteDeadline(time.Now().Add(closeGrace)) }
-	s := &wsSession{h: h, conn: conn, cork: hj.conn, attached: make(chan struct{}), done: make(chan struct{})}
+	s := &wsSession{h: h, conn: conn, cork: hj.conn, guard: hj.guard, attached: make(chan struct{}), done: make(chan struct{})}
 	_, raw := hj.conn.Conn.(syscall.Conn) // not over TLS: records buffered above the socket
-	s.pooled = raw && netpoll.Supported()
+	s.pooled = raw && netpoll.Supported() && !wsPlainIO.Load()
 	s.flushFn = s.flush
 	req.OnWake = s.wake
 	a, err := h.cfg.Manager.Attach(ctx, req)
@@ -144,6 +145,7 @@ type wsSession struct {
 	h        *WebSocketHandler
 	conn     *websocket.Conn
 	cork     *corkConn
+	guard    *closeGuard         // under br: takes the client's close frame out (wsclose.go)
 	br       *bufio.Reader       // gorilla's read buffer: what it holds, no poller sees
 	a        *session.Attachment // set before attached is closed
 	attached chan struct{}
@@ -184,7 +186,7 @@ func (s *wsSession) start(br *bufio.Reader) {
 		go s.endRead() // the writer has closed already: only the close handshake is left
 		return
 	}
-	if br != nil {
+	if br != nil && !wsPlainIO.Load() {
 		s.br = br
 		if w, err := netpoll.Start(s.cork.Conn, s.onReadable); err == nil {
 			s.watch = w
@@ -223,7 +225,11 @@ func (s *wsSession) touch() { s.lastRead.Store(time.Now().UnixNano()) }
 func (s *wsSession) onReadable() {
 	// Readable: this fill returns what the kernel has (or the end) without waiting. It
 	// asks for one byte more than is buffered, which is at most a control frame's start.
-	if _, err := s.br.Peek(s.br.Buffered() + 1); err != nil {
+	// A close frame not whole yet is left to the next report, like a ping.
+	s.guard.nonblock = true
+	_, err := s.br.Peek(s.br.Buffered() + 1)
+	s.guard.nonblock = false
+	if err != nil && err != errCloseIncomplete {
 		s.a.Close(readError(err))
 		s.endRead()
 		return
@@ -248,6 +254,13 @@ func (s *wsSession) onReadable() {
 			return
 		}
 	}
+	if err := s.guard.Err(); err != nil && s.br.Buffered() == 0 {
+		// The client's close came behind what was just handled: no report will follow,
+		// the guard has read it off the socket.
+		s.a.Close(readError(err))
+		s.endRead()
+		return
+	}
 	s.mu.Lock()
 	w := s.watch
 	s.mu.Unlock()
@@ -266,13 +279,13 @@ func (s *wsSession) wake() {
 }
 
 // finish ends the writing side: after the close frame (or a failed write) the reader gets
-// closeGrace for the client's answer, as in the close handshake. When no reader runs, one
-// starts for that.
+// closeHandshake for the client's answer, as in the close handshake. When no reader
+// runs, one starts for that.
 func (s *wsSession) finish() {
 	s.once.Do(func() {
 		s.mu.Lock()
 		s.closing = true
-		s.conn.SetReadDeadline(time.Now().Add(closeGrace))
+		s.conn.SetReadDeadline(time.Now().Add(time.Duration(closeHandshake.Load())))
 		w := s.watch
 		s.mu.Unlock()
 		close(s.done)
@@ -298,7 +311,17 @@ func (s *wsSession) flush() {
 // a large batch, the close).
 func (s *wsSession) drain(pooled bool) {
 	for {
-		out, err := s.a.TryNext(context.Background())
+		var out []session.Outgoing
+		var err error
+		if pooled {
+			// A history read (a new channel, a gap) waits on the store: not on the pool.
+			if out, err = s.a.TryNextLocal(); errors.Is(err, session.ErrNeedsSource) {
+				go s.drain(false)
+				return
+			}
+		} else {
+			out, err = s.a.TryNext(context.Background())
+		}
 		if err != nil {
 			s.finish()
 			return
@@ -375,7 +398,8 @@ func (s *wsSession) writeNow(out []session.Outgoing) (rest []byte, ok bool) {
 	return rest, true
 }
 
-// closeGrace bounds the close handshake.
+// closeGrace bounds a write that holds up a close, and (closeHandshake) the wait for the
+// client's close frame.
 const closeGrace = time.Second
 
 // readOne reads and handles one client frame. It reports false when the connection
@@ -407,8 +431,10 @@ func (s *wsSession) readOne() bool {
 }
 
 // endRead tears the session down, on the one goroutine that owns the reading now: it
-// reads and drops what the client still sends until the close handshake's deadline or
-// the client's close, waits for the writer's close frame, and lets everything go.
+// reads and drops what the client still sends until the client's close frame (at once
+// if it has come already), the end of the connection or the close handshake's deadline,
+// waits for the writer's close frame, and closes TCP: right after the server's close
+// frame when the client's came first (RFC 6455 §7.1.1: the server closes first).
 func (s *wsSession) endRead() {
 	s.mu.Lock()
 	w := s.watch
@@ -416,7 +442,11 @@ func (s *wsSession) endRead() {
 	if w != nil {
 		w.Stop() // before Close: the descriptor must leave the epoll set first
 	}
-	io.Copy(io.Discard, s.conn.UnderlyingConn())
+	// Through the guard, which follows the frames: data frames and pings are dropped,
+	// the client's close ends the copy. Reading on (to the end or the deadline) rather
+	// than closing at once matters after a protocol error: closing a socket with unread
+	// input sends a reset, which can destroy the close frame before the client reads it.
+	io.Copy(io.Discard, s.guard)
 	// The writer has sent the close frame (the client answered, or the deadline passed),
 	// or the read failed and closed the attachment, whose close frame a writer is
 	// sending now.
@@ -430,7 +460,14 @@ func (s *wsSession) endRead() {
 // readError maps a read failure to the reason the attachment ends with.
 func readError(err error) *session.Error {
 	var ce *websocket.CloseError
+	var pc *peerClose
+	var se *session.Error
 	switch {
+	case errors.As(err, &pc):
+		// Answered with the client's own code (1005: an empty close frame).
+		return &session.Error{Code: session.Code(pc.code), Reason: "closed by client"}
+	case errors.As(err, &se):
+		return se // a close frame that fails the connection (closeGuard)
 	case errors.Is(err, websocket.ErrReadLimit):
 		return session.Errorf(session.CodeTooBig, "frame exceeds the size limit")
 	case errors.As(err, &ce):
@@ -439,6 +476,11 @@ func readError(err error) *session.Error {
 	var ne interface{ Timeout() bool }
 	if errors.As(err, &ne) && ne.Timeout() {
 		return session.Errorf(session.CodeHeartbeat, "no frame or pong from the client in time")
+	}
+	if msg, ok := strings.CutPrefix(err.Error(), "websocket: "); ok {
+		// A violation gorilla found (reserved bits, opcode, mask, fragmentation), which it
+		// has answered with a close frame of its own; the code is for the metrics.
+		return session.Errorf(codeProtocolError, "protocol error: %s", msg)
 	}
 	return &session.Error{Code: session.CodeAbnormal, Reason: "connection lost"}
 }
@@ -493,18 +535,4 @@ func isFrame(b []byte, t string) bool {
 	const prefix = `{"t":"`
 	return len(b) > len(prefix)+len(t) && string(b[:len(prefix)]) == prefix &&
 		string(b[len(prefix):len(prefix)+len(t)]) == t && b[len(prefix)+len(t)] == '"'
-}
-
-// writeClose sends a close frame with e's code and reason. Codes a client must not see in
-// a close frame (1006 is only ever reported locally) are sent as 1011.
-func writeClose(conn *websocket.Conn, e *session.Error) {
-	code := int(e.Code)
-	if code == int(session.CodeAbnormal) || code < 1000 || code > 4999 {
-		code = websocket.CloseInternalServerErr
-	}
-	reason := e.Reason
-	if len(reason) > 120 { // a close frame's reason must fit in 123 bytes
-		reason = reason[:120]
-	}
-	conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
 }

@@ -32,13 +32,14 @@ type peekKind int
 const (
 	peekPartial peekKind = iota // not enough bytes to tell, or a control frame not whole yet
 	peekControl                 // a whole, well-formed ping or pong: handle it here
-	peekOther                   // a data frame, a close, or anything malformed: gorilla's
+	peekOther                   // a data frame or anything malformed: gorilla's
 )
 
 // peekFrame looks at the start of b, the bytes buffered from a client, without consuming
-// anything. It recognises a whole, valid, masked ping or pong; a close, a data frame and
-// anything that breaks the rules go to gorilla, which answers them with the right close
-// code. It never reads past b.
+// anything. It recognises a whole, valid, masked ping or pong; a data frame and anything
+// that breaks the rules go to gorilla, which answers them with the right close code.
+// Close frames never reach it: closeGuard takes them out of the stream below (wsclose.go).
+// It never reads past b.
 func peekFrame(b []byte) (peekKind, ctrlFrame) {
 	if len(b) < 2 {
 		return peekPartial, ctrlFrame{}

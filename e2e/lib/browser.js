@@ -35,8 +35,11 @@ export async function launchBrowser() {
  * with config {channels, options, upstream, debug}. Console output, page errors, failed
  * requests and WebSocket lifecycles go to logFile. Returns a Harness.
  */
-export async function openHarness(browser, { origin, channels, options = {}, upstream = 0, debug = true, logFile }) {
+export async function openHarness(browser, {
+  origin, channels, options = {}, upstream = 0, debug = true, logFile, base, credentials = false, cookies = [],
+}) {
   const context = await browser.newContext();
+  if (cookies.length) await context.addCookies(cookies);
   const page = await context.newPage();
   const log = fs.createWriteStream(logFile, { flags: 'a' });
   const t0 = Date.now();
@@ -67,7 +70,7 @@ export async function openHarness(browser, { origin, channels, options = {}, ups
     // Access checks then block its WebSockets to 127.0.0.1.)
     const resp = await page.goto(`${origin}/healthz`, { waitUntil: 'load', timeout: 15000 });
     if (!resp || !resp.ok()) throw new Error(`GET ${origin}/healthz: HTTP ${resp?.status()}`);
-    await page.evaluate((cfg) => { window.E2E_CFG = cfg; }, { channels, options, upstream, debug });
+    await page.evaluate((cfg) => { window.E2E_CFG = cfg; }, { channels, options, upstream, debug, base, credentials });
     await page.addScriptTag({ content: fs.readFileSync(path.join(WWW, 'boot.js'), 'utf8') });
     await page.addScriptTag({ type: 'module', content: fs.readFileSync(path.join(WWW, 'harness.js'), 'utf8') });
     await waitFor(() => page.evaluate(() => !!window.e2e || window.e2eBoot.errors.length > 0), {

@@ -21,9 +21,12 @@ export async function node(ctx, { flags = {}, name = 'ferry', port } = {}) {
   return n;
 }
 
-/** Starts nginx with `template` in front of `upstreams` (FerryNodes); stopped by ctx. */
-export async function proxy(ctx, template, upstreams, name = 'nginx') {
-  const ng = new Nginx({ dir: ctx.dir, template, upstreams: upstreams.map((u) => u.addr), name });
+/**
+ * Starts nginx with `template` in front of `upstreams` (FerryNodes); stopped by ctx. `ports`
+ * ({port, port2}) fixes its listening ports, for a server that must know them beforehand.
+ */
+export async function proxy(ctx, template, upstreams, name = 'nginx', ports = {}) {
+  const ng = new Nginx({ dir: ctx.dir, template, upstreams: upstreams.map((u) => u.addr), name, ...ports });
   ctx.defer(() => ng.stop(), `stop ${name}`);
   await ng.start();
   ctx.note(`${name} (${template}) ${ng.url} (logs ${ng.prefix})`);
@@ -38,13 +41,17 @@ export function publisher(ctx, target, opts = {}) {
   return p.start();
 }
 
-/** A browser with the harness page at `origin`; closed by ctx. */
-export async function page(ctx, origin, { options = {}, upstream = 200, channels = CHANNELS } = {}) {
+/**
+ * A browser with the harness page at `origin`; closed by ctx. `base` is Ferry's URL when it
+ * is not `origin`/ferry (another origin); `credentials` makes the client's requests carry
+ * cookies cross-origin, and `cookies` are set in the browser first.
+ */
+export async function page(ctx, origin, { options = {}, upstream = 200, channels = CHANNELS, base, credentials, cookies } = {}) {
   const browser = await launchBrowser();
   ctx.defer(() => browser.close(), 'close chromium');
   const h = await openHarness(browser, {
     origin, channels, upstream, options: { proofTimeout: 3000, ...options },
-    logFile: path.join(ctx.dir, 'page.log'),
+    logFile: path.join(ctx.dir, 'page.log'), base, credentials, cookies,
   });
   ctx.defer(() => h.close(), 'close page');
   ctx.note(`page ${origin} (log ${path.join(ctx.dir, 'page.log')})`);

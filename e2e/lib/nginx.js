@@ -18,8 +18,11 @@ export function nginxBinary() {
   throw new Error('nginx is not installed (apt-get install nginx; scripts/test.sh does it)');
 }
 
-/** Renders template `name` (file e2e/nginx/<name>.conf) for this prefix, port and upstreams. */
-export function render(name, { prefix, port, upstreams }) {
+/**
+ * Renders template `name` (file e2e/nginx/<name>.conf) for this prefix, port and upstreams;
+ * port2 is a second listening port, for templates with two origins ({{PORT2}}).
+ */
+export function render(name, { prefix, port, port2 = 0, upstreams }) {
   const src = fs.readFileSync(path.join(TEMPLATES, `${name}.conf`), 'utf8');
   const main = [
     // Workers of a root master run as "nobody" by default and could not use the temp dirs.
@@ -45,6 +48,7 @@ export function render(name, { prefix, port, upstreams }) {
     .replaceAll('{{HTTP}}', http)
     .replaceAll('{{UPSTREAMS}}', ups)
     .replaceAll('{{PORT}}', String(port))
+    .replaceAll('{{PORT2}}', String(port2))
     .replaceAll('{{NAME}}', name);
   const left = out.match(/\{\{[A-Z_]+\}\}/);
   if (left) throw new Error(`template ${name}.conf: unknown placeholder ${left[0]}`);
@@ -58,22 +62,24 @@ export function render(name, { prefix, port, upstreams }) {
  * and waits until new connections get the new one.
  */
 export class Nginx {
-  constructor({ dir, template, upstreams, name = 'nginx' }) {
+  constructor({ dir, template, upstreams, name = 'nginx', port = 0, port2 = 0 }) {
     this.prefix = path.join(dir, name);
     this.template = template;
     this.upstreams = upstreams;
     this.name = name;
-    this.port = 0;
+    this.port = port; // 0: a free one, chosen by start
+    this.port2 = port2; // a second origin, for templates that have one
     this.proc = null;
     this.conf = path.join(this.prefix, 'nginx.conf');
   }
 
   get url() { return `http://127.0.0.1:${this.port}`; }
+  get url2() { return `http://127.0.0.1:${this.port2}`; }
   get errorLog() { return path.join(this.prefix, 'error.log'); }
   get accessLog() { return path.join(this.prefix, 'access.log'); }
 
   async _write(template) {
-    fs.writeFileSync(this.conf, render(template, { prefix: this.prefix, port: this.port, upstreams: this.upstreams }));
+    fs.writeFileSync(this.conf, render(template, { prefix: this.prefix, port: this.port, port2: this.port2, upstreams: this.upstreams }));
     const r = await runCommand(nginxBinary(), ['-t', '-q', '-p', this.prefix, '-c', this.conf, '-g', 'daemon off;'], { timeout: 10000 });
     if (r.code !== 0) throw new Error(`nginx -t rejected ${template}.conf:\n${r.stderr}${r.stdout}`);
   }
@@ -88,7 +94,8 @@ export class Nginx {
     for (const d of ['tmp/client_body', 'tmp/proxy', 'tmp/fastcgi', 'tmp/uwsgi', 'tmp/scgi', 'logs']) {
       fs.mkdirSync(path.join(this.prefix, d), { recursive: true });
     }
-    this.port = await freePort();
+    this.port ||= await freePort();
+    this.port2 ||= await freePort();
     await this._write(this.template);
     this.proc = startProcess(this.name, bin, ['-p', this.prefix, '-c', this.conf, '-g', 'daemon off;'], {
       logFile: path.join(this.prefix, 'stdout.log'),

@@ -23,7 +23,10 @@ const S = {
 };
 window.e2e = S;
 
-const ferry = new Ferry(cfg.base || '/ferry', { ...cfg.options, debug: cfg.debug ? true : undefined });
+// Ferry on another origin with cookies: the app gives the client a fetch that sends them
+// (fetch's default, credentials 'same-origin', leaves them out cross-origin).
+const withCookies = cfg.credentials ? { fetch: (u, init) => fetch(u, { ...init, credentials: 'include' }) } : {};
+const ferry = new Ferry(cfg.base || '/ferry', { ...cfg.options, ...withCookies, debug: cfg.debug ? true : undefined });
 window.ferry = ferry;
 
 function mark() {

@@ -1,0 +1,256 @@
+package transport
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/ferryrt/ferry/session"
+)
+
+// The WebSocket close handshake (RFC 6455 §5.5.1, §7).
+//
+// gorilla answers a client's close frame inside its read, and gets three things wrong for
+// Ferry: a 1-byte close payload (which the RFC makes a protocol error) is answered as an
+// empty close, a reason that is not UTF-8 fails with 1002 instead of 1007, and nothing
+// tells the caller that the client's close has arrived, so the server can't close TCP at
+// once. closeGuard therefore sits between the socket and gorilla's read buffer, in both
+// I/O modes: it follows the frame boundaries of the byte stream, passes every frame on
+// except close frames, and turns a close frame into the error of the read that reaches
+// it: *peerClose for a valid one, a *session.Error (1002 or 1007) for one that fails the
+// connection. gorilla never sees a close frame, and neither does peekFrame.
+
+// maxCloseReason is the longest reason a close frame carries: a control frame's payload
+// is at most 125 bytes, two of which are the code.
+const maxCloseReason = wsMaxCtrl - 2
+
+// codeProtocolError is the WebSocket close code of a protocol violation. It is not in
+// Ferry's table (session.Codes): only the WebSocket layer uses it, and a client treats it
+// like any code below 4000 that isn't there, as a dropped connection.
+const codeProtocolError session.Code = 1002
+
+// closeHandshake bounds the wait for the client's close frame after the server's: a
+// client that doesn't answer within it has its connection closed anyway. A variable for
+// the tests, which make it long so that a server that waits for it is seen to (atomic,
+// as wsPlainIO).
+var closeHandshake atomic.Int64
+
+func init() { closeHandshake.Store(int64(closeGrace)) }
+
+// peerClose is a valid close frame from the client: the read that reaches it fails with
+// it, and the server answers with the same code, then closes TCP.
+type peerClose struct {
+	code   int // 1005 when the frame had no payload
+	reason string
+}
+
+func (e *peerClose) Error() string {
+	return "websocket: closed by the client with " + strconv.Itoa(e.code)
+}
+
+// errCloseIncomplete is what a non-blocking read returns when everything it read belongs
+// to a close frame that is not whole yet.
+var errCloseIncomplete = errors.New("transport: close frame incomplete")
+
+// closeGuard is the reader under gorilla's read buffer; see the top of this file. Only
+// the goroutine that owns the connection's reading uses it.
+type closeGuard struct {
+	r io.Reader
+	// nonblock makes Read return after one read of r: errCloseIncomplete when that
+	// read held nothing but the start of a close frame (onReadable must not wait for the
+	// rest).
+	nonblock bool
+	err      error // sticky, once the client's close frame has been read
+
+	hdr     [14]byte // the current frame's header, as far as read
+	nh      int      // header bytes read
+	need    int      // header length, known from the second byte on (2 before)
+	left    uint64   // payload bytes of the current frame still to come
+	payload bool     // in the current frame's payload
+	close   bool     // the current frame is a close frame: held here, not passed on
+	ctl     [wsMaxCtrl]byte
+	nctl    int
+}
+
+func newCloseGuard(r io.Reader) *closeGuard { return &closeGuard{r: r, need: 2} }
+
+// Err returns the client's close (or the failure it calls for), once read.
+func (g *closeGuard) Err() error { return g.err }
+
+func (g *closeGuard) Read(p []byte) (int, error) {
+	for {
+		if g.err != nil {
+			return 0, g.err
+		}
+		n, err := g.r.Read(p)
+		n = g.filter(p[:n])
+		switch {
+		case n > 0:
+			return n, err
+		case err != nil:
+			return 0, err
+		case g.err != nil:
+			return 0, g.err
+		case g.nonblock:
+			return 0, errCloseIncomplete
+		}
+	}
+}
+
+// filter follows the frames in b, which continues what earlier calls saw, and moves the
+// bytes of every frame but close frames to the start of b; it returns their count.
+func (g *closeGuard) filter(b []byte) int {
+	w := 0
+	for i := 0; i < len(b) && g.err == nil; {
+		if g.payload {
+			n := int(min(uint64(len(b)-i), g.left))
+			if g.close {
+				g.nctl += copy(g.ctl[g.nctl:], b[i:i+n])
+			} else {
+				w += copy(b[w:], b[i:i+n])
+			}
+			i += n
+			g.left -= uint64(n)
+			if g.left == 0 {
+				g.endFrame()
+			}
+			continue
+		}
+		c := b[i]
+		i++
+		if g.nh == 0 {
+			g.close = c&0x0f == wsOpClose
+		}
+		g.hdr[g.nh] = c
+		g.nh++
+		if !g.close {
+			b[w] = c
+			w++
+		}
+		if g.nh == 2 {
+			g.need = 2 + extLenSize(g.hdr[1]&0x7f)
+			if g.hdr[1]&wsMaskBit != 0 {
+				g.need += wsMaskSize
+			}
+			// As gorilla does for every control frame: these fail the connection.
+			if g.close && (g.hdr[0]&wsFin == 0 || g.hdr[0]&wsRsvMask != 0 || g.hdr[1]&wsMaskBit == 0 || int(g.hdr[1]&0x7f) > wsMaxCtrl) {
+				g.err = session.Errorf(codeProtocolError, "close frame: not final, reserved bits, not masked or over 125 bytes")
+				break
+			}
+		}
+		if g.nh >= 2 && g.nh == g.need {
+			g.left = payloadLen(g.hdr[:g.nh])
+			g.payload = g.left > 0
+			if !g.payload {
+				g.endFrame()
+			}
+		}
+	}
+	return w
+}
+
+// extLenSize is the size of the extended payload length that a 7-bit length announces.
+func extLenSize(l byte) int {
+	switch l {
+	case 126:
+		return 2
+	case 127:
+		return 8
+	}
+	return 0
+}
+
+// payloadLen reads the payload length of a whole frame header.
+func payloadLen(h []byte) uint64 {
+	switch l := h[1] & 0x7f; l {
+	case 126:
+		return uint64(binary.BigEndian.Uint16(h[2:4]))
+	case 127:
+		return binary.BigEndian.Uint64(h[2:10])
+	default:
+		return uint64(l)
+	}
+}
+
+// endFrame is called once a frame is whole: a close frame becomes g.err.
+func (g *closeGuard) endFrame() {
+	if g.close {
+		mask := g.hdr[g.nh-wsMaskSize : g.nh]
+		p := g.ctl[:g.nctl]
+		for i := range p {
+			p[i] ^= mask[i%wsMaskSize]
+		}
+		g.err = judgeClose(p)
+	}
+	g.nh, g.need, g.left, g.payload, g.close, g.nctl = 0, 2, 0, false, false, 0
+}
+
+// judgeClose checks the payload of a client's close frame (RFC 6455 §5.5.1, §7.4).
+func judgeClose(p []byte) error {
+	switch {
+	case len(p) == 0:
+		return &peerClose{code: websocket.CloseNoStatusReceived}
+	case len(p) == 1:
+		return session.Errorf(codeProtocolError, "close frame: 1-byte payload")
+	}
+	code := int(binary.BigEndian.Uint16(p))
+	if !validCloseCode(code) {
+		return session.Errorf(codeProtocolError, "close frame: invalid code %d", code)
+	}
+	if !utf8.Valid(p[2:]) {
+		return session.Errorf(session.CodeInvalidPayload, "close frame: reason is not valid UTF-8")
+	}
+	return &peerClose{code: code, reason: string(p[2:])}
+}
+
+// validCloseCode reports whether code may appear in a close frame: a code IANA has
+// assigned for use in close frames (not 1004, reserved, nor 1005, 1006 and 1015, which
+// only report what happened locally), or one of the ranges for libraries (3000-3999) and
+// applications (4000-4999).
+func validCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
+// closeReason makes a reason fit a close frame: valid UTF-8, cut at a character
+// boundary to at most maxCloseReason bytes.
+func closeReason(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= maxCloseReason {
+		return s
+	}
+	i := maxCloseReason
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i]
+}
+
+// writeClose sends a close frame with e's code and reason. A code that a close frame
+// must not carry (1006 is only ever reported locally) is sent as 1011; 1005 (the client
+// closed without a code) is answered with an empty close frame, as the client sent.
+func writeClose(conn *websocket.Conn, e *session.Error) {
+	code := int(e.Code)
+	var msg []byte
+	switch {
+	case code == websocket.CloseNoStatusReceived:
+		msg = []byte{}
+	case validCloseCode(code):
+		msg = websocket.FormatCloseMessage(code, closeReason(e.Reason))
+	default:
+		msg = websocket.FormatCloseMessage(websocket.CloseInternalServerErr, closeReason(e.Reason))
+	}
+	conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+}

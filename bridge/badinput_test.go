@@ -213,3 +213,35 @@ func TestSubscribeForbiddenChannel(t *testing.T) {
 		t.Fatalf("got %s", f.D)
 	}
 }
+
+// A negotiation with a malformed client identity is refused with 400 and code 4100
+// naming the problem, and creates no session; a good one is carried by the credential.
+func TestNegotiateClientID(t *testing.T) {
+	broker := NewMemoryBroker(MemoryConfig{})
+	t.Cleanup(func() { broker.Close() })
+	ts := newTestServer(t, Config{Broker: broker})
+	for cid, want := range map[string]string{
+		"short":                     "cid must be 16 to 64 characters",
+		strings.Repeat("a", 65):     "cid must be 16 to 64 characters",
+		"tab-0123456789abcde!":      "cid has the character '!' at 19",
+		"tab-0123456789abcde\u00e9": "cid has the character",
+	} {
+		c := fclient.New(ts.URL)
+		c.CID = cid
+		var he *fclient.HTTPError
+		if err := c.Negotiate(context.Background()); !errors.As(err, &he) || he.Status != 400 || he.Code != 4100 || !strings.Contains(he.Reason, want) {
+			t.Errorf("cid %q: %v, want 400/4100 with %q", cid, err, want)
+		}
+	}
+	if n := broker.Sessions(); n != 0 {
+		t.Fatalf("%d sessions created by refused negotiations", n)
+	}
+	c := fclient.New(ts.URL)
+	c.CID = "tab-0123456789abcdef"
+	if err := c.Negotiate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if claims, err := ts.Manager().Verify(context.Background(), c.Session, nil); err != nil || claims.CID != c.CID {
+		t.Fatalf("credential carries %+v, %v", claims, err)
+	}
+}

@@ -19,9 +19,16 @@ type MemoryConfig struct {
 	// DefaultMaxSessions. Beyond it negotiations fail with ErrTooManySessions, which
 	// clients get as 503 with code 4000 (try another node); live sessions are unaffected.
 	MaxSessions int
-	// DedupeWindow is the number of upstream sequence numbers remembered per session;
-	// default session.DefaultDedupeWindow.
+	// DedupeWindow is the number of upstream sequence numbers remembered per dedupe key
+	// (a client identity, or a session without one; see session.DedupeKey); default
+	// session.DefaultDedupeWindow.
 	DedupeWindow int
+	// MaxDedupeKeys bounds the dedupe windows kept (each about 200 bytes, plus the
+	// recorded positions and errors of its frames); default DefaultMaxDedupeKeys. A window
+	// lasts session.Config.DedupeTTL after its latest frame; beyond the bound the window
+	// whose latest frame is the oldest is forgotten first, and counted (DedupeEvictions):
+	// a frame of it resent afterwards would be processed again.
+	MaxDedupeKeys int
 	// SweepInterval is how often every channel's history is trimmed by age, channels with
 	// neither history nor subscribers are dropped, and expired sessions are forgotten;
 	// default History.TTL/4, from 1 s to 1 min. Reads trim a channel themselves, so the
@@ -39,8 +46,9 @@ type MemoryConfig struct {
 
 // Defaults of MemoryConfig.
 const (
-	DefaultMaxSessions = 1_000_000
-	DefaultTombstones  = 100_000
+	DefaultMaxSessions   = 1_000_000
+	DefaultMaxDedupeKeys = 1_000_000
+	DefaultTombstones    = 100_000
 )
 
 func (cfg MemoryConfig) withDefaults() MemoryConfig {
@@ -50,6 +58,9 @@ func (cfg MemoryConfig) withDefaults() MemoryConfig {
 	}
 	if cfg.DedupeWindow <= 0 {
 		cfg.DedupeWindow = session.DefaultDedupeWindow
+	}
+	if cfg.MaxDedupeKeys <= 0 {
+		cfg.MaxDedupeKeys = DefaultMaxDedupeKeys
 	}
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = min(max(cfg.History.TTL/4, time.Second), time.Minute)
@@ -87,6 +98,9 @@ type MemoryBroker struct {
 	smu       sync.Mutex
 	sessions  map[string]*memSession
 	lastSweep time.Time
+	dedupe    map[string]*list.Element // of *memDedupe, in dedupeLRU
+	dedupeLRU list.List                // least recently marked first
+	evicted   uint64                   // dedupe windows forgotten for MaxDedupeKeys
 }
 
 type memChannel struct {
@@ -109,13 +123,20 @@ type memTomb struct {
 
 type memSession struct {
 	expires time.Time
-	window  *session.Window
+}
+
+// memDedupe is the dedupe window of one key (session.DedupeKey).
+type memDedupe struct {
+	key     string
+	expires time.Time
+	ledger  *session.Ledger
 }
 
 // NewMemoryBroker returns an in-memory broker and starts its sweeper.
 func NewMemoryBroker(cfg MemoryConfig) *MemoryBroker {
 	b := &MemoryBroker{cfg: cfg.withDefaults(), channels: make(map[string]*memChannel), subs: make(map[string]int),
-		tombs: make(map[string]*list.Element), sessions: make(map[string]*memSession)}
+		tombs: make(map[string]*list.Element), sessions: make(map[string]*memSession),
+		dedupe: make(map[string]*list.Element)}
 	rand.Read(b.gen[:])
 	// A timer rather than a goroutine: a broker nobody closes (one handed to a Server,
 	// which by contract leaves it open) costs a pending timer, not a parked goroutine.
@@ -453,6 +474,20 @@ func (b *MemoryBroker) sweepLocked(now time.Time) {
 			delete(b.sessions, sid)
 		}
 	}
+	b.sweepDedupeLocked(now)
+}
+
+// sweepDedupeLocked forgets the dedupe windows that expired: every window lasts the same
+// TTL after its latest mark, so they are the first ones of the LRU list.
+func (b *MemoryBroker) sweepDedupeLocked(now time.Time) {
+	for e := b.dedupeLRU.Front(); e != nil; e = b.dedupeLRU.Front() {
+		d := e.Value.(*memDedupe)
+		if !now.After(d.expires) {
+			return
+		}
+		b.dedupeLRU.Remove(e)
+		delete(b.dedupe, d.key)
+	}
 }
 
 // Sessions returns the number of live sessions.
@@ -488,18 +523,60 @@ func (b *MemoryBroker) TouchSession(_ context.Context, sid string, ttl time.Dura
 	return true, nil
 }
 
-// MarkSeq implements session.Store.
-func (b *MemoryBroker) MarkSeq(_ context.Context, sid string, seq uint64) (bool, error) {
+// ledger returns the live dedupe window of key, or nil.
+func (b *MemoryBroker) ledger(key string, now time.Time) *list.Element {
+	e := b.dedupe[key]
+	if e == nil {
+		return nil
+	}
+	if now.After(e.Value.(*memDedupe).expires) {
+		b.dedupeLRU.Remove(e)
+		delete(b.dedupe, key)
+		return nil
+	}
+	return e
+}
+
+// MarkUpstream implements session.Store.
+func (b *MemoryBroker) MarkUpstream(_ context.Context, key string, seq uint64, result string, ttl time.Duration) (bool, string, error) {
+	now := b.cfg.Now()
 	b.smu.Lock()
 	defer b.smu.Unlock()
-	s := b.live(sid, b.cfg.Now())
-	if s == nil {
-		return false, session.ErrSession
+	e := b.ledger(key, now)
+	if e == nil {
+		b.sweepDedupeLocked(now)
+		for len(b.dedupe) >= b.cfg.MaxDedupeKeys {
+			old := b.dedupeLRU.Remove(b.dedupeLRU.Front()).(*memDedupe)
+			delete(b.dedupe, old.key)
+			b.evicted++
+		}
+		e = b.dedupeLRU.PushBack(&memDedupe{key: key, ledger: session.NewLedger(b.cfg.DedupeWindow)})
+		b.dedupe[key] = e
 	}
-	if s.window == nil {
-		s.window = session.NewWindow(b.cfg.DedupeWindow)
+	d := e.Value.(*memDedupe)
+	d.expires = now.Add(ttl)
+	b.dedupeLRU.MoveToBack(e)
+	first, recorded := d.ledger.Mark(seq, result)
+	return first, recorded, nil
+}
+
+// RecordUpstream implements session.Store.
+func (b *MemoryBroker) RecordUpstream(_ context.Context, key string, seq uint64, result string, _ time.Duration) error {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	if e := b.ledger(key, b.cfg.Now()); e != nil {
+		e.Value.(*memDedupe).ledger.Record(seq, result)
 	}
-	return s.window.Mark(seq), nil
+	return nil
+}
+
+// DedupeWindows returns the number of dedupe windows kept, and how many were forgotten
+// so far because there were MaxDedupeKeys of them.
+func (b *MemoryBroker) DedupeWindows() (kept int, evicted uint64) {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	b.sweepDedupeLocked(b.cfg.Now())
+	return len(b.dedupe), b.evicted
 }
 
 // Announce implements session.Store: on one node the Manager has already superseded.

@@ -5,18 +5,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/ferryrt/ferry/session"
 )
 
 // memoryState is the saved form of a MemoryBroker: what a single node needs to come back
-// from a restart with its channels' positions and history, and its sessions' liveness and
-// dedupe windows, so that clients resume instead of being reset.
+// from a restart with its channels' positions and history, its sessions' liveness and
+// its dedupe windows, so that clients resume instead of being reset.
 type memoryState struct {
 	Version  int                     `json:"version"`
 	Channels map[string]channelState `json:"channels"`
 	Sessions map[string]sessionState `json:"sessions"`
+	Dedupe   map[string]dedupeState  `json:"dedupe,omitempty"`
 }
 
 type channelState struct {
@@ -33,15 +35,23 @@ type messageState struct {
 }
 
 type sessionState struct {
-	Expires int64    `json:"expires"` // Unix ms
-	Max     uint64   `json:"max,omitempty"`
-	Bits    []uint64 `json:"bits,omitempty"`
+	Expires int64 `json:"expires"` // Unix ms
+	// Max and Bits are a session's dedupe window in states saved before dedupe windows
+	// had keys of their own: Load turns them into the window of session.DedupeKey.
+	Max  uint64   `json:"max,omitempty"`
+	Bits []uint64 `json:"bits,omitempty"`
+}
+
+type dedupeState struct {
+	Expires int64 `json:"expires"` // Unix ms
+	session.LedgerState
 }
 
 // Save writes the broker's channels and sessions to w. Call it when nothing publishes any
 // more (after Server.Shutdown); messages published during Save may or may not be in it.
 func (b *MemoryBroker) Save(w io.Writer) error {
-	st := memoryState{Version: 1, Channels: map[string]channelState{}, Sessions: map[string]sessionState{}}
+	st := memoryState{Version: 1, Channels: map[string]channelState{}, Sessions: map[string]sessionState{},
+		Dedupe: map[string]dedupeState{}}
 	b.mu.Lock()
 	chans := make(map[string]*memChannel, len(b.channels))
 	for name, ch := range b.channels {
@@ -65,11 +75,11 @@ func (b *MemoryBroker) Save(w io.Writer) error {
 	}
 	b.smu.Lock()
 	for sid, s := range b.sessions {
-		ss := sessionState{Expires: s.expires.UnixMilli()}
-		if s.window != nil {
-			ss.Max, ss.Bits = s.window.State()
-		}
-		st.Sessions[sid] = ss
+		st.Sessions[sid] = sessionState{Expires: s.expires.UnixMilli()}
+	}
+	for key, e := range b.dedupe {
+		d := e.Value.(*memDedupe)
+		st.Dedupe[key] = dedupeState{Expires: d.expires.UnixMilli(), LedgerState: d.ledger.State()}
 	}
 	b.smu.Unlock()
 	return json.NewEncoder(w).Encode(st)
@@ -102,14 +112,25 @@ func (b *MemoryBroker) Load(r io.Reader) error {
 		chans[name] = ch
 	}
 	sessions := make(map[string]*memSession, len(st.Sessions))
+	var windows []*memDedupe
 	for sid, ss := range st.Sessions {
-		s := &memSession{expires: time.UnixMilli(ss.Expires)}
+		sessions[sid] = &memSession{expires: time.UnixMilli(ss.Expires)}
 		if ss.Bits != nil {
-			s.window = session.NewWindow(b.cfg.DedupeWindow)
-			s.window.SetState(ss.Max, ss.Bits)
+			l := session.NewLedger(b.cfg.DedupeWindow)
+			l.SetState(session.LedgerState{Max: ss.Max, Bits: ss.Bits})
+			windows = append(windows, &memDedupe{key: session.DedupeKey(session.Claims{SID: sid}),
+				expires: time.UnixMilli(ss.Expires), ledger: l})
 		}
-		sessions[sid] = s
 	}
+	for key, ds := range st.Dedupe {
+		l := session.NewLedger(b.cfg.DedupeWindow)
+		l.SetState(ds.LedgerState)
+		windows = append(windows, &memDedupe{key: key, expires: time.UnixMilli(ds.Expires), ledger: l})
+	}
+	// The LRU list is in expiry order, as MarkUpstream keeps it; beyond MaxDedupeKeys the
+	// windows that expire first are left out.
+	slices.SortFunc(windows, func(x, y *memDedupe) int { return x.expires.Compare(y.expires) })
+	windows = windows[max(0, len(windows)-b.cfg.MaxDedupeKeys):]
 	b.mu.Lock()
 	for _, ch := range b.channels {
 		// A Publish holding a replaced channel must not append to it.
@@ -126,6 +147,11 @@ func (b *MemoryBroker) Load(r io.Reader) error {
 	b.mu.Unlock()
 	b.smu.Lock()
 	b.sessions = sessions
+	clear(b.dedupe)
+	b.dedupeLRU.Init()
+	for _, d := range windows {
+		b.dedupe[d.key] = b.dedupeLRU.PushBack(d)
+	}
 	b.smu.Unlock()
 	return nil
 }

@@ -3,7 +3,9 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,7 +30,7 @@ func TestMemoryStateSurvivesRestart(t *testing.T) {
 	}
 	a.Publish(ctx, "bin", nil, []byte{0, 1, 2})
 	a.CreateSession(ctx, "sid-1", time.Minute)
-	a.MarkSeq(ctx, "sid-1", 7)
+	a.MarkUpstream(ctx, "c:client-1", 7, "pabc.3", time.Minute)
 	var buf bytes.Buffer
 	if err := a.Save(&buf); err != nil {
 		t.Fatal(err)
@@ -54,10 +56,10 @@ func TestMemoryStateSurvivesRestart(t *testing.T) {
 	if alive, _ := b.TouchSession(ctx, "sid-1", time.Minute); !alive {
 		t.Fatal("session lost")
 	}
-	if first, _ := b.MarkSeq(ctx, "sid-1", 7); first {
-		t.Fatal("dedupe window lost: seq 7 processed twice")
+	if first, res, _ := b.MarkUpstream(ctx, "c:client-1", 7, "", time.Minute); first || res != "pabc.3" {
+		t.Fatalf("dedupe window lost: seq 7 is first %v with result %q", first, res)
 	}
-	if first, _ := b.MarkSeq(ctx, "sid-1", 8); !first {
+	if first, _, _ := b.MarkUpstream(ctx, "c:client-1", 8, "", time.Minute); !first {
 		t.Fatal("seq 8 seen as duplicate")
 	}
 }
@@ -72,5 +74,64 @@ func TestMemoryStateRejectsBadFiles(t *testing.T) {
 		if err := NewMemoryBroker(MemoryConfig{}).Load(strings.NewReader(in)); err == nil {
 			t.Errorf("Load(%q) succeeded", in)
 		}
+	}
+}
+
+// The in-memory dedupe windows behave like session.Ledger, last DedupeTTL after their
+// latest frame, and are bounded by MaxDedupeKeys, forgetting the least recently used.
+func TestMemoryDedupeWindows(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	b := NewMemoryBroker(MemoryConfig{Now: clock, MaxDedupeKeys: 3})
+	defer b.Close()
+	checkLedger(t, []session.Store{b}, "c:walk")
+
+	mark := func(key string, seq uint64) bool {
+		first, _, _ := b.MarkUpstream(ctx, key, seq, "", time.Minute)
+		return first
+	}
+	mark("c:a", 1)
+	mark("c:b", 1)
+	mark("c:a", 2) // a is now more recent than b and walk
+	mark("c:c", 1) // one too many: walk, the least recently marked, goes
+	if kept, evicted := b.DedupeWindows(); kept != 3 || evicted != 1 {
+		t.Fatalf("%d windows kept, %d evicted; want 3 and 1", kept, evicted)
+	}
+	if mark("c:a", 1) || mark("c:b", 1) || mark("c:c", 1) {
+		t.Fatal("a window within the bound was forgotten")
+	}
+	mu.Lock()
+	now = now.Add(61 * time.Second)
+	mu.Unlock()
+	if kept, _ := b.DedupeWindows(); kept != 0 {
+		t.Fatalf("%d windows kept past their TTL", kept)
+	}
+	if !mark("c:a", 1) {
+		t.Fatal("an expired window still deduplicates")
+	}
+}
+
+// A state saved before dedupe windows had keys of their own (a window per session) is
+// loaded as the windows of those sessions' keys.
+func TestMemoryStateLoadsSessionWindows(t *testing.T) {
+	ctx := context.Background()
+	w := session.NewWindow(session.DefaultDedupeWindow)
+	w.Mark(7)
+	maxSeq, bits := w.State()
+	old, _ := json.Marshal(map[string]any{"version": 1, "channels": map[string]any{},
+		"sessions": map[string]any{"sid-1": map[string]any{"expires": time.Now().Add(time.Minute).UnixMilli(), "max": maxSeq, "bits": bits}}})
+	b := NewMemoryBroker(MemoryConfig{})
+	defer b.Close()
+	if err := b.Load(bytes.NewReader(old)); err != nil {
+		t.Fatal(err)
+	}
+	key := session.DedupeKey(session.Claims{SID: "sid-1"})
+	if first, _, _ := b.MarkUpstream(ctx, key, 7, "", time.Minute); first {
+		t.Fatal("seq 7 of the old state's window processed again")
+	}
+	if first, _, _ := b.MarkUpstream(ctx, key, 8, "", time.Minute); !first {
+		t.Fatal("seq 8 seen as a duplicate")
 	}
 }

@@ -41,8 +41,11 @@ type RedisConfig struct {
 	// comes back to a channel idle for longer gets a reset, although it missed nothing.
 	// A channel never published to (only subscribed) lasts twice History.TTL.
 	ChannelTTL time.Duration
-	// DedupeWindow is the number of upstream sequence numbers remembered per session;
-	// default session.DefaultDedupeWindow.
+	// DedupeWindow is the number of upstream sequence numbers remembered per dedupe key
+	// (a client identity, or a session without one; see session.DedupeKey); default
+	// session.DefaultDedupeWindow. Each key is a hash of n/8 bytes of bits plus the
+	// recorded positions and errors of its frames, expiring session.Config.DedupeTTL after
+	// its latest frame.
 	DedupeWindow int
 	// MaxMessageBytes bounds payloads taken from the publish stream; default
 	// session.DefaultMaxMessageBytes. Give it the server's MaxMessageBytes.
@@ -113,7 +116,7 @@ func (k keyspace) log(ch string) string      { return k.prefix + ":log:" + ch }
 func (k keyspace) pubsub(ch string) string   { return k.prefix + ":msg:" + ch }
 func (k keyspace) control() string           { return k.prefix + ":ctl" }
 func (k keyspace) session(sid string) string { return k.prefix + ":sess:" + sid }
-func (k keyspace) seen(sid string) string    { return k.prefix + ":seen:" + sid }
+func (k keyspace) dedupe(key string) string  { return k.prefix + ":up:" + key }
 func (k keyspace) publishStream() string     { return k.prefix + ":publish" }
 func (k keyspace) publishLease() string      { return k.prefix + ":publish-lease" }
 func (k keyspace) presence(ch string) string { return k.prefix + ":presence:" + ch }
@@ -418,10 +421,10 @@ func decodeSince(channel string, res []any) ([]*session.Message, session.Positio
 	return msgs, pos, true, nil
 }
 
-// CreateSession implements session.Store.
+// CreateSession implements session.Store. The session is a hash (with the fields hi and
+// lo of earlier versions, whose nodes may share the Redis during a rolling upgrade).
 func (b *RedisBroker) CreateSession(ctx context.Context, sid string, ttl time.Duration) error {
 	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, b.keys.seen(sid))
 		p.HSet(ctx, b.keys.session(sid), "hi", 0, "lo", 0)
 		p.PExpire(ctx, b.keys.session(sid), ttl)
 		return nil
@@ -434,29 +437,53 @@ func (b *RedisBroker) CreateSession(ctx context.Context, sid string, ttl time.Du
 
 // TouchSession implements session.Store.
 func (b *RedisBroker) TouchSession(ctx context.Context, sid string, ttl time.Duration) (bool, error) {
-	n, err := luaTouch.Run(ctx, b.rdb, []string{b.keys.session(sid), b.keys.seen(sid)}, ttl.Milliseconds()).Int64()
+	n, err := luaTouch.Run(ctx, b.rdb, []string{b.keys.session(sid)}, ttl.Milliseconds()).Int64()
 	if err != nil {
 		return false, fmt.Errorf("bridge: redis touch session: %w", err)
 	}
 	return n == 1, nil
 }
 
-// MarkSeq implements session.Store with a window of DedupeWindow sequence numbers (a
-// multiple of 64, like session.Window) shared by every node.
-func (b *RedisBroker) MarkSeq(ctx context.Context, sid string, seq uint64) (bool, error) {
-	if seq == 0 {
-		return false, nil
-	}
+// dedupeArgs are the arguments of the dedupe scripts, for a window of DedupeWindow
+// sequence numbers (a multiple of 64, like session.Window) shared by every node.
+func (b *RedisBroker) dedupeArgs(seq uint64, result string, ttl time.Duration) []any {
 	n := uint64((b.cfg.DedupeWindow + 63) / 64 * 64)
-	r, err := luaMarkSeq.Run(ctx, b.rdb, []string{b.keys.session(sid), b.keys.seen(sid)},
-		seq>>32, seq&0xffffffff, seq%n, n).Int64()
+	return []any{seq >> 32, seq & 0xffffffff, seq % n, n, strconv.FormatUint(seq, 10), result, max(ttl.Milliseconds(), 1)}
+}
+
+// MarkUpstream implements session.Store with one script on one key, the hash
+// <prefix>:up:<key>; see luaDedupeLib.
+func (b *RedisBroker) MarkUpstream(ctx context.Context, key string, seq uint64, result string, ttl time.Duration) (bool, string, error) {
+	if seq == 0 {
+		return false, "", nil
+	}
+	res, err := luaMarkUpstream.Run(ctx, b.rdb, []string{b.keys.dedupe(key)}, b.dedupeArgs(seq, result, ttl)...).Slice()
 	if err != nil {
-		return false, fmt.Errorf("bridge: redis dedupe: %w", err)
+		return false, "", fmt.Errorf("bridge: redis dedupe: %w", err)
 	}
-	if r < 0 {
-		return false, session.ErrSession
+	flag, ok := res[0].(int64)
+	if !ok || (flag == 0) != (len(res) == 2) {
+		return false, "", malformed("dedupe answer %v", res)
 	}
-	return r == 1, nil
+	if flag == 1 {
+		return true, "", nil
+	}
+	recorded, ok := res[1].(string)
+	if !ok || len(recorded) > session.MaxUpstreamResult {
+		return false, "", malformed("dedupe answer %v", res)
+	}
+	return false, recorded, nil
+}
+
+// RecordUpstream implements session.Store.
+func (b *RedisBroker) RecordUpstream(ctx context.Context, key string, seq uint64, result string, ttl time.Duration) error {
+	if seq == 0 {
+		return nil
+	}
+	if err := luaRecordUpstream.Run(ctx, b.rdb, []string{b.keys.dedupe(key)}, b.dedupeArgs(seq, result, ttl)...).Err(); err != nil {
+		return fmt.Errorf("bridge: redis dedupe record: %w", err)
+	}
+	return nil
 }
 
 // Announce implements session.Store: every node hears it on the control channel.

@@ -97,12 +97,17 @@ func FuzzRedisDecodePublishEntry(f *testing.F) {
 }
 
 func FuzzRedisDecodeUpstream(f *testing.F) {
-	f.Add("s1", "ann", "1", `{"a":1}`, "", true, false)
-	f.Add("s1", "", "18446744073709551615", "", "\x00", false, true)
-	f.Add("s1", "", "0", "1", "", true, false)
-	f.Add("", "", "", "", "", false, false)
-	f.Fuzz(func(t *testing.T, sid, user, seq, data, bin string, hasData, hasBin bool) {
+	f.Add("s1", "ann", "1", `{"a":1}`, "", "", true, false)
+	f.Add("s1", "", "18446744073709551615", "", "\x00", "", false, true)
+	f.Add("s1", "", "0", "1", "", "", true, false)
+	f.Add("", "", "", "", "", "", false, false)
+	f.Add("s1", "", "3", "1", "", "tab-0123456789abcdef", true, false)
+	f.Add("s1", "", "3", "1", "", "short", true, false)
+	f.Fuzz(func(t *testing.T, sid, user, seq, data, bin, cid string, hasData, hasBin bool) {
 		values := map[string]any{"session": sid, "user": user, "seq": seq}
+		if cid != "" {
+			values["cid"] = cid
+		}
 		if hasData {
 			values["data"] = data
 		}
@@ -113,7 +118,8 @@ func FuzzRedisDecodeUpstream(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if u.Session == "" || u.Seq == 0 || (u.Data == nil) == (u.Binary == nil) || (u.Data != nil && !json.Valid(u.Data)) {
+		if u.Session == "" || u.Seq == 0 || (u.Data == nil) == (u.Binary == nil) || (u.Data != nil && !json.Valid(u.Data)) ||
+			(u.Client != "" && session.CheckClientID(u.Client) != nil) {
 			t.Fatalf("accepted %+v", u)
 		}
 	})

@@ -145,57 +145,151 @@ local ep, top = publish(KEYS[1], KEYS[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], to
 return {ep, top, now}
 `)
 
-// luaTouch: KEYS session, seen; ARGV ttl ms. Returns 1 if the session is alive.
+// luaTouch: KEYS session; ARGV ttl ms. Returns 1 if the session is alive.
 var luaTouch = redis.NewScript(`
-if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then
-  return 0
-end
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
-return 1
+return redis.call('PEXPIRE', KEYS[1], ARGV[1])
 `)
 
-// luaMarkSeq is session.Window in Redis: the session hash holds the highest sequence
-// number seen (split in two 32-bit halves, because Lua numbers are doubles) and the seen
-// key a bitmap of the window, indexed by seq mod n. KEYS session, seen; ARGV seq high
-// half, seq low half, seq mod n, n. Returns 1 (first time), 0 (duplicate or older than the
-// window) or -1 (no such session).
-var luaMarkSeq = redis.NewScript(`
-local st = redis.call('HMGET', KEYS[1], 'hi', 'lo')
-if not st[1] then
-  return -1
-end
-local mhi, mlo = tonumber(st[1]), tonumber(st[2]) or 0
+// luaDedupe is session.Ledger in Redis, in one hash per dedupe key (session.DedupeKey),
+// so that a script names one key only. Fields: hi and lo, the highest sequence number
+// marked (in two 32-bit halves, because Lua numbers are doubles); w, the window's bitmap
+// of n/8 bytes, bit (seq mod n) of byte 1 + floor(.../8), from the low bit up; r<i>, the
+// result of the sequence number at index i of the window as "<seq>|<result>", only for
+// non-empty results. The hash expires ttl after its latest mark.
+//
+// Lua 5.1 has no bitwise operators: bytes are read into a table and bits tested and set
+// arithmetically. string.byte and string.char take at most 4096 values at a time here,
+// well under the Lua stack's limit.
+const luaDedupeLib = `
+local K = KEYS[1]
 local hi, lo, idx, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local function mark()
-  redis.call('SETBIT', KEYS[2], idx, 1)
-  local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then
-    redis.call('PEXPIRE', KEYS[2], ttl)
-  end
-end
-local dh = hi - mhi
-if dh > 0 or (dh == 0 and lo > mlo) then
-  -- exact whenever it is below n; far ahead it only has to be large
-  local d = dh * 4294967296 + (lo - mlo)
-  if d >= n then
-    redis.call('DEL', KEYS[2])
-  else
-    for k = 1, d - 1 do
-      redis.call('SETBIT', KEYS[2], (idx - k) % n, 0)
+local seq, res, ttl = ARGV[5], ARGV[6], ARGV[7]
+local nbytes = n / 8
+
+local function tobytes(s)
+  local t = {}
+  for i = 1, #s, 4096 do
+    local part = {string.byte(s, i, math.min(i + 4095, #s))}
+    for j = 1, #part do
+      t[#t + 1] = part[j]
     end
   end
-  redis.call('HSET', KEYS[1], 'hi', ARGV[1], 'lo', ARGV[2])
-  mark()
-  return 1
+  return t
 end
-local d = -dh * 4294967296 + (mlo - lo)
+
+local function tostr(t)
+  local parts = {}
+  for i = 1, #t, 4096 do
+    parts[#parts + 1] = string.char(unpack(t, i, math.min(i + 4095, #t)))
+  end
+  return table.concat(parts)
+end
+
+local function filled(v)
+  local t = {}
+  for i = 1, nbytes do
+    t[i] = v
+  end
+  return t
+end
+
+local function getbit(t, i)
+  return math.floor(t[math.floor(i / 8) + 1] / 2 ^ (i % 8)) % 2
+end
+
+local function setbit(t, i, v)
+  local j, p = math.floor(i / 8) + 1, 2 ^ (i % 8)
+  t[j] = t[j] + (v - math.floor(t[j] / p) % 2) * p
+end
+
+-- load returns the window's highest seq and bits; a window of another size (DedupeWindow
+-- changed) keeps its highest seq with every bit set: older seqs count as seen.
+local function load()
+  local st = redis.call('HMGET', K, 'hi', 'lo', 'w')
+  local mhi, mlo = tonumber(st[1]), tonumber(st[2])
+  if not mhi or not mlo then
+    return nil
+  end
+  if not st[3] or #st[3] ~= nbytes then
+    return mhi, mlo, filled(255)
+  end
+  return mhi, mlo, tobytes(st[3])
+end
+
+-- behind returns how far seq is behind the highest seq (negative: ahead); exact within
+-- the window, only large enough beyond it.
+local function behind(mhi, mlo)
+  return (mhi - hi) * 4294967296 + (mlo - lo)
+end
+
+local function setresult(i, r)
+  if r == '' then
+    redis.call('HDEL', K, 'r' .. i)
+  else
+    redis.call('HSET', K, 'r' .. i, seq .. '|' .. r)
+  end
+end
+`
+
+// luaMarkUpstream: KEYS window; ARGV seq high half, seq low half, seq mod n, n (a multiple
+// of 64), seq (decimal), result, ttl ms. Returns {1} for a new seq, {0, result} for a
+// duplicate (result empty when none is recorded or seq is older than the window).
+var luaMarkUpstream = redis.NewScript(luaDedupeLib + `
+local mhi, mlo, bits = load()
+local d
+if not mhi then
+  bits = filled(0)
+  d = -1
+else
+  d = behind(mhi, mlo)
+end
 if d >= n then
+  return {0, ''}
+end
+if d >= 0 and getbit(bits, idx) == 1 then
+  redis.call('PEXPIRE', K, ttl)
+  local r = redis.call('HGET', K, 'r' .. idx)
+  if r and string.sub(r, 1, #seq + 1) == seq .. '|' then
+    return {0, string.sub(r, #seq + 2)}
+  end
+  return {0, ''}
+end
+if d < 0 and mhi then
+  -- The window slides past -d slots: they are free for newer seqs.
+  if -d >= n then
+    redis.call('DEL', K)
+    bits = filled(0)
+  else
+    for k = 1, -d - 1 do
+      local i = (idx - k) % n
+      setbit(bits, i, 0)
+      redis.call('HDEL', K, 'r' .. i)
+    end
+  end
+end
+setbit(bits, idx, 1)
+if d < 0 then
+  redis.call('HSET', K, 'hi', ARGV[1], 'lo', ARGV[2], 'w', tostr(bits))
+else
+  redis.call('HSET', K, 'w', tostr(bits))
+end
+setresult(idx, res)
+redis.call('PEXPIRE', K, ttl)
+return {1}
+`)
+
+// luaRecordUpstream: KEYS and ARGV as luaMarkUpstream. Replaces the result of seq if seq
+// is marked and still in the window; returns 1 if it did.
+var luaRecordUpstream = redis.NewScript(luaDedupeLib + `
+local mhi, mlo, bits = load()
+if not mhi then
   return 0
 end
-if redis.call('GETBIT', KEYS[2], idx) == 1 then
+local d = behind(mhi, mlo)
+if d < 0 or d >= n or getbit(bits, idx) == 0 then
   return 0
 end
-mark()
+setresult(idx, res)
 return 1
 `)
 

@@ -102,24 +102,8 @@ func TestRealRedisBroker(t *testing.T) {
 	in.waitFor(t, "the message after the kill", func() bool { return len(in.on("room:r")) == 9 })
 	eventually(t, "ready", func() bool { return b.Ready(ctx) == nil })
 
-	// Dedupe window, against session.Window, across the two nodes.
-	if err := a.CreateSession(ctx, "s", time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	w := session.NewWindow(session.DefaultDedupeWindow)
-	for i, seq := range []uint64{1, 2, 2, 5, 3, 1, 1500, 400, 477, 476, 1500, 1 << 40, 1<<40 - 1000, 1<<40 - 1030, 1<<63 + 1, 1<<63 + 1} {
-		br := a
-		if i%2 == 1 {
-			br = b
-		}
-		got, err := br.MarkSeq(ctx, "s", seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := w.Mark(seq); got != want {
-			t.Fatalf("MarkSeq(%d) = %v, want %v", seq, got, want)
-		}
-	}
+	// Dedupe window, against session.Ledger, across the two nodes.
+	checkLedger(t, []session.Store{a, b}, "c:real-"+prefix)
 
 	// A backend's XADD is published, in order, exactly once.
 	for i := 1; i <= 3; i++ {
@@ -170,5 +154,18 @@ func TestRealRedisBroker(t *testing.T) {
 	}
 	if u, err := DecodeUpstream(res[0].Messages[0]); err != nil || string(u.Data) != `{"x":1}` {
 		t.Fatalf("upstream entry %+v %v", u, err)
+	}
+}
+
+// The scenario of issue 18 (see exactlyOnce) with the dedupe scripts on a real Redis:
+// the session expires by its key's TTL, in real time.
+func TestRealRedisExactlyOnceAcrossSessions(t *testing.T) {
+	url, prefix, rdb := realRedis(t)
+	broker := newRealBroker(t, url, prefix, RedisConfig{})
+	exactlyOnce(t, broker, Config{SessionTTL: 2 * time.Second, DedupeTTL: time.Minute}, func(t *testing.T, sid string) {
+		waitUntil(t, func() bool { return rdb.Exists(context.Background(), prefix+":sess:"+sid).Val() == 0 })
+	})
+	if ttl := rdb.PTTL(context.Background(), prefix+":up:c:tab-0123456789abcdef").Val(); ttl <= 50*time.Second {
+		t.Fatalf("dedupe window expires in %v, want DedupeTTL (1 min) after the latest frame", ttl)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ferryrt/ferry/session"
 )
 
 // Backends in the loop through Redis streams, without a socket or an HTTP call:
@@ -258,16 +260,21 @@ type UpstreamConfig struct {
 
 // UpstreamToRedis returns an upstream handler (for Config.OnMessage) that appends every
 // message clients send to a Redis stream, for backends to read with consumer groups.
-// Entries have the fields session, user, seq, and data (JSON) or bin (bytes); see
-// DecodeUpstream. The gateway hands each (session, seq) over once; a backend that wants
-// exactly-once processing on its side deduplicates by (session, seq), since consumer
-// groups redeliver what was not acknowledged. An error (Redis unreachable) is reported to
+// Entries have the fields session, user, seq, cid (only when the client negotiated with
+// a client identity), and data (JSON) or bin (bytes); see DecodeUpstream. The gateway
+// hands each (cid, seq) over once, or each (session, seq) for an entry without cid (a
+// client with a cid keeps its seq across sessions); a backend that wants exactly-once
+// processing on its side deduplicates by the same pair, since consumer groups redeliver
+// what was not acknowledged. An error (Redis unreachable) is reported to
 // the client in the ack of the frame.
 func UpstreamToRedis(rdb redis.Cmdable, cfg UpstreamConfig) func(context.Context, Upstream) error {
 	stream := orDefault(cfg.Stream, DefaultRedisPrefix+":upstream")
 	maxLen := orDefault(cfg.MaxLen, 100_000)
 	return func(ctx context.Context, u Upstream) error {
 		values := []any{"session", u.Session, "user", u.User, "seq", strconv.FormatUint(u.Seq, 10)}
+		if u.Client != "" {
+			values = append(values, "cid", u.Client)
+		}
 		if u.Data != nil {
 			values = append(values, "data", string(u.Data))
 		} else {
@@ -289,6 +296,12 @@ func DecodeUpstream(m redis.XMessage) (Upstream, error) {
 		return Upstream{}, malformed("upstream entry %s: no session", m.ID)
 	}
 	u.User, _ = field(m.Values, "user")
+	if cid, ok := field(m.Values, "cid"); ok {
+		if err := session.CheckClientID(cid); err != nil {
+			return Upstream{}, malformed("upstream entry %s: %v", m.ID, err)
+		}
+		u.Client = cid
+	}
 	seq, _ := field(m.Values, "seq")
 	var err error
 	if u.Seq, err = strconv.ParseUint(seq, 10, 64); err != nil || u.Seq == 0 {

@@ -115,7 +115,7 @@ func TestRedisUpstreamConsumerGroup(t *testing.T) {
 	ups := []Upstream{
 		{Session: "s1", User: "ann", Seq: 1, Data: json.RawMessage(`{"text":"hi"}`)},
 		{Session: "s1", User: "ann", Seq: 2, Binary: []byte{0, 1, 2}},
-		{Session: "s2", Seq: 7, Data: json.RawMessage(`"x"`)},
+		{Session: "s2", Client: "tab-0123456789abcdef", Seq: 7, Data: json.RawMessage(`"x"`)},
 	}
 	for _, u := range ups {
 		if err := send(ctx, u); err != nil {

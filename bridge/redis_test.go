@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -371,78 +372,111 @@ func TestRedisSessionStore(t *testing.T) {
 	if alive, err := a.TouchSession(ctx, "nope", time.Minute); err != nil || alive {
 		t.Fatalf("unknown session: %v %v", alive, err)
 	}
-	if _, err := a.MarkSeq(ctx, "nope", 1); !errors.Is(err, session.ErrSession) {
-		t.Fatalf("MarkSeq of an unknown session: %v", err)
-	}
 	if err := a.CreateSession(ctx, "s1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if alive, err := b.TouchSession(ctx, "s1", time.Minute); err != nil || !alive {
 		t.Fatalf("session created on a, touched on b: %v %v", alive, err)
 	}
-	// The dedupe window is shared: whichever node sees a seq first processes it.
-	mark := func(br *RedisBroker, seq uint64) bool {
+	mr.FastForward(2 * time.Minute)
+	if alive, _ := a.TouchSession(ctx, "s1", time.Minute); alive {
+		t.Fatal("session alive after its TTL")
+	}
+}
+
+// The dedupe window is shared by the nodes, outlives sessions by its own TTL, and
+// behaves exactly like session.Ledger (and so session.Window), including far jumps and
+// sequence numbers beyond what a Lua number holds.
+func TestRedisDedupeStore(t *testing.T) {
+	mr := miniredis.RunT(t)
+	a := newRedisBroker(t, mr, RedisConfig{})
+	b := newRedisBroker(t, mr, RedisConfig{})
+	ctx := context.Background()
+	mark := func(br *RedisBroker, key string, seq uint64) bool {
 		t.Helper()
-		first, err := br.MarkSeq(ctx, "s1", seq)
+		first, _, err := br.MarkUpstream(ctx, key, seq, "", time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return first
 	}
-	if !mark(a, 1) || mark(b, 1) || mark(a, 1) || !mark(b, 2) || mark(a, 2) || mark(a, 0) {
+	// Whichever node sees a seq first processes it.
+	if !mark(a, "c:k1", 1) || mark(b, "c:k1", 1) || mark(a, "c:k1", 1) || !mark(b, "c:k1", 2) || mark(a, "c:k1", 2) || mark(a, "c:k1", 0) {
 		t.Fatal("dedupe across nodes")
 	}
-
-	// The shared window behaves exactly like session.Window, including far jumps and
-	// sequence numbers beyond what a Lua number holds.
-	if err := a.CreateSession(ctx, "s2", time.Minute); err != nil {
-		t.Fatal(err)
+	if !mark(a, "c:k2", 1) {
+		t.Fatal("another key shares the window")
 	}
-	w := session.NewWindow(session.DefaultDedupeWindow)
+	if got := mr.Keys(); !slices.Contains(got, "ferry:up:c:k1") || !slices.Contains(got, "ferry:up:c:k2") {
+		t.Fatalf("keys %v: want one hash per dedupe key", got)
+	}
+
+	checkLedger(t, []session.Store{a, b}, "c:random")
+
+	// The window lasts its TTL after the latest mark, and no longer.
+	mr.FastForward(50 * time.Second)
+	if mark(a, "c:k1", 1) {
+		t.Fatal("window lost within its TTL")
+	}
+	mr.FastForward(61 * time.Second)
+	if mr.Exists("ferry:up:c:k1") {
+		t.Fatal("the window outlived its TTL")
+	}
+}
+
+// checkLedger drives the dedupe window key of stores (in turn) with a random walk of
+// marks and records, and compares every answer with session.Ledger's.
+func checkLedger(t *testing.T, stores []session.Store, key string) {
+	t.Helper()
+	ctx := context.Background()
+	l := session.NewLedger(session.DefaultDedupeWindow)
 	rng := rand.New(rand.NewPCG(1, 2))
 	seq := uint64(0)
+	results := []string{"", "", "?", "pabc.17", "e4103 not allowed: ünïcode"}
+	var firsts, dups, replays int
 	for i := range 3000 {
 		switch r := rng.IntN(100); {
-		case r < 60:
+		case i == 2500:
+			seq = 1<<63 + uint64(rng.IntN(5000)) // beyond what a Lua number holds exactly
+		case r < 50:
 			seq++
-		case r < 80:
-			seq = max(1, seq-uint64(rng.IntN(1500)))
-		case r < 95:
-			seq += uint64(rng.IntN(2000))
+		case r < 75 && seq > 1:
+			seq -= min(seq-1, uint64(rng.IntN(20)))
+		case r < 76 && seq > 1:
+			seq -= min(seq-1, uint64(rng.IntN(1500)))
+		case r < 98:
+			seq += uint64(rng.IntN(30))
 		default:
-			seq = 1<<63 + uint64(rng.IntN(5000))
+			seq += uint64(rng.IntN(3000))
 		}
-		br := a
-		if i%2 == 1 {
-			br = b
+		st := stores[i%len(stores)]
+		res := results[rng.IntN(len(results))]
+		if rng.IntN(4) == 0 {
+			if err := st.RecordUpstream(ctx, key, seq, res, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			l.Record(seq, res)
+			continue
 		}
-		got, err := br.MarkSeq(ctx, "s2", seq)
+		first, recorded, err := st.MarkUpstream(ctx, key, seq, res, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := w.Mark(seq); got != want {
-			t.Fatalf("step %d: MarkSeq(%d) = %v, session.Window says %v", i, seq, got, want)
+		if wf, wr := l.Mark(seq, res); first != wf || recorded != wr {
+			t.Fatalf("step %d: MarkUpstream(%d, %q) = %v %q, session.Ledger says %v %q", i, seq, res, first, recorded, wf, wr)
+		}
+		switch {
+		case first:
+			firsts++
+		case recorded != "":
+			replays++
+		default:
+			dups++
 		}
 	}
-
-	// Touching keeps the window with the session; expiry ends both.
-	mr.FastForward(50 * time.Second)
-	if alive, _ := a.TouchSession(ctx, "s1", time.Minute); !alive {
-		t.Fatal("session expired early")
-	}
-	mr.FastForward(50 * time.Second)
-	if mark(a, 1) {
-		t.Fatal("window lost while the session lives")
-	}
-	mr.FastForward(2 * time.Minute)
-	if alive, _ := a.TouchSession(ctx, "s1", time.Minute); alive {
-		t.Fatal("session alive after its TTL")
-	}
-	if _, err := a.MarkSeq(ctx, "s1", 3); !errors.Is(err, session.ErrSession) {
-		t.Fatalf("MarkSeq after expiry: %v", err)
-	}
-	if mr.Exists(a.keys.seen("s1")) {
-		t.Fatal("the window outlived its session")
+	// The walk must have tried every case, or it compared nothing that matters.
+	if firsts < 100 || dups < 100 || replays < 100 {
+		t.Fatalf("walk too narrow: %d first, %d duplicates, %d with a result", firsts, dups, replays)
 	}
 }
 

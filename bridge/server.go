@@ -51,6 +51,10 @@ type Config struct {
 	// to continue from; default 10 s, negative turns it off (session.Config.PollLinger).
 	PollLinger time.Duration
 	SessionTTL time.Duration // default 60 s
+	// DedupeTTL is how long the upstream dedupe window of a client identity (or of a
+	// session without one) lasts after its latest frame; default twice SessionTTL, never
+	// less than SessionTTL (session.Config.DedupeTTL).
+	DedupeTTL time.Duration
 	// StoreTimeout bounds what a request waits for the broker (Redis): its session check,
 	// its attachment's announcement, subscriptions and history reads, a negotiation, the
 	// dedupe of sent frames. Beyond it the request fails with 503, code 4000 (retry), so
@@ -116,13 +120,17 @@ type AuthRequest struct {
 	Channel string   // empty for ActSend
 }
 
-// Upstream is a message a client sent to the server.
+// Upstream is a message a client sent to the server. OnMessage sees each one once per
+// (Client, Seq) when Client is set, per (Session, Seq) otherwise: a client that
+// negotiates with a client identity keeps its sequence across sessions.
 type Upstream struct {
 	Session string
 	User    string
-	Seq     uint64
-	Data    json.RawMessage // JSON payload; nil when Binary is set
-	Binary  []byte
+	// Client is the client identity the session was negotiated with ("" for none).
+	Client string
+	Seq    uint64
+	Data   json.RawMessage // JSON payload; nil when Binary is set
+	Binary []byte
 }
 
 // Server is a Ferry server: mount it (it is an http.Handler for everything under Base),
@@ -216,6 +224,7 @@ func New(cfg Config) (*Server, error) {
 		PollHold:        cfg.PollHold,
 		PollLinger:      cfg.PollLinger,
 		SessionTTL:      cfg.SessionTTL,
+		DedupeTTL:       cfg.DedupeTTL,
 		StoreTimeout:    cfg.StoreTimeout,
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		MaxChannels:     cfg.MaxChannels,
@@ -479,7 +488,7 @@ func (h handler) Authorize(ctx context.Context, c session.Claims, act session.Ac
 }
 
 func (h handler) Send(ctx context.Context, c session.Claims, f *session.ClientFrame) error {
-	return h.s.cfg.OnMessage(ctx, Upstream{Session: c.SID, User: c.User, Seq: f.Seq, Data: f.Data, Binary: f.Bin})
+	return h.s.cfg.OnMessage(ctx, Upstream{Session: c.SID, User: c.User, Client: c.CID, Seq: f.Seq, Data: f.Data, Binary: f.Bin})
 }
 
 func (h handler) Publish(ctx context.Context, _ session.Claims, f *session.ClientFrame) (session.Position, error) {

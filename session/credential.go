@@ -11,8 +11,9 @@ import (
 	"time"
 )
 
-// maxCredentialLen bounds what Verify looks at; a credential of a 1 KiB identity fits.
-const maxCredentialLen = 2048
+// maxCredentialLen bounds what Verify looks at; a credential of a 1 KiB identity and a
+// client identity of MaxClientIDLen fits.
+const maxCredentialLen = 2048 + 128
 
 // Claims is what a session credential proves.
 type Claims struct {
@@ -25,6 +26,11 @@ type Claims struct {
 	// Grants are channel patterns the identity's token allows beyond the server's default
 	// policy (for instance a JWT "channels" claim).
 	Grants []string
+	// CID is the client identity the session was negotiated with (see CheckClientID), ""
+	// without one. It outlives the session: a client that negotiates a new session after
+	// 4005 presents the same CID, and its upstream sequence continues, so that the dedupe
+	// window (keyed by CID and user, see DedupeKey) recognises resent frames.
+	CID string
 }
 
 // payload is the signed content of a credential.
@@ -34,6 +40,7 @@ type payload struct {
 	Expires int64    `json:"e,omitempty"`
 	User    string   `json:"u,omitempty"`
 	Grants  []string `json:"g,omitempty"`
+	CID     string   `json:"c,omitempty"`
 }
 
 // Signer issues and verifies session credentials with a shared secret, so that every node
@@ -74,7 +81,7 @@ var b64 = base64.RawURLEncoding.Strict()
 
 // Issue returns the credential "v1.<payload>.<mac>" for c.
 func (s *Signer) Issue(c Claims) string {
-	p := payload{SID: c.SID, Issued: c.Issued.Unix(), User: c.User, Grants: c.Grants}
+	p := payload{SID: c.SID, Issued: c.Issued.Unix(), User: c.User, Grants: c.Grants, CID: c.CID}
 	if !c.Expires.IsZero() {
 		p.Expires = c.Expires.Unix()
 	}
@@ -141,10 +148,10 @@ func (s *Signer) verify(cred string) (Claims, error) {
 		return Claims{}, ErrSession
 	}
 	var p payload
-	if json.Unmarshal(raw, &p) != nil || len(p.SID) != 22 {
+	if json.Unmarshal(raw, &p) != nil || len(p.SID) != 22 || (p.CID != "" && CheckClientID(p.CID) != nil) {
 		return Claims{}, ErrSession
 	}
-	c := Claims{SID: p.SID, User: p.User, Issued: time.Unix(p.Issued, 0), Grants: p.Grants}
+	c := Claims{SID: p.SID, User: p.User, Issued: time.Unix(p.Issued, 0), Grants: p.Grants, CID: p.CID}
 	if p.Expires != 0 {
 		c.Expires = time.Unix(p.Expires, 0)
 	}

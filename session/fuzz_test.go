@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -86,6 +87,33 @@ func FuzzVerify(f *testing.F) {
 		}
 		if !utf8.ValidString(c.SID) {
 			t.Fatal("bad sid")
+		}
+	})
+}
+
+// Client identities come from negotiation bodies: an accepted one is safe in a Redis key,
+// a log line and a credential, and every refusal is a 4100 naming the problem.
+func FuzzCheckClientID(f *testing.F) {
+	for _, s := range []string{"tab-0123456789abcdef", "short", "tab-0123456789abcde!", "\xff\xfe0123456789abcdef", strings.Repeat("a", 65)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, cid string) {
+		err := CheckClientID(cid)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Code != CodeBadRequest || !utf8.ValidString(e.Reason) {
+				t.Fatalf("error %v is not a 4100 with a readable reason", err)
+			}
+			return
+		}
+		if len(cid) < MinClientIDLen || len(cid) > MaxClientIDLen || strings.Trim(cid, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
+			t.Fatalf("accepted %q", cid)
+		}
+		// A credential carries it through Verify unchanged.
+		s := NewSigner([]byte("k"))
+		c, err := s.Verify(s.Issue(Claims{SID: NewSessionID(), CID: cid, Issued: time.Unix(1, 0)}))
+		if err != nil || c.CID != cid {
+			t.Fatalf("credential with cid %q: %+v %v", cid, c, err)
 		}
 	})
 }

@@ -13,15 +13,24 @@ import (
 )
 
 // Store is the session state that every node of a cluster must share: which sessions are
-// alive, and which upstream sequence numbers each has had processed. bridge's brokers
-// implement it (in memory for one node, in Redis for many).
+// alive, and which upstream frames have been processed, with their outcomes. bridge's
+// brokers implement it (in memory for one node, in Redis for many).
 type Store interface {
 	// CreateSession records a new live session for ttl.
 	CreateSession(ctx context.Context, sid string, ttl time.Duration) error
 	// TouchSession extends a live session by ttl and reports false if it has expired.
 	TouchSession(ctx context.Context, sid string, ttl time.Duration) (alive bool, err error)
-	// MarkSeq records upstream seq of sid and reports whether it is new.
-	MarkSeq(ctx context.Context, sid string, seq uint64) (first bool, err error)
+	// MarkUpstream records upstream seq, with result, in the dedupe window named key (see
+	// DedupeKey), and reports whether seq is new there. For a duplicate it returns the
+	// result recorded for seq (by its first mark or a later RecordUpstream), "" when there
+	// is none or seq is older than the window. The window holds the latest sequence numbers
+	// of key (how many is the store's setting, at least the client's count of frames in
+	// flight) and lasts ttl after its latest mark. result is at most MaxUpstreamResult
+	// bytes; the Manager gives its meaning.
+	MarkUpstream(ctx context.Context, key string, seq uint64, result string, ttl time.Duration) (first bool, recorded string, err error)
+	// RecordUpstream replaces the result of seq in key's window, if seq is marked there
+	// and still in the window; otherwise it does nothing.
+	RecordUpstream(ctx context.Context, key string, seq uint64, result string, ttl time.Duration) error
 	// Announce tells every node that sid has a new attachment, so that older ones close.
 	// A single-node store may do nothing: the Manager supersedes local attachments itself.
 	Announce(ctx context.Context, sid, attachID string) error
@@ -55,7 +64,8 @@ type Handler interface {
 	// Authorize returns nil to allow, or an error (an *Error for a specific code) to refuse.
 	// channel is empty for ActSend.
 	Authorize(ctx context.Context, c Claims, act Action, channel string) error
-	// Send processes an upstream send frame; it runs at most once per (sid, seq).
+	// Send processes an upstream send frame; it runs at most once per dedupe key (see
+	// DedupeKey: the client identity, or the session without one) and seq.
 	Send(ctx context.Context, c Claims, f *ClientFrame) error
 	// Publish publishes a pub frame's payload to its channel and returns the position.
 	Publish(ctx context.Context, c Claims, f *ClientFrame) (Position, error)
@@ -87,6 +97,13 @@ type Config struct {
 	// the session's next poll to continue from (see Park); default 10 s, negative: never.
 	PollLinger time.Duration
 	SessionTTL time.Duration // default 60 s
+	// DedupeTTL is how long the dedupe window of a client identity (or of a session
+	// without one) outlives its latest upstream frame: a frame resent within it is
+	// recognised, also by a new session of the same client identity after 4005. Default
+	// twice SessionTTL, and never less than SessionTTL. A client must not resend a frame
+	// longer than DedupeTTL after it first sent it (the JS client's sendTimeout, 30 s,
+	// ends its attempts well before).
+	DedupeTTL time.Duration
 	// StoreTimeout bounds what one request waits for the shared Store and Source (Redis):
 	// the session check of a request, an attachment's announcement and subscriptions, a
 	// negotiation, the dedupe of upstream frames, each history read. A request that runs
@@ -169,6 +186,7 @@ func (c Config) WithDefaults() Config {
 	c.PollHold = orDefault(c.PollHold, DefaultPollHold)
 	c.PollLinger = orDefault(c.PollLinger, DefaultPollLinger)
 	c.SessionTTL = orDefault(c.SessionTTL, DefaultSessionTTL)
+	c.DedupeTTL = max(orDefault(c.DedupeTTL, 2*c.SessionTTL), c.SessionTTL)
 	c.StoreTimeout = orDefault(c.StoreTimeout, DefaultStoreTimeout)
 	c.MaxMessageBytes = orDefault(c.MaxMessageBytes, DefaultMaxMessageBytes)
 	c.MaxChannels = orDefault(c.MaxChannels, DefaultMaxChannels)
@@ -267,8 +285,11 @@ type Negotiated struct {
 }
 
 // Negotiate resumes the session of prev if it is valid, alive and belongs to user, and
-// otherwise creates a new session for user.
-func (m *Manager) Negotiate(ctx context.Context, prev string, id Identity) (Negotiated, error) {
+// otherwise creates a new session for user. cid is the client identity the request
+// presents ("" for none; the caller has checked it with CheckClientID): the session's
+// credential carries it, also when a resumed session had another, so that the upstream
+// frames of the session are deduplicated with the client's (see DedupeKey).
+func (m *Manager) Negotiate(ctx context.Context, prev string, id Identity, cid string) (Negotiated, error) {
 	if err := m.draining(); err != nil {
 		return Negotiated{}, err
 	}
@@ -278,7 +299,7 @@ func (m *Manager) Negotiate(ctx context.Context, prev string, id Identity) (Nego
 	if prev != "" {
 		// A resumed session takes the expiry and grants of the token presented now.
 		if c, err := m.cfg.Signer.Verify(prev); err == nil && c.User == user {
-			c.Expires, c.Grants = id.Expires, id.Grants
+			c.Expires, c.Grants, c.CID = id.Expires, id.Grants, cid
 			alive, err := m.cfg.Store.TouchSession(ctx, c.SID, m.cfg.SessionTTL)
 			if err != nil {
 				return Negotiated{}, storeFailure("resume "+c.SID, err)
@@ -291,12 +312,12 @@ func (m *Manager) Negotiate(ctx context.Context, prev string, id Identity) (Nego
 			m.cfg.Logger.Info("session expired", "sid", c.SID, "remote", remoteOf(ctx))
 		}
 	}
-	c := Claims{SID: NewSessionID(), User: user, Issued: time.Now(), Expires: id.Expires, Grants: id.Grants}
+	c := Claims{SID: NewSessionID(), User: user, Issued: time.Now(), Expires: id.Expires, Grants: id.Grants, CID: cid}
 	if err := m.cfg.Store.CreateSession(ctx, c.SID, m.cfg.SessionTTL); err != nil {
 		return Negotiated{}, storeFailure("create", err)
 	}
 	m.cfg.Observer.Negotiated(false)
-	m.cfg.Logger.Info("session created", "sid", c.SID, "user", c.User, "remote", remoteOf(ctx))
+	m.cfg.Logger.Info("session created", "sid", c.SID, "user", c.User, "cid", c.CID, "remote", remoteOf(ctx))
 	return Negotiated{Credential: m.cfg.Signer.Issue(c), Claims: c}, nil
 }
 
@@ -719,8 +740,14 @@ func (m *Manager) Upstream(ctx context.Context, c Claims, frames []ClientFrame) 
 
 var errRateLimited = &Error{Code: CodeRateLimited, Reason: "rate limited: resend after a backoff"}
 
+// errInProgress answers a duplicate whose first attempt has no outcome yet. The frame's
+// client resends it after a backoff, as after a rate limit, and then gets the outcome.
+var errInProgress = &Error{Code: CodeRateLimited, Reason: "the first attempt of this frame is still being processed: resend after a backoff"}
+
 var errStore = &Error{Code: CodeInternal, Reason: "session store unavailable"}
 
+// upstream processes one send or pub frame at most once per DedupeKey and seq, and
+// answers a duplicate as its first attempt was answered (see outcome).
 func (m *Manager) upstream(ctx context.Context, c Claims, f *ClientFrame) Ack {
 	act, ch := ActSend, ""
 	if f.T == FramePub {
@@ -735,36 +762,63 @@ func (m *Manager) upstream(ctx context.Context, c Claims, f *ClientFrame) Ack {
 		m.cfg.Observer.Rejected("rate")
 		return Ack{Seq: f.Seq, Err: errRateLimited}
 	}
-	first, err := m.cfg.Store.MarkSeq(ctx, c.SID, f.Seq)
+	key := DedupeKey(c)
+	// A pub's outcome is its position, known only once it is published: until then the
+	// mark says "pending". A send's is "ok" unless the handler fails.
+	initial := ""
+	if f.T == FramePub {
+		initial = outcomePending
+	}
+	first, recorded, err := m.cfg.Store.MarkUpstream(ctx, key, f.Seq, initial, m.cfg.DedupeTTL)
 	if errors.Is(err, ErrSession) {
-		// The session expired under an open attachment: the client must negotiate again
-		// and resend, not drop the frame.
 		return Ack{Seq: f.Seq, Err: ErrSession}
 	}
 	if err != nil {
-		m.cfg.Logger.Warn("dedupe store failed", "sid", c.SID, "err", err)
+		m.cfg.Logger.Warn("dedupe store failed", "sid", c.SID, "key", key, "err", err)
 		return Ack{Seq: f.Seq, Err: errStore}
 	}
 	if !first {
-		m.cfg.Observer.Upstream("duplicate")
-		return Ack{Seq: f.Seq, Dup: true}
+		ack := replay(f.Seq, recorded)
+		if ack.Err == errInProgress {
+			m.cfg.Observer.Upstream("in_progress")
+		} else {
+			m.cfg.Observer.Upstream("duplicate")
+		}
+		return ack
 	}
 	if f.T == FramePub {
 		pos, err := m.cfg.Handler.Publish(ctx, c, f)
 		if err != nil {
 			// The frame counts as processed: a failed publish is reported, not retried, so
 			// that a publish that did land but timed out can't land twice.
-			return Ack{Seq: f.Seq, Err: AsError(err)}
+			e := AsError(err)
+			m.record(c, key, f.Seq, errorOutcome(e))
+			return Ack{Seq: f.Seq, Err: e}
 		}
+		m.record(c, key, f.Seq, positionOutcome(pos))
 		m.cfg.Observer.Upstream("ok")
 		return Ack{Seq: f.Seq, Pos: pos}
 	}
 	if err := m.cfg.Handler.Send(ctx, c, f); err != nil {
+		e := AsError(err)
+		m.record(c, key, f.Seq, errorOutcome(e))
 		m.cfg.Observer.Upstream("refused")
-		return Ack{Seq: f.Seq, Err: AsError(err)}
+		return Ack{Seq: f.Seq, Err: e}
 	}
 	m.cfg.Observer.Upstream("ok")
 	return Ack{Seq: f.Seq}
+}
+
+// record stores the outcome of a processed frame for its duplicates. It has its own
+// StoreTimeout: the frame's may have gone into processing it. A failure leaves a pub's
+// mark pending: its resends are answered "in progress" until the client gives up on it,
+// which is the truth (the client can't learn its position), and is logged.
+func (m *Manager) record(c Claims, key string, seq uint64, outcome string) {
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.StoreTimeout)
+	defer cancel()
+	if err := m.cfg.Store.RecordUpstream(ctx, key, seq, outcome, m.cfg.DedupeTTL); err != nil {
+		m.cfg.Logger.Warn("recording an upstream outcome failed", "sid", c.SID, "key", key, "seq", seq, "err", err)
+	}
 }
 
 // Shutdown refuses new attachments and negotiations with e and closes every attachment

@@ -22,9 +22,14 @@ func (stuckStore) TouchSession(ctx context.Context, _ string, _ time.Duration) (
 	return false, ctx.Err()
 }
 
-func (stuckStore) MarkSeq(ctx context.Context, _ string, _ uint64) (bool, error) {
+func (stuckStore) MarkUpstream(ctx context.Context, _ string, _ uint64, _ string, _ time.Duration) (bool, string, error) {
 	<-ctx.Done()
-	return false, ctx.Err()
+	return false, "", ctx.Err()
+}
+
+func (stuckStore) RecordUpstream(ctx context.Context, _ string, _ uint64, _ string, _ time.Duration) error {
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 func (stuckStore) Announce(ctx context.Context, _, _ string) error {
@@ -60,9 +65,9 @@ func TestStoreTimeoutFailsRequestsWithRetry(t *testing.T) {
 	}
 	_, err := m.Verify(ctx, cred, nil)
 	check("verify", err)
-	_, err = m.Negotiate(ctx, "", Identity{})
+	_, err = m.Negotiate(ctx, "", Identity{}, "")
 	check("negotiate", err)
-	_, err = m.Negotiate(ctx, cred, Identity{})
+	_, err = m.Negotiate(ctx, cred, Identity{}, "")
 	check("resume", err)
 	_, err = m.Attach(ctx, AttachRequest{Claims: claims, Transport: "websocket"})
 	check("attach", err)

@@ -20,6 +20,10 @@ func NewNegotiate(cfg Config) *Negotiate { return &Negotiate{cfg: cfg.withDefaul
 // NegotiateRequest is the optional body of a negotiation.
 type NegotiateRequest struct {
 	Session string `json:"session,omitempty"`
+	// CID is the client identity (session.CheckClientID): a random ID the client draws
+	// once and presents at every negotiation, so that the upstream frames it resends
+	// after 4005, under a new session, are recognised as duplicates. PROTOCOL.md §3.
+	CID string `json:"cid,omitempty"`
 }
 
 // NegotiateResponse is the answer to a negotiation.
@@ -60,6 +64,13 @@ func (h *Negotiate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if req.CID != "" {
+		if err := session.CheckClientID(req.CID); err != nil {
+			h.cfg.logFailure(r, "negotiate", err)
+			writeError(w, err)
+			return
+		}
+	}
 	var id session.Identity
 	if h.cfg.Authenticate != nil {
 		got, ok, err := h.cfg.Authenticate(r)
@@ -73,7 +84,7 @@ func (h *Negotiate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		id = got
 	}
-	n, err := h.cfg.Manager.Negotiate(session.WithRemote(r.Context(), r.RemoteAddr), req.Session, id)
+	n, err := h.cfg.Manager.Negotiate(session.WithRemote(r.Context(), r.RemoteAddr), req.Session, id, req.CID)
 	if err != nil {
 		h.cfg.logFailure(r, "negotiate", err)
 		writeError(w, err)

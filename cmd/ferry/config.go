@@ -28,6 +28,7 @@ type options struct {
 	pollHold       time.Duration
 	pollLinger     time.Duration
 	sessionTTL     time.Duration
+	dedupeTTL      time.Duration
 	storeTimeout   time.Duration
 	maxMessage     int
 	maxChannels    int
@@ -98,6 +99,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.pollHold, "poll-hold", 25*time.Second, "longest hold of a long-poll request; keep under the idle timeout of proxies on the way")
 	fs.DurationVar(&o.pollLinger, "poll-linger", 10*time.Second, "how long a long-poll session stays subscribed between polls, for the next poll to continue from; 0 turns it off")
 	fs.DurationVar(&o.sessionTTL, "session-ttl", 60*time.Second, "a session absent this long expires")
+	fs.DurationVar(&o.dedupeTTL, "dedupe-ttl", 0, "how long a client's upstream dedupe window outlives its latest frame, so that frames resent after 4005 under a new session are recognised (0: twice --session-ttl; at least --session-ttl)")
 	fs.DurationVar(&o.storeTimeout, "store-timeout", 5*time.Second, "longest wait of one request for Redis (session check, attach, history, subscribe); beyond it the request fails with 503/4000 and the client retries")
 	fs.IntVar(&o.maxMessage, "max-message", 64<<10, "largest message payload in bytes")
 	fs.IntVar(&o.maxChannels, "max-channels", 128, "most channels one session may subscribe")
@@ -232,6 +234,9 @@ func (o *options) validate() error {
 		default:
 			return fmt.Errorf("invalid value %q for --transports: unknown transport %q", o.transports, t)
 		}
+	}
+	if o.dedupeTTL != 0 && o.dedupeTTL < o.sessionTTL {
+		return fmt.Errorf("invalid value for --dedupe-ttl: must be 0 or at least --session-ttl")
 	}
 	if o.heartbeat*2 > o.sessionTTL {
 		return fmt.Errorf("invalid value for --session-ttl: must be at least twice --heartbeat")

@@ -134,6 +134,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 		IdleTimeout:     idleTimeout,
 		PollLinger:      pollLinger(o.pollLinger),
 		SessionTTL:      o.sessionTTL,
+		DedupeTTL:       o.dedupeTTL,
 		StoreTimeout:    o.storeTimeout,
 		MaxMessageBytes: o.maxMessage,
 		MaxChannels:     o.maxChannels,

@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 var samples = map[string]string{
 	"config": "", "addr": "127.0.0.1:9999", "base": "/rt", "secret": "s3", "api-key": "k",
 	"allowed-origins": "https://a.example", "transports": "sse,longpoll", "client-publish": "x:*",
-	"heartbeat": "5s", "poll-hold": "7s", "poll-linger": "3s", "session-ttl": "30s", "store-timeout": "2s", "max-message": "1024",
+	"heartbeat": "5s", "poll-hold": "7s", "poll-linger": "3s", "session-ttl": "30s", "dedupe-ttl": "5m0s", "store-timeout": "2s", "max-message": "1024",
 	"max-channels": "4", "queue-messages": "64", "queue-bytes": "65536", "history-size": "10",
 	"history-ttl": "1m0s", "drain-timeout": "3s", "log-level": "debug", "log-format": "json",
 	"demo": "false", "ticker": "2s", "state-file": "/tmp/ferry-state.json",
@@ -144,6 +144,7 @@ func TestInvalidValuesNameTheFlag(t *testing.T) {
 		{[]string{"--log-level", "loud"}, nil, "--log-level"},
 		{[]string{"--transports", "websocket,carrier-pigeon"}, nil, "--transports"},
 		{[]string{"--heartbeat", "40s"}, nil, "--session-ttl"},
+		{[]string{"--dedupe-ttl", "30s"}, nil, "--dedupe-ttl"},
 		{[]string{"extra"}, nil, "unexpected argument"},
 	} {
 		_, err := parseOptions(tc.args, func(k string) string { return tc.env[k] }, io.Discard)

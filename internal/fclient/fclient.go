@@ -76,6 +76,10 @@ type Client struct {
 
 	// Att is the attachment sequence sent as att; NextAttachment increments it.
 	Att uint64
+	// CID, if set, is the client identity sent at every negotiation: upstream frames are
+	// then deduplicated by it across sessions, and NextSeq must keep counting when a new
+	// session replaces an expired one.
+	CID string
 
 	mu     sync.Mutex
 	order  []string
@@ -90,10 +94,14 @@ func New(base string) *Client {
 
 // Negotiate creates (or, with a session already set, resumes) the session.
 func (c *Client) Negotiate(ctx context.Context) error {
-	body := []byte("{}")
+	req := map[string]string{}
 	if c.Session != "" {
-		body, _ = json.Marshal(map[string]string{"session": c.Session})
+		req["session"] = c.Session
 	}
+	if c.CID != "" {
+		req["cid"] = c.CID
+	}
+	body, _ := json.Marshal(req)
 	var n Negotiation
 	if err := c.postJSON(ctx, c.Base+"/negotiate", body, &n); err != nil {
 		return err

@@ -38,7 +38,8 @@ type StormResult struct {
 	// Affected clients lost their attachment in the restart; Back of them came back.
 	Affected int `json:"affected"`
 	Back     int `json:"back"`
-	// Down is from the signal to the node answering /healthz again.
+	// Down is from the signal to the node answering again: /healthz, or a client's
+	// attachment if one came first (under a storm, /healthz waits in the accept queue).
 	DownMs float64 `json:"down_ms"`
 	// Times until each affected client attached again, from the node answering again
 	// (0 for clients back earlier, on another node) and from the signal.
@@ -61,13 +62,20 @@ type StormResult struct {
 	PublishErrs int64  `json:"publish_errors"`
 	// Memory and CPU of the restarted node: steady state before the restart, peak and
 	// average during the storm (from its start until every client is back, plus 2 s).
-	SteadyRSSKiB  int64   `json:"steady_rss_kib"`
-	PeakRSSKiB    int64   `json:"peak_rss_kib"`
-	SteadyCPUPct  float64 `json:"steady_cpu_pct"`
-	StormCPUPct   float64 `json:"storm_cpu_pct"`
-	PeakCPUPct    float64 `json:"peak_cpu_pct"` // highest over any 500 ms
-	AfterRSSKiB   int64   `json:"after_rss_kib"`
-	StormWindowMs float64 `json:"storm_window_ms"`
+	SteadyRSSKiB int64 `json:"steady_rss_kib"`
+	// ConnectPeakRSSKiB is the first node's peak while the clients first connected: the
+	// same crowd arriving, without a restart, for comparison with PeakRSSKiB.
+	ConnectPeakRSSKiB int64   `json:"connect_peak_rss_kib"`
+	PeakRSSKiB        int64   `json:"peak_rss_kib"`
+	SteadyCPUPct      float64 `json:"steady_cpu_pct"`
+	StormCPUPct       float64 `json:"storm_cpu_pct"`
+	PeakCPUPct        float64 `json:"peak_cpu_pct"` // highest over any 500 ms
+	AfterRSSKiB       int64   `json:"after_rss_kib"`
+	// With several nodes, the surviving node whose memory grew most: its steady RSS and
+	// its peak while the restarted node's clients moved to it.
+	OtherSteadyRSSKiB int64   `json:"other_steady_rss_kib,omitempty"`
+	OtherPeakRSSKiB   int64   `json:"other_peak_rss_kib,omitempty"`
+	StormWindowMs     float64 `json:"storm_window_ms"`
 }
 
 func (r *StormResult) print(w io.Writer) {
@@ -82,8 +90,12 @@ func (r *StormResult) print(w io.Writer) {
 	if r.SteadyRSSKiB > 0 {
 		ratio = float64(r.PeakRSSKiB) / float64(r.SteadyRSSKiB)
 	}
-	fmt.Fprintf(w, "  node RSS: steady %.1f MiB, storm peak %.1f MiB (%.2fx), after %.1f MiB; CPU: steady %.0f%%, storm %.0f%% (peak %.0f%%) of one core over %.1f s\n",
-		float64(r.SteadyRSSKiB)/1024, float64(r.PeakRSSKiB)/1024, ratio, float64(r.AfterRSSKiB)/1024, r.SteadyCPUPct, r.StormCPUPct, r.PeakCPUPct, r.StormWindowMs/1000)
+	fmt.Fprintf(w, "  node RSS: steady %.1f MiB, storm peak %.1f MiB (%.2fx; first connection peak %.1f MiB), after %.1f MiB; CPU: steady %.0f%%, storm %.0f%% (peak %.0f%%) of one core over %.1f s\n",
+		float64(r.SteadyRSSKiB)/1024, float64(r.PeakRSSKiB)/1024, ratio, float64(r.ConnectPeakRSSKiB)/1024, float64(r.AfterRSSKiB)/1024, r.SteadyCPUPct, r.StormCPUPct, r.PeakCPUPct, r.StormWindowMs/1000)
+	if r.OtherSteadyRSSKiB > 0 {
+		fmt.Fprintf(w, "  busiest other node RSS: steady %.1f MiB, peak %.1f MiB (%.2fx)\n",
+			float64(r.OtherSteadyRSSKiB)/1024, float64(r.OtherPeakRSSKiB)/1024, float64(r.OtherPeakRSSKiB)/float64(r.OtherSteadyRSSKiB))
+	}
 }
 
 func (r *StormResult) appendJSON(name string) error {
@@ -231,7 +243,22 @@ func runStorm(ctx context.Context, o *options, logw io.Writer) ([]*StormResult, 
 			c.run(clientCtx, func() { once.Do(func() { <-sem; ready.Done() }) })
 		}()
 	}
-	if err := waitGroup(ctx, &ready, o.connTimeout); err != nil {
+	connectPeak := make(chan int64, 1)
+	connectCtx, connected := context.WithCancel(ctx)
+	go func(pid int) {
+		var peak int64
+		for connectCtx.Err() == nil {
+			if s, ok := readSample(pid); ok {
+				peak = max(peak, s.rss)
+			}
+			sleep(connectCtx, 100*time.Millisecond)
+		}
+		connectPeak <- peak
+	}(victim.pid())
+	err = waitGroup(ctx, &ready, o.connTimeout)
+	connected()
+	firstPeak := <-connectPeak
+	if err != nil {
 		return nil, fmt.Errorf("connecting: %w", err)
 	}
 	logf("connected in %.1f s", time.Since(start).Seconds())
@@ -251,7 +278,7 @@ func runStorm(ctx context.Context, o *options, logw io.Writer) ([]*StormResult, 
 			sig = syscall.SIGKILL
 		}
 		r := &StormResult{Label: o.label, Scenario: o.scenario, Time: time.Now().UTC().Format(time.RFC3339),
-			Clients: o.clients, Nodes: len(nodes), Signal: "SIG" + strings.ToUpper(sigName)}
+			Clients: o.clients, Nodes: len(nodes), Signal: "SIG" + strings.ToUpper(sigName), ConnectPeakRSSKiB: firstPeak}
 		// Steady state.
 		logf("steady state for %v", o.steady)
 		s0, _ := readSample(victim.pid())
@@ -261,6 +288,27 @@ func runStorm(ctx context.Context, o *options, logw io.Writer) ([]*StormResult, 
 		s1, _ := readSample(victim.pid())
 		r.SteadyRSSKiB = s1.rss
 		r.SteadyCPUPct = cpuPct(s0, s1)
+		others := map[*node]int64{} // steady RSS of the other nodes
+		for _, n := range nodes[1:] {
+			if s, ok := readSample(n.pid()); ok {
+				others[n] = s.rss
+			}
+		}
+		othersPeak := map[*node]int64{}
+		othersCtx, stopOthers := context.WithCancel(ctx)
+		defer stopOthers() // on the early returns; called below otherwise
+		othersDone := make(chan struct{})
+		go func() {
+			defer close(othersDone)
+			for othersCtx.Err() == nil {
+				for n := range others {
+					if s, ok := readSample(n.pid()); ok {
+						othersPeak[n] = max(othersPeak[n], s.rss)
+					}
+				}
+				sleep(othersCtx, 100*time.Millisecond)
+			}
+		}()
 		pub0ok, pub0failed := pub.ok.Load(), pub.failed.Load()
 
 		for _, c := range clients {
@@ -275,7 +323,6 @@ func runStorm(ctx context.Context, o *options, logw io.Writer) ([]*StormResult, 
 			return results, err
 		}
 		tUp := time.Now()
-		r.DownMs = ms(tUp.Sub(tSig))
 		// Sample the new process until the storm is over.
 		samples := make(chan []sample, 1)
 		sampleCtx, stopSampling := context.WithCancel(ctx)
@@ -330,6 +377,13 @@ func runStorm(ctx context.Context, o *options, logw io.Writer) ([]*StormResult, 
 		}
 		sleep(ctx, 2*time.Second)
 		stopSampling()
+		stopOthers()
+		<-othersDone
+		for n, steady := range others {
+			if steady > 0 && (r.OtherSteadyRSSKiB == 0 || float64(othersPeak[n])/float64(steady) > float64(r.OtherPeakRSSKiB)/float64(r.OtherSteadyRSSKiB)) {
+				r.OtherSteadyRSSKiB, r.OtherPeakRSSKiB = steady, othersPeak[n]
+			}
+		}
 		ss := <-samples
 		if len(ss) > 1 {
 			r.StormWindowMs = ms(ss[len(ss)-1].at.Sub(ss[0].at))
@@ -363,6 +417,16 @@ func runStorm(ctx context.Context, o *options, logw io.Writer) ([]*StormResult, 
 		if s, ok := readSample(victim.pid()); ok {
 			r.AfterRSSKiB = s.rss
 		}
+		// The node answered again when /healthz did, or earlier if a client attached to it
+		// first; in a cluster clients come back on the other nodes before.
+		if len(nodes) == 1 {
+			for _, c := range clients {
+				if s := c.snapshot(); !s.backAt.IsZero() && s.backAt.Before(tUp) {
+					tUp = s.backAt
+				}
+			}
+		}
+		r.DownMs = ms(tUp.Sub(tSig))
 		var fromUp, fromSig []time.Duration
 		for _, c := range clients {
 			s := c.snapshot()

@@ -67,7 +67,7 @@ type Config struct {
 	QueueBytes      int   // per attachment; default 4 MiB
 	MaxBodyBytes    int64 // POST bodies; default 1 MiB
 	// Limits bounds connections per node and per client address and the rate of new
-	// sessions; see transport.Limits for the defaults.
+	// sessions; see transport.Limits for the defaults. Its Logger defaults to Logger.
 	Limits transport.Limits
 	// HeaderTimeout and IdleTimeout apply to the keep-alive connections the long-polling
 	// handler takes over once Handoff is served, as http.Server's ReadHeaderTimeout and
@@ -244,7 +244,7 @@ func New(cfg Config) (*Server, error) {
 		AllowedOrigins: cfg.AllowedOrigins,
 		Transports:     cfg.Transports,
 		MaxBodyBytes:   cfg.MaxBodyBytes,
-		Limiter:        transport.NewLimiter(cfg.Limits),
+		Limiter:        transport.NewLimiter(limitsWithLogger(cfg.Limits, cfg.Logger)),
 		Logger:         cfg.Logger,
 		Streams:        &s.active,
 		Handoff:        transport.NewHandoff(),
@@ -497,4 +497,12 @@ func (h handler) Publish(ctx context.Context, _ session.Claims, f *session.Clien
 		return session.Position{}, err
 	}
 	return m.Pos, nil
+}
+
+// limitsWithLogger gives l the server's logger unless it has its own.
+func limitsWithLogger(l transport.Limits, log *slog.Logger) transport.Limits {
+	if l.Logger == nil {
+		l.Logger = log
+	}
+	return l
 }

@@ -2,10 +2,12 @@ package transport
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -14,39 +16,50 @@ import (
 )
 
 // Limits bound what one client address and the whole node may hold. Zero values get the
-// defaults below; a negative value turns a bound off.
+// defaults below.
+//
+// The per-address bounds are off by default: one address may be thousands of people
+// (an office or a mobile carrier behind NAT, every client of a proxy whose
+// X-Forwarded-For is not trusted), and after a restart they all come back within
+// seconds. A per-address cap can't tell them from an abuser; the node-wide bounds
+// (MaxConns, the broker's sessions, per-session queues) are what keep memory bounded.
+// docs/OPERATIONS.md says how to size the per-address bounds where they are wanted.
 type Limits struct {
 	// MaxConns bounds open attachments (WebSocket connections, SSE streams, held polls)
 	// on this node; beyond it requests get 503 (code 4000: try another node). Default
-	// 100,000.
+	// 100,000; negative: no bound.
 	MaxConns int
 	// MaxConnsPerIP bounds open attachments per client address; beyond it requests get
-	// 429 (code 4029). Default 1,000 (offices behind one NAT share an address).
+	// 429 (code 4029). Zero or negative: no bound (the default).
 	MaxConnsPerIP int
 	// NegotiateRate and NegotiateBurst bound new sessions per client address: a token
-	// bucket refilled at NegotiateRate per second. Default 5/s, burst 50.
+	// bucket refilled at NegotiateRate per second holding NegotiateBurst. NegotiateRate
+	// zero or negative: no bound (the default). NegotiateBurst defaults to ten seconds'
+	// worth of NegotiateRate, at least 50.
 	NegotiateRate  float64
 	NegotiateBurst int
 	// TrustForwardedFor takes the client address from the last X-Forwarded-For entry, as
 	// set by a trusted reverse proxy in front of the server. Off by default: a client could
 	// claim any address.
 	TrustForwardedFor bool
+	// Logger receives the Limiter's one warning: a per-address bound is on, requests carry
+	// X-Forwarded-For or Forwarded, and TrustForwardedFor is off, so that every client of
+	// the proxy shares the proxy's address and its bound. Nil: no warning.
+	Logger *slog.Logger
 }
 
 func (l Limits) withDefaults() Limits {
-	def := func(v *int, d int) {
-		if *v == 0 {
-			*v = d
-		}
+	if l.MaxConns == 0 {
+		l.MaxConns = 100_000
 	}
-	def(&l.MaxConns, 100_000)
-	def(&l.MaxConnsPerIP, 1000)
-	def(&l.NegotiateBurst, 50)
-	if l.NegotiateRate == 0 {
-		l.NegotiateRate = 5
+	if l.NegotiateRate > 0 && l.NegotiateBurst <= 0 {
+		l.NegotiateBurst = max(50, int(10*l.NegotiateRate))
 	}
 	return l
 }
+
+// perAddress reports whether any per-address bound is on.
+func (l Limits) perAddress() bool { return l.MaxConnsPerIP > 0 || l.NegotiateRate > 0 }
 
 // Limiter counts attachments per address and node and rate-limits negotiations. One is
 // shared by all handlers of a server (Config.Limiter).
@@ -58,6 +71,8 @@ type Limiter struct {
 	perIP   map[string]int
 	buckets map[string]*bucket
 	swept   time.Time
+
+	proxyWarned atomic.Bool // the warning of Limits.Logger was given
 }
 
 type bucket struct {
@@ -70,7 +85,11 @@ const maxBuckets = 100_000
 
 // NewLimiter returns a Limiter enforcing cfg.
 func NewLimiter(cfg Limits) *Limiter {
-	return &Limiter{cfg: cfg.withDefaults(), perIP: map[string]int{}, buckets: map[string]*bucket{}}
+	cfg = cfg.withDefaults()
+	if !cfg.perAddress() {
+		cfg.Logger = nil // without a per-address bound, a proxy's address hurts nothing
+	}
+	return &Limiter{cfg: cfg, perIP: map[string]int{}, buckets: map[string]*bucket{}}
 }
 
 // clientIP returns the address a request comes from.
@@ -80,12 +99,33 @@ func (l *Limiter) clientIP(r *http.Request) string {
 			parts := strings.Split(xff, ",")
 			return strings.TrimSpace(parts[len(parts)-1])
 		}
+	} else if l.cfg.Logger != nil && !l.proxyWarned.Load() {
+		l.warnProxy(r)
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// warnProxy logs, once, that the node seems to sit behind a proxy whose clients all count
+// as the proxy's address against a per-address bound.
+func (l *Limiter) warnProxy(r *http.Request) {
+	header := ""
+	switch {
+	case r.Header.Get("X-Forwarded-For") != "":
+		header = "X-Forwarded-For"
+	case r.Header.Get("Forwarded") != "":
+		header = "Forwarded"
+	default:
+		return
+	}
+	if l.proxyWarned.Swap(true) {
+		return
+	}
+	l.cfg.Logger.Warn("requests carry "+header+" but --trust-forwarded-for is off: every client behind that proxy counts as the proxy's address, and the per-address limits (--max-conns-per-ip, --negotiate-rate) apply to all of them together; set --trust-forwarded-for if the proxy sets the header, or turn the per-address limits off",
+		"proxy", r.RemoteAddr, "header", header, "max_conns_per_ip", l.cfg.MaxConnsPerIP, "negotiate_rate", l.cfg.NegotiateRate)
 }
 
 // limitError is a refusal of the Limiter. Its close code tells the client what to do
@@ -158,7 +198,7 @@ func (l *Limiter) acquire(r *http.Request) (release func(), err error) {
 
 // allowNegotiate takes a token from r's address's negotiation bucket.
 func (l *Limiter) allowNegotiate(r *http.Request) error {
-	if l.cfg.NegotiateRate < 0 {
+	if l.cfg.NegotiateRate <= 0 {
 		return nil
 	}
 	ip := l.clientIP(r)

@@ -24,6 +24,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -56,6 +57,17 @@ type options struct {
 	label     string
 	scenario  string
 	quiet     bool
+
+	// --mode storm (storm.go)
+	mode         string
+	ferryBin     string
+	ferryArgs    string
+	nodes        int
+	redisBin     string
+	signals      string
+	steady       time.Duration
+	stormTimeout time.Duration
+	keepWork     bool
 }
 
 // transports lists what each target speaks.
@@ -93,8 +105,25 @@ func parseOptions(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.label, "label", "", "name of this run in the JSON result (default target/transport)")
 	fs.StringVar(&o.scenario, "scenario", "", "name of the scenario this run belongs to, kept in the JSON result (bench/chart groups by it)")
 	fs.BoolVar(&o.quiet, "quiet", false, "print only the report")
+	fs.StringVar(&o.mode, "mode", "broadcast", "broadcast: connect, publish, measure latency; storm: restart the server under --clients sessions spread over all transports from one address, and measure the reconnect storm (needs --ferry-bin)")
+	fs.StringVar(&o.ferryBin, "ferry-bin", "", "storm: the ferry binary, which the bench runs (on free loopback ports, with its own data directories) and restarts")
+	fs.StringVar(&o.ferryArgs, "ferry-args", "", "storm: more flags for every node, space-separated")
+	fs.IntVar(&o.nodes, "nodes", 1, "storm: nodes; more than one share a redis-server the bench starts, and the first one restarts")
+	fs.StringVar(&o.redisBin, "redis-server", "redis-server", "storm: the redis-server binary, for --nodes above 1")
+	fs.StringVar(&o.signals, "signals", "term,kill", "storm: restarts to run, in order, comma-separated: term (SIGTERM, graceful) or kill (SIGKILL, a crash)")
+	fs.DurationVar(&o.steady, "steady", 10*time.Second, "storm: steady state measured before each restart")
+	fs.DurationVar(&o.stormTimeout, "storm-timeout", 2*time.Minute, "storm: longest wait for every client to come back after a restart")
+	fs.BoolVar(&o.keepWork, "keep-work", false, "storm: keep the work directory with the nodes' logs")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.mode == "storm" {
+		return o, o.validateStorm(set)
+	}
+	if o.mode != "broadcast" {
+		return nil, fmt.Errorf("--mode %q: want broadcast or storm", o.mode)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -158,6 +187,23 @@ func main() {
 	if o.quiet {
 		logw = io.Discard
 	}
+	if o.mode == "storm" {
+		results, err := runStorm(ctx, o, logw)
+		for _, r := range results {
+			r.print(os.Stdout)
+			if o.jsonOut != "" {
+				if werr := r.appendJSON(o.jsonOut); werr != nil {
+					fmt.Fprintln(os.Stderr, "ferry-bench:", werr)
+					os.Exit(1)
+				}
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ferry-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	res, err := run(ctx, o, logw)
 	if res != nil {
 		res.print(os.Stdout)
@@ -172,4 +218,45 @@ func main() {
 		fmt.Fprintln(os.Stderr, "ferry-bench:", err)
 		os.Exit(1)
 	}
+}
+
+// validateStorm checks the options of --mode storm and sets its own defaults: 10,000
+// clients, all from one address.
+func (o *options) validateStorm(set map[string]bool) error {
+	if !set["clients"] {
+		o.clients = 10000
+	}
+	if !set["rate"] {
+		o.rate = 5
+	}
+	if !set["max-time"] {
+		o.maxTime = 15 * time.Minute
+	}
+	if !set["connect-timeout"] {
+		o.connTimeout = 5 * time.Minute
+	}
+	o.sources = 0
+	if o.label == "" {
+		o.label = "storm"
+	}
+	switch {
+	case o.ferryBin == "":
+		return errors.New("--ferry-bin: the storm mode runs and restarts the ferry binary itself")
+	case o.clients < 3 || o.clients > 15000:
+		return errors.New("--clients: want 3 to 15000")
+	case o.nodes < 1 || o.nodes > 9:
+		return errors.New("--nodes: want 1 to 9")
+	case o.rate <= 0 || o.rate > 1000:
+		return errors.New("--rate: want more than 0, at most 1000")
+	case o.connConc < 1:
+		return errors.New("--connect-concurrency: want at least 1")
+	case o.maxTime <= 0 || o.maxTime > 30*time.Minute:
+		return errors.New("--max-time: want at most 30m")
+	}
+	for _, s := range strings.Split(o.signals, ",") {
+		if s != "term" && s != "kill" {
+			return fmt.Errorf("--signals %q: want term and/or kill, comma-separated", o.signals)
+		}
+	}
+	return nil
 }

@@ -40,25 +40,31 @@ type options struct {
 	logLevel       string
 	logFormat      string
 	stateFile      string
-	configFile     string
-	tokenKey       string
-	allowAnonymous bool
-	tlsCert        string
-	tlsKey         string
-	maxConns       int
-	maxConnsPerIP  int
-	maxSessions    int
-	negotiateRate  float64
-	upstreamRate   float64
-	trustForwarded bool
-	headerTimeout  time.Duration
-	debugAddr      string
-	redisURL       string
-	nodeID         string
-	presence       string
-	upstreamStream string
-	demo           bool
-	ticker         time.Duration
+	dataDir        string // "" when off; see dataDirExplicit
+	// dataDirExplicit is set when --data-dir came from the command line, the environment or
+	// the config file: then a directory that can't be used stops the start, while the
+	// default only earns a warning.
+	dataDirExplicit bool
+	configFile      string
+	tokenKey        string
+	allowAnonymous  bool
+	tlsCert         string
+	tlsKey          string
+	maxConns        int
+	maxConnsPerIP   int
+	maxSessions     int
+	negotiateRate   float64
+	negotiateBurst  int
+	upstreamRate    float64
+	trustForwarded  bool
+	headerTimeout   time.Duration
+	debugAddr       string
+	redisURL        string
+	nodeID          string
+	presence        string
+	upstreamStream  string
+	demo            bool
+	ticker          time.Duration
 }
 
 // defaultMaxSessions is the default of --max-sessions, the in-memory broker's own.
@@ -78,16 +84,17 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.configFile, "config", "", "file of settings, one `name = value` per line with flag names (flags and environment win)")
 	fs.StringVar(&o.addr, "addr", ":8080", "listen address")
 	fs.StringVar(&o.base, "base", "/ferry", "path prefix of the Ferry endpoints")
-	fs.StringVar(&o.secret, "secret", "", "secret that signs session credentials; the same on every node (empty: random, one node only)")
+	fs.StringVar(&o.secret, "secret", "", "secret that signs session credentials; the same on every node (empty: the one stored in --data-dir, generated once; without a data dir, random per start)")
 	fs.StringVar(&o.apiKey, "api-key", "", "bearer key for POST <base>/api/publish (empty: publish API disabled)")
 	fs.StringVar(&o.tokenKey, "token-key", "", "HMAC key verifying HS256 JWTs (Authorization: Bearer, ?token= or cookie ferry_token); sub is the identity, channels the granted patterns")
 	fs.BoolVar(&o.allowAnonymous, "allow-anonymous", false, "let requests without a token in when --token-key is set (without --token-key everyone is anonymous)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "certificate file (PEM): serve HTTPS and wss:// (needs --tls-key)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file (PEM) of --tls-cert")
 	fs.IntVar(&o.maxConns, "max-conns", 100000, "open connections (WebSocket, SSE, held polls) per node; beyond it 503")
-	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 1000, "open connections per client address; beyond it 429")
+	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 0, "open connections per client address; beyond it 429 (0: no per-address cap; see docs/OPERATIONS.md before setting one: a NAT or a proxy is one address)")
 	fs.IntVar(&o.maxSessions, "max-sessions", defaultMaxSessions, "live sessions the in-memory broker keeps (not with --redis); beyond it negotiations get 503, code 4000: try another node")
-	fs.Float64Var(&o.negotiateRate, "negotiate-rate", 5, "new sessions per second per client address (burst 50); beyond it 429")
+	fs.Float64Var(&o.negotiateRate, "negotiate-rate", 0, "new sessions per second per client address; beyond it 429 (0: no per-address rate; see docs/OPERATIONS.md)")
+	fs.IntVar(&o.negotiateBurst, "negotiate-burst", 0, "new sessions one client address may open at once under --negotiate-rate (0: ten seconds' worth, at least 50)")
 	fs.Float64Var(&o.upstreamRate, "upstream-rate", 100, "upstream messages per second per session (burst 200); beyond it they are refused with 4029 and resent")
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "if set, serve Go's profiler (/debug/pprof/) on this address, apart from clients; keep it private")
 	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "time a client has to send its request headers (slowloris)")
@@ -111,7 +118,8 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.presence, "presence", "room:*,chat:*", "channel patterns that keep presence (who is subscribed), comma-separated (empty: none)")
 	fs.StringVar(&o.upstreamStream, "upstream-stream", "", "Redis stream that receives what clients send, for backends reading with consumer groups (needs --redis)")
 	fs.StringVar(&o.nodeID, "node-id", "", "name of this node in Redis and logs (default random)")
-	fs.StringVar(&o.stateFile, "state-file", "", "file where the in-memory broker keeps channel history and sessions across a graceful restart (empty: none)")
+	fs.StringVar(&o.dataDir, "data-dir", "", "directory (created 0700) keeping the stored --secret and the in-memory broker's state across a graceful restart (default $XDG_STATE_HOME/ferry, else $HOME/.local/state/ferry; none: keep nothing)")
+	fs.StringVar(&o.stateFile, "state-file", "", "file where the in-memory broker keeps channel history and sessions across a graceful restart (default: state.json in --data-dir)")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "how long a graceful shutdown waits for connections to move away")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -172,6 +180,13 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*options, 
 			return nil, nil, err
 		}
 	}
+	// The flag's own default is empty: a value means the flag, the environment or the config
+	// file named a directory; an empty one given on the command line turns it off.
+	if o.dataDirExplicit = set["data-dir"] || o.dataDir != ""; !o.dataDirExplicit {
+		o.dataDir = defaultDataDir(getenv)
+	} else if dataDirOff(o.dataDir) {
+		o.dataDir = ""
+	}
 	return o, fs, o.validate()
 }
 
@@ -194,6 +209,7 @@ func (o *options) validate() error {
 		{"drain-timeout", o.drainTimeout >= 0},
 		{"ticker", o.ticker >= 0},
 		{"header-timeout", o.headerTimeout >= 10*time.Millisecond},
+		{"negotiate-burst", o.negotiateBurst >= 0},
 	}
 	for _, p := range positive {
 		if !p.ok {
@@ -219,8 +235,11 @@ func (o *options) validate() error {
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return fmt.Errorf("invalid value for --tls-cert/--tls-key: set both or neither")
 	}
-	if o.maxConns < 1 || o.maxConnsPerIP < 1 || o.negotiateRate <= 0 || o.upstreamRate <= 0 {
-		return fmt.Errorf("invalid value for --max-conns, --max-conns-per-ip, --negotiate-rate or --upstream-rate: must be positive")
+	if o.maxConns < 1 || o.upstreamRate <= 0 {
+		return fmt.Errorf("invalid value for --max-conns or --upstream-rate: must be positive")
+	}
+	if o.maxConnsPerIP < 0 || o.negotiateRate < 0 {
+		return fmt.Errorf("invalid value for --max-conns-per-ip or --negotiate-rate: must be positive, or 0 for no per-address limit")
 	}
 	if o.maxSessions < 1 {
 		return fmt.Errorf("invalid value %d for --max-sessions: must be positive", o.maxSessions)

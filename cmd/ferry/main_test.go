@@ -53,9 +53,9 @@ var samples = map[string]string{
 	"heartbeat": "5s", "poll-hold": "7s", "poll-linger": "3s", "session-ttl": "30s", "dedupe-ttl": "5m0s", "store-timeout": "2s", "max-message": "1024",
 	"max-channels": "4", "queue-messages": "64", "queue-bytes": "65536", "history-size": "10",
 	"history-ttl": "1m0s", "drain-timeout": "3s", "log-level": "debug", "log-format": "json",
-	"demo": "false", "ticker": "2s", "state-file": "/tmp/ferry-state.json",
+	"demo": "false", "ticker": "2s", "state-file": "/tmp/ferry-state.json", "data-dir": "/tmp/ferry-data",
 	"token-key": "jwtkey", "allow-anonymous": "true", "tls-cert": "", "tls-key": "",
-	"max-conns": "10", "max-conns-per-ip": "5", "max-sessions": "500", "negotiate-rate": "2", "upstream-rate": "7",
+	"max-conns": "10", "max-conns-per-ip": "5", "max-sessions": "500", "negotiate-rate": "2", "negotiate-burst": "9", "upstream-rate": "7",
 	"trust-forwarded-for": "true", "header-timeout": "3s", "debug-addr": "127.0.0.1:6060", "redis": "redis://127.0.0.1:6379/1", "node-id": "n1",
 	"presence": "team:*", "upstream-stream": "",
 }
@@ -226,7 +226,8 @@ func launch(t *testing.T, logw io.Writer, args ...string) (addr string, stop con
 	}
 	addr = ln.Addr().String()
 	ln.Close()
-	args = append([]string{"--addr", addr, "--ticker", "0", "--log-level", "error"}, args...)
+	// A data directory of its own, as every node has by default (a later --data-dir wins).
+	args = append([]string{"--addr", addr, "--ticker", "0", "--log-level", "error", "--data-dir", t.TempDir()}, args...)
 	o, err := parseOptions(args, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)

@@ -121,6 +121,10 @@ describe('demo pages', () => {
     for (const href of ['/chat.html', '/dashboard.html', '/events.html']) {
       assert.ok(await r.page.$(`main a[href="${href}"]`), `index links ${href}`);
     }
+    // What it promises of a restart is what the restart tests below show.
+    const restart = await r.page.textContent('#restart-step');
+    assert.match(restart, /no reset/, 'a restart resumes without a reset');
+    assert.match(restart, /kill -9[\s\S]*reset/, 'a crash resets');
     noErrors(r);
     await r.page.close();
   });
@@ -427,9 +431,10 @@ describe('demo pages', () => {
     assert.deepEqual(unexpected, []);
   });
 
-  test('after a server restart the chat resets, reloads its snapshot and carries on', T, async () => {
-    // A node of its own: a restart without --state-file loses every channel's history.
-    const n2 = new FerryNode({ dir, name: 'ferry-restart', flags: { demo: true, ticker: '0' } });
+  test('after a server restart (SIGTERM) the chat resumes: same epoch, no reset, nothing lost or repeated', T, async () => {
+    // The server's defaults, as `go run ./cmd/ferry` has them: no --secret, no --state-file;
+    // the data directory keeps both across the restart.
+    const n2 = new FerryNode({ dir, name: 'ferry-restart', flags: { demo: true, ticker: '0', secret: undefined } });
     started.push(n2);
     await n2.start();
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -441,19 +446,54 @@ describe('demo pages', () => {
     await waitShown(b.page, ['before the restart']);
     const epoch0 = await b.page.evaluate(() => window.demo.epoch);
 
-    await n2.restart();
-    // The channel came back with a new epoch: the client says reset, the page reloads history.
-    await b.page.waitForFunction(() => document.querySelector('#lab-log li[data-kind="reset"]'), null, { timeout: 20000 });
-    await waitConnected(b.page);
+    const st = await n2.restart();
+    assert.equal(st?.code, 0, `the server stopped cleanly on SIGTERM: ${JSON.stringify(st)}`);
+    // The pages lose the connection and come back.
+    await b.page.waitForFunction(() => [...document.querySelectorAll('#lab-log li')].some((li) => /4003|shutting down|1006|closed/i.test(li.textContent)), null, { timeout: 20000 });
+    await waitConnected(b.page, undefined, 30000);
+    await waitConnected(a.page, undefined, 30000);
+    await say(a.page, 'after the restart');
+    assert.deepEqual(await waitShown(b.page, ['before the restart', 'after the restart']), [1, 1], 'each message once');
+    await say(b.page, 'B after the restart');
+    assert.deepEqual(await waitShown(a.page, ['before the restart', 'B after the restart']), [1, 1]);
+    for (const r of [a, b]) {
+      assert.equal(await r.page.evaluate(() => window.demo.epoch), epoch0, `${r.name}: the same epoch`);
+      const resets = (await panelLog(r.page)).filter((l) => l.kind === 'reset');
+      assert.deepEqual(resets, [], `${r.name}: no reset`);
+      assert.doesNotMatch(await r.page.textContent('#messages'), /reset/, `${r.name}: the chat shows no reset`);
+    }
+    // The client logs the lost connection itself; the page adds no error of its own.
+    for (const r of [a, b]) r.errors = r.errors.filter((x) => !/WebSocket|ERR_CONNECTION_REFUSED|Failed to load resource/.test(x));
+    noErrors(a, b);
+  });
+
+  test('after a crash (SIGKILL) the chat resets, reloads its snapshot and carries on', T, async () => {
+    const n2 = new FerryNode({ dir, name: 'ferry-crash', flags: { demo: true, ticker: '0', secret: undefined } });
+    started.push(n2);
+    await n2.start();
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const a = await open(`${n2.url}/chat.html?room=crash`, { context, name: 'crash-a' });
+    const b = await open(`${n2.url}/chat.html?room=crash`, { context, name: 'crash-b' });
     await waitConnected(a.page);
+    await waitConnected(b.page);
+    await say(a.page, 'before the crash');
+    await waitShown(b.page, ['before the crash']);
+    const epoch0 = await b.page.evaluate(() => window.demo.epoch);
+
+    await n2.stop({ signal: 'SIGKILL' });
+    await n2.start();
+    // Nothing was saved: the channel comes back with a new epoch, the client says reset and
+    // the page reloads history, never showing the new messages as if nothing had happened.
+    await b.page.waitForFunction(() => document.querySelector('#lab-log li[data-kind="reset"]'), null, { timeout: 30000 });
+    await waitConnected(b.page, undefined, 30000);
+    await waitConnected(a.page, undefined, 30000);
     const epoch1 = await b.page.evaluate(() => window.demo.epoch);
     assert.notEqual(epoch1, epoch0, 'a new epoch');
     assert.match(await b.page.textContent('#messages'), /reset/, 'the chat says it reloaded after a reset');
-    await say(a.page, 'after the restart');
-    assert.deepEqual(await waitShown(b.page, ['after the restart']), [1]);
-    await say(b.page, 'B after the restart');
-    assert.deepEqual(await waitShown(a.page, ['B after the restart']), [1]);
-    // The client logs the lost connection itself; the page adds no error of its own.
+    await say(a.page, 'after the crash');
+    assert.deepEqual(await waitShown(b.page, ['after the crash']), [1]);
+    await say(b.page, 'B after the crash');
+    assert.deepEqual(await waitShown(a.page, ['B after the crash']), [1]);
     for (const r of [a, b]) r.errors = r.errors.filter((x) => !/WebSocket|ERR_CONNECTION_REFUSED|Failed to load resource/.test(x));
     noErrors(a, b);
   });

@@ -75,6 +75,9 @@ export class FerryNode {
       secret: SECRET,
       demo: false,
       'log-level': 'debug',
+      // Its own data directory (the stored secret, the in-memory broker's state), kept
+      // across restart(): never the user's default one, never another node's.
+      'data-dir': path.join(dir, `${name}-data`),
       ...flags,
     };
     this.env = env;

@@ -3,10 +3,10 @@
 // nothing lost and nothing repeated: every message the publish API accepted before, during
 // and after the restart arrives once, in order, in the same epoch (no reset).
 //
-// The in-memory broker loses history on restart unless it is saved: this scenario runs the
-// server with --state-file (history written on the SIGTERM drain, loaded at start). Without
-// that flag the scenario fails, on purpose: a restart would cost every client a reset.
-import path from 'node:path';
+// The node runs with the defaults a user gets from `go run ./cmd/ferry`: no --secret and no
+// --state-file. Its data directory (--data-dir, here the node's own under the run directory)
+// keeps the generated secret and the in-memory broker's state across the restart; without
+// it the scenario fails, on purpose: a restart would cost every client a reset.
 import { requireFlags } from '../lib/ferry.js';
 import { expectPath, finish, node, page, publisher, steps } from '../lib/flow.js';
 import { delay, waitFor } from '../lib/util.js';
@@ -20,10 +20,8 @@ function restartCase(tr) {
     weight: 50,
     timeout: 120000,
     async run(ctx) {
-      await requireFlags('state-file');
-      const n = await node(ctx, {
-        flags: { 'state-file': path.join(ctx.dir, 'state.json'), 'drain-timeout': '3s' },
-      });
+      await requireFlags('data-dir');
+      const n = await node(ctx, { flags: { secret: undefined, 'drain-timeout': '3s' } });
       const h = await page(ctx, n.url, { options: { transports: [tr] } });
       const pub = publisher(ctx, n);
       let down, back;

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/ferryrt/ferry/transport"
 )
 
@@ -197,4 +199,46 @@ func (it *idleTest) check(closeAll func()) {
 	}
 	closeAll()
 	eventually(it.t, "no attachment left after every client closed", func() bool { return it.ts.Manager().Attached() == 0 })
+}
+
+// A WebSocket whose writer once left the pool (a subscription that reads history is
+// written by a goroutine of its own, which sets a write deadline) still takes the pooled
+// writes that come after that deadline has passed.
+func TestWebSocketWritesAfterAnOffPoolWrite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the 10 s write deadline")
+	}
+	t.Parallel()
+	ts := newTestServer(t, Config{})
+	c := ts.client(t)
+	s, err := c.WebSocket(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	next := func(what string, match func(fclient.Frame) bool) {
+		t.Helper()
+		timeout := time.After(5 * time.Second)
+		for {
+			select {
+			case f, ok := <-s.Frames:
+				if !ok {
+					t.Fatalf("waiting for %s: the stream ended: %v", what, s.Err())
+				}
+				if match(f) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no %s within 5 s", what)
+			}
+		}
+	}
+	s.WriteFrame(map[string]any{"t": "sub", "ch": "room:w"})
+	next("sub", func(f fclient.Frame) bool { return f.T == "sub" && f.Ch == "room:w" })
+	// Past the deadline of that write (writeWait, 10 s), with the connection idle.
+	time.Sleep(11 * time.Second)
+	for i := range 3 {
+		ts.publish(t, "room:w", i)
+		next(fmt.Sprintf("message %d", i), func(f fclient.Frame) bool { return f.T == "msg" && string(f.D) == fmt.Sprint(i) })
+	}
 }

@@ -382,6 +382,10 @@ func tryable(out []session.Outgoing) bool {
 // what the kernel didn't take.
 func (s *wsSession) writeNow(out []session.Outgoing) (rest []byte, ok bool) {
 	s.sent(out)
+	// gorilla applies its own write deadline to every frame it writes, into the cork's
+	// buffer too. One left from an earlier blocking write (write sets it) has passed by
+	// now, and the non-blocking write below honours it: every batch would fail.
+	s.conn.SetWriteDeadline(time.Now().Add(writeWait))
 	s.cork.cork()
 	for _, o := range out {
 		// Into the cork's buffer: these don't reach the connection.

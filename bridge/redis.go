@@ -59,6 +59,11 @@ type RedisConfig struct {
 	// that entries are published in stream order; when it dies, another takes over
 	// within PublishLease, with the entries it had read and not published. Default 10 s.
 	PublishLease time.Duration
+	// IdempotencyTTL is how long an idempotency key (WithIdempotencyKey, the
+	// Idempotency-Key header of POST /api/publish, the id field of a publish stream entry)
+	// is remembered after its publish, as one small key per publish in the channel's hash
+	// slot; default DefaultIdempotencyTTL.
+	IdempotencyTTL time.Duration
 	// HealthInterval is how often the node pings its pub/sub connection; three
 	// intervals without an answer count as a lost connection. Default 1 s.
 	HealthInterval time.Duration
@@ -84,6 +89,7 @@ func (c RedisConfig) withDefaults() (RedisConfig, error) {
 	c.MaxMessageBytes = orDefault(c.MaxMessageBytes, session.DefaultMaxMessageBytes)
 	c.PublishLease = orDefault(c.PublishLease, DefaultPublishLease)
 	c.HealthInterval = orDefault(c.HealthInterval, DefaultHealthInterval)
+	c.IdempotencyTTL = orDefault(c.IdempotencyTTL, DefaultIdempotencyTTL)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -111,16 +117,17 @@ func orDefault[T comparable](v, d T) T {
 // keyspace names the keys and pub/sub channels of one prefix.
 type keyspace struct{ prefix string }
 
-func (k keyspace) meta(ch string) string     { return k.prefix + ":ch:" + ch }
-func (k keyspace) log(ch string) string      { return k.prefix + ":log:" + ch }
-func (k keyspace) pubsub(ch string) string   { return k.prefix + ":msg:" + ch }
-func (k keyspace) control() string           { return k.prefix + ":ctl" }
-func (k keyspace) session(sid string) string { return k.prefix + ":sess:" + sid }
-func (k keyspace) dedupe(key string) string  { return k.prefix + ":up:" + key }
-func (k keyspace) publishStream() string     { return k.prefix + ":publish" }
-func (k keyspace) publishLease() string      { return k.prefix + ":publish-lease" }
-func (k keyspace) presence(ch string) string { return k.prefix + ":presence:" + ch }
-func (k keyspace) presenceDue() string       { return k.prefix + ":presence-due" }
+func (k keyspace) meta(ch string) string      { return k.prefix + ":ch:" + ch }
+func (k keyspace) log(ch string) string       { return k.prefix + ":log:" + ch }
+func (k keyspace) pubsub(ch string) string    { return k.prefix + ":msg:" + ch }
+func (k keyspace) control() string            { return k.prefix + ":ctl" }
+func (k keyspace) session(sid string) string  { return k.prefix + ":sess:" + sid }
+func (k keyspace) dedupe(key string) string   { return k.prefix + ":up:" + key }
+func (k keyspace) pubID(ch, id string) string { return k.prefix + ":pid:" + ch + ":" + id }
+func (k keyspace) publishStream() string      { return k.prefix + ":publish" }
+func (k keyspace) publishLease() string       { return k.prefix + ":publish-lease" }
+func (k keyspace) presence(ch string) string  { return k.prefix + ":presence:" + ch }
+func (k keyspace) presenceDue() string        { return k.prefix + ":presence-due" }
 func (k keyspace) channelOf(pubsub string) (string, bool) {
 	return strings.CutPrefix(pubsub, k.prefix+":msg:")
 }
@@ -323,7 +330,12 @@ func (b *RedisBroker) historyArgs() (size, ttl, idle int64) {
 	return int64(b.cfg.History.Size), b.cfg.History.TTL.Milliseconds(), b.cfg.ChannelTTL.Milliseconds()
 }
 
-// Publish implements Broker.
+// Publish implements Broker. Every publish carries an id, checked by the publish script
+// in the same step as the append: the idempotency key of ctx (WithIdempotencyKey), kept
+// IdempotencyTTL, or else a random one, kept long enough for go-redis's retries. So a
+// publish sent twice (go-redis retries a command whose answer did not come within
+// ReadTimeout, and the first attempt may still be queued in a stalled Redis) lands once,
+// and either attempt's answer is the first one's position.
 func (b *RedisBroker) Publish(ctx context.Context, channel string, data json.RawMessage, bin []byte) (*session.Message, error) {
 	if b.isClosed() {
 		return nil, ErrBrokerClosed
@@ -331,26 +343,62 @@ func (b *RedisBroker) Publish(ctx context.Context, channel string, data json.Raw
 	if !validBrokerChannel(channel) {
 		return nil, session.CheckChannel(channel)
 	}
+	key, err := idempotencyKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, ttl := b.publishID(key)
+	digest := ""
+	if key != "" {
+		digest = payloadDigest(data, bin)
+	}
 	kind, p := kindJSON, string(data)
 	if data == nil {
 		kind, p = kindBinary, string(bin)
 	}
-	size, ttl, idle := b.historyArgs()
-	res, err := luaPublish.Run(ctx, b.rdb, []string{b.keys.meta(channel), b.keys.log(channel)},
-		newEpoch(), kind, p, size, ttl, idle, b.keys.pubsub(channel)).Slice()
+	size, hist, idle := b.historyArgs()
+	res, err := luaPublish.Run(ctx, b.rdb, []string{b.keys.meta(channel), b.keys.log(channel), b.keys.pubID(channel, id)},
+		newEpoch(), kind, p, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest).Slice()
 	b.notePublish(ctx, err)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: redis publish to %s: %w", channel, err)
 	}
-	pos, ms, err := decodePublished(res)
+	pos, ms, err := decodePublished(res, digest)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: redis publish to %s: %w", channel, err)
 	}
 	return &session.Message{Channel: channel, Pos: pos, Data: data, Bin: bin, Time: ms}, nil
 }
 
-// decodePublished reads the {epoch, offset, time} answer of a publishing script.
-func decodePublished(res []any) (session.Position, int64, error) {
+// publishID returns the id of a publish with idempotency key key ("" for none) and how
+// long Redis keeps it. The prefixes keep keys and generated ids apart.
+func (b *RedisBroker) publishID(key string) (string, time.Duration) {
+	if key != "" {
+		return "k:" + key, b.cfg.IdempotencyTTL
+	}
+	return "r:" + retryID(), retryIDTTL
+}
+
+// decodePublished reads the answer of a publishing script: {epoch, offset, time} for a
+// new message, or {"<epoch>:<offset>:<time>:<digest>"} for an id already used, whose
+// digest must be digest (empty for a generated id, which no other payload shares).
+func decodePublished(res []any, digest string) (session.Position, int64, error) {
+	if len(res) == 1 {
+		rec, ok := res[0].(string)
+		f := strings.SplitN(rec, ":", 4)
+		if !ok || len(f) != 4 || !session.ValidEpoch(f[0]) {
+			return session.Position{}, 0, malformed("publish record %.100v", res)
+		}
+		off, err1 := strconv.ParseUint(f[1], 10, 64)
+		ms, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 != nil || err2 != nil || off < 1 {
+			return session.Position{}, 0, malformed("publish record %.100q", rec)
+		}
+		if f[3] != digest {
+			return session.Position{}, 0, ErrIdempotencyConflict
+		}
+		return session.Position{Epoch: f[0], Offset: off}, ms, nil
+	}
 	if len(res) != 3 {
 		return session.Position{}, 0, malformed("publish answer of %d values", len(res))
 	}

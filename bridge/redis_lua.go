@@ -90,11 +90,19 @@ local function publish(meta, log, candidate, kind, payload, size, ttl, idle, pub
 end
 `
 
-// luaPublish: KEYS meta, log; ARGV candidate, kind, payload, size, ttl ms, idle ms,
-// pubsub channel. Returns {epoch, offset, time ms}.
+// luaPublish: KEYS meta, log, id; ARGV candidate, kind, payload, size, ttl ms, idle ms,
+// pubsub channel, id ttl ms, payload digest. Returns {epoch, offset, time ms}, or
+// {"<epoch>:<offset>:<time ms>:<digest>"} when the id was already used: a publish sent
+// again (a retry by go-redis, by a node or by a backend) answers the first one's
+// position and publishes nothing.
 var luaPublish = redis.NewScript(luaLib + `
+local seen = redis.call('GET', KEYS[3])
+if seen then
+  return {seen}
+end
 local now = now_ms()
 local ep, top = publish(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], now)
+redis.call('SET', KEYS[3], ep .. ':' .. int(top) .. ':' .. int(now) .. ':' .. ARGV[9], 'PX', ARGV[8])
 return {ep, top, now}
 `)
 
@@ -132,16 +140,21 @@ return {ep, top, 1, es}
 
 // luaAckPublish publishes one entry of the backend publish stream and acknowledges it in
 // the same step, so that an entry is published exactly once however many nodes read it:
-// whoever acknowledges it first publishes it. KEYS meta, log, publish stream; ARGV group,
-// entry id, then the arguments of luaPublish. Returns 0 when the entry was already
-// acknowledged, else {epoch, offset, time ms}.
+// whoever acknowledges it first publishes it. KEYS meta, log, publish stream, id; ARGV
+// group, entry id, then the arguments of luaPublish. Returns 0 when the entry was already
+// acknowledged, else the answer of luaPublish.
 var luaAckPublish = redis.NewScript(luaLib + `
 if redis.call('XACK', KEYS[3], ARGV[1], ARGV[2]) == 0 then
   return 0
 end
 redis.call('XDEL', KEYS[3], ARGV[2])
+local seen = redis.call('GET', KEYS[4])
+if seen then
+  return {seen}
+end
 local now = now_ms()
 local ep, top = publish(KEYS[1], KEYS[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9], now)
+redis.call('SET', KEYS[4], ep .. ':' .. int(top) .. ':' .. int(now) .. ':' .. ARGV[11], 'PX', ARGV[10])
 return {ep, top, now}
 `)
 

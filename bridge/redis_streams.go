@@ -207,7 +207,7 @@ func (b *RedisBroker) publishEntries(msgs []redis.XMessage) error {
 
 func (b *RedisBroker) queueEntries(p redis.Pipeliner, msgs []redis.XMessage, logDrops bool) {
 	ctx, stream := b.ctx, b.keys.publishStream()
-	size, ttl, idle := b.historyArgs()
+	size, hist, idle := b.historyArgs()
 	for _, e := range msgs {
 		if e.Values == nil {
 			continue // deleted meanwhile
@@ -221,12 +221,28 @@ func (b *RedisBroker) queueEntries(p redis.Pipeliner, msgs []redis.XMessage, log
 			p.XDel(ctx, stream, e.ID)
 			continue
 		}
+		// The entry's id field is an idempotency key, the same as the HTTP API's
+		// Idempotency-Key: a backend that adds an entry twice (its XADD retried) gets it
+		// published once. Without one, the entry's stream id serves, which makes the
+		// publish once only for this stream.
+		id, ttl, digest := "s:"+e.ID, b.cfg.IdempotencyTTL, ""
+		if key, ok := field(e.Values, "id"); ok {
+			if err := CheckIdempotencyKey(key); err != nil {
+				if logDrops {
+					b.log.Warn("redis publish stream: dropping an entry with a bad id", "id", e.ID, "err", err)
+				}
+				p.XAck(ctx, stream, PublishGroup, e.ID)
+				p.XDel(ctx, stream, e.ID)
+				continue
+			}
+			id, digest = "k:"+key, payloadDigest(data, bin)
+		}
 		kind, pl := kindJSON, string(data)
 		if data == nil {
 			kind, pl = kindBinary, string(bin)
 		}
-		p.EvalSha(ctx, luaAckPublish.Hash(), []string{b.keys.meta(channel), b.keys.log(channel), stream},
-			PublishGroup, e.ID, newEpoch(), kind, pl, size, ttl, idle, b.keys.pubsub(channel))
+		p.EvalSha(ctx, luaAckPublish.Hash(), []string{b.keys.meta(channel), b.keys.log(channel), stream, b.keys.pubID(channel, id)},
+			PublishGroup, e.ID, newEpoch(), kind, pl, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest)
 	}
 }
 

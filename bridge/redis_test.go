@@ -248,7 +248,18 @@ func TestRedisHistoryTrimByCount(t *testing.T) {
 	if !ok || fmt.Sprint(offsets(msgs)) != "[3 4 5]" {
 		t.Fatalf("after 2: %v %v", offsets(msgs), ok)
 	}
-	if n := len(mr.Keys()); n != 2 {
+	// The channel's two keys, and the ids of its publishes, each expiring soon.
+	var state []string
+	for _, k := range mr.Keys() {
+		if strings.HasPrefix(k, "ferry:pid:") {
+			if ttl := mr.TTL(k); ttl <= 0 || ttl > retryIDTTL {
+				t.Errorf("publish id %s: TTL %v, want at most %v", k, ttl, retryIDTTL)
+			}
+			continue
+		}
+		state = append(state, k)
+	}
+	if len(state) != 2 {
 		t.Fatalf("keys: %v", mr.Keys())
 	}
 }

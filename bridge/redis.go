@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,7 +30,8 @@ type RedisConfig struct {
 	// Server's StoreTimeout) and waits its own ReadTimeout, with retries.
 	Client *redis.Client
 	// Prefix starts every key and pub/sub channel; default "ferry". Nodes of one cluster
-	// share it, and separate clusters can share a Redis with different prefixes.
+	// share it, and separate clusters can share a Redis with different prefixes. No '{' or
+	// '}': the keys carry hash tags after it.
 	Prefix string
 	// NodeID names this node in Redis (its consumer name on the publish stream) and in
 	// logs; default random. Letters, digits, '-', '_' and '.' only.
@@ -98,6 +100,9 @@ func (c RedisConfig) withDefaults() (RedisConfig, error) {
 		rand.Read(b[:])
 		c.NodeID = hex.EncodeToString(b[:])
 	}
+	if strings.ContainsAny(c.Prefix, "{}") {
+		return c, fmt.Errorf("bridge: bad Prefix %.70q: braces would break the keys' hash tags", c.Prefix)
+	}
 	for _, r := range c.NodeID {
 		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_' || r == '.') || len(c.NodeID) > 64 {
 			return c, fmt.Errorf("bridge: bad NodeID %.70q: want at most 64 letters, digits, '-', '_', '.'", c.NodeID)
@@ -114,22 +119,58 @@ func orDefault[T comparable](v, d T) T {
 	return v
 }
 
-// keyspace names the keys and pub/sub channels of one prefix.
+// keyspace names the keys and pub/sub channels of one prefix. Every key of one channel
+// (and its pub/sub channel, for SPUBLISH in the publish script), of one session and of
+// one dedupe key carries that name as a Redis Cluster hash tag, "{name}", so that the
+// scripts on them touch one hash slot: the same on a single Redis and on a cluster.
+// Channel names hold no braces (session.ValidChannel), so a channel's tag is its name as
+// it is; other names have '%', '{' and '}' escaped (tag), which keeps the tag whole and
+// distinct names apart. The prefix holds no braces (RedisConfig.Prefix).
 type keyspace struct{ prefix string }
 
-func (k keyspace) meta(ch string) string      { return k.prefix + ":ch:" + ch }
-func (k keyspace) log(ch string) string       { return k.prefix + ":log:" + ch }
-func (k keyspace) pubsub(ch string) string    { return k.prefix + ":msg:" + ch }
+func (k keyspace) meta(ch string) string      { return k.prefix + ":ch:" + tag(ch) }
+func (k keyspace) log(ch string) string       { return k.prefix + ":log:" + tag(ch) }
+func (k keyspace) pubsub(ch string) string    { return k.prefix + ":msg:" + tag(ch) }
+func (k keyspace) pubID(ch, id string) string { return k.prefix + ":pid:" + tag(ch) + ":" + id }
+func (k keyspace) presence(ch string) string  { return k.prefix + ":presence:" + tag(ch) }
+func (k keyspace) session(sid string) string  { return k.prefix + ":sess:" + tag(sid) }
+func (k keyspace) dedupe(key string) string   { return k.prefix + ":up:" + tag(key) }
 func (k keyspace) control() string            { return k.prefix + ":ctl" }
-func (k keyspace) session(sid string) string  { return k.prefix + ":sess:" + sid }
-func (k keyspace) dedupe(key string) string   { return k.prefix + ":up:" + key }
-func (k keyspace) pubID(ch, id string) string { return k.prefix + ":pid:" + ch + ":" + id }
 func (k keyspace) publishStream() string      { return k.prefix + ":publish" }
 func (k keyspace) publishLease() string       { return k.prefix + ":publish-lease" }
-func (k keyspace) presence(ch string) string  { return k.prefix + ":presence:" + ch }
 func (k keyspace) presenceDue() string        { return k.prefix + ":presence-due" }
+
+// channelOf returns the channel of a pub/sub channel name made by pubsub.
 func (k keyspace) channelOf(pubsub string) (string, bool) {
-	return strings.CutPrefix(pubsub, k.prefix+":msg:")
+	s, ok := strings.CutPrefix(pubsub, k.prefix+":msg:{")
+	if !ok {
+		return "", false
+	}
+	s, ok = strings.CutSuffix(s, "}")
+	if !ok || strings.ContainsAny(s, "{}") {
+		return "", false
+	}
+	return untag(s)
+}
+
+// tagEscaper escapes what would end a hash tag early or make two names one.
+var tagEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
+
+// tag returns name as a hash tag, "{name}", escaped.
+func tag(name string) string {
+	if strings.ContainsAny(name, "%{}") {
+		name = tagEscaper.Replace(name)
+	}
+	return "{" + name + "}"
+}
+
+// untag reverses the escaping of tag.
+func untag(s string) (string, bool) {
+	if !strings.Contains(s, "%") {
+		return s, true
+	}
+	out, err := url.PathUnescape(s)
+	return out, err == nil
 }
 
 // RedisBroker shares channels, history and sessions between the nodes of a cluster

@@ -163,9 +163,9 @@ func TestRealRedisExactlyOnceAcrossSessions(t *testing.T) {
 	url, prefix, rdb := realRedis(t)
 	broker := newRealBroker(t, url, prefix, RedisConfig{})
 	exactlyOnce(t, broker, Config{SessionTTL: 2 * time.Second, DedupeTTL: time.Minute}, func(t *testing.T, sid string) {
-		waitUntil(t, func() bool { return rdb.Exists(context.Background(), prefix+":sess:"+sid).Val() == 0 })
+		waitUntil(t, func() bool { return rdb.Exists(context.Background(), prefix+":sess:{"+sid+"}").Val() == 0 })
 	})
-	if ttl := rdb.PTTL(context.Background(), prefix+":up:c:tab-0123456789abcdef").Val(); ttl <= 50*time.Second {
+	if ttl := rdb.PTTL(context.Background(), prefix+":up:{c:tab-0123456789abcdef}").Val(); ttl <= 50*time.Second {
 		t.Fatalf("dedupe window expires in %v, want DedupeTTL (1 min) after the latest frame", ttl)
 	}
 }

@@ -418,7 +418,7 @@ func TestRedisDedupeStore(t *testing.T) {
 	if !mark(a, "c:k2", 1) {
 		t.Fatal("another key shares the window")
 	}
-	if got := mr.Keys(); !slices.Contains(got, "ferry:up:c:k1") || !slices.Contains(got, "ferry:up:c:k2") {
+	if got := mr.Keys(); !slices.Contains(got, "ferry:up:{c:k1}") || !slices.Contains(got, "ferry:up:{c:k2}") {
 		t.Fatalf("keys %v: want one hash per dedupe key", got)
 	}
 
@@ -430,7 +430,7 @@ func TestRedisDedupeStore(t *testing.T) {
 		t.Fatal("window lost within its TTL")
 	}
 	mr.FastForward(61 * time.Second)
-	if mr.Exists("ferry:up:c:k1") {
+	if mr.Exists("ferry:up:{c:k1}") {
 		t.Fatal("the window outlived its TTL")
 	}
 }

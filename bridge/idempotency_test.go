@@ -323,8 +323,12 @@ func TestRedisKeysShareTheirNameSlot(t *testing.T) {
 		t.Fatal("hashSlot is not Redis's (CLUSTER KEYSLOT foo is 12182)")
 	}
 	k := keyspace{"ferry"}
-	for _, name := range []string{"room:1", "$presence:room:1", "}x{", "a}b", "{a}", "%7D", "c:tab-1"} {
-		keys := []string{k.meta(name), k.log(name), k.pubsub(name), k.pubID(name, "k:{x}"), k.presence(name)}
+	// A presence set goes with the channel of its events.
+	for _, name := range []string{"room:1", "$presence:room:1", "$presence:}x{", "}x{", "a}b", "{a}", "%7D", "c:tab-1"} {
+		keys := []string{k.meta(name), k.log(name), k.pubsub(name), k.pubID(name, "k:{x}")}
+		if ch, ok := strings.CutPrefix(name, "$presence:"); ok {
+			keys = append(keys, k.presence(ch))
+		}
 		want := hashSlot(keys[0])
 		for _, key := range keys {
 			if got := hashSlot(key); got != want {
@@ -366,4 +370,53 @@ func hashSlot(key string) int {
 		}
 	}
 	return int(crc) % 16384
+}
+
+func TestParseRedisURL(t *testing.T) {
+	c, err := ParseRedisURL("redis+cluster://u:p@h1:7000,h2:7001,h3:7002?dial_timeout=2s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, ok := c.(*redis.ClusterClient)
+	if !ok {
+		t.Fatalf("a cluster URL gave a %T", c)
+	}
+	o := cc.Options()
+	if strings.Join(o.Addrs, ",") != "h1:7000,h2:7001,h3:7002" || o.Username != "u" || o.Password != "p" ||
+		o.DialTimeout != 2*time.Second || !o.ContextTimeoutEnabled {
+		t.Errorf("cluster options: %+v", o)
+	}
+	cc.Close()
+	s, err := ParseRedisURL("redis://h:6379/2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc, ok := s.(*redis.Client); !ok || sc.Options().DB != 2 || !sc.Options().ContextTimeoutEnabled {
+		t.Errorf("single URL gave %T %+v", s, s)
+	}
+	s.Close()
+	for _, bad := range []string{"h:6379", "memcached://h", "redis+cluster://h1:7000,,h2:7001", "redis+cluster://h1:7000/3"} {
+		if c, err := ParseRedisURL(bad); err == nil {
+			c.Close()
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// Go users pass any redis.UniversalClient: here one made by redis.NewUniversalClient.
+func TestRedisBrokerTakesUniversalClient(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}, ContextTimeoutEnabled: true})
+	defer rdb.Close()
+	b, err := NewRedisBroker(context.Background(), RedisConfig{Client: rdb, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	in := startBroker(t, b)
+	if err := b.Subscribe(context.Background(), "room:u"); err != nil {
+		t.Fatal(err)
+	}
+	mustPublish(t, b, "room:u", `1`)
+	in.waitFor(t, "the message", func() bool { return len(in.on("room:u")) == 1 })
 }

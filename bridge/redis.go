@@ -21,14 +21,15 @@ import (
 
 // RedisConfig configures a RedisBroker. Only one of URL and Client is needed.
 type RedisConfig struct {
-	// URL is redis://[user:password@]host:port/db (or rediss:// for TLS), used when Client
-	// is nil.
+	// URL is redis://[user:password@]host:port/db (or rediss:// for TLS), or
+	// redis+cluster://host1:port1,host2:port2,... for a Redis Cluster (ParseRedisURL), used
+	// when Client is nil.
 	URL string
-	// Client is a client to use instead of URL, for example a Sentinel failover client.
-	// The broker does not close it. Redis Cluster is not supported. Give it
-	// ContextTimeoutEnabled: without it go-redis ignores the deadlines of contexts (the
-	// Server's StoreTimeout) and waits its own ReadTimeout, with retries.
-	Client *redis.Client
+	// Client is a client to use instead of URL: a *redis.Client (also a Sentinel failover
+	// client, redis.NewFailoverClient) or a *redis.ClusterClient. The broker does not
+	// close it. Give it ContextTimeoutEnabled: without it go-redis ignores the deadlines of
+	// contexts (the Server's StoreTimeout) and waits its own ReadTimeout, with retries.
+	Client redis.UniversalClient
 	// Prefix starts every key and pub/sub channel; default "ferry". Nodes of one cluster
 	// share it, and separate clusters can share a Redis with different prefixes. No '{' or
 	// '}': the keys carry hash tags after it.
@@ -125,20 +126,24 @@ func orDefault[T comparable](v, d T) T {
 // scripts on them touch one hash slot: the same on a single Redis and on a cluster.
 // Channel names hold no braces (session.ValidChannel), so a channel's tag is its name as
 // it is; other names have '%', '{' and '}' escaped (tag), which keeps the tag whole and
-// distinct names apart. The prefix holds no braces (RedisConfig.Prefix).
+// distinct names apart. The prefix holds no braces (RedisConfig.Prefix). A channel's
+// presence set is tagged with the channel of its events, PresenceChannel(ch), so that a
+// change and its event are one script.
 type keyspace struct{ prefix string }
 
 func (k keyspace) meta(ch string) string      { return k.prefix + ":ch:" + tag(ch) }
 func (k keyspace) log(ch string) string       { return k.prefix + ":log:" + tag(ch) }
 func (k keyspace) pubsub(ch string) string    { return k.prefix + ":msg:" + tag(ch) }
 func (k keyspace) pubID(ch, id string) string { return k.prefix + ":pid:" + tag(ch) + ":" + id }
-func (k keyspace) presence(ch string) string  { return k.prefix + ":presence:" + tag(ch) }
-func (k keyspace) session(sid string) string  { return k.prefix + ":sess:" + tag(sid) }
-func (k keyspace) dedupe(key string) string   { return k.prefix + ":up:" + tag(key) }
-func (k keyspace) control() string            { return k.prefix + ":ctl" }
-func (k keyspace) publishStream() string      { return k.prefix + ":publish" }
-func (k keyspace) publishLease() string       { return k.prefix + ":publish-lease" }
-func (k keyspace) presenceDue() string        { return k.prefix + ":presence-due" }
+func (k keyspace) presence(ch string) string {
+	return k.prefix + ":presence:" + tag(PresenceChannel(ch))
+}
+func (k keyspace) session(sid string) string { return k.prefix + ":sess:" + tag(sid) }
+func (k keyspace) dedupe(key string) string  { return k.prefix + ":up:" + tag(key) }
+func (k keyspace) control() string           { return k.prefix + ":ctl" }
+func (k keyspace) publishStream() string     { return k.prefix + ":publish" }
+func (k keyspace) publishLease() string      { return k.prefix + ":publish-lease" }
+func (k keyspace) presenceDue() string       { return k.prefix + ":presence-due" }
 
 // channelOf returns the channel of a pub/sub channel name made by pubsub.
 func (k keyspace) channelOf(pubsub string) (string, bool) {
@@ -186,11 +191,11 @@ func untag(s string) (string, bool) {
 // lost".
 type RedisBroker struct {
 	cfg     RedisConfig
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	ownsRdb bool
 	// blk serves the blocking reads of the publish stream; it is the broker's own so that
 	// Close can interrupt them by closing it.
-	blk  *redis.Client
+	blk  redis.UniversalClient
 	keys keyspace
 	log  *slog.Logger
 
@@ -242,26 +247,17 @@ func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) 
 		if cfg.URL == "" {
 			return nil, errors.New("bridge: redis broker: no URL and no Client")
 		}
-		opt, err := redis.ParseURL(cfg.URL)
-		if err != nil {
-			return nil, fmt.Errorf("bridge: redis URL: %w", err)
+		if b.rdb, err = ParseRedisURL(cfg.URL); err != nil {
+			return nil, err
 		}
-		// Fail fast when Redis is down: each command already retries MaxRetries times
-		// (max_retries in the URL), and go-redis's default of five dial attempts per try
-		// would make a publish take seconds to report the outage.
-		opt.DialerRetries = 2
-		// A request's deadline (bridge.Config.StoreTimeout) must bound its Redis calls:
-		// go-redis otherwise waits ReadTimeout per try, whatever the context says.
-		opt.ContextTimeoutEnabled = true
-		b.rdb = redis.NewClient(opt)
 		b.ownsRdb = true
 	}
-	blk := *b.rdb.Options()
-	blk.PoolSize, blk.MinIdleConns, blk.MaxIdleConns = 2, 0, 1
-	b.blk = redis.NewClient(&blk)
+	if b.blk = blockingTwin(b.rdb); b.blk == nil {
+		return nil, fmt.Errorf("bridge: redis broker: a %T is not supported: want a *redis.Client or a *redis.ClusterClient", b.rdb)
+	}
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
 		b.closeClients()
-		return nil, fmt.Errorf("bridge: redis at %s: %w", b.rdb.Options().Addr, err)
+		return nil, fmt.Errorf("bridge: redis at %s: %w", redisAddr(b.rdb), err)
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	return b, nil
@@ -276,7 +272,7 @@ func (b *RedisBroker) closeClients() {
 
 // Client returns the broker's Redis client, for UpstreamToRedis and backends in the same
 // process.
-func (b *RedisBroker) Client() *redis.Client { return b.rdb }
+func (b *RedisBroker) Client() redis.UniversalClient { return b.rdb }
 
 // NodeID returns the name of this node.
 func (b *RedisBroker) NodeID() string { return b.cfg.NodeID }

@@ -98,8 +98,9 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 			apiError(w, http.StatusBadRequest, session.CodeBadRequest, "more than one Idempotency-Key header")
 			return
 		}
-		if err := CheckIdempotencyKey(key[0]); err != nil {
-			apiError(w, http.StatusBadRequest, session.CodeBadRequest, err.(*session.Error).Reason)
+		var bad *session.Error
+		if errors.As(CheckIdempotencyKey(key[0]), &bad) {
+			apiError(w, http.StatusBadRequest, session.CodeBadRequest, bad.Reason)
 			return
 		}
 		ctx = WithIdempotencyKey(ctx, key[0])

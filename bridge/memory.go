@@ -46,7 +46,8 @@ type MemoryConfig struct {
 	IdempotencyTTL time.Duration
 	// MaxIdempotencyKeys bounds the idempotency keys remembered (each about 200 bytes plus
 	// the key); default DefaultMaxIdempotencyKeys. Beyond it the oldest key is forgotten
-	// first, and counted: a publish retried with it afterwards would publish again.
+	// first, and counted (IdempotencyEvictions): a publish retried with it afterwards
+	// would publish again.
 	MaxIdempotencyKeys int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
@@ -233,6 +234,14 @@ func (b *MemoryBroker) Publish(ctx context.Context, channel string, data json.Ra
 	return b.idem.publishOnce(ctx, b.cfg.Now(), channel, data, bin, func() (*session.Message, error) {
 		return b.publish(channel, data, bin)
 	})
+}
+
+// IdempotencyEvictions returns how many idempotency keys were forgotten before their
+// IdempotencyTTL because MaxIdempotencyKeys was reached.
+func (b *MemoryBroker) IdempotencyEvictions() uint64 {
+	b.idem.mu.Lock()
+	defer b.idem.mu.Unlock()
+	return b.idem.evicted
 }
 
 func (b *MemoryBroker) publish(channel string, data json.RawMessage, bin []byte) (*session.Message, error) {

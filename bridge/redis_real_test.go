@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -219,4 +220,69 @@ func testRealRedisExactlyOnce(t *testing.T, url, prefix string, rdb redis.Univer
 	if ttl := rdb.PTTL(context.Background(), prefix+":up:{c:tab-0123456789abcdef}").Val(); ttl <= 50*time.Second {
 		t.Fatalf("dedupe window expires in %v, want DedupeTTL (1 min) after the latest frame", ttl)
 	}
+}
+
+// A master of the cluster hands its slots over to its replica (CLUSTER FAILOVER, as an
+// operator or a managed Redis does it) while a node is subscribed to a channel it owns:
+// the subscription survives, publishing continues on the new master at the next offset
+// of the same epoch, and the node delivers what follows, once.
+func TestRealRedisClusterFailover(t *testing.T) {
+	addrs := os.Getenv("FERRY_TEST_REDIS_CLUSTER")
+	if addrs == "" {
+		t.Skip("FERRY_TEST_REDIS_CLUSTER not set: no Redis Cluster to fail over")
+	}
+	url := "redis+cluster://" + addrs
+	prefix, rdb := realRedis(t, url)
+	cc := rdb.(*redis.ClusterClient)
+	ctx := context.Background()
+	a := newRealBroker(t, url, prefix, RedisConfig{NoPublishStream: true})
+	b := newRealBroker(t, url, prefix, RedisConfig{NoPublishStream: true})
+	startBroker(t, a)
+	in := startBroker(t, b)
+	if err := b.Subscribe(ctx, "room:f"); err != nil {
+		t.Fatal(err)
+	}
+	m1 := mustPublish(t, a, "room:f", "1")
+	in.waitFor(t, "the first message", func() bool { return len(in.on("room:f")) == 1 })
+
+	master, err := cc.MasterForKey(ctx, a.keys.meta("room:f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := master.ClusterMyID(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicas, err := master.ClusterSlaves(ctx, id).Result()
+	if err != nil || len(replicas) == 0 {
+		t.Fatalf("replicas of %s: %v %v", master.Options().Addr, replicas, err)
+	}
+	f := strings.Fields(replicas[0])
+	if len(f) < 2 {
+		t.Fatalf("CLUSTER REPLICAS line %q", replicas[0])
+	}
+	replicaAddr, _, _ := strings.Cut(f[1], "@")
+	replica := redis.NewClient(&redis.Options{Addr: replicaAddr})
+	defer replica.Close()
+	if err := replica.Do(ctx, "CLUSTER", "FAILOVER").Err(); err != nil {
+		t.Fatalf("CLUSTER FAILOVER on %s: %v", replicaAddr, err)
+	}
+	eventually(t, "the replica to become master", func() bool {
+		role, err := replica.Do(ctx, "ROLE").Slice()
+		return err == nil && len(role) > 0 && role[0] == "master"
+	})
+
+	var m2 *session.Message
+	eventually(t, "a publish on the new master", func() bool {
+		m2, err = a.Publish(ctx, "room:f", json.RawMessage("2"), nil)
+		return err == nil
+	})
+	if m2.Pos != (session.Position{Epoch: m1.Pos.Epoch, Offset: 2}) {
+		t.Fatalf("after the failover the publish got %v, want offset 2 of epoch %s", m2.Pos, m1.Pos.Epoch)
+	}
+	in.waitFor(t, "the message after the failover", func() bool { return len(in.on("room:f")) == 2 })
+	if got := fmt.Sprint(in.on("room:f")); got != "[1:1 2:2]" {
+		t.Fatalf("delivered %s", got)
+	}
+	eventually(t, "the subscribed node ready", func() bool { return b.Ready(ctx) == nil })
 }

@@ -92,8 +92,25 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, session.CodeBadRequest, "missing data")
 		return
 	}
-	pos, err := s.Publish(r.Context(), req.Channel, req.Data)
+	ctx := r.Context()
+	if key, ok := r.Header["Idempotency-Key"]; ok {
+		if len(key) != 1 {
+			apiError(w, http.StatusBadRequest, session.CodeBadRequest, "more than one Idempotency-Key header")
+			return
+		}
+		var bad *session.Error
+		if errors.As(CheckIdempotencyKey(key[0]), &bad) {
+			apiError(w, http.StatusBadRequest, session.CodeBadRequest, bad.Reason)
+			return
+		}
+		ctx = WithIdempotencyKey(ctx, key[0])
+	}
+	pos, err := s.Publish(ctx, req.Channel, req.Data)
 	if err != nil {
+		if errors.Is(err, ErrIdempotencyConflict) {
+			apiError(w, http.StatusUnprocessableEntity, session.CodeBadRequest, "Idempotency-Key already used for another payload on this channel")
+			return
+		}
 		var e *session.Error
 		if errors.As(err, &e) {
 			apiError(w, e.Code.HTTPStatus(), e.Code, e.Reason)

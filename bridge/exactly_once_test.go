@@ -187,7 +187,7 @@ func TestExactlyOnceAcrossSessionsMiniredis(t *testing.T) {
 	broker := newRedisBroker(t, mr, RedisConfig{})
 	exactlyOnce(t, broker, Config{SessionTTL: 30 * time.Second}, func(t *testing.T, sid string) {
 		mr.FastForward(31 * time.Second)
-		if mr.Exists("ferry:sess:" + sid) {
+		if mr.Exists("ferry:sess:{" + sid + "}") {
 			t.Fatal("session alive past its TTL")
 		}
 	})

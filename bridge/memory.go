@@ -40,6 +40,15 @@ type MemoryConfig struct {
 	// Beyond it the oldest are forgotten, and a forgotten channel used again starts a new
 	// epoch: its clients get a reset, never a reused position.
 	Tombstones int
+	// IdempotencyTTL is how long an idempotency key (WithIdempotencyKey, the
+	// Idempotency-Key header of POST /api/publish) is remembered after its publish;
+	// default DefaultIdempotencyTTL.
+	IdempotencyTTL time.Duration
+	// MaxIdempotencyKeys bounds the idempotency keys remembered (each about 200 bytes plus
+	// the key); default DefaultMaxIdempotencyKeys. Beyond it the oldest key is forgotten
+	// first, and counted (IdempotencyEvictions): a publish retried with it afterwards
+	// would publish again.
+	MaxIdempotencyKeys int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -66,6 +75,8 @@ func (cfg MemoryConfig) withDefaults() MemoryConfig {
 		cfg.SweepInterval = min(max(cfg.History.TTL/4, time.Second), time.Minute)
 	}
 	cfg.Tombstones = max(orDefault(cfg.Tombstones, DefaultTombstones), 0)
+	cfg.IdempotencyTTL = max(orDefault(cfg.IdempotencyTTL, DefaultIdempotencyTTL), 0)
+	cfg.MaxIdempotencyKeys = max(orDefault(cfg.MaxIdempotencyKeys, DefaultMaxIdempotencyKeys), 1)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -101,6 +112,8 @@ type MemoryBroker struct {
 	dedupe    map[string]*list.Element // of *memDedupe, in dedupeLRU
 	dedupeLRU list.List                // least recently marked first
 	evicted   uint64                   // dedupe windows forgotten for MaxDedupeKeys
+
+	idem idemTable // idempotency keys of publishes
 }
 
 type memChannel struct {
@@ -137,6 +150,7 @@ func NewMemoryBroker(cfg MemoryConfig) *MemoryBroker {
 	b := &MemoryBroker{cfg: cfg.withDefaults(), channels: make(map[string]*memChannel), subs: make(map[string]int),
 		tombs: make(map[string]*list.Element), sessions: make(map[string]*memSession),
 		dedupe: make(map[string]*list.Element)}
+	b.idem.ttl, b.idem.max = b.cfg.IdempotencyTTL, b.cfg.MaxIdempotencyKeys
 	rand.Read(b.gen[:])
 	// A timer rather than a goroutine: a broker nobody closes (one handed to a Server,
 	// which by contract leaves it open) costs a pending timer, not a parked goroutine.
@@ -213,8 +227,24 @@ func (b *MemoryBroker) Start(deliver func(*session.Message), _ func(sid, attachI
 }
 
 // Publish implements Broker. Fan-out happens before Publish returns and under the
-// channel's lock, so every subscriber sees a channel's messages in offset order.
-func (b *MemoryBroker) Publish(_ context.Context, channel string, data json.RawMessage, bin []byte) (*session.Message, error) {
+// channel's lock, so every subscriber sees a channel's messages in offset order. A
+// publish with an idempotency key (WithIdempotencyKey) already used for channel within
+// IdempotencyTTL publishes nothing and returns the first publish's message.
+func (b *MemoryBroker) Publish(ctx context.Context, channel string, data json.RawMessage, bin []byte) (*session.Message, error) {
+	return b.idem.publishOnce(ctx, b.cfg.Now(), channel, data, bin, func() (*session.Message, error) {
+		return b.publish(channel, data, bin)
+	})
+}
+
+// IdempotencyEvictions returns how many idempotency keys were forgotten before their
+// IdempotencyTTL because MaxIdempotencyKeys was reached.
+func (b *MemoryBroker) IdempotencyEvictions() uint64 {
+	b.idem.mu.Lock()
+	defer b.idem.mu.Unlock()
+	return b.idem.evicted
+}
+
+func (b *MemoryBroker) publish(channel string, data json.RawMessage, bin []byte) (*session.Message, error) {
 	for {
 		b.mu.Lock()
 		if b.closed {

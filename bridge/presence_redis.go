@@ -12,66 +12,60 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Presence in Redis. Per channel, a sorted set <prefix>:presence:<channel> holds the
+// Presence in Redis. Per channel, a sorted set <prefix>:presence:{<channel>} holds the
 // members (their JSON, e.g. {"session":"…","user":"ann"}) scored by expiry time in Unix
 // milliseconds, by Redis's clock; a member is present while its score is in the future.
+// Each change and its event (published with the broker's publish script on the presence
+// channel) happen in one script on the channel's keys, which share its hash slot, so every
+// join and leave is announced exactly once, whichever node makes the change or sweeps.
+//
 // A second sorted set, <prefix>:presence-due, scores "<channel> <member>" by the same
 // expiry, so that sweepers on every node find expired members without scanning channels.
-// Each change and its event (published with the broker's publish script on the presence
-// channel) happen in one script, so every join and leave is announced exactly once,
-// whichever node makes the change or sweeps.
+// It lives in a slot of its own, so it is kept outside the scripts: a join adds its entry
+// before the script runs, a leave or an expiry removes it after. It is only an index:
+// the sweeper checks each entry against the channel's set, which is the truth, and drops
+// entries that name nobody.
 
-// luaPresenceJoin: KEYS due, then per channel presence, meta, log. ARGV member, ttl ms,
-// candidate epoch, size, history ttl, idle, then per channel due member, join event,
-// pub/sub channel. Returns the number of channels joined.
+// luaPresenceJoin: KEYS presence, meta, log of one channel. ARGV member, ttl ms, candidate
+// epoch, size, history ttl, idle, join event, pub/sub channel. Returns {1, expiry} if the
+// member joined, {0, expiry} if it was present already (its expiry renewed).
 var luaPresenceJoin = redis.NewScript(luaLib + `
 local now = now_ms()
 local exp = now + tonumber(ARGV[2])
-local joined = 0
-for i = 0, (#KEYS - 1) / 3 - 1 do
-  local pres, meta, log = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
-  local old = redis.call('ZSCORE', pres, ARGV[1])
-  redis.call('ZADD', pres, int(exp), ARGV[1])
-  redis.call('ZADD', KEYS[1], int(exp), ARGV[7 + 3 * i])
-  if not old or tonumber(old) <= now then
-    publish(meta, log, ARGV[3], 'd', ARGV[8 + 3 * i], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[9 + 3 * i], now)
-    joined = joined + 1
-  end
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], int(exp), ARGV[1])
+if not old or tonumber(old) <= now then
+  publish(KEYS[2], KEYS[3], ARGV[3], 'd', ARGV[7], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[8], now)
+  return {1, exp}
 end
-return joined
+return {0, exp}
 `)
 
-// luaPresenceLeave: the keys and arguments of luaPresenceJoin (ttl unused), with leave
-// events. Returns the number of channels left.
+// luaPresenceLeave: the keys and arguments of luaPresenceJoin (ttl unused), with a leave
+// event. Returns 1 if the member left.
 var luaPresenceLeave = redis.NewScript(luaLib + `
 local now = now_ms()
-local left = 0
-for i = 0, (#KEYS - 1) / 3 - 1 do
-  local pres, meta, log = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
-  if redis.call('ZREM', pres, ARGV[1]) == 1 then
-    redis.call('ZREM', KEYS[1], ARGV[7 + 3 * i])
-    publish(meta, log, ARGV[3], 'd', ARGV[8 + 3 * i], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[9 + 3 * i], now)
-    left = left + 1
-  end
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  publish(KEYS[2], KEYS[3], ARGV[3], 'd', ARGV[7], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[8], now)
+  return 1
 end
-return left
+return 0
 `)
 
 // luaPresenceExpire removes one member if it has expired: the keys and arguments of
-// luaPresenceJoin for one channel, with a leave event. Returns 1 if it left.
+// luaPresenceLeave. Returns 1 if it left, 0 if it was not there, or its expiry if it is
+// still present (refreshed since the index entry was written).
 var luaPresenceExpire = redis.NewScript(luaLib + `
 local now = now_ms()
-local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if s and tonumber(s) > now then
-  redis.call('ZADD', KEYS[1], s, ARGV[7]) -- refreshed meanwhile; keep the index in step
-  return 0
-end
-redis.call('ZREM', KEYS[1], ARGV[7])
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not s then
   return 0
 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-publish(KEYS[3], KEYS[4], ARGV[3], 'd', ARGV[8], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[9], now)
+if tonumber(s) > now then
+  return tonumber(s)
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+publish(KEYS[2], KEYS[3], ARGV[3], 'd', ARGV[7], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[8], now)
 return 1
 `)
 
@@ -138,31 +132,45 @@ func decodeMember(s string) (PresenceMember, error) {
 	return m, nil
 }
 
-// change runs luaPresenceJoin or luaPresenceLeave for m on channels.
+// change runs luaPresenceJoin or luaPresenceLeave for m on channels, one channel at a
+// time (each channel's keys are in its own hash slot), and keeps the due index in step.
 func (p *RedisPresence) change(ctx context.Context, script *redis.Script, event string, m PresenceMember, channels []string) error {
 	if err := m.check(); err != nil {
 		return err
 	}
-	if len(channels) == 0 {
-		return nil
-	}
 	k := p.b.keys
 	member := encodeMember(m)
 	size, ttl, idle := p.b.historyArgs()
-	keys := make([]string, 0, 1+3*len(channels))
-	keys = append(keys, k.presenceDue())
-	args := make([]any, 0, 6+3*len(channels))
-	args = append(args, member, p.cfg.TTL.Milliseconds(), newEpoch(), size, ttl, idle)
 	for _, ch := range channels {
 		if !validBrokerChannel(ch) {
 			return fmt.Errorf("bridge: presence %s: bad channel name %.40q", event, ch)
 		}
-		pc := PresenceChannel(ch)
-		keys = append(keys, k.presence(ch), k.meta(pc), k.log(pc))
-		args = append(args, ch+" "+member, string(presenceEvent(event, ch, m)), k.pubsub(pc))
 	}
-	if err := script.Run(ctx, p.b.rdb, keys, args...).Err(); err != nil {
-		return fmt.Errorf("bridge: redis presence %s: %w", event, err)
+	for _, ch := range channels {
+		pc, due := PresenceChannel(ch), ch+" "+member
+		if event == PresenceJoin {
+			// Indexed before the join, so that no member is ever present unindexed (and
+			// so never swept). A provisional score; the script's expiry replaces it.
+			exp := time.Now().Add(p.cfg.TTL).UnixMilli()
+			if err := p.b.rdb.ZAdd(ctx, k.presenceDue(), redis.Z{Score: float64(exp), Member: due}).Err(); err != nil {
+				return fmt.Errorf("bridge: redis presence %s: %w", event, err)
+			}
+		}
+		res, err := script.Run(ctx, p.b.rdb, []string{k.presence(ch), k.meta(pc), k.log(pc)},
+			member, p.cfg.TTL.Milliseconds(), newEpoch(), size, ttl, idle, string(presenceEvent(event, ch, m)), k.pubsub(pc)).Result()
+		if err != nil {
+			return fmt.Errorf("bridge: redis presence %s: %w", event, err)
+		}
+		if event == PresenceJoin {
+			if r, ok := res.([]any); ok && len(r) == 2 {
+				if exp, ok := r[1].(int64); ok {
+					p.b.rdb.ZAdd(ctx, k.presenceDue(), redis.Z{Score: float64(exp), Member: due}) // best effort: the provisional score stands
+				}
+			}
+		} else if err := p.b.rdb.ZRem(ctx, k.presenceDue(), due).Err(); err != nil {
+			// The entry stays; the sweeper drops it when it finds nobody.
+			p.cfg.Logger.Debug("presence: unindexing a leave failed", "channel", ch, "err", err)
+		}
 	}
 	return nil
 }
@@ -224,12 +232,21 @@ func (p *RedisPresence) Sweep(ctx context.Context) (int, error) {
 				continue
 			}
 			pc := PresenceChannel(ch)
-			n, err := luaPresenceExpire.Run(ctx, p.b.rdb, []string{k.presenceDue(), k.presence(ch), k.meta(pc), k.log(pc)},
-				member, 0, newEpoch(), size, ttl, idle, d, string(presenceEvent(PresenceLeave, ch, m)), k.pubsub(pc)).Int()
+			n, err := luaPresenceExpire.Run(ctx, p.b.rdb, []string{k.presence(ch), k.meta(pc), k.log(pc)},
+				member, 0, newEpoch(), size, ttl, idle, string(presenceEvent(PresenceLeave, ch, m)), k.pubsub(pc)).Int64()
 			if err != nil {
 				return left, fmt.Errorf("bridge: presence sweep: %w", err)
 			}
-			left += n
+			if n > 1 {
+				// Refreshed meanwhile: the index follows the member's expiry.
+				err = p.b.rdb.ZAdd(ctx, k.presenceDue(), redis.Z{Score: float64(n), Member: d}).Err()
+			} else {
+				left += int(n)
+				err = p.b.rdb.ZRem(ctx, k.presenceDue(), d).Err()
+			}
+			if err != nil {
+				return left, fmt.Errorf("bridge: presence sweep: %w", err)
+			}
 		}
 		if len(due) < sweepBatch {
 			return left, nil

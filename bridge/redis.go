@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,16 +21,18 @@ import (
 
 // RedisConfig configures a RedisBroker. Only one of URL and Client is needed.
 type RedisConfig struct {
-	// URL is redis://[user:password@]host:port/db (or rediss:// for TLS), used when Client
-	// is nil.
+	// URL is redis://[user:password@]host:port/db (or rediss:// for TLS), or
+	// redis+cluster://host1:port1,host2:port2,... for a Redis Cluster (ParseRedisURL), used
+	// when Client is nil.
 	URL string
-	// Client is a client to use instead of URL, for example a Sentinel failover client.
-	// The broker does not close it. Redis Cluster is not supported. Give it
-	// ContextTimeoutEnabled: without it go-redis ignores the deadlines of contexts (the
-	// Server's StoreTimeout) and waits its own ReadTimeout, with retries.
-	Client *redis.Client
+	// Client is a client to use instead of URL: a *redis.Client (also a Sentinel failover
+	// client, redis.NewFailoverClient) or a *redis.ClusterClient. The broker does not
+	// close it. Give it ContextTimeoutEnabled: without it go-redis ignores the deadlines of
+	// contexts (the Server's StoreTimeout) and waits its own ReadTimeout, with retries.
+	Client redis.UniversalClient
 	// Prefix starts every key and pub/sub channel; default "ferry". Nodes of one cluster
-	// share it, and separate clusters can share a Redis with different prefixes.
+	// share it, and separate clusters can share a Redis with different prefixes. No '{' or
+	// '}': the keys carry hash tags after it.
 	Prefix string
 	// NodeID names this node in Redis (its consumer name on the publish stream) and in
 	// logs; default random. Letters, digits, '-', '_' and '.' only.
@@ -59,6 +62,11 @@ type RedisConfig struct {
 	// that entries are published in stream order; when it dies, another takes over
 	// within PublishLease, with the entries it had read and not published. Default 10 s.
 	PublishLease time.Duration
+	// IdempotencyTTL is how long an idempotency key (WithIdempotencyKey, the
+	// Idempotency-Key header of POST /api/publish, the id field of a publish stream entry)
+	// is remembered after its publish, as one small key per publish in the channel's hash
+	// slot; default DefaultIdempotencyTTL.
+	IdempotencyTTL time.Duration
 	// HealthInterval is how often the node pings its pub/sub connection; three
 	// intervals without an answer count as a lost connection. Default 1 s.
 	HealthInterval time.Duration
@@ -84,6 +92,7 @@ func (c RedisConfig) withDefaults() (RedisConfig, error) {
 	c.MaxMessageBytes = orDefault(c.MaxMessageBytes, session.DefaultMaxMessageBytes)
 	c.PublishLease = orDefault(c.PublishLease, DefaultPublishLease)
 	c.HealthInterval = orDefault(c.HealthInterval, DefaultHealthInterval)
+	c.IdempotencyTTL = orDefault(c.IdempotencyTTL, DefaultIdempotencyTTL)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -91,6 +100,9 @@ func (c RedisConfig) withDefaults() (RedisConfig, error) {
 		var b [6]byte
 		rand.Read(b[:])
 		c.NodeID = hex.EncodeToString(b[:])
+	}
+	if strings.ContainsAny(c.Prefix, "{}") {
+		return c, fmt.Errorf("bridge: bad Prefix %.70q: braces would break the keys' hash tags", c.Prefix)
 	}
 	for _, r := range c.NodeID {
 		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_' || r == '.') || len(c.NodeID) > 64 {
@@ -108,21 +120,62 @@ func orDefault[T comparable](v, d T) T {
 	return v
 }
 
-// keyspace names the keys and pub/sub channels of one prefix.
+// keyspace names the keys and pub/sub channels of one prefix. Every key of one channel
+// (and its pub/sub channel, for SPUBLISH in the publish script), of one session and of
+// one dedupe key carries that name as a Redis Cluster hash tag, "{name}", so that the
+// scripts on them touch one hash slot: the same on a single Redis and on a cluster.
+// Channel names hold no braces (session.ValidChannel), so a channel's tag is its name as
+// it is; other names have '%', '{' and '}' escaped (tag), which keeps the tag whole and
+// distinct names apart. The prefix holds no braces (RedisConfig.Prefix). A channel's
+// presence set is tagged with the channel of its events, PresenceChannel(ch), so that a
+// change and its event are one script.
 type keyspace struct{ prefix string }
 
-func (k keyspace) meta(ch string) string     { return k.prefix + ":ch:" + ch }
-func (k keyspace) log(ch string) string      { return k.prefix + ":log:" + ch }
-func (k keyspace) pubsub(ch string) string   { return k.prefix + ":msg:" + ch }
+func (k keyspace) meta(ch string) string      { return k.prefix + ":ch:" + tag(ch) }
+func (k keyspace) log(ch string) string       { return k.prefix + ":log:" + tag(ch) }
+func (k keyspace) pubsub(ch string) string    { return k.prefix + ":msg:" + tag(ch) }
+func (k keyspace) pubID(ch, id string) string { return k.prefix + ":pid:" + tag(ch) + ":" + id }
+func (k keyspace) presence(ch string) string {
+	return k.prefix + ":presence:" + tag(PresenceChannel(ch))
+}
+func (k keyspace) session(sid string) string { return k.prefix + ":sess:" + tag(sid) }
+func (k keyspace) dedupe(key string) string  { return k.prefix + ":up:" + tag(key) }
 func (k keyspace) control() string           { return k.prefix + ":ctl" }
-func (k keyspace) session(sid string) string { return k.prefix + ":sess:" + sid }
-func (k keyspace) dedupe(key string) string  { return k.prefix + ":up:" + key }
 func (k keyspace) publishStream() string     { return k.prefix + ":publish" }
 func (k keyspace) publishLease() string      { return k.prefix + ":publish-lease" }
-func (k keyspace) presence(ch string) string { return k.prefix + ":presence:" + ch }
 func (k keyspace) presenceDue() string       { return k.prefix + ":presence-due" }
+
+// channelOf returns the channel of a pub/sub channel name made by pubsub.
 func (k keyspace) channelOf(pubsub string) (string, bool) {
-	return strings.CutPrefix(pubsub, k.prefix+":msg:")
+	s, ok := strings.CutPrefix(pubsub, k.prefix+":msg:{")
+	if !ok {
+		return "", false
+	}
+	s, ok = strings.CutSuffix(s, "}")
+	if !ok || strings.ContainsAny(s, "{}") {
+		return "", false
+	}
+	return untag(s)
+}
+
+// tagEscaper escapes what would end a hash tag early or make two names one.
+var tagEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
+
+// tag returns name as a hash tag, "{name}", escaped.
+func tag(name string) string {
+	if strings.ContainsAny(name, "%{}") {
+		name = tagEscaper.Replace(name)
+	}
+	return "{" + name + "}"
+}
+
+// untag reverses the escaping of tag.
+func untag(s string) (string, bool) {
+	if !strings.Contains(s, "%") {
+		return s, true
+	}
+	out, err := url.PathUnescape(s)
+	return out, err == nil
 }
 
 // RedisBroker shares channels, history and sessions between the nodes of a cluster
@@ -138,11 +191,11 @@ func (k keyspace) channelOf(pubsub string) (string, bool) {
 // lost".
 type RedisBroker struct {
 	cfg     RedisConfig
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	ownsRdb bool
 	// blk serves the blocking reads of the publish stream; it is the broker's own so that
 	// Close can interrupt them by closing it.
-	blk  *redis.Client
+	blk  redis.UniversalClient
 	keys keyspace
 	log  *slog.Logger
 
@@ -194,26 +247,17 @@ func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) 
 		if cfg.URL == "" {
 			return nil, errors.New("bridge: redis broker: no URL and no Client")
 		}
-		opt, err := redis.ParseURL(cfg.URL)
-		if err != nil {
-			return nil, fmt.Errorf("bridge: redis URL: %w", err)
+		if b.rdb, err = ParseRedisURL(cfg.URL); err != nil {
+			return nil, err
 		}
-		// Fail fast when Redis is down: each command already retries MaxRetries times
-		// (max_retries in the URL), and go-redis's default of five dial attempts per try
-		// would make a publish take seconds to report the outage.
-		opt.DialerRetries = 2
-		// A request's deadline (bridge.Config.StoreTimeout) must bound its Redis calls:
-		// go-redis otherwise waits ReadTimeout per try, whatever the context says.
-		opt.ContextTimeoutEnabled = true
-		b.rdb = redis.NewClient(opt)
 		b.ownsRdb = true
 	}
-	blk := *b.rdb.Options()
-	blk.PoolSize, blk.MinIdleConns, blk.MaxIdleConns = 2, 0, 1
-	b.blk = redis.NewClient(&blk)
+	if b.blk = blockingTwin(b.rdb); b.blk == nil {
+		return nil, fmt.Errorf("bridge: redis broker: a %T is not supported: want a *redis.Client or a *redis.ClusterClient", b.rdb)
+	}
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
 		b.closeClients()
-		return nil, fmt.Errorf("bridge: redis at %s: %w", b.rdb.Options().Addr, err)
+		return nil, fmt.Errorf("bridge: redis at %s: %w", redisAddr(b.rdb), err)
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	return b, nil
@@ -228,7 +272,7 @@ func (b *RedisBroker) closeClients() {
 
 // Client returns the broker's Redis client, for UpstreamToRedis and backends in the same
 // process.
-func (b *RedisBroker) Client() *redis.Client { return b.rdb }
+func (b *RedisBroker) Client() redis.UniversalClient { return b.rdb }
 
 // NodeID returns the name of this node.
 func (b *RedisBroker) NodeID() string { return b.cfg.NodeID }
@@ -323,7 +367,12 @@ func (b *RedisBroker) historyArgs() (size, ttl, idle int64) {
 	return int64(b.cfg.History.Size), b.cfg.History.TTL.Milliseconds(), b.cfg.ChannelTTL.Milliseconds()
 }
 
-// Publish implements Broker.
+// Publish implements Broker. Every publish carries an id, checked by the publish script
+// in the same step as the append: the idempotency key of ctx (WithIdempotencyKey), kept
+// IdempotencyTTL, or else a random one, kept long enough for go-redis's retries. So a
+// publish sent twice (go-redis retries a command whose answer did not come within
+// ReadTimeout, and the first attempt may still be queued in a stalled Redis) lands once,
+// and either attempt's answer is the first one's position.
 func (b *RedisBroker) Publish(ctx context.Context, channel string, data json.RawMessage, bin []byte) (*session.Message, error) {
 	if b.isClosed() {
 		return nil, ErrBrokerClosed
@@ -331,26 +380,62 @@ func (b *RedisBroker) Publish(ctx context.Context, channel string, data json.Raw
 	if !validBrokerChannel(channel) {
 		return nil, session.CheckChannel(channel)
 	}
+	key, err := idempotencyKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, ttl := b.publishID(key)
+	digest := ""
+	if key != "" {
+		digest = payloadDigest(data, bin)
+	}
 	kind, p := kindJSON, string(data)
 	if data == nil {
 		kind, p = kindBinary, string(bin)
 	}
-	size, ttl, idle := b.historyArgs()
-	res, err := luaPublish.Run(ctx, b.rdb, []string{b.keys.meta(channel), b.keys.log(channel)},
-		newEpoch(), kind, p, size, ttl, idle, b.keys.pubsub(channel)).Slice()
+	size, hist, idle := b.historyArgs()
+	res, err := luaPublish.Run(ctx, b.rdb, []string{b.keys.meta(channel), b.keys.log(channel), b.keys.pubID(channel, id)},
+		newEpoch(), kind, p, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest).Slice()
 	b.notePublish(ctx, err)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: redis publish to %s: %w", channel, err)
 	}
-	pos, ms, err := decodePublished(res)
+	pos, ms, err := decodePublished(res, digest)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: redis publish to %s: %w", channel, err)
 	}
 	return &session.Message{Channel: channel, Pos: pos, Data: data, Bin: bin, Time: ms}, nil
 }
 
-// decodePublished reads the {epoch, offset, time} answer of a publishing script.
-func decodePublished(res []any) (session.Position, int64, error) {
+// publishID returns the id of a publish with idempotency key key ("" for none) and how
+// long Redis keeps it. The prefixes keep keys and generated ids apart.
+func (b *RedisBroker) publishID(key string) (string, time.Duration) {
+	if key != "" {
+		return "k:" + key, b.cfg.IdempotencyTTL
+	}
+	return "r:" + retryID(), retryIDTTL
+}
+
+// decodePublished reads the answer of a publishing script: {epoch, offset, time} for a
+// new message, or {"<epoch>:<offset>:<time>:<digest>"} for an id already used, whose
+// digest must be digest (empty for a generated id, which no other payload shares).
+func decodePublished(res []any, digest string) (session.Position, int64, error) {
+	if len(res) == 1 {
+		rec, ok := res[0].(string)
+		f := strings.SplitN(rec, ":", 4)
+		if !ok || len(f) != 4 || !session.ValidEpoch(f[0]) {
+			return session.Position{}, 0, malformed("publish record %.100v", res)
+		}
+		off, err1 := strconv.ParseUint(f[1], 10, 64)
+		ms, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 != nil || err2 != nil || off < 1 {
+			return session.Position{}, 0, malformed("publish record %.100q", rec)
+		}
+		if f[3] != digest {
+			return session.Position{}, 0, ErrIdempotencyConflict
+		}
+		return session.Position{Epoch: f[0], Offset: off}, ms, nil
+	}
 	if len(res) != 3 {
 		return session.Position{}, 0, malformed("publish answer of %d values", len(res))
 	}

@@ -3,6 +3,7 @@ package bridge
 import (
 	"encoding/json"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -151,6 +152,23 @@ func FuzzRedisDecodeMember(f *testing.F) {
 		}
 		if m.Session == "" {
 			t.Fatalf("accepted %q", s)
+		}
+	})
+}
+
+// The record of a publish id, as the publish script answers it for a publish sent again.
+func FuzzRedisDecodePublishRecord(f *testing.F) {
+	f.Add("k3x9a1bc:42:1700000000000:", "")
+	f.Add("k3x9a1bc:42:1700000000000:abcd", "abcd")
+	f.Add("k3x9a1bc:0:1:", "")
+	f.Add("::::", "")
+	f.Fuzz(func(t *testing.T, rec, digest string) {
+		pos, _, err := decodePublished([]any{rec}, digest)
+		if err != nil {
+			return
+		}
+		if !session.ValidEpoch(pos.Epoch) || pos.Offset == 0 || !strings.HasSuffix(rec, ":"+digest) {
+			t.Fatalf("accepted %q (digest %q) as %v", rec, digest, pos)
 		}
 	})
 }

@@ -12,11 +12,13 @@ import "github.com/redis/go-redis/v9"
 // not depend on the nodes' clocks agreeing. Epoch candidates come from the node (crypto
 // randomness): older Redis versions seed Lua's math.random identically for every call.
 //
-// Key layout (prefix "ferry"; see REDIS_NOTES.md):
+// Key layout (prefix "ferry"; see docs/OPERATIONS.md). Every key a script names shares
+// one hash slot, the channel's (keyspace):
 //
-//	ferry:ch:<channel>   hash   epoch, top (latest offset)
-//	ferry:log:<channel>  stream entries "<offset>-0" with fields t (ms), d (JSON) or b (bytes)
-//	ferry:msg:<channel>  pub/sub "<epoch>:<offset>:<ms>:<d|b>:<payload>"
+//	ferry:ch:{<channel>}        hash   epoch, top (latest offset)
+//	ferry:log:{<channel>}       stream entries "<offset>-0" with fields t (ms), d (JSON) or b (bytes)
+//	ferry:pid:{<channel>}:<id>  string "<epoch>:<offset>:<ms>:<digest>" of the publish with id
+//	ferry:msg:{<channel>}       pub/sub "<epoch>:<offset>:<ms>:<d|b>:<payload>"
 
 // luaLib is prepended to every script that needs it.
 const luaLib = `
@@ -90,11 +92,19 @@ local function publish(meta, log, candidate, kind, payload, size, ttl, idle, pub
 end
 `
 
-// luaPublish: KEYS meta, log; ARGV candidate, kind, payload, size, ttl ms, idle ms,
-// pubsub channel. Returns {epoch, offset, time ms}.
+// luaPublish: KEYS meta, log, id; ARGV candidate, kind, payload, size, ttl ms, idle ms,
+// pubsub channel, id ttl ms, payload digest. Returns {epoch, offset, time ms}, or
+// {"<epoch>:<offset>:<time ms>:<digest>"} when the id was already used: a publish sent
+// again (a retry by go-redis, by a node or by a backend) answers the first one's
+// position and publishes nothing.
 var luaPublish = redis.NewScript(luaLib + `
+local seen = redis.call('GET', KEYS[3])
+if seen then
+  return {seen}
+end
 local now = now_ms()
 local ep, top = publish(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], now)
+redis.call('SET', KEYS[3], ep .. ':' .. int(top) .. ':' .. int(now) .. ':' .. ARGV[9], 'PX', ARGV[8])
 return {ep, top, now}
 `)
 
@@ -128,21 +138,6 @@ if #es == 0 or es[1][1] ~= first then
   return {ep, top, 0}
 end
 return {ep, top, 1, es}
-`)
-
-// luaAckPublish publishes one entry of the backend publish stream and acknowledges it in
-// the same step, so that an entry is published exactly once however many nodes read it:
-// whoever acknowledges it first publishes it. KEYS meta, log, publish stream; ARGV group,
-// entry id, then the arguments of luaPublish. Returns 0 when the entry was already
-// acknowledged, else {epoch, offset, time ms}.
-var luaAckPublish = redis.NewScript(luaLib + `
-if redis.call('XACK', KEYS[3], ARGV[1], ARGV[2]) == 0 then
-  return 0
-end
-redis.call('XDEL', KEYS[3], ARGV[2])
-local now = now_ms()
-local ep, top = publish(KEYS[1], KEYS[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9], now)
-return {ep, top, now}
 `)
 
 // luaTouch: KEYS session; ARGV ttl ms. Returns 1 if the session is alive.
@@ -293,15 +288,11 @@ setresult(idx, res)
 return 1
 `)
 
-// luaCatchUp reads the position and the latest entry of channels, atomically per channel
-// (an epoch must not be paired with another epoch's entry). KEYS pairs of meta, log.
-// Returns per channel {epoch or false, top, entry or false}.
+// luaCatchUp reads the position and the latest entry of one channel, atomically (an epoch
+// must not be paired with another epoch's entry). KEYS meta, log. Returns {epoch or false,
+// top, entry or false}.
 var luaCatchUp = redis.NewScript(`
-local out = {}
-for i = 1, #KEYS, 2 do
-  local st = redis.call('HMGET', KEYS[i], 'epoch', 'top')
-  local last = redis.call('XREVRANGE', KEYS[i + 1], '+', '-', 'COUNT', 1)
-  out[#out + 1] = {st[1], tonumber(st[2]) or 0, last[1] or false}
-end
-return out
+local st = redis.call('HMGET', KEYS[1], 'epoch', 'top')
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+return {st[1], tonumber(st[2]) or 0, last[1] or false}
 `)

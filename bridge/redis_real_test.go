@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,32 +19,70 @@ import (
 
 // The tests above run on miniredis, a Redis written in Go, whose Lua and streams are
 // close to Redis's but not the same program. These run the scripts on a real Redis when
-// FERRY_TEST_REDIS_URL names one (scripts/test.sh and e2e start one), under a prefix of
-// their own that they delete afterwards.
+// FERRY_TEST_REDIS_URL names one, and on a real Redis Cluster when
+// FERRY_TEST_REDIS_CLUSTER lists the addresses of its nodes (scripts/test.sh starts both:
+// a cluster answers CROSSSLOT to any command that touches two hash slots), under a prefix
+// of their own that they delete afterwards.
 
-func realRedis(t *testing.T) (url, prefix string, rdb *redis.Client) {
-	t.Helper()
-	url = os.Getenv("FERRY_TEST_REDIS_URL")
-	if url == "" {
-		t.Skip("FERRY_TEST_REDIS_URL not set: no real Redis to test against")
+// forEachRealRedis runs test against each real Redis configured, as a subtest.
+func forEachRealRedis(t *testing.T, test func(t *testing.T, url, prefix string, rdb redis.UniversalClient)) {
+	targets := map[string]string{}
+	if u := os.Getenv("FERRY_TEST_REDIS_URL"); u != "" {
+		targets["single"] = u
 	}
-	opt, err := redis.ParseURL(url)
+	if c := os.Getenv("FERRY_TEST_REDIS_CLUSTER"); c != "" {
+		targets["cluster"] = "redis+cluster://" + c
+	}
+	if len(targets) == 0 {
+		t.Skip("neither FERRY_TEST_REDIS_URL nor FERRY_TEST_REDIS_CLUSTER is set: no real Redis to test against")
+	}
+	for name, url := range targets {
+		t.Run(name, func(t *testing.T) {
+			prefix, rdb := realRedis(t, url)
+			test(t, url, prefix, rdb)
+		})
+	}
+}
+
+func realRedis(t *testing.T, url string) (prefix string, rdb redis.UniversalClient) {
+	t.Helper()
+	rdb, err := ParseRedisURL(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rdb = redis.NewClient(opt)
 	var b [4]byte
 	rand.Read(b[:])
 	prefix = "ferrytest-" + hex.EncodeToString(b[:])
 	t.Cleanup(func() {
-		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
-		for iter.Next(ctx) {
-			rdb.Del(ctx, iter.Val())
-		}
+		onEachMaster(t, rdb, func(ctx context.Context, c *redis.Client) {
+			iter := c.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+			for iter.Next(ctx) {
+				c.Del(ctx, iter.Val())
+			}
+		})
 		rdb.Close()
 	})
-	return url, prefix, rdb
+	return prefix, rdb
+}
+
+// onEachMaster runs f on rdb, or on each master of a cluster.
+func onEachMaster(t *testing.T, rdb redis.UniversalClient, f func(ctx context.Context, c *redis.Client)) {
+	ctx := context.Background()
+	switch c := rdb.(type) {
+	case *redis.Client:
+		f(ctx, c)
+	case *redis.ClusterClient:
+		var mu sync.Mutex
+		err := c.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			f(ctx, c)
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
 }
 
 func newRealBroker(t *testing.T, url, prefix string, cfg RedisConfig) *RedisBroker {
@@ -58,8 +98,9 @@ func newRealBroker(t *testing.T, url, prefix string, cfg RedisConfig) *RedisBrok
 	return b
 }
 
-func TestRealRedisBroker(t *testing.T) {
-	url, prefix, rdb := realRedis(t)
+func TestRealRedisBroker(t *testing.T) { forEachRealRedis(t, testRealRedisBroker) }
+
+func testRealRedisBroker(t *testing.T, url, prefix string, rdb redis.UniversalClient) {
 	ctx := context.Background()
 	a := newRealBroker(t, url, prefix, RedisConfig{History: HistoryConfig{Size: 5}, NoPublishStream: true})
 	b := newRealBroker(t, url, prefix, RedisConfig{History: HistoryConfig{Size: 5}})
@@ -94,7 +135,10 @@ func TestRealRedisBroker(t *testing.T) {
 
 	// The node's pub/sub connection killed under it: it resubscribes and delivers what
 	// was published meanwhile, though nothing follows on the channel.
-	killed := rdb.ClientKillByFilter(ctx, "TYPE", "pubsub").Val()
+	var killed int64
+	onEachMaster(t, rdb, func(ctx context.Context, c *redis.Client) {
+		killed += c.ClientKillByFilter(ctx, "TYPE", "pubsub").Val()
+	})
 	if killed == 0 {
 		t.Fatal("no pub/sub connection to kill")
 	}
@@ -119,12 +163,17 @@ func TestRealRedisBroker(t *testing.T) {
 	p := NewRedisPresence(a, PresenceConfig{Logger: testLogger(t)})
 	defer p.Close()
 	m := PresenceMember{Session: "s", User: "ann"}
-	p.Join(ctx, m, "room:r")
-	p.Join(ctx, m, "room:r")
+	for range 2 {
+		if err := p.Join(ctx, m, "room:r"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if got := memberList(t, p, "room:r"); got != "[{s ann}]" {
 		t.Fatalf("members: %s", got)
 	}
-	p.Leave(ctx, m, "room:r")
+	if err := p.Leave(ctx, m, "room:r"); err != nil {
+		t.Fatal(err)
+	}
 	in.waitFor(t, "presence events", func() bool { return len(in.events(t, "room:r")) == 2 })
 	if got := fmt.Sprint(in.events(t, "room:r")); got != "[join s leave s]" {
 		t.Fatalf("events: %s", got)
@@ -160,12 +209,80 @@ func TestRealRedisBroker(t *testing.T) {
 // The scenario of issue 18 (see exactlyOnce) with the dedupe scripts on a real Redis:
 // the session expires by its key's TTL, in real time.
 func TestRealRedisExactlyOnceAcrossSessions(t *testing.T) {
-	url, prefix, rdb := realRedis(t)
+	forEachRealRedis(t, testRealRedisExactlyOnce)
+}
+
+func testRealRedisExactlyOnce(t *testing.T, url, prefix string, rdb redis.UniversalClient) {
 	broker := newRealBroker(t, url, prefix, RedisConfig{})
 	exactlyOnce(t, broker, Config{SessionTTL: 2 * time.Second, DedupeTTL: time.Minute}, func(t *testing.T, sid string) {
-		waitUntil(t, func() bool { return rdb.Exists(context.Background(), prefix+":sess:"+sid).Val() == 0 })
+		waitUntil(t, func() bool { return rdb.Exists(context.Background(), prefix+":sess:{"+sid+"}").Val() == 0 })
 	})
-	if ttl := rdb.PTTL(context.Background(), prefix+":up:c:tab-0123456789abcdef").Val(); ttl <= 50*time.Second {
+	if ttl := rdb.PTTL(context.Background(), prefix+":up:{c:tab-0123456789abcdef}").Val(); ttl <= 50*time.Second {
 		t.Fatalf("dedupe window expires in %v, want DedupeTTL (1 min) after the latest frame", ttl)
 	}
+}
+
+// A master of the cluster hands its slots over to its replica (CLUSTER FAILOVER, as an
+// operator or a managed Redis does it) while a node is subscribed to a channel it owns:
+// the subscription survives, publishing continues on the new master at the next offset
+// of the same epoch, and the node delivers what follows, once.
+func TestRealRedisClusterFailover(t *testing.T) {
+	addrs := os.Getenv("FERRY_TEST_REDIS_CLUSTER")
+	if addrs == "" {
+		t.Skip("FERRY_TEST_REDIS_CLUSTER not set: no Redis Cluster to fail over")
+	}
+	url := "redis+cluster://" + addrs
+	prefix, rdb := realRedis(t, url)
+	cc := rdb.(*redis.ClusterClient)
+	ctx := context.Background()
+	a := newRealBroker(t, url, prefix, RedisConfig{NoPublishStream: true})
+	b := newRealBroker(t, url, prefix, RedisConfig{NoPublishStream: true})
+	startBroker(t, a)
+	in := startBroker(t, b)
+	if err := b.Subscribe(ctx, "room:f"); err != nil {
+		t.Fatal(err)
+	}
+	m1 := mustPublish(t, a, "room:f", "1")
+	in.waitFor(t, "the first message", func() bool { return len(in.on("room:f")) == 1 })
+
+	master, err := cc.MasterForKey(ctx, a.keys.meta("room:f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := master.ClusterMyID(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicas, err := master.ClusterSlaves(ctx, id).Result()
+	if err != nil || len(replicas) == 0 {
+		t.Fatalf("replicas of %s: %v %v", master.Options().Addr, replicas, err)
+	}
+	f := strings.Fields(replicas[0])
+	if len(f) < 2 {
+		t.Fatalf("CLUSTER REPLICAS line %q", replicas[0])
+	}
+	replicaAddr, _, _ := strings.Cut(f[1], "@")
+	replica := redis.NewClient(&redis.Options{Addr: replicaAddr})
+	defer replica.Close()
+	if err := replica.Do(ctx, "CLUSTER", "FAILOVER").Err(); err != nil {
+		t.Fatalf("CLUSTER FAILOVER on %s: %v", replicaAddr, err)
+	}
+	eventually(t, "the replica to become master", func() bool {
+		role, err := replica.Do(ctx, "ROLE").Slice()
+		return err == nil && len(role) > 0 && role[0] == "master"
+	})
+
+	var m2 *session.Message
+	eventually(t, "a publish on the new master", func() bool {
+		m2, err = a.Publish(ctx, "room:f", json.RawMessage("2"), nil)
+		return err == nil
+	})
+	if m2.Pos != (session.Position{Epoch: m1.Pos.Epoch, Offset: 2}) {
+		t.Fatalf("after the failover the publish got %v, want offset 2 of epoch %s", m2.Pos, m1.Pos.Epoch)
+	}
+	in.waitFor(t, "the message after the failover", func() bool { return len(in.on("room:f")) == 2 })
+	if got := fmt.Sprint(in.on("room:f")); got != "[1:1 2:2]" {
+		t.Fatalf("delivered %s", got)
+	}
+	eventually(t, "the subscribed node ready", func() bool { return b.Ready(ctx) == nil })
 }

@@ -19,9 +19,10 @@ import (
 //   - <prefix>:publish carries messages for channels. The nodes read it as the consumer
 //     group "ferry", one node at a time (the holder of the lease <prefix>:publish-lease),
 //     so that entries are published in stream order. Each entry is published exactly
-//     once: the script that publishes it also acknowledges and deletes it, and does
-//     nothing for an entry already acknowledged. When the reading node dies, another
-//     takes the lease over once it expires and claims the entries left pending.
+//     once: it is published under an id (its id field, else its stream id) that the
+//     publish script checks, then acknowledged and deleted. When the reading node dies,
+//     another takes the lease over once it expires and claims the entries left pending;
+//     those it publishes again land nothing new.
 //   - <prefix>:upstream (UpstreamToRedis) carries what clients send, for backends that read
 //     it with their own consumer groups.
 
@@ -175,39 +176,78 @@ func (b *RedisBroker) publishStep(r *publishReader) (time.Duration, error) {
 	return 0, nil
 }
 
-// publishEntries publishes entries of the publish stream in order, in one pipeline. A
-// malformed entry is logged and dropped (acknowledged and deleted) so that it can't block
-// the stream. On an error the whole batch may be sent again: entries already published
-// are acknowledged, and the script skips them.
+// publishEntries publishes entries of the publish stream in order, in one pipeline, then
+// acknowledges and deletes them in another. The stream and the channels live in different
+// hash slots (on a cluster, on different shards), so the two steps can't be one script:
+// each entry's publish carries an id instead (its id field, else its stream id), and an
+// entry published and not acknowledged (the node died between the two) is published again
+// by the next reader under the same id, which lands nothing new. A malformed entry is
+// logged and dropped (acknowledged and deleted) so that it can't block the stream.
 func (b *RedisBroker) publishEntries(msgs []redis.XMessage) error {
 	if len(msgs) == 0 {
 		return nil
 	}
+	var cmds []redis.Cmder
+	var done []string // entries published or dropped
 	for attempt := 0; ; attempt++ {
-		cmds, err := b.rdb.Pipelined(b.ctx, func(p redis.Pipeliner) error {
-			b.queueEntries(p, msgs, attempt == 0)
+		var queued []string
+		var err error
+		cmds, err = b.rdb.Pipelined(b.ctx, func(p redis.Pipeliner) error {
+			queued, done = b.queueEntries(p, msgs, attempt == 0)
 			return nil
 		})
 		if err == nil {
-			return nil
+			done = append(done, queued...)
+			break
 		}
 		noScript := false
-		for _, c := range cmds {
+		for i, c := range cmds {
 			noScript = noScript || redis.HasErrorPrefix(c.Err(), "NOSCRIPT")
+			if c.Err() == nil {
+				done = append(done, queued[i])
+			}
 		}
 		if !noScript || attempt > 0 {
+			b.ackEntries(done)
 			return fmt.Errorf("publish entries: %w", err)
 		}
 		// Redis lost its script cache (a restart): load the script and send again.
-		if err := luaAckPublish.Load(b.ctx, b.rdb).Err(); err != nil {
+		if err := luaPublish.Load(b.ctx, b.rdb).Err(); err != nil {
 			return fmt.Errorf("load publish script: %w", err)
 		}
 	}
+	for i, c := range cmds {
+		if r, err := c.(*redis.Cmd).Slice(); err == nil {
+			if _, _, err := decodePublished(r, ""); errors.Is(err, ErrIdempotencyConflict) {
+				b.log.Warn("redis publish stream: an entry's id was used for another payload; not published", "entry", i)
+			}
+		}
+	}
+	return b.ackEntries(done)
 }
 
-func (b *RedisBroker) queueEntries(p redis.Pipeliner, msgs []redis.XMessage, logDrops bool) {
-	ctx, stream := b.ctx, b.keys.publishStream()
-	size, ttl, idle := b.historyArgs()
+// ackEntries acknowledges and deletes entries of the publish stream.
+func (b *RedisBroker) ackEntries(ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	stream := b.keys.publishStream()
+	_, err := b.rdb.TxPipelined(b.ctx, func(p redis.Pipeliner) error {
+		p.XAck(b.ctx, stream, PublishGroup, ids...)
+		p.XDel(b.ctx, stream, ids...)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("acknowledge entries: %w", err)
+	}
+	return nil
+}
+
+// queueEntries queues the publish of every well-formed entry of msgs on p, and returns
+// their ids in the order queued, and the ids of the malformed ones.
+func (b *RedisBroker) queueEntries(p redis.Pipeliner, msgs []redis.XMessage, logDrops bool) (queued, dropped []string) {
+	ctx := b.ctx
+	size, hist, idle := b.historyArgs()
 	for _, e := range msgs {
 		if e.Values == nil {
 			continue // deleted meanwhile
@@ -217,17 +257,33 @@ func (b *RedisBroker) queueEntries(p redis.Pipeliner, msgs []redis.XMessage, log
 			if logDrops {
 				b.log.Warn("redis publish stream: dropping a malformed entry", "id", e.ID, "err", err)
 			}
-			p.XAck(ctx, stream, PublishGroup, e.ID)
-			p.XDel(ctx, stream, e.ID)
+			dropped = append(dropped, e.ID)
 			continue
+		}
+		// The entry's id field is an idempotency key, the same as the HTTP API's
+		// Idempotency-Key: a backend that adds an entry twice (its XADD retried) gets it
+		// published once. Without one, the entry's stream id serves, which makes the
+		// publish once only for this stream.
+		id, ttl, digest := "s:"+e.ID, b.cfg.IdempotencyTTL, ""
+		if key, ok := field(e.Values, "id"); ok {
+			if err := CheckIdempotencyKey(key); err != nil {
+				if logDrops {
+					b.log.Warn("redis publish stream: dropping an entry with a bad id", "id", e.ID, "err", err)
+				}
+				dropped = append(dropped, e.ID)
+				continue
+			}
+			id, digest = "k:"+key, payloadDigest(data, bin)
 		}
 		kind, pl := kindJSON, string(data)
 		if data == nil {
 			kind, pl = kindBinary, string(bin)
 		}
-		p.EvalSha(ctx, luaAckPublish.Hash(), []string{b.keys.meta(channel), b.keys.log(channel), stream},
-			PublishGroup, e.ID, newEpoch(), kind, pl, size, ttl, idle, b.keys.pubsub(channel))
+		p.EvalSha(ctx, luaPublish.Hash(), []string{b.keys.meta(channel), b.keys.log(channel), b.keys.pubID(channel, id)},
+			newEpoch(), kind, pl, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest)
+		queued = append(queued, e.ID)
 	}
+	return queued, dropped
 }
 
 // forgetConsumer removes this node from the publish group when it has nothing pending, so

@@ -321,18 +321,25 @@ func (b *RedisBroker) catchUp() error {
 	for len(chans) > 0 {
 		batch := chans[:min(len(chans), catchUpBatch)]
 		chans = chans[len(batch):]
-		keys := make([]string, 0, 2*len(batch))
-		for _, ch := range batch {
-			keys = append(keys, b.keys.meta(ch), b.keys.log(ch))
-		}
+		// One script per channel, pipelined: each names one channel's keys, in its slot.
 		ctx, cancel := context.WithTimeout(b.ctx, connectTimeout)
-		res, err := luaCatchUp.Run(ctx, b.rdb, keys).Slice()
+		if err := luaCatchUp.Load(ctx, b.rdb).Err(); err != nil {
+			cancel()
+			return err
+		}
+		cmds, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, ch := range batch {
+				p.EvalSha(ctx, luaCatchUp.Hash(), []string{b.keys.meta(ch), b.keys.log(ch)})
+			}
+			return nil
+		})
 		cancel()
 		if err != nil {
 			return err
 		}
-		if len(res) != len(batch) {
-			return malformed("catch-up answer of %d values for %d channels", len(res), len(batch))
+		res := make([]any, len(cmds))
+		for i, c := range cmds {
+			res[i] = c.(*redis.Cmd).Val()
 		}
 		for i, ch := range batch {
 			r, ok := res[i].([]any)

@@ -248,7 +248,18 @@ func TestRedisHistoryTrimByCount(t *testing.T) {
 	if !ok || fmt.Sprint(offsets(msgs)) != "[3 4 5]" {
 		t.Fatalf("after 2: %v %v", offsets(msgs), ok)
 	}
-	if n := len(mr.Keys()); n != 2 {
+	// The channel's two keys, and the ids of its publishes, each expiring soon.
+	var state []string
+	for _, k := range mr.Keys() {
+		if strings.HasPrefix(k, "ferry:pid:") {
+			if ttl := mr.TTL(k); ttl <= 0 || ttl > retryIDTTL {
+				t.Errorf("publish id %s: TTL %v, want at most %v", k, ttl, retryIDTTL)
+			}
+			continue
+		}
+		state = append(state, k)
+	}
+	if len(state) != 2 {
 		t.Fatalf("keys: %v", mr.Keys())
 	}
 }
@@ -407,7 +418,7 @@ func TestRedisDedupeStore(t *testing.T) {
 	if !mark(a, "c:k2", 1) {
 		t.Fatal("another key shares the window")
 	}
-	if got := mr.Keys(); !slices.Contains(got, "ferry:up:c:k1") || !slices.Contains(got, "ferry:up:c:k2") {
+	if got := mr.Keys(); !slices.Contains(got, "ferry:up:{c:k1}") || !slices.Contains(got, "ferry:up:{c:k2}") {
 		t.Fatalf("keys %v: want one hash per dedupe key", got)
 	}
 
@@ -419,7 +430,7 @@ func TestRedisDedupeStore(t *testing.T) {
 		t.Fatal("window lost within its TTL")
 	}
 	mr.FastForward(61 * time.Second)
-	if mr.Exists("ferry:up:c:k1") {
+	if mr.Exists("ferry:up:{c:k1}") {
 		t.Fatal("the window outlived its TTL")
 	}
 }

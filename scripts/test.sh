@@ -33,15 +33,27 @@ bad=$(gofmt -l $(git ls-files '*.go'))
 if [ -n "$bad" ]; then echo "gofmt would change: $bad"; exit 1; fi
 go vet ./...
 
-log "go test -race (with a real redis-server for the Redis broker's own test)"
+log "go test -race (with a real redis-server and a real Redis Cluster for the Redis broker's own tests)"
 redis_dir=$(mktemp -d)
 redis-server --port 6399 --bind 127.0.0.1 --save '' --appendonly no --dir "$redis_dir" \
   --daemonize no >"$redis_dir/log" 2>&1 &
 redis_pid=$!
-trap 'kill "$redis_pid" 2>/dev/null || true; rm -rf "$redis_dir"' EXIT
+# The cluster: three masters and three replicas on 7101-7106 (cluster bus 17101-17106),
+# killed by PID at exit like the single Redis.
+cluster_dir="$redis_dir/cluster"
+stop_redis() {
+  kill "$redis_pid" 2>/dev/null || true
+  if [ -f "$cluster_dir/pids" ]; then
+    while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$cluster_dir/pids"
+  fi
+  rm -rf "$redis_dir"
+}
+trap stop_redis EXIT
 for _ in $(seq 100); do redis-cli -p 6399 ping >/dev/null 2>&1 && break; sleep 0.1; done
-FERRY_TEST_REDIS_URL=redis://127.0.0.1:6399/0 go test -race -count=1 ./...
-kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
+cluster_addrs=$(scripts/redis-cluster.sh "$cluster_dir" 7101)
+FERRY_TEST_REDIS_URL=redis://127.0.0.1:6399/0 FERRY_TEST_REDIS_CLUSTER=$cluster_addrs go test -race -count=1 ./...
+stop_redis
+trap - EXIT
 
 log "fuzz smoke runs"
 scripts/fuzz.sh "${FUZZTIME:-10s}"

@@ -114,7 +114,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.queueBytes, "queue-bytes", 4<<20, "bytes queued per connection before it is dropped as a slow consumer")
 	fs.IntVar(&o.historySize, "history-size", 1000, "messages kept per channel for resume")
 	fs.DurationVar(&o.historyTTL, "history-ttl", 5*time.Minute, "age after which messages leave a channel's history")
-	fs.StringVar(&o.redisURL, "redis", "", "Redis URL (redis://host:port/db) shared by several nodes; empty: the in-memory broker, one node")
+	fs.StringVar(&o.redisURL, "redis", "", "Redis URL shared by several nodes: redis://host:port/db (rediss:// for TLS), or redis+cluster://host1:port1,host2:port2,... for a Redis Cluster; empty: the in-memory broker, one node")
 	fs.StringVar(&o.presence, "presence", "room:*,chat:*", "channel patterns that keep presence (who is subscribed), comma-separated (empty: none)")
 	fs.StringVar(&o.upstreamStream, "upstream-stream", "", "Redis stream that receives what clients send, for backends reading with consumer groups (needs --redis)")
 	fs.StringVar(&o.nodeID, "node-id", "", "name of this node in Redis and logs (default random)")

@@ -1,0 +1,187 @@
+package bridge
+
+import (
+	"container/list"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ferryrt/ferry/session"
+)
+
+// Idempotent publishing. A publish may carry an idempotency key (WithIdempotencyKey, the
+// Idempotency-Key header of POST /api/publish, the id field of a publish stream entry).
+// The broker records, atomically with the publish, the key and the position it got; a
+// publish to the same channel with the same key within the window publishes nothing and
+// answers that first position. Keys are scoped per channel: that is what lets Redis
+// check a key in the same script, on the same shard, as the channel it names.
+//
+// The Redis broker also gives every publish without a key an id of its own, so that a
+// publish go-redis sends again (after a read timeout, when the first attempt may still
+// be queued in a stalled Redis) lands once and is answered with the first attempt's
+// position.
+
+// Bounds of idempotency keys.
+const (
+	// MaxIdempotencyKeyLen bounds an idempotency key, in bytes.
+	MaxIdempotencyKeyLen = 128
+	// DefaultIdempotencyTTL is how long a broker remembers an idempotency key after the
+	// publish that first used it.
+	DefaultIdempotencyTTL = 10 * time.Minute
+	// DefaultMaxIdempotencyKeys bounds the keys a MemoryBroker remembers.
+	DefaultMaxIdempotencyKeys = 100_000
+	// retryIDTTL is how long the Redis broker remembers the id it gives a publish without
+	// a key: twice what go-redis takes at most, with its defaults, to retry a command (4
+	// attempts, each bounded by ReadTimeout, 3 s, and the backoffs between them), which is
+	// all that id is for. Its cost is one key of about 100 bytes per publish for that long.
+	retryIDTTL = 30 * time.Second
+)
+
+// ErrIdempotencyConflict is returned (wrapped; match it with errors.Is) by a publish whose
+// idempotency key was used within the window for the same channel with another payload.
+// Nothing is published. POST /api/publish answers it with 422.
+var ErrIdempotencyConflict = errors.New("bridge: idempotency key already used for another payload on this channel")
+
+type idemKey struct{}
+
+// WithIdempotencyKey returns a context that makes Server.Publish (and Broker.Publish)
+// idempotent under key: within the broker's window (RedisConfig.IdempotencyTTL,
+// MemoryConfig.IdempotencyTTL), another publish with the same key to the same channel
+// publishes nothing and returns the first one's position. key is 1 to
+// MaxIdempotencyKeyLen printable ASCII characters (CheckIdempotencyKey); a publish with
+// an invalid key fails with a bad-request error.
+func WithIdempotencyKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, idemKey{}, key)
+}
+
+// idempotencyKey returns the key of ctx, checked, or "" for none.
+func idempotencyKey(ctx context.Context) (string, error) {
+	key, ok := ctx.Value(idemKey{}).(string)
+	if !ok {
+		return "", nil
+	}
+	if err := CheckIdempotencyKey(key); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+// CheckIdempotencyKey returns a bad-request error naming the problem unless key is 1 to
+// MaxIdempotencyKeyLen printable ASCII characters (0x21 to 0x7e).
+func CheckIdempotencyKey(key string) error {
+	if len(key) == 0 || len(key) > MaxIdempotencyKeyLen {
+		return session.Errorf(session.CodeBadRequest, "bad idempotency key: want 1-%d printable ASCII characters, got %d bytes", MaxIdempotencyKeyLen, len(key))
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < 0x21 || key[i] > 0x7e {
+			return session.Errorf(session.CodeBadRequest, "bad idempotency key: byte %#x at %d is not printable ASCII", key[i], i)
+		}
+	}
+	return nil
+}
+
+// payloadDigest identifies a publish's payload, so that a key reused for another payload
+// is told apart from a retry.
+func payloadDigest(data []byte, bin []byte) string {
+	h := sha256.New()
+	if data != nil {
+		h.Write([]byte(kindJSON))
+		h.Write(data)
+	} else {
+		h.Write([]byte(kindBinary))
+		h.Write(bin)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// retryID returns a fresh id for a publish without a key.
+func retryID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// idemTable is the MemoryBroker's record of idempotency keys: bounded in count, each
+// entry kept ttl after its publish, the oldest forgotten first beyond the bound.
+type idemTable struct {
+	mu      sync.Mutex // held across the check and the publish of a keyed publish
+	ttl     time.Duration
+	max     int
+	entries map[string]*list.Element // of *idemEntry, in order
+	order   list.List                // oldest publish first
+	evicted uint64                   // keys forgotten before their ttl for max
+}
+
+type idemEntry struct {
+	key     string // channel + "\x00" + idempotency key
+	expires time.Time
+	msg     *session.Message
+	digest  string
+}
+
+// lookupLocked returns the message recorded under key, if any and not expired.
+func (t *idemTable) lookupLocked(key string, now time.Time) (*idemEntry, bool) {
+	t.expireLocked(now)
+	if e := t.entries[key]; e != nil {
+		return e.Value.(*idemEntry), true
+	}
+	return nil, false
+}
+
+func (t *idemTable) expireLocked(now time.Time) {
+	for e := t.order.Front(); e != nil; e = t.order.Front() {
+		ie := e.Value.(*idemEntry)
+		if ie.expires.After(now) {
+			return
+		}
+		t.order.Remove(e)
+		delete(t.entries, ie.key)
+	}
+}
+
+func (t *idemTable) recordLocked(key, digest string, m *session.Message, now time.Time) {
+	if t.entries == nil {
+		t.entries = make(map[string]*list.Element)
+	}
+	for len(t.entries) >= t.max {
+		e := t.order.Front()
+		t.order.Remove(e)
+		delete(t.entries, e.Value.(*idemEntry).key)
+		t.evicted++
+	}
+	t.entries[key] = t.order.PushBack(&idemEntry{key: key, expires: now.Add(t.ttl), msg: m, digest: digest})
+}
+
+// publishOnce runs publish unless the idempotency key of ctx was used for channel within
+// the window; then it returns the first publish's message, or ErrIdempotencyConflict for
+// another payload.
+func (t *idemTable) publishOnce(ctx context.Context, now time.Time, channel string, data, bin []byte, publish func() (*session.Message, error)) (*session.Message, error) {
+	key, err := idempotencyKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if key == "" {
+		return publish()
+	}
+	digest := payloadDigest(data, bin)
+	full := channel + "\x00" + key
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e, ok := t.lookupLocked(full, now); ok {
+		if e.digest != digest {
+			return nil, fmt.Errorf("publish to %s: %w", channel, ErrIdempotencyConflict)
+		}
+		return e.msg, nil
+	}
+	m, err := publish()
+	if err != nil {
+		return nil, err
+	}
+	t.recordLocked(full, digest, m, now)
+	return m, nil
+}

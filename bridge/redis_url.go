@@ -1,0 +1,96 @@
+package bridge
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ParseRedisURL returns a go-redis client for a Redis URL, as RedisConfig.URL takes it:
+//
+//   - redis://[user:password@]host:port/db (rediss:// for TLS): one Redis, with go-redis
+//     options as query parameters (redis.ParseURL);
+//   - redis+cluster://[user:password@]host1:port1,host2:port2,... (rediss+cluster:// for
+//     TLS): a Redis Cluster, reached through any of the listed nodes, with the query
+//     parameters of redis.ParseClusterURL. A cluster has no database number.
+//
+// The client fails fast when Redis is down (two dial attempts per try) and bounds each
+// command by its context's deadline (ContextTimeoutEnabled). It keeps go-redis's retries:
+// every publish carries an id, so a retried publish lands once.
+func ParseRedisURL(raw string) (redis.UniversalClient, error) {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return nil, fmt.Errorf("bridge: redis URL %.100q: want redis://, rediss://, redis+cluster:// or rediss+cluster://", raw)
+	}
+	switch scheme {
+	case "redis", "rediss":
+		opt, err := redis.ParseURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("bridge: redis URL: %w", err)
+		}
+		// Fail fast when Redis is down: each command already retries MaxRetries times
+		// (max_retries in the URL), and go-redis's default of five dial attempts per try
+		// would make a publish take seconds to report the outage.
+		opt.DialerRetries = 2
+		// A request's deadline (bridge.Config.StoreTimeout) must bound its Redis calls:
+		// go-redis otherwise waits ReadTimeout per try, whatever the context says.
+		opt.ContextTimeoutEnabled = true
+		return redis.NewClient(opt), nil
+	case "redis+cluster", "rediss+cluster":
+		u, err := url.Parse("redis://" + rest)
+		if err != nil {
+			return nil, fmt.Errorf("bridge: redis cluster URL: %w", err)
+		}
+		hosts := strings.Split(u.Host, ",")
+		for _, h := range hosts {
+			if h == "" {
+				return nil, fmt.Errorf("bridge: redis cluster URL %.100q: an empty address in the list", raw)
+			}
+		}
+		if u.Path != "" && u.Path != "/" {
+			return nil, fmt.Errorf("bridge: redis cluster URL %.100q: a cluster has no database number", raw)
+		}
+		q := u.Query()
+		for _, h := range hosts[1:] {
+			q.Add("addr", h)
+		}
+		u.Scheme, u.Host, u.Path, u.RawQuery = strings.TrimSuffix(scheme, "+cluster"), hosts[0], "", q.Encode()
+		opt, err := redis.ParseClusterURL(u.String())
+		if err != nil {
+			return nil, fmt.Errorf("bridge: redis cluster URL: %w", err)
+		}
+		opt.DialerRetries = 2
+		opt.ContextTimeoutEnabled = true
+		return redis.NewClusterClient(opt), nil
+	}
+	return nil, fmt.Errorf("bridge: redis URL %.100q: unknown scheme %q: want redis, rediss, redis+cluster or rediss+cluster", raw, scheme)
+}
+
+// blockingTwin returns a client of its own for the broker's blocking reads, with the
+// options of c and a small pool; nil for a client of another kind.
+func blockingTwin(c redis.UniversalClient) redis.UniversalClient {
+	switch c := c.(type) {
+	case *redis.Client:
+		o := *c.Options()
+		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = 2, 0, 1
+		return redis.NewClient(&o)
+	case *redis.ClusterClient:
+		o := *c.Options()
+		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = 2, 0, 1
+		return redis.NewClusterClient(&o)
+	}
+	return nil
+}
+
+// redisAddr names where c connects, for messages.
+func redisAddr(c redis.UniversalClient) string {
+	switch c := c.(type) {
+	case *redis.Client:
+		return c.Options().Addr
+	case *redis.ClusterClient:
+		return "cluster " + strings.Join(c.Options().Addrs, ",")
+	}
+	return fmt.Sprintf("%T", c)
+}

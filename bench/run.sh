@@ -76,6 +76,8 @@ fi
 FERRY_FLAGS=(--addr "127.0.0.1:$PORT" --api-key "$KEY" --demo=false --log-level warn)
 help=$("$BIN/ferry" --help 2>&1 || true)
 grep -q -- '--negotiate-rate' <<<"$help" && FERRY_FLAGS+=(--negotiate-rate 1000000)
+# Each run starts from nothing: no state kept in (or read from) a data directory.
+grep -q -- '--data-dir' <<<"$help" && FERRY_FLAGS+=(--data-dir none)
 grep -q -- '--max-conns-per-ip' <<<"$help" && FERRY_FLAGS+=(--max-conns-per-ip 1000000)
 
 mkdir -p "$OUT"

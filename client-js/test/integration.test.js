@@ -35,7 +35,9 @@ function listening(child) {
 
 before(async () => {
   await promisify(execFile)('go', ['build', '-o', bin, './cmd/ferry'], { cwd: root });
-  proc = spawn(bin, ['--addr', '127.0.0.1:0', '--api-key', 'test-key', '--demo=false', '--heartbeat', '1s', '--poll-hold', '2s'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // A data directory of its own: the default one (in HOME) would carry channels over from
+  // earlier runs, and its lock would refuse a second server.
+  proc = spawn(bin, ['--addr', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--api-key', 'test-key', '--demo=false', '--heartbeat', '1s', '--poll-hold', '2s'], { stdio: ['ignore', 'pipe', 'pipe'] });
   base = `http://${await listening(proc)}/ferry`;
 });
 

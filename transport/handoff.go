@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ferryrt/ferry/transport/internal/netpoll"
 )
 
 // Handoff is a net.Listener of the connections the long-polling handler took over and
@@ -26,11 +28,14 @@ type Handoff struct {
 	done   chan struct{}
 	once   sync.Once
 	served atomic.Bool
+
+	mu     sync.Mutex
+	parked map[*parkedConn]struct{} // see park; nil once closed
 }
 
 // NewHandoff returns an open Handoff.
 func NewHandoff() *Handoff {
-	return &Handoff{ch: make(chan net.Conn), done: make(chan struct{})}
+	return &Handoff{ch: make(chan net.Conn), done: make(chan struct{}), parked: make(map[*parkedConn]struct{})}
 }
 
 // Accept returns the next connection handed back.
@@ -44,10 +49,94 @@ func (l *Handoff) Accept() (net.Conn, error) {
 	}
 }
 
-// Close stops Accept; connections handed back from now on are closed.
+// Close stops Accept; connections handed back from now on are closed, and so are the
+// parked ones.
 func (l *Handoff) Close() error {
-	l.once.Do(func() { close(l.done) })
+	l.once.Do(func() {
+		close(l.done)
+		l.mu.Lock()
+		parked := l.parked
+		l.parked = nil
+		l.mu.Unlock()
+		for pc := range parked {
+			pc.end(false)
+		}
+	})
 	return nil
+}
+
+// parkedConn is a keep-alive connection between two requests, held by park.
+type parkedConn struct {
+	l     *Handoff
+	c     net.Conn
+	mu    sync.Mutex
+	ended bool
+	watch *netpoll.Watch
+	timer *time.Timer
+}
+
+// park holds c, a keep-alive connection whose last response was written in full and whose
+// next request has not begun, without a goroutine or buffers: held by net/http, such a
+// connection keeps its serve goroutine and a 4 KiB reader and writer until the next
+// request (a client that negotiated and then opened its WebSocket elsewhere may keep it
+// idle for minutes; in a reconnect storm, thousands wait so at once). The poller reports
+// the next request, or the client closing, and the connection goes back to net/http
+// then; without either within idle, or when l closes, it is closed, as net/http closes an
+// idle connection. It reports false, having done nothing, if the poller can't watch c.
+func (l *Handoff) park(c net.Conn, idle time.Duration) bool {
+	pc := &parkedConn{l: l, c: c}
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	l.mu.Lock()
+	if l.parked == nil {
+		l.mu.Unlock()
+		return false
+	}
+	l.parked[pc] = struct{}{}
+	l.mu.Unlock()
+	// The watch starts armed and may call at once: that call waits for pc.mu.
+	w, err := netpoll.StartFunc(c, func() { pc.end(true) }, nil)
+	if err != nil {
+		pc.ended = true // for Close, which may be waiting for pc.mu
+		l.mu.Lock()
+		delete(l.parked, pc)
+		l.mu.Unlock()
+		return false
+	}
+	pc.watch = w
+	pc.timer = time.AfterFunc(idle, func() { pc.end(false) })
+	return true
+}
+
+// end stops watching a parked connection, once, and hands it back to net/http or closes
+// it.
+func (pc *parkedConn) end(handBack bool) {
+	pc.mu.Lock()
+	if pc.ended {
+		pc.mu.Unlock()
+		return
+	}
+	pc.ended = true
+	pc.watch.Stop()
+	pc.timer.Stop()
+	pc.mu.Unlock()
+	pc.l.mu.Lock()
+	if pc.l.parked != nil {
+		delete(pc.l.parked, pc)
+	}
+	pc.l.mu.Unlock()
+	if handBack {
+		pc.l.give(pc.c)
+	} else {
+		pc.c.Close()
+	}
+}
+
+// parkedCount is how many connections are parked now.
+func (l *Handoff) parkedCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.parked)
 }
 
 // Addr names the listener; it has no address of its own.

@@ -6,8 +6,10 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 
 	"github.com/ferryrt/ferry/session"
+	"github.com/ferryrt/ferry/transport/internal/netpoll"
 )
 
 // Negotiate handles POST /negotiate: it creates or resumes a session and tells the client
@@ -91,7 +93,7 @@ func (h *Negotiate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	mc := h.cfg.Manager.Config()
-	writeJSON(w, NegotiateResponse{
+	h.answer(w, r, NegotiateResponse{
 		V:            1,
 		Session:      n.Credential,
 		SID:          n.Claims.SID,
@@ -106,6 +108,47 @@ func (h *Negotiate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			MaxBodyBytes:    h.cfg.MaxBodyBytes,
 		},
 	})
+}
+
+// answer writes the negotiation's response and, on a plain HTTP/1.1 keep-alive connection
+// when the Handoff is served, parks the connection until its next request (Handoff.park):
+// a client's negotiation is followed by its attachment, often on another connection, so
+// this one would otherwise wait idle in net/http with a goroutine and 8 KiB of buffers.
+func (h *Negotiate) answer(w http.ResponseWriter, r *http.Request, resp NegotiateResponse) {
+	body, _ := json.Marshal(resp)
+	body = append(body, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Write(body)
+	// The body was read to its end (readJSON), so the connection is between requests.
+	if !h.cfg.Handoff.open() || r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.TLS != nil || r.Close ||
+		h.cfg.Manager.Draining() || !netpoll.Supported() {
+		return
+	}
+	rc := http.NewResponseController(w)
+	if rc.Flush() != nil {
+		return
+	}
+	conn, brw, err := rc.Hijack()
+	if err != nil {
+		return
+	}
+	var rest []byte
+	if c, ok := conn.(*prefixConn); ok { // handed back once already
+		conn, rest = c.Conn, c.buf
+	}
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		rest = append(append([]byte(nil), b...), rest...)
+	}
+	if len(rest) > 0 { // the next request came already
+		h.cfg.Handoff.give(&prefixConn{Conn: conn, buf: rest})
+		return
+	}
+	if !h.cfg.Handoff.park(conn, h.cfg.IdleTimeout) {
+		h.cfg.Handoff.give(conn)
+	}
 }
 
 // readJSON decodes a JSON body of at most limit bytes into v. Only application/json is

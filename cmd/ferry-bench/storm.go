@@ -206,7 +206,7 @@ func runStorm(ctx context.Context, o *options, logw io.Writer) ([]*StormResult, 
 			return nil, err
 		}
 		defer nodes[i].kill()
-		if err := nodes[i].start(ctx); err != nil {
+		if err := nodes[i].start(ctx, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -319,29 +319,34 @@ func runStorm(ctx context.Context, o *options, logw io.Writer) ([]*StormResult, 
 		if err := victim.stop(sig); err != nil {
 			return results, err
 		}
-		if err := victim.start(ctx); err != nil {
+		// Sample the new process from its start (the storm begins before it answers
+		// /healthz, which waits in the listen queue with everyone else) until the storm is
+		// over.
+		samples := make(chan []sample, 1)
+		sampleCtx, stopSampling := context.WithCancel(ctx)
+		defer stopSampling() // on the early returns; called below otherwise
+		sampleFrom := func(pid int) {
+			go func() {
+				var ss []sample
+				t := time.NewTicker(100 * time.Millisecond)
+				defer t.Stop()
+				for {
+					if s, ok := readSample(pid); ok {
+						ss = append(ss, s)
+					}
+					select {
+					case <-sampleCtx.Done():
+						samples <- ss
+						return
+					case <-t.C:
+					}
+				}
+			}()
+		}
+		if err := victim.start(ctx, sampleFrom); err != nil {
 			return results, err
 		}
 		tUp := time.Now()
-		// Sample the new process until the storm is over.
-		samples := make(chan []sample, 1)
-		sampleCtx, stopSampling := context.WithCancel(ctx)
-		go func(pid int) {
-			var ss []sample
-			t := time.NewTicker(100 * time.Millisecond)
-			defer t.Stop()
-			for {
-				if s, ok := readSample(pid); ok {
-					ss = append(ss, s)
-				}
-				select {
-				case <-sampleCtx.Done():
-					samples <- ss
-					return
-				case <-t.C:
-				}
-			}
-		}(victim.pid())
 
 		// Every client that lost its attachment must attach again; in a cluster, those on
 		// other nodes never lose theirs. A client counts as lost once it has noticed.

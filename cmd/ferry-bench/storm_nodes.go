@@ -46,8 +46,10 @@ func newNode(name, bin, workDir string, args []string) (*node, error) {
 	return &node{name: name, bin: bin, args: args, addr: addr, log: filepath.Join(workDir, name+".log")}, nil
 }
 
-// start runs the node and returns once /healthz answers: the node answers again.
-func (n *node) start(ctx context.Context) error {
+// start runs the node and returns once /healthz answers: the node answers again. started,
+// if not nil, is called with the new process's pid as soon as it runs, before it answers,
+// so that its memory can be sampled from its first moment.
+func (n *node) start(ctx context.Context, started func(pid int)) error {
 	f, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -66,6 +68,9 @@ func (n *node) start(ctx context.Context) error {
 		return fmt.Errorf("%s: %w", n.name, err)
 	}
 	n.done = make(chan struct{})
+	if started != nil {
+		started(n.cmd.Process.Pid)
+	}
 	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(n.cmd, n.done)
 	return waitHealthy(ctx, "http://"+n.addr+"/healthz", n.done, n.name+" (log: "+n.log+")")
 }

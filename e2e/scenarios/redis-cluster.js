@@ -133,8 +133,11 @@ async function setup(ctx) {
   }
   await Promise.all(nodes.map((n) => n.start()));
   for (const n of nodes) ctx.note(`${n.name} ${n.url} (log ${n.logFile})`);
+  // max_fails=0: while a Redis master is down every node answers some requests 503 (the
+  // shard is unavailable), which nginx would count as node failures and leave every node
+  // out; a dead node is still skipped per request (connection refused, next upstream).
   const ng = new Nginx({
-    dir: ctx.dir, template: 'lb', name: 'lb', upstreams: nodes.map((n) => `${n.addr} max_fails=1 fail_timeout=30s`),
+    dir: ctx.dir, template: 'lb', name: 'lb', upstreams: nodes.map((n) => `${n.addr} max_fails=0`),
   });
   ctx.defer(() => ng.stop(), 'stop lb');
   await ng.start();

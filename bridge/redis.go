@@ -259,6 +259,14 @@ func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) 
 		b.closeClients()
 		return nil, fmt.Errorf("bridge: redis at %s: %w", redisAddr(b.rdb), err)
 	}
+	for _, c := range []redis.UniversalClient{b.rdb, b.blk} {
+		if cc, ok := c.(*redis.ClusterClient); ok {
+			if err := followFailovers(ctx, cc); err != nil {
+				b.closeClients()
+				return nil, fmt.Errorf("bridge: redis at %s: %w", redisAddr(b.rdb), err)
+			}
+		}
+	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	return b, nil
 }

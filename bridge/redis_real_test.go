@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -285,4 +287,100 @@ func TestRealRedisClusterFailover(t *testing.T) {
 		t.Fatalf("delivered %s", got)
 	}
 	eventually(t, "the subscribed node ready", func() bool { return b.Ready(ctx) == nil })
+}
+
+// TestRealRedisClusterMasterKilled kills (SIGKILL) the master of a channel's slot on the
+// real cluster, after WAIT has seen its write reach the replica: once the replica has taken
+// over (the cluster's node timeout plus an election), publishing goes on at the next offset
+// of the same epoch and the subscribed node delivers it. go-redis alone would go on dialing
+// the dead master until its periodic slot reload a minute later; the broker reloads the
+// slot map on every failed dial (followFailovers). The master must be a process on this
+// machine (its INFO process_id); the test kills one of the cluster's masters that still
+// has a live replica, so a cluster survives two runs of it.
+func TestRealRedisClusterMasterKilled(t *testing.T) {
+	addrs := os.Getenv("FERRY_TEST_REDIS_CLUSTER")
+	if addrs == "" {
+		t.Skip("FERRY_TEST_REDIS_CLUSTER not set: no Redis Cluster to fail over")
+	}
+	url := "redis+cluster://" + addrs
+	prefix, rdb := realRedis(t, url)
+	cc := rdb.(*redis.ClusterClient)
+	ctx := context.Background()
+	a := newRealBroker(t, url, prefix, RedisConfig{NoPublishStream: true})
+	b := newRealBroker(t, url, prefix, RedisConfig{NoPublishStream: true})
+	startBroker(t, a)
+	in := startBroker(t, b)
+
+	// A channel whose master has a connected replica.
+	var ch string
+	var master *redis.Client
+	for i := 0; i < 64 && ch == ""; i++ {
+		c := fmt.Sprintf("room:kill%d", i)
+		m, err := cc.MasterForKey(ctx, a.keys.meta(c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := m.ClusterMyID(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps, _ := m.ClusterSlaves(ctx, id).Result()
+		for _, r := range reps {
+			if strings.Contains(r, " connected") && !strings.Contains(r, "fail") {
+				ch, master = c, m
+			}
+		}
+	}
+	if ch == "" {
+		t.Fatal("no master of the cluster has a connected replica left to fail over to: start the cluster again (scripts/redis-cluster.sh)")
+	}
+	if err := b.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	m1 := mustPublish(t, a, ch, "1")
+	in.waitFor(t, "the first message", func() bool { return len(in.on(ch)) == 1 })
+	if n, err := master.Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n < 1 {
+		t.Fatalf("WAIT 1 on %s: %d replicas, %v", master.Options().Addr, n, err)
+	}
+	info, err := master.Info(ctx, "server").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "process_id:"); ok {
+			pid, _ = strconv.Atoi(v)
+		}
+	}
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		t.Fatalf("the master %s (process_id %d) is not a process of this machine: cannot kill it", master.Options().Addr, pid)
+	}
+	killed := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+
+	// Publishing comes back once the replica serves the slot; well within a minute.
+	var m2 *session.Message
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		m2, err = a.Publish(pctx, ch, json.RawMessage("2"), nil)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no publish on %s within 30 s of killing its master: %v", ch, err)
+		}
+		time.Sleep(100 * time.Millisecond) // pacing the retries, not waiting for an event
+	}
+	t.Logf("publishing resumed %v after the master was killed", time.Since(killed).Round(time.Millisecond))
+	if m2.Pos != (session.Position{Epoch: m1.Pos.Epoch, Offset: 2}) {
+		t.Fatalf("after the failover the publish got %v, want offset 2 of epoch %s", m2.Pos, m1.Pos.Epoch)
+	}
+	in.waitFor(t, "the message after the failover", func() bool { return len(in.on(ch)) == 2 })
+	if got := fmt.Sprint(in.on(ch)); got != "[1:1 2:2]" {
+		t.Fatalf("delivered %s", got)
+	}
 }

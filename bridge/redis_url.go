@@ -1,7 +1,9 @@
 package bridge
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 
@@ -93,4 +95,39 @@ func redisAddr(c redis.UniversalClient) string {
 		return "cluster " + strings.Join(c.Options().Addrs, ",")
 	}
 	return fmt.Sprintf("%T", c)
+}
+
+// followFailovers makes a cluster client reload its slot map as soon as it cannot dial a
+// node. go-redis reloads it on MOVED (a graceful failover: the old master answers) but not
+// when a master is gone (SIGKILL, a lost host): commands and pub/sub reconnects then go on
+// dialing the dead address until the periodic reload, a minute later by default. With this
+// hook every refused dial asks for a reload (go-redis runs at most one at a time, 200 ms
+// apart), so once a replica has taken over, the next attempt goes to it. It hooks the
+// nodes the client knows now and every node it meets later.
+func followFailovers(ctx context.Context, c *redis.ClusterClient) error {
+	h := reloadOnDialError{c}
+	c.OnNewNode(func(n *redis.Client) { n.AddHook(h) })
+	return c.ForEachShard(ctx, func(_ context.Context, n *redis.Client) error {
+		n.AddHook(h)
+		return nil
+	})
+}
+
+// reloadOnDialError is the go-redis hook of followFailovers.
+type reloadOnDialError struct{ c *redis.ClusterClient }
+
+func (h reloadOnDialError) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := next(ctx, network, addr)
+		if err != nil && ctx.Err() == nil {
+			h.c.ReloadState(context.Background())
+		}
+		return conn, err
+	}
+}
+
+func (reloadOnDialError) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (reloadOnDialError) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }

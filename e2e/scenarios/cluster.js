@@ -34,7 +34,7 @@ const RUN = 8000; // publishing in cluster:<t>
 const KILL_RUN = 5000; // publishing before and after the kill in cluster-kill:<t>
 
 /** A publisher for the balancer: an ambiguous 502/504 (node died mid-request) is unknown. */
-class BalancedPublisher extends Publisher {
+export class BalancedPublisher extends Publisher {
   async _publish(ch, seq) {
     const r = await super._publish(ch, seq);
     if (r === 'retry' && /^HTTP 50[24]\b/.test(this.lastError || '')) {
@@ -82,7 +82,7 @@ function startPublisher(ctx, ng) {
 const nodeByAddr = (nodes) => new Map(nodes.map((n) => [n.addr, n.name]));
 
 /** Nodes (by name) that answered requests whose path starts with `prefix`, with counts. */
-function servedBy(ng, nodes, re) {
+export function servedBy(ng, nodes, re) {
   const names = nodeByAddr(nodes);
   const out = {};
   for (const e of ng.accessEntries()) {
@@ -95,10 +95,10 @@ function servedBy(ng, nodes, re) {
   return out;
 }
 
-const fmtCounts = (o) => Object.entries(o).sort().map(([k, v]) => `${k}:${v}`).join(' ') || 'none';
+export const fmtCounts = (o) => Object.entries(o).sort().map(([k, v]) => `${k}:${v}`).join(' ') || 'none';
 
 /** "attached" log lines of a node for `tr` (info for ws/sse, debug for each poll), with times. */
-function attaches(n, tr) {
+export function attaches(n, tr) {
   return n.grepLog(new RegExp(`attached.*transport=${tr}\\b`)).map((l) => {
     const m = /time=(\S+)/.exec(l);
     return { t: m ? Date.parse(m[1]) : NaN, line: l };
@@ -106,7 +106,7 @@ function attaches(n, tr) {
 }
 
 /** The node with the most recent attachment of the page on `tr`. */
-function holder(nodes, tr) {
+export function holder(nodes, tr) {
   let best = null;
   for (const n of nodes) {
     const a = attaches(n, tr);
@@ -121,7 +121,7 @@ function holder(nodes, tr) {
  * poll is one request, logged when it ends); a WebSocket or an SSE stream is logged by nginx
  * only when it closes, so those come from the nodes' "attached" lines.
  */
-function connsBy(ng, nodes, tr) {
+export function connsBy(ng, nodes, tr) {
   if (tr === 'longpoll') return servedBy(ng, nodes, /^GET \/ferry\/poll\b/);
   const out = {};
   for (const n of nodes) {

@@ -40,7 +40,7 @@ async function freeClusterPort(taken) {
 
 /**
  * new RedisCluster({dir}); start(); url (redis+cluster://…); masterOf(key) → {port, id};
- * kill(port) (SIGKILL); waitServed(key, notPort) waits until another node is master of the
+ * kill(port) (SIGKILL); killInSync(port) (SIGKILL once its replicas are in sync); waitServed(key, notPort) waits until another node is master of the
  * key's slot and every live node agrees the cluster is ok; stop().
  */
 export class RedisCluster {
@@ -144,6 +144,24 @@ export class RedisCluster {
     const n = this.nodes.find((x) => x.port === port);
     if (!n) throw new Error(`no cluster node on port ${port}`);
     return stopProcess(n.proc, { signal: 'SIGKILL', timeout: 5000 });
+  }
+
+  /**
+   * SIGKILLs the master on `port` once its replicas hold everything it acknowledged: its
+   * writes are paused (CLIENT PAUSE WRITE, which holds scripts and PUBLISH too) and the kill
+   * comes when every replica's offset has reached the master's. A master that dies with
+   * acknowledged writes its replicas never got is a different failure, one the broker does
+   * not yet turn into a reset (docs/OPERATIONS.md); this kill leaves that out.
+   */
+  async killInSync(port) {
+    await this.cli(port, 'client', 'pause', '10000', 'write');
+    await waitFor(async () => {
+      const info = await this.cli(port, 'info', 'replication');
+      const own = Number(/master_repl_offset:(\d+)/.exec(info)?.[1]);
+      const replicas = [...info.matchAll(/slave\d+:[^\n]*offset=(\d+)/g)].map((m) => Number(m[1]));
+      return replicas.length > 0 && replicas.every((o) => o >= own);
+    }, { timeout: 8000, interval: 20, what: `the replicas of ${port} to catch up before its kill` });
+    return this.kill(port);
   }
 
   /** Waits until a node other than `oldPort` is master of key's slot on every live node. */

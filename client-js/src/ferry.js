@@ -33,6 +33,9 @@ import { Attachment, cursor, WALK, BUFFERING, UPGRADE, RESUBSCRIBE, RESUME } fro
  * may be in proof (a swap: down when a proxy buffers, up when the background probe succeeds,
  * or the same transport with a new cursor); see Purpose.
  */
+/** 128 random bits, base64url: 22 characters. */
+const newCid = () => btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16)))).slice(0, 22).replace(/\+/g, '-').replace(/\//g, '_');
+
 const IDLE = 0;
 const NEGOTIATING = 1;
 const ATTACHING = 2;
@@ -84,6 +87,9 @@ export class Ferry extends Emitter {
   #announced = null; // the transport of the last `transport` event
   /** @type {string | null} */
   #credential = null;
+  // The client identity (PROTOCOL.md §3, "Upstream across sessions"): drawn once, kept in
+  // memory with the upstream queue, so the server's dedupe outlives the session (4005).
+  #cid = newCid();
   /** @type {string | null} */
   #sid = null;
   /** @type {string | null} */
@@ -289,10 +295,11 @@ export class Ferry extends Emitter {
     const n = await call(this.#env, `${this.#base}/negotiate`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', ...auth(token) },
-      body: JSON.stringify(this.#credential ? { session: this.#credential } : {}),
+      body: JSON.stringify({ session: this.#credential ?? undefined, cid: this.#cid }),
     }, o.requestTimeout);
-    // A new session numbers its upstream from 1 again; what is unacked goes again under it.
-    if (this.#sid && n.sid !== this.#sid) this.#upstream.renumber();
+    // A new session: the numbering goes on under the same cid, and what is unacked goes again
+    // with the seq it had, which the server's dedupe (keyed by the cid) recognises.
+    if (this.#sid && n.sid !== this.#sid) this.#upstream.renewed();
     this.#sid = n.sid;
     this.#credential = n.session;
     this.#negotiated = n;

@@ -189,9 +189,12 @@ export interface FerryOptions {
   backoff?: Backoff;
   /** Backoff of the background probe of the preferred transport. Default { min: 5000, max: 300000 }. */
   upgradeProbe?: Backoff;
-  /** Unacknowledged upstream frames kept at most. Default 1000. */
+  /** Unacknowledged upstream frames kept at most. Default 1000; keep it under the server's dedupe window (1024). */
   maxQueue?: number;
-  /** ms for an upstream frame to be acknowledged. Default 30000. */
+  /**
+   * ms for an upstream frame to be acknowledged. Default 30000. Keep it under the server's
+   * DedupeTTL (cmd/ferry: twice --session-ttl, 120 s by default): a frame is never resent later.
+   */
   sendTimeout?: number;
   /** ms the transport that worked is remembered per origin; 0 turns it off. Default 600000. */
   rememberTransport?: number;
@@ -248,8 +251,12 @@ export declare class Ferry {
     options?: SubscribeOptions,
   ): Subscription;
   subscription(channel: string): Subscription | undefined;
-  /** Publishes to a channel; resolves with the message's position (null if it was a resent duplicate). */
+  /**
+   * Publishes to a channel, exactly once (even across a 4005: see README); resolves with the
+   * message's position, also when the ack answers a resent duplicate. Null only for a
+   * duplicate the server no longer remembers (beyond its window of 1024 frames).
+   */
   publish(channel: string, data: Payload): Promise<Position | null>;
-  /** Sends to the server's upstream handler; resolves once acknowledged. */
+  /** Sends to the server's upstream handler, exactly once; resolves once acknowledged. */
   send(data: Payload): Promise<void>;
 }

@@ -21,8 +21,9 @@ const BATCH = 256;
  * processes each seq once and acks duplicates), so everything unacknowledged goes again on
  * every new route: a new WebSocket, or from a WebSocket to POST /send and back.
  *
- * Sequence numbers are given in one place, #number: the sequence belongs to the session
- * today, and a client identity that outlives sessions would number there instead.
+ * Sequence numbers belong to the client identity (cid), not to the session: they go on
+ * across sessions, and a frame keeps its seq for life, so a resend after 4005 under a new
+ * session is still recognised as a duplicate by the server (PROTOCOL.md §3).
  */
 export class Upstream {
   #o;
@@ -36,7 +37,7 @@ export class Upstream {
   #transport = null;
   /** @type {Transport | 'http' | null} what resends are keyed on: a WebSocket, or every POST /send */
   #route = null;
-  #numbering = 0; // bumped by renumber: acks of an older numbering mean nothing
+  #session = 0; // bumped by renewed: a 4005 or refusal from an older session means nothing
   #posting = false;
   #fails = 0; // failed POSTs (or rate-limited frames) in a row
   /** @type {unknown} */
@@ -65,18 +66,11 @@ export class Upstream {
     if (this.#queue.size >= maxQueue) return Promise.reject(new FerryError('queue-full', `upstream queue full (${maxQueue})`, 'not-sent'));
     return new Promise((resolve, reject) => {
       /** @type {Entry} */
-      const e = { frame, resolve, reject, timer: null, sent: false, out: false };
+      const e = { frame: { ...frame, seq: ++this.#seq }, resolve, reject, timer: null, sent: false, out: false };
       e.timer = this.#clock.setTimeout(() => this.#settle(e, new FerryError('timeout', `no ack in ${sendTimeout} ms`)), sendTimeout);
-      this.#number(e);
+      this.#queue.set(this.#seq, e);
       this.flush();
     });
-  }
-
-  /** @param {Entry} e */
-  #number(e) {
-    e.frame = { ...e.frame, seq: ++this.#seq };
-    e.sent = false;
-    this.#queue.set(this.#seq, e);
   }
 
   /** An ack frame (or one entry of a POST's acks). @param {Frame} a */
@@ -85,13 +79,15 @@ export class Upstream {
     if (!e) return; // timed out already, or a duplicate ack
     const err = /** @type {{code: number, reason: string} | undefined} */ (a.err);
     if (err?.code === 4029) {
-      // Rate limited: the server did not process it; send it again after a backoff.
+      // Rate limited, or a duplicate whose first attempt has no outcome yet: nothing is
+      // decided; send it again after a backoff.
       e.sent = false;
       return this.#retryLater();
     }
     this.#fails = 0;
     // A refusal was not processed, except an internal error (a publish whose outcome the
-    // server could not learn counts as processed there, and is not retried).
+    // server could not learn counts as processed there, and is not retried). A duplicate
+    // (dup) carries the first attempt's outcome: its error, or a pub's position.
     if (err) this.#settle(e, new FerryError(err.code, err.reason, err.code === 1011 ? 'unknown' : 'not-sent'));
     else this.#settle(e, null, typeof a.ep === 'string' ? { epoch: a.ep, offset: /** @type {number} */ (a.off) } : null);
   }
@@ -110,13 +106,9 @@ export class Upstream {
     this.flush();
   }
 
-  /** A new session: its sequence starts again at 1, in the order the frames were made. */
-  renumber() {
-    const q = [...this.#queue.values()];
-    this.#queue.clear();
-    this.#seq = 0;
-    this.#numbering++;
-    for (const e of q) this.#number(e);
+  /** A new session replaced an expired one: the seq numbers go on (the cid outlives it). */
+  renewed() {
+    this.#session++;
   }
 
   /** @param {FerryError} err */
@@ -137,13 +129,14 @@ export class Upstream {
     for (const e of batch) e.sent = e.out = true;
     const acks = t.send(batch.map((e) => e.frame));
     if (!acks) return; // a WebSocket: acks come back as frames
-    const numbering = this.#numbering;
-    const current = () => numbering === this.#numbering;
+    const session = this.#session;
+    const current = () => session === this.#session;
     this.#posting = true;
     acks.then(
       (list) => {
         this.#posting = false;
-        if (current()) for (const a of list) this.ack(a);
+        // Acks of an older session hold too: the dedupe is the cid's.
+        for (const a of list) this.ack(a);
         // A frame the response didn't acknowledge goes again with the next POST.
         for (const e of batch) e.sent = false;
         this.flush();

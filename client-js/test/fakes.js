@@ -124,7 +124,8 @@ export class FakeServer {
     this.failPolls = 0; // polls to answer with 502 before anything else
     this.negotiateReply = null; // (body) => Response, overriding negotiate
     this.channels = new Map();
-    this.sessions = new Map(); // credential → { sid, seen }
+    this.sessions = new Map(); // credential → { sid, cred, cid }
+    this.windows = new Map(); // dedupe key (the cid, else the credential) → seq → first ack
     this.n = 0;
     this.att = null; // the current attachment
     this.conns = []; // every attachment ever
@@ -281,15 +282,22 @@ export class FakeServer {
     for (const m of c.msgs) if (m.off > off) conn.push(m);
   }
 
+  /** Like the real server (PROTOCOL.md §3): dedupe by cid across sessions, and a duplicate gets the first outcome. */
   _upstream(sess, f) {
     const err = this.refuse?.(f);
     if (err) return { t: 'ack', seq: f.seq, err };
-    if (sess.seen.has(f.seq)) return { t: 'ack', seq: f.seq, dup: true };
-    sess.seen.add(f.seq);
+    const key = sess.cid ?? sess.cred;
+    if (!this.windows.has(key)) this.windows.set(key, new Map());
+    const seen = this.windows.get(key);
+    if (seen.has(f.seq)) return { ...seen.get(f.seq), dup: true };
     this.received.push({ sid: sess.sid, ...f });
-    if (f.t !== 'pub') return { t: 'ack', seq: f.seq };
-    const m = this.publish(f.ch, f.d);
-    return { t: 'ack', seq: f.seq, ep: m.ep, off: m.off };
+    let ack = { t: 'ack', seq: f.seq };
+    if (f.t === 'pub') {
+      const m = this.publish(f.ch, f.d);
+      ack = { ...ack, ep: m.ep, off: m.off };
+    }
+    seen.set(f.seq, ack);
+    return ack;
   }
 
   _negotiate(init) {
@@ -300,7 +308,7 @@ export class FakeServer {
     const resumed = !!sess;
     if (!sess) {
       const n = ++this.n;
-      sess = { sid: `sid${n}`, cred: `cred${n}`, seen: new Set() };
+      sess = { sid: `sid${n}`, cred: `cred${n}`, cid: body.cid };
       this.sessions.set(sess.cred, sess);
     }
     return json(200, {

@@ -17,6 +17,7 @@ const dir = mkdtempSync(join(tmpdir(), 'ferry-it-'));
 const bin = join(dir, 'ferry');
 let proc;
 let base;
+const extra = []; // servers started by single tests
 
 /** Resolves with the address the server logs once it listens (it was told port 0). */
 function listening(child) {
@@ -33,21 +34,31 @@ function listening(child) {
   });
 }
 
+let servers = 0;
+
+/**
+ * Starts the server binary with these flags; resolves with its process and base URL. Each
+ * has a data directory of its own: the default one (in HOME) would carry channels over
+ * from earlier runs, and its lock would refuse a second server.
+ */
+async function start(flags) {
+  const data = join(dir, `data-${servers++}`);
+  const child = spawn(bin, ['--addr', '127.0.0.1:0', '--data-dir', data, '--api-key', 'test-key', '--demo=false', ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return { child, base: `http://${await listening(child)}/ferry` };
+}
+
 before(async () => {
   await promisify(execFile)('go', ['build', '-o', bin, './cmd/ferry'], { cwd: root });
-  // A data directory of its own: the default one (in HOME) would carry channels over from
-  // earlier runs, and its lock would refuse a second server.
-  proc = spawn(bin, ['--addr', '127.0.0.1:0', '--data-dir', join(dir, 'data'), '--api-key', 'test-key', '--demo=false', '--heartbeat', '1s', '--poll-hold', '2s'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  base = `http://${await listening(proc)}/ferry`;
+  ({ child: proc, base } = await start(['--heartbeat', '1s', '--poll-hold', '2s']));
 });
 
 after(() => {
-  if (proc && proc.exitCode === null) process.kill(proc.pid, 'SIGTERM');
+  for (const p of [proc, ...extra]) if (p && p.exitCode === null) process.kill(p.pid, 'SIGTERM');
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function publish(channel, data) {
-  const res = await fetch(`${base}/api/publish`, {
+async function publish(channel, data, at = base) {
+  const res = await fetch(`${at}/api/publish`, {
     method: 'POST',
     headers: { Authorization: 'Bearer test-key', 'Content-Type': 'application/json' },
     body: JSON.stringify({ channel, data }),
@@ -172,5 +183,84 @@ test('presence: listening to join shows who subscribes; presence() lists the mem
   } finally {
     a.close();
     b.close();
+  }
+});
+
+/** The value of a metric line of the server's /metrics (Prometheus text), or 0. */
+async function metric(at, line) {
+  const text = await (await fetch(new URL('/metrics', at))).text();
+  const m = text.split('\n').find((l) => l.startsWith(`${line} `));
+  return m ? Number(m.slice(line.length + 1)) : 0;
+}
+
+/** Polls cond (async) until it holds, with a deadline. */
+async function poll(cond, what, ms = 20000) {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) assert.fail(`never reached: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test('a frame processed before its ack was lost, then 4005: resent with its seq under a new session, processed once, publish resolves with its position', async () => {
+  const s = await start(['--heartbeat', '1s', '--poll-hold', '1s', '--session-ttl', '2s']);
+  extra.push(s.child);
+  let dropAcks = false;
+  let blocked = false;
+  const sockets = [];
+  const sent = [];
+  // A WebSocket whose acks can be lost, and a network that can go away (WebSocket and fetch).
+  class LossyWebSocket extends WebSocket {
+    constructor(url) {
+      super(blocked ? 'ws://127.0.0.1:1/' : url);
+      sockets.push(this);
+    }
+    set onmessage(fn) {
+      super.onmessage = (e) => (dropAcks && JSON.parse(e.data).t === 'ack' ? undefined : fn(e));
+    }
+    send(text) {
+      sent.push([sockets.length, JSON.parse(text)]);
+      super.send(text);
+    }
+  }
+  const lossyFetch = (url, init) => (blocked ? Promise.reject(new TypeError('network down')) : fetch(url, init));
+  const opts = { transports: ['websocket'], WebSocket: LossyWebSocket, fetch: lossyFetch, storage: null, online: null, backoff: { min: 50, max: 200 } };
+  const ferry = new Ferry(s.base, opts);
+  const observer = new Ferry(s.base, { transports: ['websocket'], WebSocket, storage: null, online: null });
+  const channel = 'room:it-cid';
+  const seen = [];
+  try {
+    const connected = when(ferry, 'state', (e) => e.state === 'connected');
+    const watch = observer.subscribe(channel, (data, { offset }) => seen.push([data, offset]));
+    await when(watch, 'subscribed');
+    await connected;
+    const firstSid = ferry.sid;
+    await ferry.send('warm-up'); // seq 1, acked
+    dropAcks = true;
+    const p = ferry.publish(channel, { n: 1 }); // seq 2: processed, its ack lost
+    await poll(() => seen.length === 1, 'the publish processed');
+    blocked = true;
+    sockets.at(-1).terminate();
+    await when(ferry, 'state', (e) => e.state === 'reconnecting');
+    // The session expires while the client cannot reach the server (the observer's stays).
+    await poll(async () => (await metric(s.base, 'ferry_sessions')) === 1, 'the session expired', 10000);
+    dropAcks = false;
+    blocked = false;
+    const pos = await p;
+    assert.notEqual(ferry.sid, firstSid, 'a new session');
+    assert.deepEqual(pos, { epoch: watch.position.epoch, offset: 1 }, 'the position of the first attempt');
+    const pubs = sent.filter(([, f]) => f.t === 'pub');
+    assert.ok(pubs.length >= 2, 'sent again');
+    assert.ok(pubs.every(([, f]) => f.seq === 2), `always as seq 2: ${JSON.stringify(pubs)}`);
+    assert.equal(await metric(s.base, 'ferry_upstream_total{outcome="duplicate"}'), 1, 'the resend was answered as a duplicate');
+    // Everything published before the marker has reached the observer once the marker has.
+    await publish(channel, 'marker', s.base);
+    await poll(() => seen.some(([d]) => d === 'marker'), 'the marker');
+    assert.deepEqual(seen, [[{ n: 1 }, 1], ['marker', 2]], 'processed once');
+    assert.deepEqual(await ferry.publish(channel, { n: 2 }), { epoch: watch.position.epoch, offset: 3 });
+    assert.equal(sent.filter(([, f]) => f.t === 'pub').at(-1)[1].seq, 3, 'numbering goes on');
+  } finally {
+    ferry.close();
+    observer.close();
   }
 });

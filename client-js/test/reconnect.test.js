@@ -58,7 +58,7 @@ test('a lost connection reconnects and says so, with the code', async () => {
   assert.deepEqual(states.at(-1), { state: 'reconnecting', transport: null, code: 4002, reason: 'slow consumer' });
   await clock.tick(250);
   await until(() => ferry.state === 'connected');
-  assert.deepEqual(server.negotiations.at(-1).body, { session: 'cred1' }, 'resumes the session');
+  assert.deepEqual(server.negotiations.at(-1).body, { session: 'cred1', cid: server.negotiations[0].body.cid }, 'resumes the session');
   ferry.close();
 });
 

@@ -58,7 +58,7 @@ test('unacked frames are resent on the next attachment until acked; duplicates r
   server.att.cut();
   await clock.tick(250);
   assert.equal(await a, undefined);
-  assert.equal(await b, null, 'a duplicate pub is acked without position');
+  assert.deepEqual(await b, { epoch: 'e1', offset: 1 }, 'a duplicate pub resolves with the position its first attempt got');
   assert.deepEqual(server.sockets[1].sent.filter((f) => f.seq).map((f) => f.seq), [1, 2], 'same seqs again');
   assert.equal(server.received.length, 2, 'processed once');
   ferry.close();
@@ -125,45 +125,65 @@ test('after close, send rejects as closed', async () => {
   assert.equal(err.code, 'closed');
 });
 
-test('a new session (4005) renumbers unacked frames from 1 and keeps positions', async () => {
+test('a new session (4005) keeps the cid and the seq numbers: frames processed before it are not processed again', async () => {
   const { clock, server, ferry } = world();
   const got = [];
   ferry.subscribe('room:a', (d) => got.push(d));
   await until(() => ferry.state === 'connected' && server.att.subs.has('room:a'));
   server.publish('room:a', 1);
   await ferry.send('acked');
-  server.ack = false;
+  server.ack = false; // processed, but the acks are lost with the session
   const lost = ferry.send('unacked-1');
-  const lost2 = ferry.send('unacked-2');
+  const lost2 = ferry.publish('room:a', 'unacked-2');
   await until(() => server.received.length === 3);
   server.ack = true;
   server.expireAll();
   server.att.end(4005);
-  server.publish('room:a', 2);
+  server.publish('room:a', 3);
   await clock.tick(0);
-  await Promise.all([lost, lost2]);
+  assert.equal(await lost, undefined);
+  assert.deepEqual(await lost2, { epoch: 'e1', offset: 2 }, 'the position of the first attempt');
   assert.equal(ferry.sid, 'sid2');
-  assert.deepEqual(server.negotiations.map((n) => n.body), [{}, {}], 'a fresh negotiate');
-  const again = server.received.filter((f) => f.sid === 'sid2').map((f) => [f.seq, f.d]);
-  assert.deepEqual(again, [[1, 'unacked-1'], [2, 'unacked-2']]);
-  assert.equal(cursorOf(server), 'room:a=e1.1');
-  assert.deepEqual(got, [1, 2]);
-  assert.deepEqual(await ferry.publish('room:a', 3), { epoch: 'e1', offset: 3 });
-  assert.equal(server.received.at(-1).seq, 3);
+  const [first, second] = server.negotiations.map((n) => n.body);
+  assert.match(first.cid, /^[A-Za-z0-9_-]{22}$/);
+  assert.deepEqual(first, { cid: first.cid });
+  assert.deepEqual(second, { cid: first.cid }, 'a fresh negotiate with the same cid');
+  const resent = server.sockets.at(-1).sent.filter((f) => f.seq).map((f) => [f.seq, f.d]);
+  assert.deepEqual(resent, [[2, 'unacked-1'], [3, 'unacked-2']], 'resent with their original seq');
+  assert.deepEqual(server.received.map((f) => [f.sid, f.seq]), [['sid1', 1], ['sid1', 2], ['sid1', 3]], 'each processed once');
+  assert.equal(cursorOf(server), 'room:a=e1.2');
+  assert.deepEqual(got, [1, 'unacked-2', 3]);
+  assert.deepEqual(await ferry.publish('room:a', 4), { epoch: 'e1', offset: 4 });
+  assert.deepEqual(server.received.at(-1), { sid: 'sid2', t: 'pub', ch: 'room:a', d: 4, seq: 4 }, 'numbering goes on');
   ferry.close();
+});
+
+test('every client draws its own cid', async () => {
+  const { server, ferry } = world();
+  const other = server.client({ buffering: false });
+  await until(() => server.negotiations.length === 2);
+  const [a, b] = server.negotiations.map((n) => n.body.cid);
+  assert.notEqual(a, b);
+  ferry.close();
+  other.close();
 });
 
 function cursorOf(server) {
   return server.conns.at(-1).params.get('cursor');
 }
 
-test('a rate-limited frame (ack err 4029) is sent again after a backoff, not rejected', async () => {
+test('an ack with err 4029 (rate limited, or a duplicate with no outcome yet) sends the frame again after a backoff, not rejected', async () => {
   const { clock, server, ferry } = world();
   await until(() => ferry.state === 'connected');
   let calls = 0;
   server.refuse = () => ++calls <= 2 && { code: 4029, reason: 'rate limited: resend after a backoff' };
   const p = ferry.send('x');
   await until(() => calls === 1);
+  // The backoff: full jitter over the first window, 250 ms × random() (0.5 here).
+  await clock.tick(124);
+  assert.equal(calls, 1, 'not before the backoff');
+  await clock.tick(1);
+  assert.equal(calls, 2, 'sent again after it');
   await clock.tick(15000); // past any backoff up to the maximum
   assert.equal(await p, undefined);
   assert.equal(calls, 3, 'refused twice, then sent again and processed');

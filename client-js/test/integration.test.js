@@ -34,16 +34,13 @@ function listening(child) {
   });
 }
 
-let servers = 0;
-
 /**
- * Starts the server binary with these flags; resolves with its process and base URL. Each
- * has a data directory of its own: the default one (in HOME) would carry channels over
- * from earlier runs, and its lock would refuse a second server.
+ * Starts the server binary with these flags; resolves with its process and base URL. It
+ * keeps no data directory: the default one (in HOME) would carry channels over from
+ * earlier runs, and its lock would refuse a second server.
  */
 async function start(flags) {
-  const data = join(dir, `data-${servers++}`);
-  const child = spawn(bin, ['--addr', '127.0.0.1:0', '--data-dir', data, '--api-key', 'test-key', '--demo=false', ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, ['--addr', '127.0.0.1:0', '--data-dir', 'none', '--api-key', 'test-key', '--demo=false', ...flags], { stdio: ['ignore', 'pipe', 'pipe'] });
   return { child, base: `http://${await listening(child)}/ferry` };
 }
 

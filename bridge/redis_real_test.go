@@ -224,23 +224,30 @@ func testRealRedisExactlyOnce(t *testing.T, url, prefix string, rdb redis.Univer
 	}
 }
 
-// A master of the cluster hands its slots over to its replica (CLUSTER FAILOVER, as an
-// operator or a managed Redis does it) while a node is subscribed to a channel it owns:
-// the subscription survives, publishing continues on the new master at the next offset
-// of the same epoch, and the node delivers what follows, once.
-func TestRealRedisClusterFailover(t *testing.T) {
+// clusterPair starts two brokers (two nodes) on the Redis Cluster of
+// FERRY_TEST_REDIS_CLUSTER under a prefix of the test's own, and returns a
+// client of the cluster, both brokers and what the second one receives.
+func clusterPair(t *testing.T) (cc *redis.ClusterClient, a, b *RedisBroker, in *inbox) {
+	t.Helper()
 	addrs := os.Getenv("FERRY_TEST_REDIS_CLUSTER")
 	if addrs == "" {
 		t.Skip("FERRY_TEST_REDIS_CLUSTER not set: no Redis Cluster to fail over")
 	}
 	url := "redis+cluster://" + addrs
 	prefix, rdb := realRedis(t, url)
-	cc := rdb.(*redis.ClusterClient)
-	ctx := context.Background()
-	a := newRealBroker(t, url, prefix, RedisConfig{NoPublishStream: true})
-	b := newRealBroker(t, url, prefix, RedisConfig{NoPublishStream: true})
+	a = newRealBroker(t, url, prefix, RedisConfig{NoPublishStream: true})
+	b = newRealBroker(t, url, prefix, RedisConfig{NoPublishStream: true})
 	startBroker(t, a)
-	in := startBroker(t, b)
+	return rdb.(*redis.ClusterClient), a, b, startBroker(t, b)
+}
+
+// A master of the cluster hands its slots over to its replica (CLUSTER FAILOVER, as an
+// operator or a managed Redis does it) while a node is subscribed to a channel it owns:
+// the subscription survives, publishing continues on the new master at the next offset
+// of the same epoch, and the node delivers what follows, once.
+func TestRealRedisClusterFailover(t *testing.T) {
+	cc, a, b, in := clusterPair(t)
+	ctx := context.Background()
 	if err := b.Subscribe(ctx, "room:f"); err != nil {
 		t.Fatal(err)
 	}
@@ -298,18 +305,8 @@ func TestRealRedisClusterFailover(t *testing.T) {
 // machine (its INFO process_id); the test kills one of the cluster's masters that still
 // has a live replica, so a cluster survives two runs of it.
 func TestRealRedisClusterMasterKilled(t *testing.T) {
-	addrs := os.Getenv("FERRY_TEST_REDIS_CLUSTER")
-	if addrs == "" {
-		t.Skip("FERRY_TEST_REDIS_CLUSTER not set: no Redis Cluster to fail over")
-	}
-	url := "redis+cluster://" + addrs
-	prefix, rdb := realRedis(t, url)
-	cc := rdb.(*redis.ClusterClient)
+	cc, a, b, in := clusterPair(t)
 	ctx := context.Background()
-	a := newRealBroker(t, url, prefix, RedisConfig{NoPublishStream: true})
-	b := newRealBroker(t, url, prefix, RedisConfig{NoPublishStream: true})
-	startBroker(t, a)
-	in := startBroker(t, b)
 
 	// A channel whose master has a connected replica.
 	var ch string

@@ -30,6 +30,18 @@ func newTestServer(t testing.TB, cfg Config) *testServer {
 	return newTestServerWith(t, cfg, nil)
 }
 
+// closeOnCleanup drains srv (5 s at most) and closes hs with its connections when the
+// test ends.
+func closeOnCleanup(t testing.TB, srv *Server, hs *httptest.Server) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		hs.CloseClientConnections()
+		hs.Close()
+	})
+}
+
 // newTestServerWith is newTestServer with setup applied to the http.Server before it
 // starts.
 func newTestServerWith(t testing.TB, cfg Config, setup func(*http.Server)) *testServer {

@@ -27,13 +27,7 @@ func TestStreamsOutliveServerTimeouts(t *testing.T) {
 	hs.Config.ReadTimeout = 300 * time.Millisecond
 	hs.Config.WriteTimeout = 300 * time.Millisecond
 	hs.Start()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		hs.CloseClientConnections()
-		hs.Close()
-	})
+	closeOnCleanup(t, srv, hs)
 	ts := &testServer{Server: srv, URL: hs.URL + srv.Base(), http: hs, seen: map[string]int{}}
 	for _, tr := range []string{"websocket", "sse"} {
 		t.Run(tr, func(t *testing.T) {

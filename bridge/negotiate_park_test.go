@@ -109,13 +109,7 @@ func TestNegotiatedConnectionWithoutHandoff(t *testing.T) {
 	mux := http.NewServeMux()
 	srv.Mount(mux)
 	hs := httptest.NewServer(mux) // Handoff not served
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		hs.CloseClientConnections()
-		hs.Close()
-	})
+	closeOnCleanup(t, srv, hs)
 	r := dialRaw(t, &testServer{Server: srv, URL: hs.URL + srv.Base()})
 	cred := negotiateRaw(t, r)
 	r.write(r.request("POST", "/negotiate", `{"session":"`+cred+`"}`) + r.request("POST", "/negotiate", "{}"))

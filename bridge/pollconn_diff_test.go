@@ -65,13 +65,7 @@ func newDiffPair(t testing.TB) *diffPair {
 	mux := http.NewServeMux()
 	srv.Mount(mux)
 	hs := httptest.NewServer(mux) // Handoff not served: polls stay on net/http
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		hs.CloseClientConnections()
-		hs.Close()
-	})
+	closeOnCleanup(t, srv, hs)
 	pair.plain = &testServer{Server: srv, URL: hs.URL + srv.Base(), http: hs, seen: map[string]int{}}
 	return pair
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,26 @@ type testServer struct {
 func newTestServer(t testing.TB, cfg Config) *testServer {
 	t.Helper()
 	return newTestServerWith(t, cfg, nil)
+}
+
+// postPublish sends body to POST <base>/api/publish with the API key and the extra
+// headers, and returns the status and the decoded JSON answer.
+func postPublish(t testing.TB, base, apiKey, body string, extra ...string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/publish", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(extra); i += 2 {
+		req.Header.Set(extra[i], extra[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
 }
 
 // closeOnCleanup drains srv (5 s at most) and closes hs with its connections when the

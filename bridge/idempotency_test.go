@@ -186,20 +186,10 @@ func TestPublishIdempotencyKey(t *testing.T) {
 			post := func(key, channel, data string) (int, map[string]any) {
 				t.Helper()
 				body, _ := json.Marshal(PublishRequest{Channel: channel, Data: json.RawMessage(data)})
-				req, _ := http.NewRequest(http.MethodPost, ts.URL+"/api/publish", bytes.NewReader(body))
-				req.Header.Set("Authorization", "Bearer k")
-				req.Header.Set("Content-Type", "application/json")
-				if key != "" {
-					req.Header.Set("Idempotency-Key", key)
+				if key == "" {
+					return postPublish(t, ts.URL, "k", string(body))
 				}
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer resp.Body.Close()
-				var out map[string]any
-				json.NewDecoder(resp.Body).Decode(&out)
-				return resp.StatusCode, out
+				return postPublish(t, ts.URL, "k", string(body), "Idempotency-Key", key)
 			}
 			st, first := post("order-17", "room:a", `{"n":1}`)
 			if st != 200 || first["offset"] != 1.0 {

@@ -30,17 +30,7 @@ func TestPublishAPIRefusesInvalidUTF8(t *testing.T) {
 	ts := newTestServer(t, Config{APIKey: "k"})
 	post := func(body string) (int, map[string]any) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, ts.URL+"/api/publish", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer k")
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
+		return postPublish(t, ts.URL, "k", body)
 	}
 	status, out := post(`{"channel":"c","data":` + poison + `}`)
 	if status != 400 || out["code"] != float64(1007) || out["reason"] != "data: invalid UTF-8 in a string at byte 7" {

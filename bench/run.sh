@@ -18,6 +18,9 @@
 #   SETTLE        rest before the idle memory is measured (rate2 runs), default 35s
 #   QUICK=1       a short smoke run (300 and 200 clients, 5 s phases) to check the set-up
 #   OUT           output folder, default docs/benchmarks
+#   BASELINE      a git revision (e.g. a commit before a change): builds Ferry from it too,
+#                 so the peers base-ws, base-sse and base-longpoll run it in the same run,
+#                 under the same generator (the one of this tree)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,6 +68,13 @@ go build -o "$BIN/ferry" ./cmd/ferry
 go build -o "$BIN/ferry-bench" ./cmd/ferry-bench
 go build -o "$BIN/gorilla-floor" ./bench/gorilla-floor
 go build -o "$BIN/chart" ./bench/chart
+if [ -n "${BASELINE:-}" ]; then
+  BASE_REV=$(git rev-parse --short "$BASELINE")
+  log "building ferry at $BASE_REV (BASELINE)"
+  git worktree add -q --detach "$BIN/base-src" "$BASE_REV"
+  (cd "$BIN/base-src" && go build -o "$BIN/ferry-base" ./cmd/ferry)
+  git worktree remove --force "$BIN/base-src"
+fi
 
 if [ ! -d bench/socketio/node_modules ] || [ bench/socketio/package-lock.json -nt bench/socketio/node_modules/.package-lock.json ]; then
   log "installing the Socket.IO peer (npm ci)"
@@ -98,6 +108,9 @@ cat "$OUT/machine.md" >&2
 start_server() {
   case $1 in
   ferry-*) taskset -c 0 "$BIN/ferry" "${FERRY_FLAGS[@]}" >"$BIN/server.log" 2>&1 & ;;
+  base-*)
+    [ -x "$BIN/ferry-base" ] || { echo "bench/run.sh: $1 needs BASELINE=<revision>" >&2; exit 1; }
+    taskset -c 0 "$BIN/ferry-base" "${FERRY_FLAGS[@]}" >"$BIN/server.log" 2>&1 & ;;
   socketio-*) taskset -c 0 node bench/socketio/server.js "127.0.0.1:$PORT" >"$BIN/server.log" 2>&1 & ;;
   gorilla-*) taskset -c 0 "$BIN/gorilla-floor" --addr "127.0.0.1:$PORT" >"$BIN/server.log" 2>&1 & ;;
   esac
@@ -131,6 +144,9 @@ run() {
   socketio-ws) target=socketio transport=websocket label=socket.io/websocket ;;
   socketio-polling) target=socketio transport=polling label=socket.io/polling ;;
   gorilla-ws) target=gorilla transport=websocket label=gorilla-floor/websocket ;;
+  base-ws) target=ferry transport=websocket label=ferry@$BASE_REV/websocket ;;
+  base-sse) target=ferry transport=sse label=ferry@$BASE_REV/sse ;;
+  base-longpoll) target=ferry transport=longpoll label=ferry@$BASE_REV/longpoll ;;
   *) echo "bench/run.sh: unknown peer $peer" >&2; exit 1 ;;
   esac
   log "$label: $scenario, $clients clients"
@@ -154,7 +170,7 @@ for peer in $PEERS; do
     [ "$s" -lt "$n" ] && run "$peer" scale "$s" --rate 2 --duration "$DURATION" --burst 0
   done
   case $peer in
-  ferry-ws | gorilla-ws) run "$peer" stall "$n" --rate 2 --duration "$DURATION" --burst 0 --stall 1 ;;
+  ferry-ws | gorilla-ws | base-ws) run "$peer" stall "$n" --rate 2 --duration "$DURATION" --burst 0 --stall 1 ;;
   esac
 done
 

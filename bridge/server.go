@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
 	"github.com/ferryrt/ferry/transport"
 )
@@ -151,24 +152,24 @@ type Server struct {
 	active   sync.WaitGroup
 	mu       sync.Mutex
 	draining bool
-	streams  map[*session.Conn]struct{} // session-less /events streams, closed by Shutdown
+	streams  map[*session.Stream]struct{} // session-less /events streams, closed by Shutdown
 }
 
 // trackStream registers a dashboard stream for Shutdown; false if already draining.
-func (s *Server) trackStream(c *session.Conn) bool {
+func (s *Server) trackStream(c *session.Stream) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
 		return false
 	}
 	if s.streams == nil {
-		s.streams = map[*session.Conn]struct{}{}
+		s.streams = map[*session.Stream]struct{}{}
 	}
 	s.streams[c] = struct{}{}
 	return true
 }
 
-func (s *Server) untrackStream(c *session.Conn) {
+func (s *Server) untrackStream(c *session.Stream) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.streams, c)
@@ -198,10 +199,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.hub = NewHub(s.broker, cfg.Logger)
 	s.hub.timeout = orDefault(cfg.StoreTimeout, session.DefaultStoreTimeout)
+	// metrics counts both what sessions do and what the transports move.
 	var observer session.Observer
+	var tobserver transport.Observer
 	if cfg.Metrics != nil {
 		s.metrics = newMetrics(cfg.Metrics, s)
-		observer = s.metrics
+		observer, tobserver = s.metrics, s.metrics
 	}
 	var revoked func(context.Context, session.Claims) bool
 	if cfg.Revoked != nil {
@@ -239,6 +242,7 @@ func New(cfg Config) (*Server, error) {
 
 	tc := transport.Config{
 		Manager:        s.mgr,
+		Observer:       tobserver,
 		Authenticate:   cfg.Authenticate,
 		AllowAnonymous: cfg.AllowAnonymous,
 		AllowedOrigins: cfg.AllowedOrigins,
@@ -285,10 +289,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Retry-After", "1")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, `{"code":%d,"reason":"server shutting down"}`+"\n", session.CodeShutdown)
+		httpx.WriteError(w, &session.Error{Code: session.CodeShutdown, Reason: "server shutting down"})
 		return
 	}
 	s.active.Add(1)
@@ -350,7 +352,7 @@ func (s *Server) Publish(ctx context.Context, channel string, data any) (session
 		}
 		raw = b
 	}
-	payload, err := session.CompactPayload(raw, s.mgr.Config().MaxMessageBytes)
+	payload, err := session.CompactPayload(raw, s.mgr.Params().MaxMessageBytes)
 	if err != nil {
 		return session.Position{}, err
 	}
@@ -411,7 +413,7 @@ func (s *Server) Ready(ctx context.Context) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
-	streams := make([]*session.Conn, 0, len(s.streams))
+	streams := make([]*session.Stream, 0, len(s.streams))
 	for c := range s.streams {
 		streams = append(streams, c)
 	}

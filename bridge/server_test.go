@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferryrt/ferry/internal/fclient"
+	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -624,8 +625,8 @@ func TestSessionCapError(t *testing.T) {
 	if !errors.Is(err, ErrTooManySessions) || session.AsError(err).Code != session.CodeReconnect {
 		t.Fatalf("second session: %v, want ErrTooManySessions with code 4000", err)
 	}
-	if session.CodeReconnect.HTTPStatus() != http.StatusServiceUnavailable {
-		t.Fatalf("code 4000 answers HTTP %d, want 503", session.CodeReconnect.HTTPStatus())
+	if httpx.Status(session.CodeReconnect) != http.StatusServiceUnavailable {
+		t.Fatalf("code 4000 answers HTTP %d, want 503", httpx.Status(session.CodeReconnect))
 	}
 	if _, err := New(Config{Broker: b, MaxSessions: 5}); err == nil {
 		t.Fatal("New accepted MaxSessions for a broker it doesn't own")

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -132,16 +133,16 @@ func (l *Limiter) warnProxy(r *http.Request) {
 // (4000: another node, 4029: back off), which is not what an operator asks: a connection
 // cap and a rate limit both answer 4029, so the metric label travels with the error.
 type limitError struct {
-	*statusError
+	*httpx.StatusError
 	reason string // ferry_rejected_total label: "limit" (a cap) or "rate"
 }
 
-func (e *limitError) Unwrap() error { return e.statusError }
+func (e *limitError) Unwrap() error { return e.StatusError }
 
 var (
-	errNodeFull = &limitError{&statusError{http.StatusServiceUnavailable, &session.Error{Code: session.CodeReconnect, Reason: "server full: connect to another node"}}, "limit"}
-	errIPFull   = &limitError{&statusError{http.StatusTooManyRequests, &session.Error{Code: session.CodeRateLimited, Reason: "too many connections from this address"}}, "limit"}
-	errNegRate  = &limitError{&statusError{http.StatusTooManyRequests, &session.Error{Code: session.CodeRateLimited, Reason: "too many new sessions from this address; retry later"}}, "rate"}
+	errNodeFull = &limitError{httpx.WithStatus(http.StatusServiceUnavailable, &session.Error{Code: session.CodeReconnect, Reason: "server full: connect to another node"}), "limit"}
+	errIPFull   = &limitError{httpx.WithStatus(http.StatusTooManyRequests, &session.Error{Code: session.CodeRateLimited, Reason: "too many connections from this address"}), "limit"}
+	errNegRate  = &limitError{httpx.WithStatus(http.StatusTooManyRequests, &session.Error{Code: session.CodeRateLimited, Reason: "too many new sessions from this address; retry later"}), "rate"}
 )
 
 // rejectReason is the ferry_rejected_total label of a refusal: auth, session, origin,

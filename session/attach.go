@@ -2,12 +2,12 @@ package session
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // AttachRequest describes a new attachment.
@@ -58,10 +58,9 @@ type Attachment struct {
 // newAttachID returns an id that sorts by the client's attachment sequence, then by
 // creation time across nodes (to the extent their clocks agree), so that of two racing
 // attachments every node keeps the same one: the client's newest.
+// The random UUID at the end only tells apart two attachments made at the same instant.
 func newAttachID(seq uint64, now time.Time) string {
-	var r [4]byte
-	rand.Read(r[:])
-	return fmt.Sprintf("%016x-%016x-%s", seq, now.UnixNano(), hex.EncodeToString(r[:]))
+	return fmt.Sprintf("%016x-%016x-%s", seq, now.UnixNano(), uuid.NewString())
 }
 
 // Attach creates the attachment for req, superseding the session's previous one on any

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/ferryrt/ferry/internal/keyrate"
 )
 
 // Store is the session state that every node of a cluster must share: which sessions are
@@ -105,7 +107,7 @@ func (m *Manager) revoked(ctx context.Context, c Claims) *Error {
 // shared Store carry everything, so any node can serve any request of any session.
 type Manager struct {
 	cfg  Config
-	rate *upstreamLimiter // nil without a limit
+	rate *keyrate.Table // upstream frames per session id, on this node; nil without a limit
 
 	mu       sync.Mutex
 	attached map[string]*Attachment // by session id
@@ -116,7 +118,7 @@ type Manager struct {
 func NewManager(cfg Config) *Manager {
 	m := &Manager{cfg: cfg.WithDefaults(), attached: make(map[string]*Attachment)}
 	if m.cfg.UpstreamRate > 0 {
-		m.rate = newUpstreamLimiter(m.cfg.UpstreamRate, m.cfg.UpstreamBurst)
+		m.rate = keyrate.New(m.cfg.UpstreamRate, m.cfg.UpstreamBurst)
 	}
 	return m
 }

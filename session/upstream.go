@@ -82,7 +82,7 @@ func (m *Manager) upstream(ctx context.Context, c Claims, f *ClientFrame) Ack {
 		m.cfg.Observer.Upstream("refused")
 		return Ack{Seq: f.Seq, Err: refusal(err, act.String()+" "+ch)}
 	}
-	if m.rate != nil && !m.rate.allow(c.SID) {
+	if m.rate != nil && !m.rate.Allow(c.SID) {
 		m.cfg.Observer.Upstream("rate_limited")
 		return Ack{Seq: f.Seq, Err: errRateLimited}
 	}

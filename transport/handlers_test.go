@@ -373,3 +373,17 @@ func TestWebSocket(t *testing.T) {
 		t.Fatalf("foreign origin: %v %v, want 403", err, resp)
 	}
 }
+
+func TestNegotiateRate(t *testing.T) {
+	ts := newTestServer(t, func(c *transport.Config) {
+		c.Limiter = transport.NewLimiter(transport.Limits{NegotiateRate: 0.001, NegotiateBurst: 1})
+	})
+	if resp, _ := do(t, "POST", ts.URL+"/ferry/negotiate", "", "", nil); resp.StatusCode != 200 {
+		t.Fatalf("first negotiation: %d", resp.StatusCode)
+	}
+	resp, body := do(t, "POST", ts.URL+"/ferry/negotiate", "", "", nil)
+	wantError(t, resp, body, 429, session.CodeRateLimited)
+	if ts.obs.rejections("rate") != 1 {
+		t.Fatal("a rate-limited negotiation was not counted as rate")
+	}
+}

@@ -8,11 +8,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/ferryrt/ferry/internal/httpx"
+	"github.com/ferryrt/ferry/internal/keyrate"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -67,22 +65,14 @@ func (l Limits) perAddress() bool { return l.MaxConnsPerIP > 0 || l.NegotiateRat
 type Limiter struct {
 	cfg Limits
 
-	mu      sync.Mutex
-	total   int
-	perIP   map[string]int
-	buckets map[string]*bucket
-	swept   time.Time
+	negotiations *keyrate.Table // new sessions per address; nil without NegotiateRate
+
+	mu    sync.Mutex
+	total int
+	perIP map[string]int
 
 	proxyWarned atomic.Bool // the warning of Limits.Logger was given
 }
-
-type bucket struct {
-	lim  *rate.Limiter
-	seen time.Time
-}
-
-// maxBuckets bounds the negotiation rate table; idle entries are swept beyond it.
-const maxBuckets = 100_000
 
 // NewLimiter returns a Limiter enforcing cfg.
 func NewLimiter(cfg Limits) *Limiter {
@@ -90,7 +80,11 @@ func NewLimiter(cfg Limits) *Limiter {
 	if !cfg.perAddress() {
 		cfg.Logger = nil // without a per-address bound, a proxy's address hurts nothing
 	}
-	return &Limiter{cfg: cfg, perIP: map[string]int{}, buckets: map[string]*bucket{}}
+	l := &Limiter{cfg: cfg, perIP: map[string]int{}}
+	if cfg.NegotiateRate > 0 {
+		l.negotiations = keyrate.New(cfg.NegotiateRate, cfg.NegotiateBurst)
+	}
+	return l
 }
 
 // clientIP returns the address a request comes from.
@@ -199,35 +193,8 @@ func (l *Limiter) acquire(r *http.Request) (release func(), err error) {
 
 // allowNegotiate takes a token from r's address's negotiation bucket.
 func (l *Limiter) allowNegotiate(r *http.Request) error {
-	if l.cfg.NegotiateRate <= 0 {
-		return nil
-	}
-	ip := l.clientIP(r)
-	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.buckets[ip]
-	if b == nil {
-		if len(l.buckets) >= maxBuckets && now.Sub(l.swept) > time.Second {
-			l.sweep(now)
-		}
-		b = &bucket{lim: rate.NewLimiter(rate.Limit(l.cfg.NegotiateRate), l.cfg.NegotiateBurst)}
-		l.buckets[ip] = b
-	}
-	b.seen = now
-	if !b.lim.AllowN(now, 1) {
+	if l.negotiations != nil && !l.negotiations.Allow(l.clientIP(r)) {
 		return errNegRate
 	}
 	return nil
-}
-
-// sweep forgets buckets idle long enough to be full again.
-func (l *Limiter) sweep(now time.Time) {
-	l.swept = now
-	full := time.Duration(float64(l.cfg.NegotiateBurst)/l.cfg.NegotiateRate*float64(time.Second)) + time.Second
-	for ip, b := range l.buckets {
-		if now.Sub(b.seen) > full {
-			delete(l.buckets, ip)
-		}
-	}
 }

@@ -46,39 +46,33 @@ type Config struct {
 	// setting both is an error.
 	MaxSessions int
 
-	Heartbeat time.Duration // default 15 s
-	PollHold  time.Duration // default 25 s
-	// PollLinger keeps a long-poll attachment subscribed between polls, for the next poll
-	// to continue from; default 10 s, negative turns it off (session.Config.PollLinger).
-	PollLinger time.Duration
-	SessionTTL time.Duration // default 60 s
-	// DedupeTTL is how long the upstream dedupe window of a client identity (or of a
-	// session without one) lasts after its latest frame; default twice SessionTTL, never
-	// less than SessionTTL (session.Config.DedupeTTL).
-	DedupeTTL time.Duration
-	// StoreTimeout bounds what a request waits for the broker (Redis): its session check,
-	// its attachment's announcement, subscriptions and history reads, a negotiation, the
-	// dedupe of sent frames. Beyond it the request fails with 503, code 4000 (retry), so
-	// a paused Redis holds nothing up for longer; see session.Config.StoreTimeout.
-	// Default 5 s.
-	StoreTimeout    time.Duration
-	MaxMessageBytes int   // default 64 KiB
-	MaxChannels     int   // per session; default 128
-	QueueMessages   int   // per attachment; default 1024
-	QueueBytes      int   // per attachment; default 4 MiB
-	MaxBodyBytes    int64 // POST bodies; default 1 MiB
+	// The session settings below are session.Config's, passed through unchanged
+	// (sessionConfig): that package documents each one and applies its default (the
+	// session.Default* constants). bridge applies none of its own.
+	Heartbeat       time.Duration // session.Config.Heartbeat
+	PollHold        time.Duration // session.Config.PollHold
+	PollLinger      time.Duration // session.Config.PollLinger; negative: off
+	SessionTTL      time.Duration // session.Config.SessionTTL
+	DedupeTTL       time.Duration // session.Config.DedupeTTL
+	StoreTimeout    time.Duration // session.Config.StoreTimeout; also bounds the Hub's broker calls
+	MaxMessageBytes int           // session.Config.MaxMessageBytes; also bounds Publish
+	MaxChannels     int           // session.Config.MaxChannels
+	QueueMessages   int           // session.Config.QueueMessages
+	QueueBytes      int           // session.Config.QueueBytes
+	UpstreamRate    float64       // session.Config.UpstreamRate; negative: off
+	UpstreamBurst   int           // session.Config.UpstreamBurst
+
+	// The HTTP settings below are transport.Config's and transport.Limits', passed
+	// through likewise; transport applies their defaults (transport.Default*).
+	MaxBodyBytes int64 // transport.Config.MaxBodyBytes: POST bodies
 	// Limits bounds connections per node and per client address and the rate of new
-	// sessions; see transport.Limits for the defaults. Its Logger defaults to Logger.
+	// sessions; see transport.Limits. Its Logger defaults to Logger.
 	Limits transport.Limits
 	// HeaderTimeout and IdleTimeout apply to the keep-alive connections the long-polling
 	// handler takes over once Handoff is served, as http.Server's ReadHeaderTimeout and
-	// IdleTimeout do to the others; set them to the same values. Default 10 s and 2 min.
+	// IdleTimeout do to the others; set them to the same values (transport.Config).
 	HeaderTimeout time.Duration
 	IdleTimeout   time.Duration
-	// UpstreamRate and UpstreamBurst bound each session's send and pub frames per second
-	// (default 100, burst 200; negative: off). Beyond it frames are refused with 4029.
-	UpstreamRate  float64
-	UpstreamBurst int
 
 	// Authenticate identifies requests (see JWTAuthenticator); nil means anonymous
 	// sessions only.
@@ -149,17 +143,19 @@ type Server struct {
 	poll    *transport.PollHandler
 	handoff *transport.Handoff
 
-	active   sync.WaitGroup
-	mu       sync.Mutex
-	draining bool
-	streams  map[*session.Stream]struct{} // session-less /events streams, closed by Shutdown
+	// Whether the server drains is the Manager's state (Manager.Draining), which
+	// transports read too. mu orders it against active: a request that found the
+	// Manager not draining has joined active before Shutdown takes mu and waits.
+	active  sync.WaitGroup
+	mu      sync.Mutex
+	streams map[*session.Stream]struct{} // session-less /events streams, closed by Shutdown
 }
 
 // trackStream registers a dashboard stream for Shutdown; false if already draining.
 func (s *Server) trackStream(c *session.Stream) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.draining {
+	if s.mgr.Draining() {
 		return false
 	}
 	if s.streams == nil {
@@ -198,7 +194,6 @@ func New(cfg Config) (*Server, error) {
 		s.ownsBrk = true
 	}
 	s.hub = NewHub(s.broker, cfg.Logger)
-	s.hub.timeout = orDefault(cfg.StoreTimeout, session.DefaultStoreTimeout)
 	// metrics counts both what sessions do and what the transports move.
 	var observer session.Observer
 	var tobserver transport.Observer
@@ -214,28 +209,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Presence != nil {
 		presence = presenceHook{s}
 	}
-	s.mgr = session.NewManager(session.Config{
-		Presence:        presence,
-		Revoked:         revoked,
-		Observer:        observer,
-		Signer:          session.NewSigner(cfg.Secret),
-		Store:           s.broker,
-		Source:          s.hub,
-		Handler:         handler{s},
-		Logger:          cfg.Logger,
-		Heartbeat:       cfg.Heartbeat,
-		PollHold:        cfg.PollHold,
-		PollLinger:      cfg.PollLinger,
-		SessionTTL:      cfg.SessionTTL,
-		DedupeTTL:       cfg.DedupeTTL,
-		StoreTimeout:    cfg.StoreTimeout,
-		MaxMessageBytes: cfg.MaxMessageBytes,
-		MaxChannels:     cfg.MaxChannels,
-		QueueMessages:   cfg.QueueMessages,
-		QueueBytes:      cfg.QueueBytes,
-		UpstreamRate:    cfg.UpstreamRate,
-		UpstreamBurst:   cfg.UpstreamBurst,
-	})
+	sc := cfg.sessionConfig()
+	sc.Presence, sc.Revoked, sc.Observer = presence, revoked, observer
+	sc.Signer, sc.Store, sc.Source, sc.Handler, sc.Logger = session.NewSigner(cfg.Secret), s.broker, s.hub, handler{s}, cfg.Logger
+	s.mgr = session.NewManager(sc)
+	s.hub.timeout = s.mgr.Params().StoreTimeout
 	if err := s.hub.Start(s.mgr.Supersede); err != nil {
 		return nil, fmt.Errorf("bridge: start broker: %w", err)
 	}
@@ -287,7 +265,7 @@ func (s *Server) Broker() Broker { return s.broker }
 // ServeHTTP serves every endpoint under Base.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	if s.draining {
+	if s.mgr.Draining() {
 		s.mu.Unlock()
 		w.Header().Set("Retry-After", "1")
 		httpx.WriteError(w, &session.Error{Code: session.CodeShutdown, Reason: "server shutting down"})
@@ -397,10 +375,7 @@ func (s *Server) PublishToUser(ctx context.Context, user string, data any) (sess
 
 // Ready reports whether the server can serve: not draining, broker ready.
 func (s *Server) Ready(ctx context.Context) error {
-	s.mu.Lock()
-	draining := s.draining
-	s.mu.Unlock()
-	if draining {
+	if s.mgr.Draining() {
 		return errors.New("bridge: draining")
 	}
 	return s.broker.Ready(ctx)
@@ -411,14 +386,15 @@ func (s *Server) Ready(ctx context.Context) error {
 // for the requests in flight to end or for ctx. It closes the broker if the server created
 // it.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.mgr.Shutdown(session.ErrShutdown)
+	// Taking mu after the Manager drains fences the requests that found it not draining:
+	// they have joined active (or tracked their stream) by now, and later ones see it.
 	s.mu.Lock()
-	s.draining = true
 	streams := make([]*session.Stream, 0, len(s.streams))
 	for c := range s.streams {
 		streams = append(streams, c)
 	}
 	s.mu.Unlock()
-	s.mgr.Shutdown(session.ErrShutdown)
 	s.poll.Shutdown()
 	for _, c := range streams {
 		c.Close(session.ErrShutdown)
@@ -499,6 +475,25 @@ func (h handler) Publish(ctx context.Context, _ session.Claims, f *session.Clien
 		return session.Position{}, err
 	}
 	return m.Pos, nil
+}
+
+// sessionConfig passes the session settings of c through to session.Config, which
+// applies their defaults.
+func (c *Config) sessionConfig() session.Config {
+	return session.Config{
+		Heartbeat:       c.Heartbeat,
+		PollHold:        c.PollHold,
+		PollLinger:      c.PollLinger,
+		SessionTTL:      c.SessionTTL,
+		DedupeTTL:       c.DedupeTTL,
+		StoreTimeout:    c.StoreTimeout,
+		MaxMessageBytes: c.MaxMessageBytes,
+		MaxChannels:     c.MaxChannels,
+		QueueMessages:   c.QueueMessages,
+		QueueBytes:      c.QueueBytes,
+		UpstreamRate:    c.UpstreamRate,
+		UpstreamBurst:   c.UpstreamBurst,
+	}
 }
 
 // limitsWithLogger gives l the server's logger unless it has its own.

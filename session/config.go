@@ -6,7 +6,9 @@ import (
 	"time"
 )
 
-// Config configures a Manager. Durations and sizes that are zero get the defaults below.
+// Config configures a Manager. Durations and sizes that are zero get the Default*
+// constants below. This package owns these settings and their defaults: bridge.Config
+// passes them through unchanged, and cmd/ferry's flags default to the same constants.
 type Config struct {
 	Signer  *Signer
 	Store   Store
@@ -26,12 +28,13 @@ type Config struct {
 	// whether the session's identity was revoked; a revoked one is closed with 4101.
 	Revoked func(ctx context.Context, c Claims) bool
 
-	Heartbeat time.Duration // default 15 s
-	PollHold  time.Duration // default 25 s
+	Heartbeat time.Duration // default DefaultHeartbeat, 15 s
+	PollHold  time.Duration // default DefaultPollHold, 25 s
 	// PollLinger is how long a long-poll attachment stays subscribed after answering, for
-	// the session's next poll to continue from (see Park); default 10 s, negative: never.
+	// the session's next poll to continue from (see Park); default DefaultPollLinger, 10 s;
+	// negative: never.
 	PollLinger time.Duration
-	SessionTTL time.Duration // default 60 s
+	SessionTTL time.Duration // default DefaultSessionTTL, 60 s
 	// DedupeTTL is how long the dedupe window of a client identity (or of a session
 	// without one) outlives its latest upstream frame: a frame resent within it is
 	// recognised, also by a new session of the same client identity after 4005. Default
@@ -44,18 +47,18 @@ type Config struct {
 	// negotiation, the dedupe of upstream frames, each history read. A request that runs
 	// out of it fails with ErrStoreUnavailable (503, code 4000: the client retries), so a
 	// paused Redis costs each request at most this long instead of holding it and what it
-	// runs on. Default 5 s.
+	// runs on. Default DefaultStoreTimeout, 5 s.
 	StoreTimeout    time.Duration
-	MaxMessageBytes int // default 64 KiB
-	MaxChannels     int // default 128
-	QueueMessages   int // default 1024
-	QueueBytes      int // default 4 MiB
-	BatchMessages   int // default 1000
-	BatchBytes      int // default 1 MiB
+	MaxMessageBytes int // payload bytes; default DefaultMaxMessageBytes, 64 KiB
+	MaxChannels     int // per session; default DefaultMaxChannels, 128
+	QueueMessages   int // per attachment; default DefaultQueueMessages, 1024 (at least 8)
+	QueueBytes      int // per attachment; default DefaultQueueBytes, 4 MiB (at least 1 KiB)
+	BatchMessages   int // per write; default DefaultBatchMessages, 1000
+	BatchBytes      int // per write; default DefaultBatchBytes, 1 MiB
 	// UpstreamRate and UpstreamBurst bound the send and pub frames of one session: a token
 	// bucket refilled at UpstreamRate per second. Beyond it frames are refused with 4029 and
-	// not marked processed, so the client resends them after a backoff. Default 100/s,
-	// burst 200; a negative rate turns the limit off.
+	// not marked processed, so the client resends them after a backoff. Default
+	// DefaultUpstreamRate and DefaultUpstreamBurst; a negative rate turns the limit off.
 	UpstreamRate  float64
 	UpstreamBurst int
 }
@@ -73,6 +76,8 @@ const (
 	DefaultQueueBytes      = 4 << 20
 	DefaultBatchMessages   = 1000
 	DefaultBatchBytes      = 1 << 20
+	DefaultUpstreamRate    = 100 // frames per second and session
+	DefaultUpstreamBurst   = 200
 )
 
 func orDefault[T comparable](v, d T) T {
@@ -97,8 +102,8 @@ func (c Config) WithDefaults() Config {
 	c.QueueBytes = max(orDefault(c.QueueBytes, DefaultQueueBytes), 1024)
 	c.BatchMessages = orDefault(c.BatchMessages, DefaultBatchMessages)
 	c.BatchBytes = orDefault(c.BatchBytes, DefaultBatchBytes)
-	c.UpstreamRate = orDefault(c.UpstreamRate, 100)
-	c.UpstreamBurst = orDefault(c.UpstreamBurst, 200)
+	c.UpstreamRate = orDefault(c.UpstreamRate, DefaultUpstreamRate)
+	c.UpstreamBurst = orDefault(c.UpstreamBurst, DefaultUpstreamBurst)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

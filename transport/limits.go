@@ -14,6 +14,9 @@ import (
 	"github.com/ferryrt/ferry/session"
 )
 
+// DefaultMaxConns is the default of Limits.MaxConns.
+const DefaultMaxConns = 100_000
+
 // Limits bound what one client address and the whole node may hold. Zero values get the
 // defaults below.
 //
@@ -26,7 +29,7 @@ import (
 type Limits struct {
 	// MaxConns bounds open attachments (WebSocket connections, SSE streams, held polls)
 	// on this node; beyond it requests get 503 (code 4000: try another node). Default
-	// 100,000; negative: no bound.
+	// DefaultMaxConns; negative: no bound.
 	MaxConns int
 	// MaxConnsPerIP bounds open attachments per client address; beyond it requests get
 	// 429 (code 4029). Zero or negative: no bound (the default).
@@ -49,7 +52,7 @@ type Limits struct {
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxConns == 0 {
-		l.MaxConns = 100_000
+		l.MaxConns = DefaultMaxConns
 	}
 	if l.NegotiateRate > 0 && l.NegotiateBurst <= 0 {
 		l.NegotiateBurst = max(50, int(10*l.NegotiateRate))

@@ -31,9 +31,9 @@ func apiError(w http.ResponseWriter, status int, code session.Code, reason strin
 	httpx.WriteError(w, httpx.WithStatus(status, &session.Error{Code: code, Reason: reason}))
 }
 
-// withCORS gives a session-less endpoint that reads tokens (/events, /api/history,
-// /api/presence) the transports' origin policy: a foreign Origin gets 403 before the
-// request is looked at, an allowed one gets CORS headers (with credentials only for
+// withCORS gives an endpoint outside the transports (/api/publish, /api/history,
+// /api/presence, /events) the transports' origin policy: a foreign Origin gets 403 before
+// the request is looked at, an allowed one gets CORS headers (with credentials only for
 // trusted origins, never for "*"), and a preflight is answered, so that a page on an
 // allowed origin can send its Authorization header.
 func (s *Server) withCORS(h http.HandlerFunc) http.HandlerFunc {

@@ -233,24 +233,31 @@ func New(cfg Config) (*Server, error) {
 		HeaderTimeout:  cfg.HeaderTimeout,
 		IdleTimeout:    cfg.IdleTimeout,
 	}
+	s.mount(tc)
+	return s, nil
+}
+
+// mount routes every endpoint under Base: the transports' own handlers, and the others
+// behind the same origin and CORS gate (withCORS), so that every endpoint answers a
+// foreign page, and every error, the same way.
+func (s *Server) mount(tc transport.Config) {
 	s.handoff = tc.Handoff
 	s.poll = transport.NewPoll(tc)
 	s.gate = transport.NewGate(tc)
 	s.mux = http.NewServeMux()
-	b := cfg.Base
+	b := s.cfg.Base
 	s.mux.Handle(b+"/negotiate", transport.NewNegotiate(tc))
 	s.mux.Handle(b+"/ws", transport.NewWebSocket(tc))
 	s.mux.Handle(b+"/sse", transport.NewSSE(tc))
 	s.mux.Handle(b+"/poll", s.poll)
 	s.mux.Handle(b+"/send", transport.NewSend(tc))
-	s.mux.HandleFunc(b+"/api/publish", s.servePublish)
+	s.mux.HandleFunc(b+"/api/publish", s.withCORS(s.servePublish))
 	s.mux.HandleFunc(b+"/api/history", s.withCORS(s.serveHistory))
 	s.mux.HandleFunc(b+"/events", s.withCORS(s.serveEvents))
-	if cfg.Presence != nil {
+	if s.cfg.Presence != nil {
 		s.mux.HandleFunc(b+"/api/presence", s.withCORS(s.servePresence))
 	}
 	mountClient(s.mux, b)
-	return s, nil
 }
 
 // Base returns the path prefix the server answers under.
@@ -414,67 +421,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.broker.Close()
 	}
 	return err
-}
-
-// DefaultPolicy is the authorization used when Config.Authorize is nil:
-//   - subscribe: any channel not starting with "$", the session's own "$session:<sid>",
-//     for an identified session "$user:<user>", and channels its token grants;
-//   - publish: channels matching one of the clientPublish patterns (never "$" channels),
-//     and channels the token grants;
-//   - send: allowed (refused with 4104 when there is no OnMessage handler).
-//
-// A token's grants (the JWT "channels" claim) widen the policy; they can open "$"
-// channels, which is how a backend lets one identity read another's channel.
-func DefaultPolicy(clientPublish []string) func(context.Context, AuthRequest) error {
-	return func(_ context.Context, r AuthRequest) error {
-		switch r.Action {
-		case session.ActSubscribe:
-			if !strings.HasPrefix(r.Channel, "$") || (r.Session != "" && r.Channel == SessionChannel(r.Session)) ||
-				(r.User != "" && r.Channel == UserChannel(r.User)) || granted(r.Grants, r.Channel) {
-				return nil
-			}
-		case session.ActPublish:
-			if granted(r.Grants, r.Channel) || (!strings.HasPrefix(r.Channel, "$") && granted(clientPublish, r.Channel)) {
-				return nil
-			}
-		case session.ActSend:
-			return nil
-		}
-		return session.Errorf(session.CodeForbidden, "%s %q not allowed", r.Action, r.Channel)
-	}
-}
-
-// handler implements session.Handler with the server's hooks.
-type handler struct{ s *Server }
-
-func (h handler) Authorize(ctx context.Context, c session.Claims, act session.Action, channel string) error {
-	authz := h.s.cfg.Authorize
-	if authz == nil {
-		authz = DefaultPolicy(h.s.cfg.ClientPublish)
-	}
-	if act == session.ActSend && h.s.cfg.OnMessage == nil {
-		return &session.Error{Code: session.CodeNoHandler, Reason: "this server takes no upstream messages"}
-	}
-	// Join and leave events of a channel are for those who may subscribe to the channel.
-	if inner, ok := strings.CutPrefix(channel, "$presence:"); ok && act == session.ActSubscribe {
-		if !h.s.presenceOn(inner) {
-			return session.Errorf(session.CodeForbidden, "no presence on %q", inner)
-		}
-		channel = inner
-	}
-	return authz(ctx, AuthRequest{Action: act, Session: c.SID, User: c.User, Grants: c.Grants, Channel: channel})
-}
-
-func (h handler) Send(ctx context.Context, c session.Claims, f *session.ClientFrame) error {
-	return h.s.cfg.OnMessage(ctx, Upstream{Session: c.SID, User: c.User, Client: c.CID, Seq: f.Seq, Data: f.Data, Binary: f.Bin})
-}
-
-func (h handler) Publish(ctx context.Context, _ session.Claims, f *session.ClientFrame) (session.Position, error) {
-	m, err := h.s.publish(ctx, f.Ch, f.Data, f.Bin)
-	if err != nil {
-		return session.Position{}, err
-	}
-	return m.Pos, nil
 }
 
 // sessionConfig passes the session settings of c through to session.Config, which

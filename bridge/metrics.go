@@ -170,6 +170,4 @@ func (m *metrics) Rejected(reason string)  { m.rejected.WithLabelValues(reason).
 var (
 	_ session.Observer   = (*metrics)(nil)
 	_ transport.Observer = (*metrics)(nil)
-	// The transports drive a *session.Manager through their Sessions interface.
-	_ transport.Sessions = (*session.Manager)(nil)
 )

@@ -237,6 +237,9 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// The transports drive the Manager through their Sessions interface.
+var _ transport.Sessions = (*session.Manager)(nil)
+
 // mount routes every endpoint under Base: the transports' own handlers, and the others
 // behind the same origin and CORS gate (withCORS), so that every endpoint answers a
 // foreign page, and every error, the same way.

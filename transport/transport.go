@@ -65,8 +65,8 @@ type Sessions interface {
 const (
 	DefaultMaxBodyBytes  = 1 << 20
 	DefaultSSERetry      = 2000 // milliseconds
-	DefaultHeaderTimeout = defaultHeaderTimeout
-	DefaultIdleTimeout   = defaultIdleTimeout
+	DefaultHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout   = 2 * time.Minute
 )
 
 // Config is shared by the handlers of one server. Manager is required; the zero value of
@@ -109,10 +109,10 @@ type Config struct {
 	// Handoff and PollHandler.
 	Handoff *Handoff
 	// HeaderTimeout bounds the reading of a request's header on a connection taken over
-	// for polls, like http.Server's ReadHeaderTimeout; default 10 s.
+	// for polls, like http.Server's ReadHeaderTimeout; default DefaultHeaderTimeout.
 	HeaderTimeout time.Duration
 	// IdleTimeout closes a taken-over connection that carries no request for this long,
-	// like http.Server's IdleTimeout; default 2 minutes.
+	// like http.Server's IdleTimeout; default DefaultIdleTimeout.
 	IdleTimeout time.Duration
 }
 
@@ -150,10 +150,10 @@ func (c *Config) withDefaults() *Config {
 		cc.Observer = NopObserver{}
 	}
 	if cc.HeaderTimeout <= 0 {
-		cc.HeaderTimeout = defaultHeaderTimeout
+		cc.HeaderTimeout = DefaultHeaderTimeout
 	}
 	if cc.IdleTimeout <= 0 {
-		cc.IdleTimeout = defaultIdleTimeout
+		cc.IdleTimeout = DefaultIdleTimeout
 	}
 	if auth := cc.Authenticate; auth != nil {
 		// Every handler authenticates through this wrapper, so no path can forget it: a

@@ -58,14 +58,15 @@ func WithStatus(status int, err error) *StatusError {
 	return &StatusError{Status: status, Err: session.AsError(err)}
 }
 
+// Error returns the close reason's text.
 func (e *StatusError) Error() string { return e.Err.Error() }
 
 // Unwrap returns the close reason, so that errors.Is and errors.As see its code.
 func (e *StatusError) Unwrap() error { return e.Err }
 
 // WriteError answers err as an ErrorBody with the status of its close code, or the status
-// of a *StatusError it wraps. An error that is no *session.Error is answered as code
-// 4500 (session.AsError).
+// of a *StatusError it wraps. An error that wraps no *session.Error is answered as 500,
+// code 1011 "internal error" (session.AsError): its text is for the logs, not the client.
 func WriteError(w http.ResponseWriter, err error) {
 	e := session.AsError(err)
 	status := Status(e.Code)

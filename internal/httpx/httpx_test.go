@@ -2,6 +2,7 @@ package httpx
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -39,6 +40,13 @@ func TestWriteError(t *testing.T) {
 	}
 	if got, want := rec.Body.String(), `{"code":4103,"reason":"origin \"x\" <not> allowed"}`+"\n"; got != want {
 		t.Fatalf("body %s, want %s", got, want)
+	}
+
+	// An error that is no close reason is the server's: its text stays in the logs.
+	rec = httptest.NewRecorder()
+	WriteError(rec, errors.New("dial tcp 10.0.0.7:6379: refused"))
+	if rec.Code != 500 || strings.Contains(rec.Body.String(), "10.0.0.7") || !strings.Contains(rec.Body.String(), `"code":1011`) {
+		t.Fatalf("a plain error answered %d %s", rec.Code, rec.Body)
 	}
 
 	rec = httptest.NewRecorder()

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
 	"github.com/ferryrt/ferry/transport"
 )
@@ -35,8 +36,7 @@ import (
 // the bounds Ferry promises.
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET")
-		apiError(w, http.StatusMethodNotAllowed, session.CodeBadRequest, "events takes GET")
+		httpx.MethodNotAllowed(w, "GET")
 		return
 	}
 	// A stream holds a connection as an SSE attachment does, so it takes a slot of the
@@ -50,26 +50,26 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	id, err := s.identify(r)
 	if err != nil {
 		e := session.AsError(err)
-		apiError(w, e.Code.HTTPStatus(), e.Code, e.Reason)
+		httpx.WriteError(w, e)
 		return
 	}
 	cur, err := eventsCursor(r, s.mgr.Config().MaxChannels)
 	if err != nil {
 		e := session.AsError(err)
-		apiError(w, e.Code.HTTPStatus(), e.Code, e.Reason)
+		httpx.WriteError(w, e)
 		return
 	}
 	h := handler{s}
 	for _, e := range cur {
 		if err := h.Authorize(ctx, session.Claims{User: id.User, Grants: id.Grants}, session.ActSubscribe, e.Channel); err != nil {
 			e := session.AsError(err)
-			apiError(w, http.StatusForbidden, e.Code, e.Reason)
+			httpx.WriteError(w, httpx.WithStatus(http.StatusForbidden, e))
 			return
 		}
 	}
 
 	heartbeat := s.mgr.Config().Heartbeat
-	conn := session.NewConn(s.hub, s.mgr.ConnConfig(heartbeat))
+	conn := session.NewStream(s.hub, s.mgr.StreamConfig(heartbeat))
 	// OnHeartbeat runs in this goroutine (inside Next), so the close it may cause is the
 	// next thing Next returns: the close event, then the end of the stream.
 	conn.OnHeartbeat = func() {
@@ -80,7 +80,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if !s.trackStream(conn) {
-		apiError(w, http.StatusServiceUnavailable, session.CodeShutdown, "server shutting down")
+		httpx.WriteError(w, &session.Error{Code: session.CodeShutdown, Reason: "server shutting down"})
 		return
 	}
 	defer s.untrackStream(conn)

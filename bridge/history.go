@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -40,27 +41,26 @@ const maxHistoryLimit = 1000
 // page gets 403 before anything is read.
 func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET")
-		apiError(w, http.StatusMethodNotAllowed, session.CodeBadRequest, "history takes GET")
+		httpx.MethodNotAllowed(w, "GET")
 		return
 	}
 	q := r.URL.Query()
 	ch := q.Get("channel")
 	if err := session.CheckChannel(ch); err != nil {
 		e := session.AsError(err)
-		apiError(w, http.StatusBadRequest, e.Code, e.Reason)
+		httpx.WriteError(w, httpx.WithStatus(http.StatusBadRequest, e))
 		return
 	}
 	since, err := session.ParsePosition(q.Get("since"))
 	if err != nil {
-		apiError(w, http.StatusBadRequest, session.CodeBadRequest, "bad since: "+session.AsError(err).Reason)
+		httpx.WriteError(w, &session.Error{Code: session.CodeBadRequest, Reason: "bad since: " + session.AsError(err).Reason})
 		return
 	}
 	limit := 100
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxHistoryLimit {
-			apiError(w, http.StatusBadRequest, session.CodeBadRequest, "bad limit: want 1 to "+strconv.Itoa(maxHistoryLimit))
+			httpx.WriteError(w, &session.Error{Code: session.CodeBadRequest, Reason: "bad limit: want 1 to " + strconv.Itoa(maxHistoryLimit)})
 			return
 		}
 		limit = n
@@ -73,14 +73,14 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			e := session.AsError(err)
-			apiError(w, e.Code.HTTPStatus(), e.Code, e.Reason)
+			httpx.WriteError(w, e)
 			return
 		}
 	}
 
 	_, top, _, err := s.broker.Since(ctx, ch, session.Position{}, 0)
 	if err != nil {
-		apiError(w, http.StatusServiceUnavailable, session.CodeInternal, "history unavailable")
+		httpx.WriteError(w, httpx.WithStatus(http.StatusServiceUnavailable, &session.Error{Code: session.CodeInternal, Reason: "history unavailable"}))
 		return
 	}
 	resp := HistoryResponse{Channel: ch, Epoch: top.Epoch, Top: top.Offset, Messages: []HistoryMessage{}}
@@ -101,7 +101,7 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		apiError(w, http.StatusServiceUnavailable, session.CodeInternal, "history unavailable")
+		httpx.WriteError(w, httpx.WithStatus(http.StatusServiceUnavailable, &session.Error{Code: session.CodeInternal, Reason: "history unavailable"}))
 		return
 	}
 	for _, m := range msgs {
@@ -110,7 +110,5 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 	if n := len(msgs); n > 0 && msgs[n-1].Pos.Offset < top.Offset {
 		resp.More = true
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(resp)
+	httpx.WriteJSON(w, resp)
 }

@@ -61,16 +61,16 @@ func BenchmarkHubFanout(b *testing.B) {
 		// slow-consumer bound) are not timed: they run on the connections' goroutines.
 		b.Run("conn/subscribers="+strconv.Itoa(n), func(b *testing.B) {
 			broker, hub := newBenchHub(b)
-			cfg := session.ConnConfig{
+			cfg := session.StreamConfig{
 				QueueMessages: session.DefaultQueueMessages,
 				QueueBytes:    session.DefaultQueueBytes,
 				BatchMessages: session.DefaultBatchMessages,
 				BatchBytes:    session.DefaultBatchBytes,
 				PageSize:      session.DefaultQueueMessages / 2,
 			}
-			conns := make([]*session.Conn, n)
+			conns := make([]*session.Stream, n)
 			for i := range conns {
-				c := session.NewConn(hub, cfg)
+				c := session.NewStream(hub, cfg)
 				c.Subscribe("bench", session.Position{}, true)
 				if out, err := c.Next(ctx, time.Time{}); err != nil || len(out) != 1 {
 					b.Fatalf("subscribing: %d frames, %v", len(out), err)

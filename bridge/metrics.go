@@ -11,7 +11,8 @@ import (
 	"github.com/ferryrt/ferry/transport"
 )
 
-// metrics implements session.Observer with Prometheus collectors, all prefixed ferry_.
+// metrics implements session.Observer and transport.Observer with Prometheus collectors,
+// all prefixed ferry_.
 // docs/OPERATIONS.md lists them; docs/grafana-dashboard.json charts them.
 type metrics struct {
 	negotiations   *prometheus.CounterVec
@@ -144,8 +145,15 @@ func (m *metrics) Detached(transport string, code session.Code) {
 	m.disconnects.WithLabelValues(transport, strconv.Itoa(int(code))).Inc()
 }
 
-func (m *metrics) Reset()                  { m.resets.Inc() }
-func (m *metrics) Upstream(outcome string) { m.upstream.WithLabelValues(outcome).Inc() }
+func (m *metrics) Reset() { m.resets.Inc() }
+func (m *metrics) Upstream(outcome string) {
+	if outcome == "rate_limited" {
+		// A frame over its session's rate is a refusal, counted with the transports' others.
+		m.rejected.WithLabelValues("rate").Inc()
+		return
+	}
+	m.upstream.WithLabelValues(outcome).Inc()
+}
 func (m *metrics) Sent(transport string, frames, bytes int) {
 	c := m.ioFor(transport)
 	c.framesOut.Add(float64(frames))
@@ -158,3 +166,8 @@ func (m *metrics) Received(transport string, frames, bytes int) {
 }
 func (m *metrics) PollDone(outcome string) { m.polls.WithLabelValues(outcome).Inc() }
 func (m *metrics) Rejected(reason string)  { m.rejected.WithLabelValues(reason).Inc() }
+
+var (
+	_ session.Observer   = (*metrics)(nil)
+	_ transport.Observer = (*metrics)(nil)
+)

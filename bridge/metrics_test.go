@@ -105,3 +105,26 @@ func TestMetricsSwitchesAndRejections(t *testing.T) {
 		t.Errorf("gauges: %d %v", n, err)
 	}
 }
+
+// An upstream frame over its session's rate is refused by the session layer; the
+// metrics count it with the transports' refusals, as rejected{reason="rate"}, and not
+// as an upstream outcome.
+func TestMetricsUpstreamRateLimited(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ts := newTestServer(t, Config{Metrics: reg, UpstreamRate: 0.001, UpstreamBurst: 1})
+	c := ts.client(t)
+	acks, err := c.Send(context.Background(),
+		map[string]any{"t": "send", "seq": 1, "d": 1}, map[string]any{"t": "send", "seq": 2, "d": 2})
+	if err != nil || len(acks) != 2 || acks[1].Err == nil {
+		t.Fatalf("acks %+v %v: want the second refused", acks, err)
+	}
+	if got := testutil.ToFloat64(ts.metrics.rejected.WithLabelValues("rate")); got != 1 {
+		t.Errorf("rate rejections %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(ts.metrics.upstream.WithLabelValues("ok")); got != 1 {
+		t.Errorf("upstream ok %v, want 1", got)
+	}
+	if n := testutil.CollectAndCount(ts.metrics.upstream); n != 1 {
+		t.Errorf("%d upstream outcome series, want only ok", n)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -53,18 +54,17 @@ func (h presenceHook) Absent(ctx context.Context, c session.Claims, channels []s
 // subscribe to c.
 func (s *Server) servePresence(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET")
-		apiError(w, http.StatusMethodNotAllowed, session.CodeBadRequest, "presence takes GET")
+		httpx.MethodNotAllowed(w, "GET")
 		return
 	}
 	ch := r.URL.Query().Get("channel")
 	if err := session.CheckChannel(ch); err != nil {
 		e := session.AsError(err)
-		apiError(w, http.StatusBadRequest, e.Code, e.Reason)
+		httpx.WriteError(w, httpx.WithStatus(http.StatusBadRequest, e))
 		return
 	}
 	if !s.presenceOn(ch) {
-		apiError(w, http.StatusNotFound, session.CodeBadRequest, "no presence kept on this channel")
+		httpx.WriteError(w, httpx.WithStatus(http.StatusNotFound, &session.Error{Code: session.CodeBadRequest, Reason: "no presence kept on this channel"}))
 		return
 	}
 	ctx := r.Context()
@@ -83,13 +83,13 @@ func (s *Server) servePresence(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			e := session.AsError(err)
-			apiError(w, e.Code.HTTPStatus(), e.Code, e.Reason)
+			httpx.WriteError(w, e)
 			return
 		}
 	}
 	members, err := s.cfg.Presence.List(ctx, ch)
 	if err != nil {
-		apiError(w, http.StatusServiceUnavailable, session.CodeInternal, "presence unavailable")
+		httpx.WriteError(w, httpx.WithStatus(http.StatusServiceUnavailable, &session.Error{Code: session.CodeInternal, Reason: "presence unavailable"}))
 		return
 	}
 	if members == nil {

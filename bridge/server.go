@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
 	"github.com/ferryrt/ferry/transport"
 )
@@ -45,39 +46,33 @@ type Config struct {
 	// setting both is an error.
 	MaxSessions int
 
-	Heartbeat time.Duration // default 15 s
-	PollHold  time.Duration // default 25 s
-	// PollLinger keeps a long-poll attachment subscribed between polls, for the next poll
-	// to continue from; default 10 s, negative turns it off (session.Config.PollLinger).
-	PollLinger time.Duration
-	SessionTTL time.Duration // default 60 s
-	// DedupeTTL is how long the upstream dedupe window of a client identity (or of a
-	// session without one) lasts after its latest frame; default twice SessionTTL, never
-	// less than SessionTTL (session.Config.DedupeTTL).
-	DedupeTTL time.Duration
-	// StoreTimeout bounds what a request waits for the broker (Redis): its session check,
-	// its attachment's announcement, subscriptions and history reads, a negotiation, the
-	// dedupe of sent frames. Beyond it the request fails with 503, code 4000 (retry), so
-	// a paused Redis holds nothing up for longer; see session.Config.StoreTimeout.
-	// Default 5 s.
-	StoreTimeout    time.Duration
-	MaxMessageBytes int   // default 64 KiB
-	MaxChannels     int   // per session; default 128
-	QueueMessages   int   // per attachment; default 1024
-	QueueBytes      int   // per attachment; default 4 MiB
-	MaxBodyBytes    int64 // POST bodies; default 1 MiB
+	// The session settings below are session.Config's, passed through unchanged
+	// (sessionConfig): that package documents each one and applies its default (the
+	// session.Default* constants). bridge applies none of its own.
+	Heartbeat       time.Duration // session.Config.Heartbeat
+	PollHold        time.Duration // session.Config.PollHold
+	PollLinger      time.Duration // session.Config.PollLinger; negative: off
+	SessionTTL      time.Duration // session.Config.SessionTTL
+	DedupeTTL       time.Duration // session.Config.DedupeTTL
+	StoreTimeout    time.Duration // session.Config.StoreTimeout; also bounds the Hub's broker calls
+	MaxMessageBytes int           // session.Config.MaxMessageBytes; also bounds Publish
+	MaxChannels     int           // session.Config.MaxChannels
+	QueueMessages   int           // session.Config.QueueMessages
+	QueueBytes      int           // session.Config.QueueBytes
+	UpstreamRate    float64       // session.Config.UpstreamRate; negative: off
+	UpstreamBurst   int           // session.Config.UpstreamBurst
+
+	// The HTTP settings below are transport.Config's and transport.Limits', passed
+	// through likewise; transport applies their defaults (transport.Default*).
+	MaxBodyBytes int64 // transport.Config.MaxBodyBytes: POST bodies
 	// Limits bounds connections per node and per client address and the rate of new
-	// sessions; see transport.Limits for the defaults. Its Logger defaults to Logger.
+	// sessions; see transport.Limits. Its Logger defaults to Logger.
 	Limits transport.Limits
 	// HeaderTimeout and IdleTimeout apply to the keep-alive connections the long-polling
 	// handler takes over once Handoff is served, as http.Server's ReadHeaderTimeout and
-	// IdleTimeout do to the others; set them to the same values. Default 10 s and 2 min.
+	// IdleTimeout do to the others; set them to the same values (transport.Config).
 	HeaderTimeout time.Duration
 	IdleTimeout   time.Duration
-	// UpstreamRate and UpstreamBurst bound each session's send and pub frames per second
-	// (default 100, burst 200; negative: off). Beyond it frames are refused with 4029.
-	UpstreamRate  float64
-	UpstreamBurst int
 
 	// Authenticate identifies requests (see JWTAuthenticator); nil means anonymous
 	// sessions only.
@@ -148,27 +143,29 @@ type Server struct {
 	poll    *transport.PollHandler
 	handoff *transport.Handoff
 
-	active   sync.WaitGroup
-	mu       sync.Mutex
-	draining bool
-	streams  map[*session.Conn]struct{} // session-less /events streams, closed by Shutdown
+	// Whether the server drains is the Manager's state (Manager.Draining), which
+	// transports read too. mu orders it against active: a request that found the
+	// Manager not draining has joined active before Shutdown takes mu and waits.
+	active  sync.WaitGroup
+	mu      sync.Mutex
+	streams map[*session.Stream]struct{} // session-less /events streams, closed by Shutdown
 }
 
 // trackStream registers a dashboard stream for Shutdown; false if already draining.
-func (s *Server) trackStream(c *session.Conn) bool {
+func (s *Server) trackStream(c *session.Stream) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.draining {
+	if s.mgr.Draining() {
 		return false
 	}
 	if s.streams == nil {
-		s.streams = map[*session.Conn]struct{}{}
+		s.streams = map[*session.Stream]struct{}{}
 	}
 	s.streams[c] = struct{}{}
 	return true
 }
 
-func (s *Server) untrackStream(c *session.Conn) {
+func (s *Server) untrackStream(c *session.Stream) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.streams, c)
@@ -197,11 +194,12 @@ func New(cfg Config) (*Server, error) {
 		s.ownsBrk = true
 	}
 	s.hub = NewHub(s.broker, cfg.Logger)
-	s.hub.timeout = orDefault(cfg.StoreTimeout, session.DefaultStoreTimeout)
+	// metrics counts both what sessions do and what the transports move.
 	var observer session.Observer
+	var tobserver transport.Observer
 	if cfg.Metrics != nil {
 		s.metrics = newMetrics(cfg.Metrics, s)
-		observer = s.metrics
+		observer, tobserver = s.metrics, s.metrics
 	}
 	var revoked func(context.Context, session.Claims) bool
 	if cfg.Revoked != nil {
@@ -211,34 +209,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Presence != nil {
 		presence = presenceHook{s}
 	}
-	s.mgr = session.NewManager(session.Config{
-		Presence:        presence,
-		Revoked:         revoked,
-		Observer:        observer,
-		Signer:          session.NewSigner(cfg.Secret),
-		Store:           s.broker,
-		Source:          s.hub,
-		Handler:         handler{s},
-		Logger:          cfg.Logger,
-		Heartbeat:       cfg.Heartbeat,
-		PollHold:        cfg.PollHold,
-		PollLinger:      cfg.PollLinger,
-		SessionTTL:      cfg.SessionTTL,
-		DedupeTTL:       cfg.DedupeTTL,
-		StoreTimeout:    cfg.StoreTimeout,
-		MaxMessageBytes: cfg.MaxMessageBytes,
-		MaxChannels:     cfg.MaxChannels,
-		QueueMessages:   cfg.QueueMessages,
-		QueueBytes:      cfg.QueueBytes,
-		UpstreamRate:    cfg.UpstreamRate,
-		UpstreamBurst:   cfg.UpstreamBurst,
-	})
+	sc := cfg.sessionConfig()
+	sc.Presence, sc.Revoked, sc.Observer = presence, revoked, observer
+	sc.Signer, sc.Store, sc.Source, sc.Handler, sc.Logger = session.NewSigner(cfg.Secret), s.broker, s.hub, handler{s}, cfg.Logger
+	s.mgr = session.NewManager(sc)
+	s.hub.timeout = s.mgr.Params().StoreTimeout
 	if err := s.hub.Start(s.mgr.Supersede); err != nil {
 		return nil, fmt.Errorf("bridge: start broker: %w", err)
 	}
 
 	tc := transport.Config{
 		Manager:        s.mgr,
+		Observer:       tobserver,
 		Authenticate:   cfg.Authenticate,
 		AllowAnonymous: cfg.AllowAnonymous,
 		AllowedOrigins: cfg.AllowedOrigins,
@@ -251,24 +233,34 @@ func New(cfg Config) (*Server, error) {
 		HeaderTimeout:  cfg.HeaderTimeout,
 		IdleTimeout:    cfg.IdleTimeout,
 	}
+	s.mount(tc)
+	return s, nil
+}
+
+// The transports drive the Manager through their Sessions interface.
+var _ transport.Sessions = (*session.Manager)(nil)
+
+// mount routes every endpoint under Base: the transports' own handlers, and the others
+// behind the same origin and CORS gate (withCORS), so that every endpoint answers a
+// foreign page, and every error, the same way.
+func (s *Server) mount(tc transport.Config) {
 	s.handoff = tc.Handoff
 	s.poll = transport.NewPoll(tc)
 	s.gate = transport.NewGate(tc)
 	s.mux = http.NewServeMux()
-	b := cfg.Base
+	b := s.cfg.Base
 	s.mux.Handle(b+"/negotiate", transport.NewNegotiate(tc))
 	s.mux.Handle(b+"/ws", transport.NewWebSocket(tc))
 	s.mux.Handle(b+"/sse", transport.NewSSE(tc))
 	s.mux.Handle(b+"/poll", s.poll)
 	s.mux.Handle(b+"/send", transport.NewSend(tc))
-	s.mux.HandleFunc(b+"/api/publish", s.servePublish)
+	s.mux.HandleFunc(b+"/api/publish", s.withCORS(s.servePublish))
 	s.mux.HandleFunc(b+"/api/history", s.withCORS(s.serveHistory))
 	s.mux.HandleFunc(b+"/events", s.withCORS(s.serveEvents))
-	if cfg.Presence != nil {
+	if s.cfg.Presence != nil {
 		s.mux.HandleFunc(b+"/api/presence", s.withCORS(s.servePresence))
 	}
 	mountClient(s.mux, b)
-	return s, nil
 }
 
 // Base returns the path prefix the server answers under.
@@ -283,12 +275,10 @@ func (s *Server) Broker() Broker { return s.broker }
 // ServeHTTP serves every endpoint under Base.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	if s.draining {
+	if s.mgr.Draining() {
 		s.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Retry-After", "1")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, `{"code":%d,"reason":"server shutting down"}`+"\n", session.CodeShutdown)
+		httpx.WriteError(w, &session.Error{Code: session.CodeShutdown, Reason: "server shutting down"})
 		return
 	}
 	s.active.Add(1)
@@ -350,7 +340,7 @@ func (s *Server) Publish(ctx context.Context, channel string, data any) (session
 		}
 		raw = b
 	}
-	payload, err := session.CompactPayload(raw, s.mgr.Config().MaxMessageBytes)
+	payload, err := session.CompactPayload(raw, s.mgr.Params().MaxMessageBytes)
 	if err != nil {
 		return session.Position{}, err
 	}
@@ -395,10 +385,7 @@ func (s *Server) PublishToUser(ctx context.Context, user string, data any) (sess
 
 // Ready reports whether the server can serve: not draining, broker ready.
 func (s *Server) Ready(ctx context.Context) error {
-	s.mu.Lock()
-	draining := s.draining
-	s.mu.Unlock()
-	if draining {
+	if s.mgr.Draining() {
 		return errors.New("bridge: draining")
 	}
 	return s.broker.Ready(ctx)
@@ -409,14 +396,15 @@ func (s *Server) Ready(ctx context.Context) error {
 // for the requests in flight to end or for ctx. It closes the broker if the server created
 // it.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.mgr.Shutdown(session.ErrShutdown)
+	// Taking mu after the Manager drains fences the requests that found it not draining:
+	// they have joined active (or tracked their stream) by now, and later ones see it.
 	s.mu.Lock()
-	s.draining = true
-	streams := make([]*session.Conn, 0, len(s.streams))
+	streams := make([]*session.Stream, 0, len(s.streams))
 	for c := range s.streams {
 		streams = append(streams, c)
 	}
 	s.mu.Unlock()
-	s.mgr.Shutdown(session.ErrShutdown)
 	s.poll.Shutdown()
 	for _, c := range streams {
 		c.Close(session.ErrShutdown)
@@ -438,65 +426,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// DefaultPolicy is the authorization used when Config.Authorize is nil:
-//   - subscribe: any channel not starting with "$", the session's own "$session:<sid>",
-//     for an identified session "$user:<user>", and channels its token grants;
-//   - publish: channels matching one of the clientPublish patterns (never "$" channels),
-//     and channels the token grants;
-//   - send: allowed (refused with 4104 when there is no OnMessage handler).
-//
-// A token's grants (the JWT "channels" claim) widen the policy; they can open "$"
-// channels, which is how a backend lets one identity read another's channel.
-func DefaultPolicy(clientPublish []string) func(context.Context, AuthRequest) error {
-	return func(_ context.Context, r AuthRequest) error {
-		switch r.Action {
-		case session.ActSubscribe:
-			if !strings.HasPrefix(r.Channel, "$") || (r.Session != "" && r.Channel == SessionChannel(r.Session)) ||
-				(r.User != "" && r.Channel == UserChannel(r.User)) || granted(r.Grants, r.Channel) {
-				return nil
-			}
-		case session.ActPublish:
-			if granted(r.Grants, r.Channel) || (!strings.HasPrefix(r.Channel, "$") && granted(clientPublish, r.Channel)) {
-				return nil
-			}
-		case session.ActSend:
-			return nil
-		}
-		return session.Errorf(session.CodeForbidden, "%s %q not allowed", r.Action, r.Channel)
+// sessionConfig passes the session settings of c through to session.Config, which
+// applies their defaults.
+func (c *Config) sessionConfig() session.Config {
+	return session.Config{
+		Heartbeat:       c.Heartbeat,
+		PollHold:        c.PollHold,
+		PollLinger:      c.PollLinger,
+		SessionTTL:      c.SessionTTL,
+		DedupeTTL:       c.DedupeTTL,
+		StoreTimeout:    c.StoreTimeout,
+		MaxMessageBytes: c.MaxMessageBytes,
+		MaxChannels:     c.MaxChannels,
+		QueueMessages:   c.QueueMessages,
+		QueueBytes:      c.QueueBytes,
+		UpstreamRate:    c.UpstreamRate,
+		UpstreamBurst:   c.UpstreamBurst,
 	}
-}
-
-// handler implements session.Handler with the server's hooks.
-type handler struct{ s *Server }
-
-func (h handler) Authorize(ctx context.Context, c session.Claims, act session.Action, channel string) error {
-	authz := h.s.cfg.Authorize
-	if authz == nil {
-		authz = DefaultPolicy(h.s.cfg.ClientPublish)
-	}
-	if act == session.ActSend && h.s.cfg.OnMessage == nil {
-		return &session.Error{Code: session.CodeNoHandler, Reason: "this server takes no upstream messages"}
-	}
-	// Join and leave events of a channel are for those who may subscribe to the channel.
-	if inner, ok := strings.CutPrefix(channel, "$presence:"); ok && act == session.ActSubscribe {
-		if !h.s.presenceOn(inner) {
-			return session.Errorf(session.CodeForbidden, "no presence on %q", inner)
-		}
-		channel = inner
-	}
-	return authz(ctx, AuthRequest{Action: act, Session: c.SID, User: c.User, Grants: c.Grants, Channel: channel})
-}
-
-func (h handler) Send(ctx context.Context, c session.Claims, f *session.ClientFrame) error {
-	return h.s.cfg.OnMessage(ctx, Upstream{Session: c.SID, User: c.User, Client: c.CID, Seq: f.Seq, Data: f.Data, Binary: f.Bin})
-}
-
-func (h handler) Publish(ctx context.Context, _ session.Claims, f *session.ClientFrame) (session.Position, error) {
-	m, err := h.s.publish(ctx, f.Ch, f.Data, f.Bin)
-	if err != nil {
-		return session.Position{}, err
-	}
-	return m.Pos, nil
 }
 
 // limitsWithLogger gives l the server's logger unless it has its own.

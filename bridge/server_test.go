@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferryrt/ferry/internal/fclient"
+	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -624,10 +626,56 @@ func TestSessionCapError(t *testing.T) {
 	if !errors.Is(err, ErrTooManySessions) || session.AsError(err).Code != session.CodeReconnect {
 		t.Fatalf("second session: %v, want ErrTooManySessions with code 4000", err)
 	}
-	if session.CodeReconnect.HTTPStatus() != http.StatusServiceUnavailable {
-		t.Fatalf("code 4000 answers HTTP %d, want 503", session.CodeReconnect.HTTPStatus())
+	if httpx.Status(session.CodeReconnect) != http.StatusServiceUnavailable {
+		t.Fatalf("code 4000 answers HTTP %d, want 503", httpx.Status(session.CodeReconnect))
 	}
 	if _, err := New(Config{Broker: b, MaxSessions: 5}); err == nil {
 		t.Fatal("New accepted MaxSessions for a broker it doesn't own")
+	}
+}
+
+// Every endpoint outside the transports answers through the same HTTP layer: a foreign
+// Origin gets 403 before anything is read, and each error is the JSON {code, reason}
+// with the status of its code (or of what went wrong with the request itself).
+func TestAPIEndpointsShareOneHTTPLayer(t *testing.T) {
+	ts := newTestServer(t, Config{APIKey: "k", MaxMessageBytes: 1024})
+	foreign := []string{"Origin", "https://evil.example"}
+	for _, tc := range []struct {
+		name   string
+		status int
+		code   session.Code
+		body   string
+		extra  []string
+	}{
+		{"foreign origin", 403, session.CodeForbidden, `{"channel":"c","data":1}`, foreign},
+		{"not JSON", 415, session.CodeBadRequest, `{"channel":"c","data":1}`, []string{"Content-Type", "text/plain"}},
+		{"malformed", 400, session.CodeBadRequest, `{"channel":`, nil},
+		{"too big", 413, session.CodeTooBig, `{"channel":"c","data":"` + strings.Repeat("x", 4096) + `"}`, nil},
+		{"wrong key", 401, session.CodeUnauthorized, `{"channel":"c","data":1}`, []string{"Authorization", "Bearer nope"}},
+	} {
+		t.Run("publish "+tc.name, func(t *testing.T) {
+			status, out := postPublish(t, ts.URL, "k", tc.body, tc.extra...)
+			if status != tc.status || out["code"] != float64(tc.code) || out["reason"] == "" {
+				t.Fatalf("answered %d %v, want %d with code %d", status, out, tc.status, tc.code)
+			}
+		})
+	}
+	if status, out := postPublish(t, ts.URL, "k", `{"channel":"c","data":1}`); status != 200 || out["position"] == nil {
+		t.Fatalf("publish: %d %v", status, out)
+	}
+
+	for _, path := range []string{"/api/history?channel=c", "/events?channel=c"} {
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+path, nil)
+		req.Header.Set(foreign[0], foreign[1])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e httpx.ErrorBody
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != 403 || e.Code != session.CodeForbidden || resp.Header.Get("Content-Type") != "application/json" {
+			t.Fatalf("%s from a foreign origin: %d %+v", path, resp.StatusCode, e)
+		}
 	}
 }

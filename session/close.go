@@ -3,7 +3,6 @@ package session
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 )
 
@@ -87,27 +86,6 @@ func (c Code) String() string {
 		return strconv.Itoa(int(c)) + " " + info.Name
 	}
 	return strconv.Itoa(int(c))
-}
-
-// HTTPStatus is the status an HTTP transport answers with when it reports c.
-func (c Code) HTTPStatus() int {
-	switch c {
-	case CodeBadRequest, CodeInvalidPayload:
-		return http.StatusBadRequest
-	case CodeUnauthorized, CodeSessionExpired, CodeTokenExpired:
-		return http.StatusUnauthorized
-	case CodeForbidden, CodePolicy:
-		return http.StatusForbidden
-	case CodeTooBig:
-		return http.StatusRequestEntityTooLarge
-	case CodeRateLimited:
-		return http.StatusTooManyRequests
-	case CodeShutdown, CodeGoingAway, CodeReconnect:
-		return http.StatusServiceUnavailable
-	case CodeNoHandler:
-		return http.StatusNotImplemented
-	}
-	return http.StatusInternalServerError
 }
 
 // Error is a close reason: a code from the table and a message that names the problem. It

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // maxCredentialLen bounds what Verify looks at; a credential of a 1 KiB identity and a
@@ -62,17 +64,20 @@ const verifiedMax = 16384
 // right for a single node: credentials do not survive a restart or cross to another node.
 func NewSigner(secret []byte) *Signer {
 	if len(secret) == 0 {
+		// A MAC key, not an id: 256 bits straight from the CSPRNG, where a UUID would
+		// hold 122 and a fixed layout.
 		secret = make([]byte, 32)
 		rand.Read(secret)
 	}
 	return &Signer{key: append([]byte(nil), secret...), verified: make(map[string]Claims)}
 }
 
-// NewSessionID returns 128 bits from the CSPRNG, base64url-encoded (22 characters).
+// NewSessionID returns a random (version 4) UUID, base64url-encoded in 22 characters
+// rather than the 36 of its text form: a session id is in every credential, in the
+// channel "$session:<sid>" and in every log line of the session.
 func NewSessionID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	u := uuid.New()
+	return base64.RawURLEncoding.EncodeToString(u[:])
 }
 
 // Strict: a credential has one spelling; the decoder would otherwise accept non-zero

@@ -1,7 +1,9 @@
 package session
 
-// Observer is told what sessions do, for metrics. Every method must be cheap and must not
-// block: they run on the paths that move frames. Embed NopObserver to implement only some.
+// Observer is told what sessions do, for metrics: negotiations, attachments, resets and
+// upstream outcomes. What the transports move and refuse is transport.Observer's. Every
+// method must be cheap and must not block: they run on the paths that move frames. Embed
+// NopObserver to implement only some.
 type Observer interface {
 	// Negotiated counts a negotiation that created (resumed=false) or resumed a session.
 	Negotiated(resumed bool)
@@ -13,17 +15,10 @@ type Observer interface {
 	Detached(transport string, code Code)
 	// Reset counts a subscription that history could not resume.
 	Reset()
-	// Upstream counts an upstream frame by outcome: "ok", "duplicate" or "refused".
+	// Upstream counts an upstream frame by outcome: "ok", "duplicate", "in_progress",
+	// "refused", or "rate_limited" (the session's upstream rate was exceeded; the frame
+	// was not processed and the client resends it).
 	Upstream(outcome string)
-	// Sent counts frames and bytes written to clients.
-	Sent(transport string, frames, bytes int)
-	// Received counts frames and bytes read from clients.
-	Received(transport string, frames, bytes int)
-	// PollDone counts a long-poll by how it ended: "data", "timeout", "superseded", "closed".
-	PollDone(outcome string)
-	// Rejected counts a refused request by reason: "auth", "origin", "limit", "rate",
-	// "bad_request", "session".
-	Rejected(reason string)
 }
 
 // NopObserver ignores everything.
@@ -34,7 +29,3 @@ func (NopObserver) Attached(string, string, string, int) {}
 func (NopObserver) Detached(string, Code)                {}
 func (NopObserver) Reset()                               {}
 func (NopObserver) Upstream(string)                      {}
-func (NopObserver) Sent(string, int, int)                {}
-func (NopObserver) Received(string, int, int)            {}
-func (NopObserver) PollDone(string)                      {}
-func (NopObserver) Rejected(string)                      {}

@@ -10,7 +10,6 @@ package transport_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
@@ -20,7 +19,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -28,7 +26,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/ferryrt/ferry/bridge"
 	"github.com/ferryrt/ferry/transport"
 )
 
@@ -208,28 +205,11 @@ func fragments(msg string, n int) [][]byte {
 	return out
 }
 
-// conformanceServer starts a Ferry server that acknowledges send frames.
+// conformanceServer starts the handlers over a fakeSessions, which acknowledges send
+// frames and allows messages of 1024 bytes.
 func conformanceServer(t *testing.T) string {
 	t.Helper()
-	srv, err := bridge.New(bridge.Config{
-		MaxMessageBytes: 1024,
-		Limits:          transport.Limits{NegotiateRate: 1000, NegotiateBurst: 1000},
-		OnMessage:       func(context.Context, bridge.Upstream) error { return nil },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	srv.Mount(mux)
-	hs := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		hs.CloseClientConnections()
-		hs.Close()
-	})
-	return hs.URL
+	return newTestServer(t, nil).URL
 }
 
 func TestWebSocketConformance(t *testing.T) {

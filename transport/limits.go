@@ -8,12 +8,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
-	"golang.org/x/time/rate"
-
+	"github.com/ferryrt/ferry/internal/httpx"
+	"github.com/ferryrt/ferry/internal/keyrate"
 	"github.com/ferryrt/ferry/session"
 )
+
+// DefaultMaxConns is the default of Limits.MaxConns.
+const DefaultMaxConns = 100_000
 
 // Limits bound what one client address and the whole node may hold. Zero values get the
 // defaults below.
@@ -27,7 +29,7 @@ import (
 type Limits struct {
 	// MaxConns bounds open attachments (WebSocket connections, SSE streams, held polls)
 	// on this node; beyond it requests get 503 (code 4000: try another node). Default
-	// 100,000; negative: no bound.
+	// DefaultMaxConns; negative: no bound.
 	MaxConns int
 	// MaxConnsPerIP bounds open attachments per client address; beyond it requests get
 	// 429 (code 4029). Zero or negative: no bound (the default).
@@ -50,7 +52,7 @@ type Limits struct {
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxConns == 0 {
-		l.MaxConns = 100_000
+		l.MaxConns = DefaultMaxConns
 	}
 	if l.NegotiateRate > 0 && l.NegotiateBurst <= 0 {
 		l.NegotiateBurst = max(50, int(10*l.NegotiateRate))
@@ -66,22 +68,14 @@ func (l Limits) perAddress() bool { return l.MaxConnsPerIP > 0 || l.NegotiateRat
 type Limiter struct {
 	cfg Limits
 
-	mu      sync.Mutex
-	total   int
-	perIP   map[string]int
-	buckets map[string]*bucket
-	swept   time.Time
+	negotiations *keyrate.Table // new sessions per address; nil without NegotiateRate
+
+	mu    sync.Mutex
+	total int
+	perIP map[string]int
 
 	proxyWarned atomic.Bool // the warning of Limits.Logger was given
 }
-
-type bucket struct {
-	lim  *rate.Limiter
-	seen time.Time
-}
-
-// maxBuckets bounds the negotiation rate table; idle entries are swept beyond it.
-const maxBuckets = 100_000
 
 // NewLimiter returns a Limiter enforcing cfg.
 func NewLimiter(cfg Limits) *Limiter {
@@ -89,7 +83,11 @@ func NewLimiter(cfg Limits) *Limiter {
 	if !cfg.perAddress() {
 		cfg.Logger = nil // without a per-address bound, a proxy's address hurts nothing
 	}
-	return &Limiter{cfg: cfg, perIP: map[string]int{}, buckets: map[string]*bucket{}}
+	l := &Limiter{cfg: cfg, perIP: map[string]int{}}
+	if cfg.NegotiateRate > 0 {
+		l.negotiations = keyrate.New(cfg.NegotiateRate, cfg.NegotiateBurst)
+	}
+	return l
 }
 
 // clientIP returns the address a request comes from.
@@ -132,16 +130,16 @@ func (l *Limiter) warnProxy(r *http.Request) {
 // (4000: another node, 4029: back off), which is not what an operator asks: a connection
 // cap and a rate limit both answer 4029, so the metric label travels with the error.
 type limitError struct {
-	*statusError
+	*httpx.StatusError
 	reason string // ferry_rejected_total label: "limit" (a cap) or "rate"
 }
 
-func (e *limitError) Unwrap() error { return e.statusError }
+func (e *limitError) Unwrap() error { return e.StatusError }
 
 var (
-	errNodeFull = &limitError{&statusError{http.StatusServiceUnavailable, &session.Error{Code: session.CodeReconnect, Reason: "server full: connect to another node"}}, "limit"}
-	errIPFull   = &limitError{&statusError{http.StatusTooManyRequests, &session.Error{Code: session.CodeRateLimited, Reason: "too many connections from this address"}}, "limit"}
-	errNegRate  = &limitError{&statusError{http.StatusTooManyRequests, &session.Error{Code: session.CodeRateLimited, Reason: "too many new sessions from this address; retry later"}}, "rate"}
+	errNodeFull = &limitError{httpx.WithStatus(http.StatusServiceUnavailable, &session.Error{Code: session.CodeReconnect, Reason: "server full: connect to another node"}), "limit"}
+	errIPFull   = &limitError{httpx.WithStatus(http.StatusTooManyRequests, &session.Error{Code: session.CodeRateLimited, Reason: "too many connections from this address"}), "limit"}
+	errNegRate  = &limitError{httpx.WithStatus(http.StatusTooManyRequests, &session.Error{Code: session.CodeRateLimited, Reason: "too many new sessions from this address; retry later"}), "rate"}
 )
 
 // rejectReason is the ferry_rejected_total label of a refusal: auth, session, origin,
@@ -198,35 +196,8 @@ func (l *Limiter) acquire(r *http.Request) (release func(), err error) {
 
 // allowNegotiate takes a token from r's address's negotiation bucket.
 func (l *Limiter) allowNegotiate(r *http.Request) error {
-	if l.cfg.NegotiateRate <= 0 {
-		return nil
-	}
-	ip := l.clientIP(r)
-	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.buckets[ip]
-	if b == nil {
-		if len(l.buckets) >= maxBuckets && now.Sub(l.swept) > time.Second {
-			l.sweep(now)
-		}
-		b = &bucket{lim: rate.NewLimiter(rate.Limit(l.cfg.NegotiateRate), l.cfg.NegotiateBurst)}
-		l.buckets[ip] = b
-	}
-	b.seen = now
-	if !b.lim.AllowN(now, 1) {
+	if l.negotiations != nil && !l.negotiations.Allow(l.clientIP(r)) {
 		return errNegRate
 	}
 	return nil
-}
-
-// sweep forgets buckets idle long enough to be full again.
-func (l *Limiter) sweep(now time.Time) {
-	l.swept = now
-	full := time.Duration(float64(l.cfg.NegotiateBurst)/l.cfg.NegotiateRate*float64(time.Second)) + time.Second
-	for ip, b := range l.buckets {
-		if now.Sub(b.seen) > full {
-			delete(l.buckets, ip)
-		}
-	}
 }

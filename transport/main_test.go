@@ -6,7 +6,7 @@ import (
 	"go.uber.org/goleak"
 )
 
-// The handlers start goroutines (writers, readers, the netpoll loop); they are exercised
-// end to end by bridge's tests, and here by the fuzz seeds and benchmarks, which must
-// leave none behind either.
+// The handlers start goroutines (writers, readers, the netpoll loop); the handler and
+// conformance tests here drive them over a fake Sessions (fake_test.go), and must leave
+// none behind. bridge's tests exercise them end to end.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -2,12 +2,10 @@ package transport
 
 import (
 	"encoding/json"
-	"errors"
-	"io"
-	"mime"
 	"net/http"
 	"strconv"
 
+	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
 	"github.com/ferryrt/ferry/transport/internal/netpoll"
 )
@@ -62,7 +60,7 @@ func (h *Negotiate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req NegotiateRequest
-	if err := readJSON(w, r, h.cfg.MaxBodyBytes, &req, true); err != nil {
+	if err := httpx.ReadJSON(w, r, h.cfg.MaxBodyBytes, &req, true); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -92,7 +90,7 @@ func (h *Negotiate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	mc := h.cfg.Manager.Config()
+	mc := h.cfg.Manager.Params()
 	h.answer(w, r, NegotiateResponse{
 		V:            1,
 		Session:      n.Credential,
@@ -121,7 +119,7 @@ func (h *Negotiate) answer(w http.ResponseWriter, r *http.Request, resp Negotiat
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.Write(body)
-	// The body was read to its end (readJSON), so the connection is between requests.
+	// The body was read to its end (httpx.ReadJSON), so the connection is between requests.
 	if !h.cfg.Handoff.open() || r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.TLS != nil || r.Close ||
 		h.cfg.Manager.Draining() || !netpoll.Supported() {
 		return
@@ -149,32 +147,4 @@ func (h *Negotiate) answer(w http.ResponseWriter, r *http.Request, resp Negotiat
 	if !h.cfg.Handoff.park(conn, h.cfg.IdleTimeout) {
 		h.cfg.Handoff.give(conn)
 	}
-}
-
-// readJSON decodes a JSON body of at most limit bytes into v. Only application/json is
-// accepted, which also turns away cross-site "simple" POSTs (text/plain, form encodings)
-// that a browser sends without a preflight. optional allows an empty body.
-func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any, optional bool) error {
-	if r.ContentLength == 0 && optional {
-		return nil
-	}
-	ct := r.Header.Get("Content-Type")
-	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-		return &statusError{http.StatusUnsupportedMediaType, session.Errorf(session.CodeBadRequest, "Content-Type must be application/json, not %.40q", ct)}
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return session.Errorf(session.CodeTooBig, "body exceeds %d bytes", limit)
-		}
-		return session.Errorf(session.CodeBadRequest, "reading body: %v", err)
-	}
-	if len(body) == 0 && optional {
-		return nil
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return session.Errorf(session.CodeBadRequest, "malformed JSON body")
-	}
-	return nil
 }

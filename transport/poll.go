@@ -37,7 +37,7 @@ func NewPoll(cfg Config) *PollHandler {
 // also bounds each store call: on a taken-over connection it includes the wait for a
 // place among them (acquireStore).
 func (h *PollHandler) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, h.cfg.Manager.Config().StoreTimeout)
+	return context.WithTimeout(ctx, h.cfg.Manager.Params().StoreTimeout)
 }
 
 // acquireStore takes a place among the requests of taken-over connections that may wait
@@ -166,7 +166,7 @@ func (h *PollHandler) attach(ctx context.Context, r *http.Request, q url.Values)
 	}
 	req.Hello = q.Get("hello") == "1"
 	req.Heartbeat = false
-	hold := h.cfg.Manager.Config().PollHold
+	hold := h.cfg.Manager.Params().PollHold
 	if v := q.Get("hold"); v != "" {
 		ms, err := strconv.ParseUint(v, 10, 32)
 		if err != nil {

@@ -20,7 +20,7 @@ func (w *discardWriter) WriteHeader(int)             {}
 func (w *discardWriter) Write(b []byte) (int, error) { w.n += len(b); return len(b), nil }
 
 // BenchmarkWriteFrames is the assembly of one long-poll answer from k queued frames
-// (already encoded, as Conn.Next returns them). The figure to read is ns/frame.
+// (already encoded, as Stream.Next returns them). The figure to read is ns/frame.
 func BenchmarkWriteFrames(b *testing.B) {
 	for _, k := range []int{1, 10, 100, 1000} {
 		b.Run("frames="+strconv.Itoa(k), func(b *testing.B) {

@@ -71,11 +71,6 @@ const (
 // session store at once; more wait (off the pool) for a place, within StoreTimeout.
 var storeConcurrency = 64 * runtime.GOMAXPROCS(0)
 
-const (
-	defaultHeaderTimeout = 10 * time.Second
-	defaultIdleTimeout   = 2 * time.Minute
-)
-
 type pcState uint8
 
 const (

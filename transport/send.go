@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -41,12 +42,12 @@ func (h *SendHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req SendRequest
-	if err := readJSON(w, r, h.cfg.MaxBodyBytes, &req, false); err != nil {
+	if err := httpx.ReadJSON(w, r, h.cfg.MaxBodyBytes, &req, false); err != nil {
 		h.cfg.logFailure(r, "send", err)
 		writeError(w, err)
 		return
 	}
-	frames, err := DecodeSendFrames(req.Frames, h.cfg.Manager.Config().MaxMessageBytes)
+	frames, err := DecodeSendFrames(req.Frames, h.cfg.Manager.Params().MaxMessageBytes)
 	if err != nil {
 		h.cfg.obs().Rejected("bad_request")
 		writeError(w, err)

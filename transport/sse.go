@@ -250,7 +250,7 @@ func (s *sseStream) closeConn() {
 
 func (s *sseStream) start(end func()) {
 	s.end = end
-	every := s.h.cfg.Manager.Config().Heartbeat
+	every := s.h.cfg.Manager.Params().Heartbeat
 	s.hb = time.AfterFunc(time.Hour, func() {
 		select {
 		case <-s.closed:

@@ -1,13 +1,18 @@
 // Package transport moves Ferry frames over HTTP: one http.Handler per transport
 // (WebSocket, Server-Sent Events, long-polling), plus negotiation and the upstream POST.
-// A transport knows nothing of channels: it authenticates the request, asks the
-// session.Manager for an attachment, writes what the attachment's Next returns, and hands
-// client frames back to the Manager.
+// A transport knows nothing of channels: it authenticates the request, asks its Sessions
+// (a *session.Manager) for an attachment, writes what the attachment's Next returns, and
+// hands client frames back.
+//
+// What this package owns: the HTTP side of every endpoint that reads a token (origin
+// policy and CORS, see Gate), connection and negotiation limits (Limits), the wire of each
+// transport, and the counts of what the transports move (Observer). Errors are answered
+// through internal/httpx, as bridge's endpoints answer theirs. Its defaults are the
+// Default* constants below and in limits.go.
 package transport
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -18,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -36,10 +42,40 @@ const HTTPUpstream = "http"
 // presents none (no token); err refuses the request (an *session.Error for a specific code).
 type Authenticator func(r *http.Request) (id session.Identity, ok bool, err error)
 
+// Sessions is what the transports need of the session layer: the methods of
+// *session.Manager they call. Tests drive the handlers with a fake.
+type Sessions interface {
+	// Params returns the heartbeat, poll hold, TTL, store timeout and size limits that the
+	// transports apply and announce.
+	Params() session.Params
+	Negotiate(ctx context.Context, prev string, id session.Identity, cid string) (session.Negotiated, error)
+	Verify(ctx context.Context, cred string, user *string) (session.Claims, error)
+	Attach(ctx context.Context, req session.AttachRequest) (*session.Attachment, error)
+	Detach(a *session.Attachment)
+	Park(a *session.Attachment, expect session.Cursor)
+	Resume(claims session.Claims, seq uint64, cur session.Cursor) *session.Attachment
+	HandleFrame(ctx context.Context, a *session.Attachment, f *session.ClientFrame)
+	Upstream(ctx context.Context, c session.Claims, frames []session.ClientFrame) ([]session.Ack, error)
+	// Draining reports whether the sessions are shutting down, so that connections kept
+	// open between requests are closed.
+	Draining() bool
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxBodyBytes  = 1 << 20
+	DefaultSSERetry      = 2000 // milliseconds
+	DefaultHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout   = 2 * time.Minute
+)
+
 // Config is shared by the handlers of one server. Manager is required; the zero value of
 // every other field is valid.
 type Config struct {
-	Manager *session.Manager
+	// Manager runs the sessions: a *session.Manager.
+	Manager Sessions
+	// Observer counts what the transports move and refuse; default NopObserver.
+	Observer Observer
 	// Authenticate identifies requests. Nil means anonymous sessions only.
 	Authenticate Authenticator
 	// AllowAnonymous lets requests without a token negotiate when Authenticate is set.
@@ -55,12 +91,13 @@ type Config struct {
 	AllowedOrigins []string
 	// Transports lists the transports offered in negotiation; default all three.
 	Transports []string
-	// MaxBodyBytes bounds POST bodies; default 1 MiB.
+	// MaxBodyBytes bounds POST bodies; default DefaultMaxBodyBytes (1 MiB).
 	MaxBodyBytes int64
 	// Limiter bounds connections and negotiations; default NewLimiter(Limits{}), which a
 	// server should create once and share between its handlers.
 	Limiter *Limiter
-	// SSERetry is the reconnection hint of SSE streams in milliseconds; default 2000.
+	// SSERetry is the reconnection hint of SSE streams in milliseconds; default
+	// DefaultSSERetry.
 	SSERetry int
 	Logger   *slog.Logger
 	// Streams, if set, counts the WebSocket connections and SSE streams that outlive their
@@ -72,10 +109,10 @@ type Config struct {
 	// Handoff and PollHandler.
 	Handoff *Handoff
 	// HeaderTimeout bounds the reading of a request's header on a connection taken over
-	// for polls, like http.Server's ReadHeaderTimeout; default 10 s.
+	// for polls, like http.Server's ReadHeaderTimeout; default DefaultHeaderTimeout.
 	HeaderTimeout time.Duration
 	// IdleTimeout closes a taken-over connection that carries no request for this long,
-	// like http.Server's IdleTimeout; default 2 minutes.
+	// like http.Server's IdleTimeout; default DefaultIdleTimeout.
 	IdleTimeout time.Duration
 }
 
@@ -98,22 +135,25 @@ func (c *Config) withDefaults() *Config {
 		cc.Transports = []string{WebSocket, SSE, LongPoll}
 	}
 	if cc.MaxBodyBytes <= 0 {
-		cc.MaxBodyBytes = 1 << 20
+		cc.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if cc.Limiter == nil {
 		cc.Limiter = NewLimiter(Limits{})
 	}
 	if cc.SSERetry <= 0 {
-		cc.SSERetry = 2000
+		cc.SSERetry = DefaultSSERetry
 	}
 	if cc.Logger == nil {
 		cc.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cc.Observer == nil {
+		cc.Observer = NopObserver{}
+	}
 	if cc.HeaderTimeout <= 0 {
-		cc.HeaderTimeout = defaultHeaderTimeout
+		cc.HeaderTimeout = DefaultHeaderTimeout
 	}
 	if cc.IdleTimeout <= 0 {
-		cc.IdleTimeout = defaultIdleTimeout
+		cc.IdleTimeout = DefaultIdleTimeout
 	}
 	if auth := cc.Authenticate; auth != nil {
 		// Every handler authenticates through this wrapper, so no path can forget it: a
@@ -252,47 +292,12 @@ func (c *Config) cors(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// errorBody is the JSON body of every HTTP error.
-type errorBody struct {
-	Code   session.Code `json:"code"`
-	Reason string       `json:"reason"`
-}
+// writeError answers err as JSON with the status of its close code (httpx.WriteError).
+func writeError(w http.ResponseWriter, err error) { httpx.WriteError(w, err) }
 
-// statusError is a close reason answered with an HTTP status other than its code's.
-type statusError struct {
-	status int
-	err    *session.Error
-}
+func methodNotAllowed(w http.ResponseWriter, allow string) { httpx.MethodNotAllowed(w, allow) }
 
-func (e *statusError) Error() string { return e.err.Error() }
-func (e *statusError) Unwrap() error { return e.err }
-
-// writeError answers err as JSON with the status of its close code.
-func writeError(w http.ResponseWriter, err error) {
-	e := session.AsError(err)
-	status := e.Code.HTTPStatus()
-	var se *statusError
-	if errors.As(err, &se) {
-		status = se.status
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false) // reasons quote client input; JSON, not HTML, is the context
-	enc.Encode(errorBody{Code: e.Code, Reason: e.Reason})
-}
-
-func methodNotAllowed(w http.ResponseWriter, allow string) {
-	w.Header().Set("Allow", allow)
-	writeError(w, &statusError{http.StatusMethodNotAllowed, session.Errorf(session.CodeBadRequest, "method not allowed: use %s", allow)})
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, v any) { httpx.WriteJSON(w, v) }
 
 // attachRequest verifies the session credential of r (and the identity r presents, if
 // any) and parses its cursor. Errors are *session.Error for the client.
@@ -306,7 +311,7 @@ func (c *Config) attachQuery(ctx context.Context, r *http.Request, q url.Values,
 	if err != nil {
 		return session.AttachRequest{}, err
 	}
-	cur, err := session.ParseCursor(q.Get("cursor"), c.Manager.Config().MaxChannels)
+	cur, err := session.ParseCursor(q.Get("cursor"), c.Manager.Params().MaxChannels)
 	if err != nil {
 		return session.AttachRequest{}, err
 	}
@@ -349,7 +354,7 @@ func reasonLabel(s string) string {
 	return s
 }
 
-func (c *Config) obs() session.Observer { return c.Manager.Config().Observer }
+func (c *Config) obs() Observer { return c.Observer }
 
 func (c *Config) verify(ctx context.Context, r *http.Request, cred string) (session.Claims, error) {
 	if cred == "" {

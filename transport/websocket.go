@@ -169,7 +169,7 @@ type wsSession struct {
 
 // start arms the heartbeat and the reading side.
 func (s *wsSession) start(br *bufio.Reader) {
-	mc := s.h.cfg.Manager.Config()
+	mc := s.h.cfg.Manager.Params()
 	s.conn.SetReadLimit(int64(mc.MaxMessageBytes + frameOverhead))
 	// A client answers every heartbeat's WebSocket ping with a pong, so two heartbeats of
 	// silence mean it is gone, whether or not TCP has noticed.
@@ -424,7 +424,7 @@ func (s *wsSession) readOne() bool {
 		s.a.Close(session.Errorf(session.CodeBadRequest, "binary WebSocket messages are not part of the protocol"))
 		return false
 	}
-	f, err := session.DecodeClientFrame(data, s.h.cfg.Manager.Config().MaxMessageBytes)
+	f, err := session.DecodeClientFrame(data, s.h.cfg.Manager.Params().MaxMessageBytes)
 	if err != nil {
 		s.h.cfg.obs().Rejected("bad_request")
 		s.a.Close(session.AsError(err))

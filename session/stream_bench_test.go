@@ -37,13 +37,13 @@ func benchMessage(off uint64) *Message {
 	return &Message{Channel: "bench", Pos: Position{Epoch: "e1", Offset: off}, Data: benchPayload, Time: 1}
 }
 
-// liveConn returns a Conn subscribed to "bench" and past its sub frame, so that Deliver
+// liveStream returns a Stream subscribed to "bench" and past its sub frame, so that Deliver
 // takes the live path.
-// liveConn returns a Conn subscribed to "bench" and the Deliverer of that subscription.
-func liveConn(b *testing.B, cfg ConnConfig) (*Conn, Deliverer) {
+// liveStream returns a Stream subscribed to "bench" and the Deliverer of that subscription.
+func liveStream(b *testing.B, cfg StreamConfig) (*Stream, Deliverer) {
 	b.Helper()
 	src := &benchSource{top: Position{Epoch: "e1", Offset: 0}}
-	c := NewConn(src, cfg)
+	c := NewStream(src, cfg)
 	c.Subscribe("bench", Position{}, true)
 	out, err := c.Next(context.Background(), time.Time{})
 	if err != nil || len(out) != 1 {
@@ -52,8 +52,8 @@ func liveConn(b *testing.B, cfg ConnConfig) (*Conn, Deliverer) {
 	return c, src.d
 }
 
-func benchConnConfig() ConnConfig {
-	return ConnConfig{
+func benchStreamConfig() StreamConfig {
+	return StreamConfig{
 		QueueMessages: DefaultQueueMessages,
 		QueueBytes:    DefaultQueueBytes,
 		BatchMessages: DefaultBatchMessages,
@@ -96,11 +96,11 @@ func BenchmarkMessageFrameParallel(b *testing.B) {
 	})
 }
 
-// BenchmarkConnDeliver is the fan-out's cost per subscriber inside one Conn: Deliver
+// BenchmarkStreamDeliver is the fan-out's cost per subscriber inside one Stream: Deliver
 // (lock, position check, queue push, wake) with the writer's Next taking the frames
 // every 256 messages, as a WebSocket writer that keeps up does.
-func BenchmarkConnDeliver(b *testing.B) {
-	c, d := liveConn(b, benchConnConfig())
+func BenchmarkStreamDeliver(b *testing.B) {
+	c, d := liveStream(b, benchStreamConfig())
 	ctx := context.Background()
 	msgs := make([]*Message, 256)
 	off := uint64(0)
@@ -124,14 +124,14 @@ func BenchmarkConnDeliver(b *testing.B) {
 	}
 }
 
-// BenchmarkConnNextBatch is the long-poll batch assembly: k frames waiting in the queue
+// BenchmarkStreamNextBatch is the long-poll batch assembly: k frames waiting in the queue
 // come out of one Next call (one poll answer). The figure to read is ns/frame.
-func BenchmarkConnNextBatch(b *testing.B) {
+func BenchmarkStreamNextBatch(b *testing.B) {
 	for _, k := range []int{1, 10, 100, 1000} {
 		b.Run("frames="+strconv.Itoa(k), func(b *testing.B) {
-			cfg := benchConnConfig()
+			cfg := benchStreamConfig()
 			cfg.QueueMessages = k + 8
-			c, d := liveConn(b, cfg)
+			c, d := liveStream(b, cfg)
 			ctx := context.Background()
 			msgs := make([]*Message, k)
 			off := uint64(0)

@@ -68,13 +68,13 @@ func (s *fakeSource) publish(n int) {
 	}
 }
 
-func testConn(src Source, queue int) *Conn {
-	return NewConn(src, ConnConfig{QueueMessages: queue, QueueBytes: 1 << 20, BatchMessages: 1000, BatchBytes: 1 << 20, PageSize: queue / 2})
+func testStream(src Source, queue int) *Stream {
+	return NewStream(src, StreamConfig{QueueMessages: queue, QueueBytes: 1 << 20, BatchMessages: 1000, BatchBytes: 1 << 20, PageSize: queue / 2})
 }
 
 // drain reads frames until want msg frames arrived and checks they are offsets from..,
 // consecutive; it returns the other frame types seen.
-func drain(t *testing.T, c *Conn, from uint64, want int) []string {
+func drain(t *testing.T, c *Stream, from uint64, want int) []string {
 	t.Helper()
 	var other []string
 	next := from
@@ -104,10 +104,10 @@ func drain(t *testing.T, c *Conn, from uint64, want int) []string {
 	return other
 }
 
-func TestConnResumesThenGoesLive(t *testing.T) {
+func TestStreamResumesThenGoesLive(t *testing.T) {
 	src := newFakeSource()
 	src.publish(10)
-	c := testConn(src, 64)
+	c := testStream(src, 64)
 	c.Subscribe("c", Position{"e1", 4}, true)
 	src.publish(3) // published between subscribe and the history read: must not be lost
 	if other := drain(t, c, 5, 9); len(other) != 1 || other[0] != FrameSub {
@@ -119,9 +119,9 @@ func TestConnResumesThenGoesLive(t *testing.T) {
 
 // A live message after a gap (a broker that lost fan-out) makes the attachment read the
 // missing messages from history.
-func TestConnFillsGapFromHistory(t *testing.T) {
+func TestStreamFillsGapFromHistory(t *testing.T) {
 	src := newFakeSource()
-	c := testConn(src, 64)
+	c := testStream(src, 64)
 	c.Subscribe("c", Position{"e1", 0}, false)
 	src.publish(2)
 	drain(t, c, 1, 2)
@@ -133,10 +133,10 @@ func TestConnFillsGapFromHistory(t *testing.T) {
 }
 
 // A resume longer than the queue is read in pages, never overflowing the queue.
-func TestConnPagesLongHistory(t *testing.T) {
+func TestStreamPagesLongHistory(t *testing.T) {
 	src := newFakeSource()
 	src.publish(500)
-	c := testConn(src, 32)
+	c := testStream(src, 32)
 	c.Subscribe("c", Position{"e1", 0}, false)
 	drain(t, c, 1, 500)
 	if c.Err() != nil {
@@ -147,10 +147,10 @@ func TestConnPagesLongHistory(t *testing.T) {
 	}
 }
 
-func TestConnResetOnNewEpoch(t *testing.T) {
+func TestStreamResetOnNewEpoch(t *testing.T) {
 	src := newFakeSource()
 	src.publish(3)
-	c := testConn(src, 64)
+	c := testStream(src, 64)
 	c.Subscribe("c", Position{"e1", 3}, false)
 	// History is lost: a new epoch starts at 1.
 	src.mu.Lock()
@@ -168,9 +168,9 @@ func TestConnResetOnNewEpoch(t *testing.T) {
 	drain(t, c, 3, 2)
 }
 
-func TestConnSlowConsumer(t *testing.T) {
+func TestStreamSlowConsumer(t *testing.T) {
 	src := newFakeSource()
-	c := testConn(src, 16)
+	c := testStream(src, 16)
 	var closed *Error
 	c.OnClose = func(e *Error) { closed = e }
 	c.Subscribe("c", Position{}, false)
@@ -198,9 +198,9 @@ func TestConnSlowConsumer(t *testing.T) {
 
 // Heartbeats come every interval with a sequence and the server time; a long-poll hold
 // ends with a ping.
-func TestConnHeartbeatAndHold(t *testing.T) {
+func TestStreamHeartbeatAndHold(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := NewConn(newFakeSource(), ConnConfig{QueueMessages: 16, QueueBytes: 1 << 20, BatchMessages: 10, BatchBytes: 1 << 20, Heartbeat: 15 * time.Second})
+		c := NewStream(newFakeSource(), StreamConfig{QueueMessages: 16, QueueBytes: 1 << 20, BatchMessages: 10, BatchBytes: 1 << 20, Heartbeat: 15 * time.Second})
 		start := time.Now()
 		for i := 1; i <= 3; i++ {
 			out, err := c.Next(context.Background(), time.Time{})
@@ -213,7 +213,7 @@ func TestConnHeartbeatAndHold(t *testing.T) {
 				t.Fatalf("ping %d: %+v after %v", i, f, time.Since(start))
 			}
 		}
-		p := NewConn(newFakeSource(), ConnConfig{QueueMessages: 16, QueueBytes: 1 << 20, BatchMessages: 10, BatchBytes: 1 << 20})
+		p := NewStream(newFakeSource(), StreamConfig{QueueMessages: 16, QueueBytes: 1 << 20, BatchMessages: 10, BatchBytes: 1 << 20})
 		start = time.Now()
 		out, _ := p.Next(context.Background(), start.Add(25*time.Second))
 		if len(out) != 1 || time.Since(start) != 25*time.Second {
@@ -233,10 +233,10 @@ func jsonOf(out []Outgoing) []string {
 
 // "From now" is the moment of Subscribe: a message published before the history read
 // but after Subscribe is delivered.
-func TestConnFromNowIncludesMessagesAfterSubscribe(t *testing.T) {
+func TestStreamFromNowIncludesMessagesAfterSubscribe(t *testing.T) {
 	src := newFakeSource()
 	src.publish(3)
-	c := testConn(src, 64)
+	c := testStream(src, 64)
 	c.Subscribe("c", Position{}, true)
 	src.publish(2) // offsets 4 and 5, before the writer runs the history read
 	out, err := c.Next(context.Background(), time.Time{})
@@ -246,10 +246,10 @@ func TestConnFromNowIncludesMessagesAfterSubscribe(t *testing.T) {
 }
 
 // A stream busier than the heartbeat still carries a ping every interval.
-func TestConnHeartbeatOnBusyStream(t *testing.T) {
+func TestStreamHeartbeatOnBusyStream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := newFakeSource()
-		c := NewConn(src, ConnConfig{QueueMessages: 64, QueueBytes: 1 << 20, BatchMessages: 10, BatchBytes: 1 << 20, PageSize: 32, Heartbeat: 15 * time.Second})
+		c := NewStream(src, StreamConfig{QueueMessages: 64, QueueBytes: 1 << 20, BatchMessages: 10, BatchBytes: 1 << 20, PageSize: 32, Heartbeat: 15 * time.Second})
 		c.Subscribe("c", Position{}, false)
 		if out, _ := c.Next(context.Background(), time.Time{}); len(out) != 1 { // the sub frame, at 0 s
 			t.Fatalf("got %q", jsonOf(out))
@@ -286,10 +286,10 @@ func isPing(o Outgoing) bool { return len(o.JSON) > 10 && string(o.JSON[:11]) ==
 // A transport without a waiting goroutine: OnWake tells it there is something, TryNext
 // hands it over without blocking (history first, then live), then says nothing is left;
 // after Close it returns the close frame once, then the reason.
-func TestConnWakeAndTryNext(t *testing.T) {
+func TestStreamWakeAndTryNext(t *testing.T) {
 	src := newFakeSource()
 	src.publish(3)
-	c := testConn(src, 64)
+	c := testStream(src, 64)
 	var mu sync.Mutex
 	wakes := 0
 	c.OnWake = func() { mu.Lock(); wakes++; mu.Unlock() }

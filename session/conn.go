@@ -265,7 +265,7 @@ func (c *Conn) acceptLocked(s *subscription, m *Message) {
 		// Already delivered from history.
 	default:
 		s.pos = m.Pos
-		c.pushLocked(Outgoing{JSON: m.Frame(), EventID: m.EventID(), Msg: m})
+		c.pushLocked(MessageFrame(m))
 	}
 }
 
@@ -578,7 +578,7 @@ func (c *Conn) recoveredLocked(s *subscription, base Position, msgs []*Message, 
 		for _, m := range msgs {
 			if m.Pos.Epoch == s.pos.Epoch && m.Pos.Offset == s.pos.Offset+1 {
 				s.pos = m.Pos
-				c.pushLocked(Outgoing{JSON: m.Frame(), EventID: m.EventID(), Msg: m})
+				c.pushLocked(MessageFrame(m))
 			}
 		}
 		if s.pos.Offset < top.Offset && len(msgs) > 0 {

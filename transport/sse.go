@@ -325,7 +325,7 @@ func (s *sseStream) flush() {
 		for _, o := range out {
 			writeEvent(bw, o)
 			n += len(o.JSON)
-			last = last || isFrame(o.JSON, session.FrameClose)
+			last = last || o.Kind == session.KindClose
 		}
 		s.h.cfg.obs().Sent(SSE, len(out), n)
 		s.conn.SetWriteDeadline(time.Now().Add(writeWait))

@@ -370,7 +370,7 @@ func (s *wsSession) drain(pooled bool) {
 func tryable(out []session.Outgoing) bool {
 	n := 0
 	for _, o := range out {
-		if isFrame(o.JSON, session.FrameClose) {
+		if o.Kind == session.KindClose {
 			return false
 		}
 		n += len(o.JSON) + 16 // the frame header, a ping's own WebSocket ping
@@ -390,7 +390,7 @@ func (s *wsSession) writeNow(out []session.Outgoing) (rest []byte, ok bool) {
 	for _, o := range out {
 		// Into the cork's buffer: these don't reach the connection.
 		s.conn.WriteMessage(websocket.TextMessage, o.JSON)
-		if isFrame(o.JSON, session.FramePing) {
+		if o.Kind == session.KindPing {
 			s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait))
 		}
 	}
@@ -496,7 +496,7 @@ func (s *wsSession) write(out []session.Outgoing) (ok bool) {
 	s.conn.SetWriteDeadline(time.Now().Add(writeWait))
 	s.sent(out)
 	// A ping frame is followed by a WebSocket ping: corked, the two go in one write too.
-	if len(out) > 1 || isFrame(out[0].JSON, session.FramePing) {
+	if len(out) > 1 || out[0].Kind == session.KindPing {
 		s.cork.cork()
 		defer func() {
 			if err := s.cork.uncork(); err != nil && ok {
@@ -506,7 +506,7 @@ func (s *wsSession) write(out []session.Outgoing) (ok bool) {
 		}()
 	}
 	for _, o := range out {
-		if isFrame(o.JSON, session.FrameClose) {
+		if o.Kind == session.KindClose {
 			writeClose(s.conn, s.a.Err())
 			return false
 		}
@@ -514,7 +514,7 @@ func (s *wsSession) write(out []session.Outgoing) (ok bool) {
 			s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 			return false
 		}
-		if isFrame(o.JSON, session.FramePing) {
+		if o.Kind == session.KindPing {
 			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
 				s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 				return false
@@ -531,12 +531,4 @@ func (s *wsSession) sent(out []session.Outgoing) {
 		bytes += len(o.JSON)
 	}
 	s.h.cfg.obs().Sent(WebSocket, len(out), bytes)
-}
-
-// isFrame reports whether an encoded server frame has type t. Every server frame starts
-// with its type, so this needs no decoding.
-func isFrame(b []byte, t string) bool {
-	const prefix = `{"t":"`
-	return len(b) > len(prefix)+len(t) && string(b[:len(prefix)]) == prefix &&
-		string(b[len(prefix):len(prefix)+len(t)]) == t && b[len(prefix)+len(t)] == '"'
 }

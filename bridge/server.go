@@ -74,6 +74,9 @@ type Config struct {
 	// IdleTimeout do to the others; set them to the same values. Default 10 s and 2 min.
 	HeaderTimeout time.Duration
 	IdleTimeout   time.Duration
+	// IO selects pooled I/O (default) or plain goroutine-per-connection I/O for every
+	// transport; see transport.IOMode.
+	IO transport.IOMode
 	// UpstreamRate and UpstreamBurst bound each session's send and pub frames per second
 	// (default 100, burst 200; negative: off). Beyond it frames are refused with 4029.
 	UpstreamRate  float64
@@ -250,6 +253,7 @@ func New(cfg Config) (*Server, error) {
 		Handoff:        transport.NewHandoff(),
 		HeaderTimeout:  cfg.HeaderTimeout,
 		IdleTimeout:    cfg.IdleTimeout,
+		IO:             cfg.IO,
 	}
 	s.handoff = tc.Handoff
 	s.poll = transport.NewPoll(tc)

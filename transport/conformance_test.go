@@ -209,9 +209,10 @@ func fragments(msg string, n int) [][]byte {
 }
 
 // conformanceServer starts a Ferry server that acknowledges send frames.
-func conformanceServer(t *testing.T) string {
+func conformanceServer(t *testing.T, mode transport.IOMode) string {
 	t.Helper()
 	srv, err := bridge.New(bridge.Config{
+		IO:              mode,
 		MaxMessageBytes: 1024,
 		Limits:          transport.Limits{NegotiateRate: 1000, NegotiateBurst: 1000},
 		OnMessage:       func(context.Context, bridge.Upstream) error { return nil },
@@ -237,13 +238,9 @@ func TestWebSocketConformance(t *testing.T) {
 	// the handshake is done would hold each case for a minute: the read guard below (10 s)
 	// sees it.
 	defer transport.SetCloseHandshake(time.Minute)()
-	for _, mode := range []struct {
-		name  string
-		plain bool
-	}{{"netpoll", false}, {"plain", true}} {
-		t.Run(mode.name, func(t *testing.T) {
-			defer transport.SetWebSocketPlainIO(mode.plain)()
-			base := conformanceServer(t)
+	for _, mode := range []transport.IOMode{transport.IOPooled, transport.IOPlain} {
+		t.Run(mode.String(), func(t *testing.T) {
+			base := conformanceServer(t, mode)
 			for _, tc := range conformanceCases() {
 				t.Run(tc.name, func(t *testing.T) { runCase(t, base, tc) })
 			}

@@ -171,7 +171,7 @@ func (h *PollHandler) Shutdown() {
 // Handoff isn't served, the request is not a plain HTTP/1.1 keep-alive one without a
 // body, or the server drains.
 func (h *PollHandler) takeOver(w http.ResponseWriter, r *http.Request) bool {
-	if !h.cfg.Handoff.open() || r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.TLS != nil || r.Close ||
+	if !h.cfg.pooled() || !h.cfg.Handoff.open() || r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.TLS != nil || r.Close ||
 		r.ContentLength != 0 || len(r.TransferEncoding) > 0 || // a body would be left unread before the next request
 		!strings.HasPrefix(r.RequestURI, "/") || h.cfg.Manager.Draining() || !netpoll.Supported() {
 		return false

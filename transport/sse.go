@@ -39,7 +39,7 @@ func (h *SSEHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// An HTTP/1.1 stream moves to its own goroutine on the hijacked connection, which
 	// then owns the connection slot; see serveHijacked.
-	if r.ProtoMajor == 1 && h.serveHijacked(w, r, release) {
+	if r.ProtoMajor == 1 && h.cfg.pooled() && h.serveHijacked(w, r, release) {
 		return
 	}
 	defer release()

@@ -113,7 +113,7 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req.OnClose = func(*session.Error) { conn.UnderlyingConn().SetWriteDeadline(time.Now().Add(closeGrace)) }
 	s := &wsSession{h: h, conn: conn, cork: hj.conn, guard: hj.guard, attached: make(chan struct{}), done: make(chan struct{})}
 	_, raw := hj.conn.Conn.(syscall.Conn) // not over TLS: records buffered above the socket
-	s.pooled = raw && netpoll.Supported() && !wsPlainIO.Load()
+	s.pooled = raw && netpoll.Supported() && h.cfg.pooled()
 	s.flushFn = s.flush
 	req.OnWake = s.wake
 	a, err := h.cfg.Manager.Attach(ctx, req)
@@ -186,7 +186,7 @@ func (s *wsSession) start(br *bufio.Reader) {
 		go s.endRead() // the writer has closed already: only the close handshake is left
 		return
 	}
-	if br != nil && !wsPlainIO.Load() {
+	if br != nil && s.h.cfg.pooled() {
 		s.br = br
 		if w, err := netpoll.Start(s.cork.Conn, s.onReadable); err == nil {
 			s.watch = w

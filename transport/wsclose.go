@@ -38,8 +38,8 @@ const codeProtocolError session.Code = 1002
 
 // closeHandshake bounds the wait for the client's close frame after the server's: a
 // client that doesn't answer within it has its connection closed anyway. A variable for
-// the tests, which make it long so that a server that waits for it is seen to (atomic,
-// as wsPlainIO).
+// the tests, which make it long so that a server that waits for it is seen to (atomic:
+// a test changes it between servers whose last goroutines it doesn't wait for).
 var closeHandshake atomic.Int64
 
 func init() { closeHandshake.Store(int64(closeGrace)) }

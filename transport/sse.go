@@ -203,7 +203,7 @@ func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, relea
 		a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 	}
 	close(s.ready)
-	s.start(h.cfg.handOff(release))
+	s.start(h.cfg.outliveHandler(release))
 	return true
 }
 

@@ -81,9 +81,10 @@ type Config struct {
 	IO IOMode
 }
 
-// handOff is called when a hijacked stream leaves its handler; the returned func, which
-// also releases the stream's connection slot, must run once when the stream ends.
-func (c *Config) handOff(release func()) (done func()) {
+// outliveHandler is called when a hijacked stream (or a held poll of a taken-over
+// connection) leaves its handler; the returned func, which also releases the stream's
+// connection slot, must run once when the stream ends.
+func (c *Config) outliveHandler(release func()) (done func()) {
 	if c.Streams == nil {
 		return release
 	}

@@ -79,9 +79,9 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	handedOff := false
+	detached := false
 	defer func() {
-		if !handedOff {
+		if !detached {
 			release()
 		}
 	}()
@@ -91,7 +91,7 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered with an HTTP error
 	}
 	defer func() {
-		if !handedOff {
+		if !detached {
 			conn.Close()
 		}
 	}()
@@ -130,8 +130,8 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// use, but they stay reachable as long as this handler runs. Returning lets them go
 	// (about 12 KiB and a deep stack per connection); the session lives on in callbacks.
 	// The request's context ends with ServeHTTP, so the session has its own.
-	handedOff = true
-	s.end = h.cfg.handOff(release)
+	detached = true
+	s.end = h.cfg.outliveHandler(release)
 	s.start(hj.br)
 }
 

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/ferryrt/ferry/session"
-	"github.com/ferryrt/ferry/transport/internal/netpoll"
+	"github.com/ferryrt/ferry/transport/internal/stream"
 )
 
 // SSEHandler serves GET /sse: the session's frames as a text/event-stream, upstream by
@@ -208,9 +208,10 @@ func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, relea
 }
 
 // sseStream is a stream on a hijacked connection. A client sends nothing after its
-// request, so reading only notices it leaving: netpoll reports that without a goroutine
-// (a reader goroutine blocks in Read where the connection can't be watched). A writer
-// goroutine runs while there are frames (see wsSession), heartbeats come from a timer.
+// request, so reading only notices it leaving: pooled, the stream.Reader's poller reports
+// that without a goroutine (a reader goroutine blocks in Read where the connection can't
+// be watched). A writer goroutine runs while there are frames (see wsSession), heartbeats
+// come from a timer.
 type sseStream struct {
 	h      *SSEHandler
 	conn   net.Conn
@@ -219,33 +220,21 @@ type sseStream struct {
 	closed chan struct{}       // the connection is closed
 	hb     *time.Timer
 	end    func() // releases the connection slot once the stream is torn down
-
-	mu       sync.Mutex
-	isClosed bool
-	watch    *netpoll.Watch // nil with a reader goroutine
+	once   sync.Once
+	reader stream.Reader // owns the reading, and with it the teardown
 }
 
 // wake runs under the attachment's lock when frames are ready and no writer runs.
 func (s *sseStream) wake() { go s.flush() }
 
-// closeConn closes the connection, once. The watch stops first (a descriptor must leave
-// the epoll set before it is closed); if it was armed, no reader will see the close, so
-// the teardown starts here.
+// closeConn closes the connection, once. The reading stops first (a descriptor must
+// leave the epoll set before it is closed), and its end tears the stream down.
 func (s *sseStream) closeConn() {
-	s.mu.Lock()
-	if s.isClosed {
-		s.mu.Unlock()
-		return
-	}
-	s.isClosed = true
-	w := s.watch
-	s.mu.Unlock()
-	owned := w != nil && w.Stop()
-	s.conn.Close()
-	close(s.closed)
-	if owned {
-		go s.teardown()
-	}
+	s.once.Do(func() {
+		s.reader.Stop()
+		s.conn.Close()
+		close(s.closed)
+	})
 }
 
 func (s *sseStream) start(end func()) {
@@ -261,40 +250,15 @@ func (s *sseStream) start(end func()) {
 	})
 	s.hb.Stop() // armed only once s.hb is set, which the callback uses
 	s.hb.Reset(every)
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.isClosed {
-		go s.teardown() // the writer failed already
-		return
-	}
-	if w, err := netpoll.Start(s.conn, s.onReadable); err == nil {
-		s.watch = w
-		return
-	}
-	go func() {
-		var b [1]byte
-		for {
-			if _, err := s.conn.Read(b[:]); err != nil {
-				break
-			}
-		}
-		s.teardown()
-	}()
+	s.reader.Start(s.conn, true, s.read, s.teardown)
 }
 
-// onReadable runs when the client sent something or left. Anything it sends is ignored.
-func (s *sseStream) onReadable() {
+// read notices the client leaving: anything it sends is ignored. Polled, the connection
+// is readable, so the read does not wait.
+func (s *sseStream) read(bool) bool {
 	var b [64]byte
-	if _, err := s.conn.Read(b[:]); err == nil {
-		s.mu.Lock()
-		w := s.watch
-		s.mu.Unlock()
-		if w.Arm() {
-			return
-		}
-	}
-	s.teardown()
+	_, err := s.conn.Read(b[:])
+	return err == nil
 }
 
 // teardown ends the stream, on the one goroutine that owns its reading.

@@ -44,8 +44,8 @@ type WebSocketHandler struct {
 func NewWebSocket(cfg Config) *WebSocketHandler {
 	c := cfg.withDefaults()
 	return &WebSocketHandler{cfg: c, upgrader: websocket.Upgrader{
-		// Zero: gorilla reads through the small buffer corkHijacker hands it, whose
-		// Buffered count tells the reader when to wait for the poller again.
+		// Zero: gorilla reads through the small buffer corkHijacker hands it (see
+		// there), whose Buffered count tells the reader when to wait for the poller.
 		ReadBufferSize:    0,
 		WriteBufferSize:   4096,
 		WriteBufferPool:   writeBufferPool,

@@ -1,9 +1,14 @@
 package bridge
 
 import (
+	"bufio"
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,5 +109,70 @@ func TestShutdownWaitsForStreams(t *testing.T) {
 func forEachIO(t *testing.T, test func(t *testing.T, io transport.IOMode)) {
 	for _, io := range []transport.IOMode{transport.IOPooled, transport.IOPlain} {
 		t.Run(io.String(), func(t *testing.T) { test(t, io) })
+	}
+}
+
+// Both I/O modes answer an SSE stream with the same headers and the same event bytes
+// (DESIGN invariant 11): pooled, the stream is written on the hijacked connection by this
+// package; plain, by net/http. Only the hello frame (session id, time) and the channel's
+// epoch (each server has a broker of its own) differ, and are masked.
+func TestSSEModesAnswerTheSameBytes(t *testing.T) {
+	epoch := regexp.MustCompile(`"ep":"([^"]+)"`)
+	stream := func(io transport.IOMode) (*http.Response, string) {
+		ts := newTestServer(t, Config{IO: io, Heartbeat: time.Minute})
+		c := ts.client(t)
+		c.Subscribe("room:diff", "")
+		q := url.Values{"session": {c.Session}, "cursor": {c.Cursor()}}
+		resp, err := http.Get(c.Base + "/sse?" + q.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		br := bufio.NewReader(resp.Body)
+		var out strings.Builder
+		events := 0
+		readEvents := func(n int) {
+			for events < n {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					t.Fatalf("%s: after %q: %v", io, out.String(), err)
+				}
+				if strings.HasPrefix(line, `data: {"t":"hello"`) {
+					line = "data: <hello>\n"
+				}
+				out.WriteString(line)
+				if line == "\n" {
+					events++
+				}
+			}
+		}
+		readEvents(3) // the retry hint, hello, sub
+		ts.publish(t, "room:diff", map[string]any{"n": 1, "s": "a\nb"})
+		ts.publish(t, "room:diff", "two")
+		ts.publish(t, "room:diff", 3)
+		readEvents(6)
+		s := out.String()
+		m := epoch.FindStringSubmatch(s)
+		if m == nil {
+			t.Fatalf("%s: no epoch in %q", io, s)
+		}
+		return resp, strings.ReplaceAll(s, m[1], "<epoch>")
+	}
+	pooled, pooledBody := stream(transport.IOPooled)
+	plain, plainBody := stream(transport.IOPlain)
+	if pooledBody != plainBody {
+		t.Errorf("event streams differ:\npooled: %q\nplain:  %q", pooledBody, plainBody)
+	}
+	if pooled.StatusCode != plain.StatusCode {
+		t.Errorf("status %d pooled, %d plain", pooled.StatusCode, plain.StatusCode)
+	}
+	for _, h := range []string{"Content-Type", "Cache-Control", "X-Accel-Buffering"} {
+		if a, b := pooled.Header.Values(h), plain.Header.Values(h); !slices.Equal(a, b) {
+			t.Errorf("%s: %q pooled, %q plain", h, a, b)
+		}
+	}
+	// The two really took different paths: the hijacked stream ends with its connection.
+	if !pooled.Close || plain.Close {
+		t.Errorf("Connection: close pooled %v, plain %v; want the pooled stream hijacked and the plain one served by net/http", pooled.Close, plain.Close)
 	}
 }

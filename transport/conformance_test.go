@@ -3,8 +3,9 @@ package transport_test
 // RFC 6455 conformance of /ferry/ws, in the manner of the Autobahn test suite: raw frames
 // written on a socket, and for each case the exact frames the server answers with, the
 // exact close code, and the end of TCP right after the close handshake. Every case runs
-// on both I/O paths: netpoll (a watched socket, pings and pongs handled by peekFrame, data
-// by gorilla) and the plain goroutine-per-connection reader (gorilla for everything).
+// in both I/O modes (Config.IO): pooled (a watched socket, pings and pongs handled by
+// peekFrame, data by gorilla) and plain, a goroutine-per-connection reader (gorilla for
+// everything).
 // closeGuard, under both, handles every close frame.
 
 import (

@@ -96,7 +96,7 @@ var errCloseIncomplete = errors.New("transport: close frame incomplete")
 type closeGuard struct {
 	r io.Reader
 	// nonblock makes Read return after one read of r: errCloseIncomplete when that
-	// read held nothing but the start of a close frame (onReadable must not wait for the
+	// read held nothing but the start of a close frame (readPolled must not wait for the
 	// rest).
 	nonblock bool
 	err      error // sticky, once the client's close frame has been read

@@ -1,5 +1,7 @@
 package transport
 
+import "fmt"
+
 // IOMode selects how the transports serve their connections (Config.IO).
 //
 // DESIGN invariant 11: the fast path is never the only path. IOPooled holds no goroutine
@@ -26,6 +28,18 @@ func (m IOMode) String() string {
 		return "plain"
 	}
 	return "pooled"
+}
+
+// ParseIOMode parses a mode as String names it: "pooled" or "plain" (for a flag or a
+// configuration file).
+func ParseIOMode(s string) (IOMode, error) {
+	switch s {
+	case "pooled":
+		return IOPooled, nil
+	case "plain":
+		return IOPlain, nil
+	}
+	return IOPooled, fmt.Errorf("transport: unknown I/O mode %q: want pooled or plain", s)
 }
 
 // pooled reports whether c serves connections in the pooled mode.

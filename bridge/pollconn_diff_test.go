@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -58,15 +57,9 @@ func newDiffPair(t testing.TB) *diffPair {
 	takenCfg := cfg
 	takenCfg.Logger = slog.New(counter)
 	pair := &diffPair{taken: newTestServer(t, takenCfg), takeOvers: counter}
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	srv.Mount(mux)
-	hs := httptest.NewServer(mux) // Handoff not served: polls stay on net/http
-	closeOnCleanup(t, srv, hs)
-	pair.plain = &testServer{Server: srv, URL: hs.URL + srv.Base(), http: hs, seen: map[string]int{}}
+	plainCfg := cfg
+	plainCfg.IO = transport.IOPlain // polls stay on net/http
+	pair.plain = newTestServer(t, plainCfg)
 	return pair
 }
 

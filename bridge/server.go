@@ -73,6 +73,9 @@ type Config struct {
 	// IdleTimeout do to the others; set them to the same values (transport.Config).
 	HeaderTimeout time.Duration
 	IdleTimeout   time.Duration
+	// IO selects pooled I/O (default) or plain goroutine-per-connection I/O for every
+	// transport; see transport.IOMode.
+	IO transport.IOMode
 
 	// Authenticate identifies requests (see JWTAuthenticator); nil means anonymous
 	// sessions only.
@@ -232,6 +235,7 @@ func New(cfg Config) (*Server, error) {
 		Handoff:        transport.NewHandoff(),
 		HeaderTimeout:  cfg.HeaderTimeout,
 		IdleTimeout:    cfg.IdleTimeout,
+		IO:             cfg.IO,
 	}
 	s.mount(tc)
 	return s, nil

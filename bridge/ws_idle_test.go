@@ -38,57 +38,59 @@ func dialWS(t *testing.T, ts *testServer) *websocket.Conn {
 // A client that stops answering pings is closed with 4004 after two silent heartbeats,
 // while one that answers stays.
 func TestWebSocketHeartbeatTimeout(t *testing.T) {
-	const hb = 50 * time.Millisecond
-	ts := newTestServer(t, Config{Heartbeat: hb})
-	start := time.Now()
-	mute := dialWS(t, ts)
-	mute.SetPingHandler(func(string) error { return nil }) // reads pings, never pongs
-	alive := dialWS(t, ts)
+	forEachIO(t, func(t *testing.T, io transport.IOMode) {
+		const hb = 50 * time.Millisecond
+		ts := newTestServer(t, Config{Heartbeat: hb, IO: io})
+		start := time.Now()
+		mute := dialWS(t, ts)
+		mute.SetPingHandler(func(string) error { return nil }) // reads pings, never pongs
+		alive := dialWS(t, ts)
 
-	// The answering client reads (and so pongs) in the background until the mute one is
-	// closed, counting the heartbeats it saw.
-	pings := make(chan int, 1)
-	stop := make(chan struct{})
-	go func() {
-		n := 0
-		for {
-			select {
-			case <-stop:
-				pings <- n
-				return
-			default:
+		// The answering client reads (and so pongs) in the background until the mute one is
+		// closed, counting the heartbeats it saw.
+		pings := make(chan int, 1)
+		stop := make(chan struct{})
+		go func() {
+			n := 0
+			for {
+				select {
+				case <-stop:
+					pings <- n
+					return
+				default:
+				}
+				alive.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, msg, err := alive.ReadMessage()
+				if err != nil {
+					pings <- -1
+					return
+				}
+				if strings.HasPrefix(string(msg), `{"t":"ping"`) {
+					n++
+				}
 			}
-			alive.SetReadDeadline(time.Now().Add(5 * time.Second))
-			_, msg, err := alive.ReadMessage()
-			if err != nil {
-				pings <- -1
-				return
-			}
-			if strings.HasPrefix(string(msg), `{"t":"ping"`) {
-				n++
-			}
+		}()
+
+		mute.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var err error
+		for err == nil {
+			_, _, err = mute.ReadMessage()
 		}
-	}()
-
-	mute.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var err error
-	for err == nil {
-		_, _, err = mute.ReadMessage()
-	}
-	silent := time.Since(start)
-	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != 4004 {
-		t.Fatalf("mute client: %v, want close 4004", err)
-	}
-	if silent < 2*hb {
-		t.Errorf("closed after %v, before two heartbeats (%v)", silent, 2*hb)
-	}
-	close(stop)
-	alive.WriteMessage(websocket.TextMessage, []byte(`{"t":"pong","seq":1}`)) // unblocks its read
-	if n := <-pings; n < 2 {
-		t.Fatalf("the answering client saw %d pings and then lost its connection, want it kept open", n)
-	}
-	eventually(t, "the answering attachment alone left", func() bool { return ts.Manager().Attached() == 1 })
+		silent := time.Since(start)
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != 4004 {
+			t.Fatalf("mute client: %v, want close 4004", err)
+		}
+		if silent < 2*hb {
+			t.Errorf("closed after %v, before two heartbeats (%v)", silent, 2*hb)
+		}
+		close(stop)
+		alive.WriteMessage(websocket.TextMessage, []byte(`{"t":"pong","seq":1}`)) // unblocks its read
+		if n := <-pings; n < 2 {
+			t.Fatalf("the answering client saw %d pings and then lost its connection, want it kept open", n)
+		}
+		eventually(t, "the answering attachment alone left", func() bool { return ts.Manager().Attached() == 1 })
+	})
 }
 
 // An idle WebSocket holds no goroutine on the server: readability of its connection is

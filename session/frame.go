@@ -248,12 +248,55 @@ func (m *Message) encode() {
 	m.eventID = m.Channel + "=" + m.Pos.String()
 }
 
-// Outgoing is one frame on its way to a client. EventID is set for msg frames and becomes
-// the SSE id line; Msg is the message of a msg frame.
+// Outgoing is one frame on its way to a client. It is made by Message (a msg frame, with
+// Msg and EventID set: EventID becomes the SSE id line) or by ServerFrame.Encode (every
+// other frame), and carries from then on what transports and cursors need to know of it
+// without decoding JSON: its Kind and, for a frame that moves a client's cursor, the
+// channel and position it moves it to (see Moves).
 type Outgoing struct {
 	JSON    []byte
 	EventID string
 	Msg     *Message
+	Kind    FrameKind
+	// at is the channel and position of a sub or reset frame that carries one; nil for
+	// every other frame (msg frames have Msg). A pointer keeps Outgoing small for the
+	// queues: frames that carry a position besides msg frames are rare.
+	at *channelPos
+}
+
+// channelPos is a channel and a position in it.
+type channelPos struct {
+	ch  string
+	pos Position
+}
+
+// FrameKind is the type of a server frame, known from its creation.
+type FrameKind uint8
+
+// The kinds of server frames; PROTOCOL.md §3. KindOther is a frame whose type this
+// package does not list (none of its own).
+const (
+	KindOther FrameKind = iota
+	KindMsg
+	KindHello
+	KindSub
+	KindReset
+	KindUnsub
+	KindPing
+	KindAck
+	KindClose
+)
+
+// frameKinds maps a frame type to its kind.
+var frameKinds = map[string]FrameKind{
+	FrameMsg: KindMsg, FrameHello: KindHello, FrameSub: KindSub,
+	FrameReset: KindReset, FrameUnsub: KindUnsub, FramePing: KindPing,
+	FrameAck: KindAck, FrameClose: KindClose,
+}
+
+// MessageFrame returns the msg frame of m on its way to a client.
+func MessageFrame(m *Message) Outgoing {
+	return Outgoing{JSON: m.Frame(), EventID: m.EventID(), Msg: m, Kind: KindMsg}
 }
 
 // ServerFrame is the generic form of the server's control frames (everything but msg).
@@ -280,30 +323,30 @@ type errBody struct {
 }
 
 // Encode marshals f. Control frames are rare next to msg frames, so encoding/json is fine.
+// The frame keeps its kind and, for a sub or reset frame with a position, that position
+// (see Outgoing.Moves).
 func (f *ServerFrame) Encode() Outgoing {
 	b, err := json.Marshal(f)
 	if err != nil {
 		panic("session: encoding a server frame: " + err.Error()) // only plain types inside
 	}
-	return Outgoing{JSON: b}
+	o := Outgoing{JSON: b, Kind: frameKinds[f.T]}
+	if (o.Kind == KindSub || o.Kind == KindReset) && f.Off != nil && f.Ep != "" {
+		o.at = &channelPos{ch: f.Ch, pos: Position{Epoch: f.Ep, Offset: *f.Off}}
+	}
+	return o
 }
 
-// moves returns the channel and position a frame moves a client's cursor to: those of a
-// msg, sub or reset frame.
-func (o Outgoing) moves() (ch string, pos Position, ok bool) {
+// Moves returns the channel and position the frame moves a client's cursor to: those of
+// a msg frame, or of a sub or reset frame that carries a position.
+func (o Outgoing) Moves() (ch string, pos Position, ok bool) {
 	if o.Msg != nil {
 		return o.Msg.Channel, o.Msg.Pos, true
 	}
-	// Control frames that carry a position are rare (one per channel and attachment, or
-	// a reset): decoding them here keeps Outgoing small for the queues.
-	if !bytes.HasPrefix(o.JSON, []byte(`{"t":"sub"`)) && !bytes.HasPrefix(o.JSON, []byte(`{"t":"reset"`)) {
-		return "", Position{}, false
+	if o.at != nil {
+		return o.at.ch, o.at.pos, true
 	}
-	var f ServerFrame
-	if json.Unmarshal(o.JSON, &f) != nil || f.Off == nil || f.Ep == "" {
-		return "", Position{}, false
-	}
-	return f.Ch, Position{Epoch: f.Ep, Offset: *f.Off}, true
+	return "", Position{}, false
 }
 
 func posFrame(t, ch string, p Position) Outgoing {

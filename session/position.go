@@ -171,7 +171,7 @@ func (c Cursor) Same(d Cursor) bool {
 func (c Cursor) Advance(out []Outgoing) Cursor {
 	next := append(Cursor(nil), c...)
 	for _, o := range out {
-		ch, pos, ok := o.moves()
+		ch, pos, ok := o.Moves()
 		if !ok {
 			continue
 		}

@@ -78,7 +78,7 @@ func (c *Stream) recoveredLocked(s *subscription, base Position, msgs []*Message
 		for _, m := range msgs {
 			if m.Pos.Epoch == s.pos.Epoch && m.Pos.Offset == s.pos.Offset+1 {
 				s.pos = m.Pos
-				c.pushLocked(Outgoing{JSON: m.Frame(), EventID: m.EventID(), Msg: m})
+				c.pushLocked(MessageFrame(m))
 			}
 		}
 		if s.pos.Offset < top.Offset && len(msgs) > 0 {

@@ -266,7 +266,7 @@ func (c *Stream) acceptLocked(s *subscription, m *Message) {
 		// Already delivered from history.
 	default:
 		s.pos = m.Pos
-		c.pushLocked(Outgoing{JSON: m.Frame(), EventID: m.EventID(), Msg: m})
+		c.pushLocked(MessageFrame(m))
 	}
 }
 

@@ -3,8 +3,9 @@ package transport_test
 // RFC 6455 conformance of /ferry/ws, in the manner of the Autobahn test suite: raw frames
 // written on a socket, and for each case the exact frames the server answers with, the
 // exact close code, and the end of TCP right after the close handshake. Every case runs
-// on both I/O paths: netpoll (a watched socket, pings and pongs handled by peekFrame, data
-// by gorilla) and the plain goroutine-per-connection reader (gorilla for everything).
+// in both I/O modes (Config.IO): pooled (a watched socket, pings and pongs handled by
+// peekFrame, data by gorilla) and plain, a goroutine-per-connection reader (gorilla for
+// everything).
 // closeGuard, under both, handles every close frame.
 
 import (
@@ -205,11 +206,11 @@ func fragments(msg string, n int) [][]byte {
 	return out
 }
 
-// conformanceServer starts the handlers over a fakeSessions, which acknowledges send
-// frames and allows messages of 1024 bytes.
-func conformanceServer(t *testing.T) string {
+// conformanceServer starts the handlers over a fakeSessions in the given I/O mode, which
+// acknowledges send frames and allows messages of 1024 bytes.
+func conformanceServer(t *testing.T, mode transport.IOMode) string {
 	t.Helper()
-	return newTestServer(t, nil).URL
+	return newTestServer(t, func(c *transport.Config) { c.IO = mode }).URL
 }
 
 func TestWebSocketConformance(t *testing.T) {
@@ -217,13 +218,9 @@ func TestWebSocketConformance(t *testing.T) {
 	// the handshake is done would hold each case for a minute: the read guard below (10 s)
 	// sees it.
 	defer transport.SetCloseHandshake(time.Minute)()
-	for _, mode := range []struct {
-		name  string
-		plain bool
-	}{{"netpoll", false}, {"plain", true}} {
-		t.Run(mode.name, func(t *testing.T) {
-			defer transport.SetWebSocketPlainIO(mode.plain)()
-			base := conformanceServer(t)
+	for _, mode := range []transport.IOMode{transport.IOPooled, transport.IOPlain} {
+		t.Run(mode.String(), func(t *testing.T) {
+			base := conformanceServer(t, mode)
 			for _, tc := range conformanceCases() {
 				t.Run(tc.name, func(t *testing.T) { runCase(t, base, tc) })
 			}

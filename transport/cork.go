@@ -127,8 +127,16 @@ func (c *corkConn) writeRest(rest []byte) error {
 }
 
 // corkHijacker hands gorilla's Upgrade a corkConn in place of the hijacked connection,
-// and a read buffer of wsReadBuffer bytes in place of net/http's 4 KiB one (gorilla
-// reuses a hijacked reader larger than 256 bytes when its ReadBufferSize is zero).
+// and a read buffer of wsReadBuffer bytes in place of net/http's 4 KiB one.
+//
+// The pooled reader (wsSession.readPolled) relies on gorilla reading every frame through
+// that buffer, and holding no buffer of its own: whatever sits in a buffer it can't see
+// would never be announced by the poller again. gorilla's Upgrade does so when
+// Upgrader.ReadBufferSize is zero and the hijacked reader holds more than 256 bytes: it
+// resets that reader onto the connection and keeps it. This is how gorilla behaves
+// (v1.5.3, server.go), not what it documents; TestGorillaReadsThroughHijackedReader
+// fails if it changes. This is the one place the package depends on it; the plain I/O
+// mode does not (Config.IO).
 type corkHijacker struct {
 	http.ResponseWriter
 	conn  *corkConn

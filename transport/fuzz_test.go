@@ -173,7 +173,7 @@ func FuzzParsePoll(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r, used, err := parsePoll(in, target)
-		var back *handBackError
+		var back *notPollError
 		switch {
 		case err == nil:
 			if used <= 0 || used > len(in) || r.Method != http.MethodGet || r.URL.Path != "/ferry/poll" {

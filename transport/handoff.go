@@ -23,6 +23,12 @@ import (
 //
 // Until its Accept is first called, polls are served by net/http alone. Close (which
 // http.Server.Shutdown calls) closes every connection handed back after it.
+//
+// Words, as this package uses them: a connection is taken over (PollHandler, pollConn) when
+// the long-polling handler serves its later requests itself; it is given back (give,
+// pollConn.giveBack) when it returns to net/http through this listener; it is parked
+// (park) when it waits for its next request with no goroutine, after a negotiation. A
+// stream or a held poll that outlives its handler is counted by Config.outliveHandler.
 type Handoff struct {
 	ch     chan net.Conn
 	done   chan struct{}
@@ -108,9 +114,9 @@ func (l *Handoff) park(c net.Conn, idle time.Duration) bool {
 	return true
 }
 
-// end stops watching a parked connection, once, and hands it back to net/http or closes
+// end stops watching a parked connection, once, and gives it back to net/http or closes
 // it.
-func (pc *parkedConn) end(handBack bool) {
+func (pc *parkedConn) end(giveBack bool) {
 	pc.mu.Lock()
 	if pc.ended {
 		pc.mu.Unlock()
@@ -125,7 +131,7 @@ func (pc *parkedConn) end(handBack bool) {
 		delete(pc.l.parked, pc)
 	}
 	pc.l.mu.Unlock()
-	if handBack {
+	if giveBack {
 		pc.l.give(pc.c)
 	} else {
 		pc.c.Close()

@@ -120,7 +120,7 @@ func (h *Negotiate) answer(w http.ResponseWriter, r *http.Request, resp Negotiat
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.Write(body)
 	// The body was read to its end (httpx.ReadJSON), so the connection is between requests.
-	if !h.cfg.Handoff.open() || r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.TLS != nil || r.Close ||
+	if !h.cfg.pooled() || !h.cfg.Handoff.open() || r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.TLS != nil || r.Close ||
 		h.cfg.Manager.Draining() || !netpoll.Supported() {
 		return
 	}

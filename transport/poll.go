@@ -216,7 +216,7 @@ func (h *PollHandler) finish(w http.ResponseWriter, p *poll, out []session.Outgo
 		}
 		obs.PollDone("closed")
 	} else {
-		if len(out) == 1 && isFrame(out[0].JSON, session.FramePing) {
+		if len(out) == 1 && out[0].Kind == session.KindPing {
 			obs.PollDone("timeout")
 		} else {
 			obs.PollDone("data")

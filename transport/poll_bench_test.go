@@ -28,7 +28,7 @@ func BenchmarkWriteFrames(b *testing.B) {
 			for i := range out {
 				m := &session.Message{Channel: "bench", Pos: session.Position{Epoch: "e1", Offset: uint64(i + 1)},
 					Data: []byte(`{"p":1,"seq":42,"ts":1700000000000000000,"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`)}
-				out[i] = session.Outgoing{JSON: m.Frame(), EventID: m.EventID(), Msg: m}
+				out[i] = session.MessageFrame(m)
 			}
 			w := &discardWriter{h: http.Header{}}
 			b.ReportAllocs()
@@ -60,7 +60,7 @@ func BenchmarkParsePoll(b *testing.B) {
 func BenchmarkPollResponse(b *testing.B) {
 	m := &session.Message{Channel: "bench", Pos: session.Position{Epoch: "e1", Offset: 1},
 		Data: []byte(`{"p":1,"seq":42,"ts":1700000000000000000}`)}
-	out := []session.Outgoing{{JSON: m.Frame(), EventID: m.EventID(), Msg: m}}
+	out := []session.Outgoing{session.MessageFrame(m)}
 	buf := make([]byte, 0, 4096)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -2,10 +2,7 @@ package transport
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ferryrt/ferry/session"
-	"github.com/ferryrt/ferry/transport/internal/netpoll"
 )
 
 // SSEHandler serves GET /sse: the session's frames as a text/event-stream, upstream by
@@ -37,9 +33,9 @@ func (h *SSEHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	// An HTTP/1.1 stream moves to its own goroutine on the hijacked connection, which
-	// then owns the connection slot; see serveHijacked.
-	if r.ProtoMajor == 1 && h.serveHijacked(w, r, release) {
+	// Pooled, an HTTP/1.1 stream moves to the hijacked connection, which then owns the
+	// connection slot; see serveHijacked (ssepooled.go). What follows is the plain path.
+	if r.ProtoMajor == 1 && h.cfg.pooled() && h.serveHijacked(w, r, release) {
 		return
 	}
 	defer release()
@@ -150,189 +146,4 @@ func applyLastEventID(cur session.Cursor, id string) error {
 		}
 	}
 	return nil
-}
-
-// serveHijacked serves an HTTP/1.1 stream on the hijacked connection, so that net/http's
-// buffers, request and handler goroutine go once the stream has started: an idle stream
-// then costs its attachment and no goroutine (see sseStream). It reports false, having done nothing, when the connection can't be
-// hijacked (HTTP/2, a wrapper that hides it) or the request doesn't attach.
-func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, release func()) bool {
-	req, err := h.cfg.attachRequest(r.Context(), r, SSE)
-	if err == nil {
-		err = applyLastEventID(req.Cursor, r.Header.Get("Last-Event-ID"))
-	}
-	if err != nil {
-		return false // the ordinary path answers the error as an event
-	}
-	hdr := w.Header().Clone()
-	conn, _, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		return false
-	}
-	// net/http leaves the deadlines of a hijacked connection unspecified; a stream lasts
-	// longer than any ReadTimeout, and its reads only watch for the client leaving.
-	conn.SetReadDeadline(time.Time{})
-	s := &sseStream{h: h, conn: conn, ready: make(chan struct{}), closed: make(chan struct{})}
-	req.OnClose = func(*session.Error) { conn.SetWriteDeadline(time.Now().Add(closeGrace)) }
-	req.OnWake = s.wake
-	// The request's context stays valid after Hijack until this handler returns.
-	a, err := h.cfg.Manager.Attach(r.Context(), req)
-	SetStreamHeaders(hdr)
-	hdr.Set("Connection", "close") // the stream ends with the connection
-	b := []byte("HTTP/1.1 200 OK\r\n")
-	var hb bytes.Buffer
-	hdr.Write(&hb)
-	b = append(b, hb.Bytes()...)
-	b = append(b, "\r\nretry: "+strconv.Itoa(h.cfg.SSERetry)+"\n\n"...)
-	if err != nil {
-		close(s.ready)
-		h.cfg.logFailure(r, "sse attach", err)
-		e := session.AsError(err)
-		bw := getSSEWriter(conn)
-		bw.Write(b)
-		writeEvent(bw, (&session.ServerFrame{T: session.FrameClose, Code: e.Code, Reason: e.Reason}).Encode())
-		conn.SetWriteDeadline(time.Now().Add(writeWait))
-		putSSEWriter(bw)
-		conn.Close()
-		release()
-		return true
-	}
-	s.a = a
-	conn.SetWriteDeadline(time.Now().Add(writeWait))
-	if _, err := conn.Write(b); err != nil {
-		a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
-	}
-	close(s.ready)
-	s.start(h.cfg.handOff(release))
-	return true
-}
-
-// sseStream is a stream on a hijacked connection. A client sends nothing after its
-// request, so reading only notices it leaving: netpoll reports that without a goroutine
-// (a reader goroutine blocks in Read where the connection can't be watched). A writer
-// goroutine runs while there are frames (see wsSession), heartbeats come from a timer.
-type sseStream struct {
-	h      *SSEHandler
-	conn   net.Conn
-	a      *session.Attachment // set before ready is closed
-	ready  chan struct{}       // the response header is out
-	closed chan struct{}       // the connection is closed
-	hb     *time.Timer
-	end    func() // releases the connection slot once the stream is torn down
-
-	mu       sync.Mutex
-	isClosed bool
-	watch    *netpoll.Watch // nil with a reader goroutine
-}
-
-// wake runs under the attachment's lock when frames are ready and no writer runs.
-func (s *sseStream) wake() { go s.flush() }
-
-// closeConn closes the connection, once. The watch stops first (a descriptor must leave
-// the epoll set before it is closed); if it was armed, no reader will see the close, so
-// the teardown starts here.
-func (s *sseStream) closeConn() {
-	s.mu.Lock()
-	if s.isClosed {
-		s.mu.Unlock()
-		return
-	}
-	s.isClosed = true
-	w := s.watch
-	s.mu.Unlock()
-	owned := w != nil && w.Stop()
-	s.conn.Close()
-	close(s.closed)
-	if owned {
-		go s.teardown()
-	}
-}
-
-func (s *sseStream) start(end func()) {
-	s.end = end
-	every := s.h.cfg.Manager.Params().Heartbeat
-	s.hb = time.AfterFunc(time.Hour, func() {
-		select {
-		case <-s.closed:
-		default:
-			s.a.Ping()
-			s.hb.Reset(every)
-		}
-	})
-	s.hb.Stop() // armed only once s.hb is set, which the callback uses
-	s.hb.Reset(every)
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.isClosed {
-		go s.teardown() // the writer failed already
-		return
-	}
-	if w, err := netpoll.Start(s.conn, s.onReadable); err == nil {
-		s.watch = w
-		return
-	}
-	go func() {
-		var b [1]byte
-		for {
-			if _, err := s.conn.Read(b[:]); err != nil {
-				break
-			}
-		}
-		s.teardown()
-	}()
-}
-
-// onReadable runs when the client sent something or left. Anything it sends is ignored.
-func (s *sseStream) onReadable() {
-	var b [64]byte
-	if _, err := s.conn.Read(b[:]); err == nil {
-		s.mu.Lock()
-		w := s.watch
-		s.mu.Unlock()
-		if w.Arm() {
-			return
-		}
-	}
-	s.teardown()
-}
-
-// teardown ends the stream, on the one goroutine that owns its reading.
-func (s *sseStream) teardown() {
-	s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "connection lost"})
-	<-s.closed
-	s.hb.Stop()
-	s.h.cfg.Manager.Detach(s.a)
-	s.end()
-}
-
-func (s *sseStream) flush() {
-	<-s.ready
-	if s.a == nil {
-		return
-	}
-	for {
-		out, err := s.a.TryNext(context.Background())
-		if err != nil {
-			s.closeConn()
-			return
-		}
-		if len(out) == 0 {
-			return // idle: the next frame wakes a new writer
-		}
-		bw := getSSEWriter(s.conn)
-		n, last := 0, false
-		for _, o := range out {
-			writeEvent(bw, o)
-			n += len(o.JSON)
-			last = last || isFrame(o.JSON, session.FrameClose)
-		}
-		s.h.cfg.obs().Sent(SSE, len(out), n)
-		s.conn.SetWriteDeadline(time.Now().Add(writeWait))
-		if putSSEWriter(bw) != nil || last {
-			s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
-			s.closeConn()
-			return
-		}
-	}
 }

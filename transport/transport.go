@@ -20,7 +20,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ferryrt/ferry/internal/httpx"
@@ -114,11 +113,15 @@ type Config struct {
 	// IdleTimeout closes a taken-over connection that carries no request for this long,
 	// like http.Server's IdleTimeout; default DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// IO selects pooled I/O (the default) or plain goroutine-per-connection I/O for
+	// WebSocket, SSE and long-polling alike; see IOMode.
+	IO IOMode
 }
 
-// handOff is called when a hijacked stream leaves its handler; the returned func, which
-// also releases the stream's connection slot, must run once when the stream ends.
-func (c *Config) handOff(release func()) (done func()) {
+// outliveHandler is called when a hijacked stream (or a held poll of a taken-over
+// connection) leaves its handler; the returned func, which also releases the stream's
+// connection slot, must run once when the stream ends.
+func (c *Config) outliveHandler(release func()) (done func()) {
 	if c.Streams == nil {
 		return release
 	}
@@ -441,10 +444,3 @@ func (g *Gate) Acquire(w http.ResponseWriter, r *http.Request, what string) (rel
 	}
 	return release, true
 }
-
-// wsPlainIO serves every WebSocket connection with a reader goroutine of its own and
-// writes on the session's goroutines, as over TLS (where the socket can't be watched):
-// the goroutine-per-connection twin of the netpoll path (DESIGN invariant 11), which the
-// tests run too (SetWebSocketPlainIO in export_test.go). Atomic: a test switches it
-// between servers whose last goroutines it doesn't wait for.
-var wsPlainIO atomic.Bool

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/ferryrt/ferry/session"
 	"github.com/ferryrt/ferry/transport/internal/netpoll"
+	"github.com/ferryrt/ferry/transport/internal/stream"
 	"github.com/ferryrt/ferry/transport/internal/workers"
 )
 
@@ -44,8 +44,8 @@ type WebSocketHandler struct {
 func NewWebSocket(cfg Config) *WebSocketHandler {
 	c := cfg.withDefaults()
 	return &WebSocketHandler{cfg: c, upgrader: websocket.Upgrader{
-		// Zero: gorilla reads through the small buffer corkHijacker hands it, whose
-		// Buffered count tells the reader when to wait for the poller again.
+		// Zero: gorilla reads through the small buffer corkHijacker hands it (see
+		// there), whose Buffered count tells the reader when to wait for the poller.
 		ReadBufferSize:    0,
 		WriteBufferSize:   4096,
 		WriteBufferPool:   writeBufferPool,
@@ -54,17 +54,6 @@ func NewWebSocket(cfg Config) *WebSocketHandler {
 		HandshakeTimeout:  10 * time.Second,
 	}, pool: workers.New(wsWriters, 250*time.Millisecond)}
 }
-
-// wsWriters bounds the pool that writes to WebSocket clients. A write there never waits
-// (what the kernel doesn't take at once is finished on a goroutine of the session's own),
-// so a few workers per core keep the cores busy; more would only take turns with them,
-// and with everything else the process must do (the publish that starts the next
-// fan-out among it).
-var wsWriters = 2*runtime.GOMAXPROCS(0) + 2
-
-// wsTryBytes is the largest batch a pool worker writes; a larger one (or the close) is
-// written by a goroutine of its own, which may wait.
-const wsTryBytes = 32 << 10
 
 func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.cfg.originAllowed(r) {
@@ -79,9 +68,9 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	handedOff := false
+	detached := false
 	defer func() {
-		if !handedOff {
+		if !detached {
 			release()
 		}
 	}()
@@ -91,7 +80,7 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered with an HTTP error
 	}
 	defer func() {
-		if !handedOff {
+		if !detached {
 			conn.Close()
 		}
 	}()
@@ -113,7 +102,7 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req.OnClose = func(*session.Error) { conn.UnderlyingConn().SetWriteDeadline(time.Now().Add(closeGrace)) }
 	s := &wsSession{h: h, conn: conn, cork: hj.conn, guard: hj.guard, attached: make(chan struct{}), done: make(chan struct{})}
 	_, raw := hj.conn.Conn.(syscall.Conn) // not over TLS: records buffered above the socket
-	s.pooled = raw && netpoll.Supported() && !wsPlainIO.Load()
+	s.pooled = raw && netpoll.Supported() && h.cfg.pooled()
 	s.flushFn = s.flush
 	req.OnWake = s.wake
 	a, err := h.cfg.Manager.Attach(ctx, req)
@@ -130,17 +119,22 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// use, but they stay reachable as long as this handler runs. Returning lets them go
 	// (about 12 KiB and a deep stack per connection); the session lives on in callbacks.
 	// The request's context ends with ServeHTTP, so the session has its own.
-	handedOff = true
-	s.end = h.cfg.handOff(release)
+	detached = true
+	s.end = h.cfg.outliveHandler(release)
 	s.start(hj.br)
 }
 
-// wsSession is one WebSocket attachment. An idle one has no goroutine at all: a writer
-// exists only while there are frames to write (the attachment's OnWake starts one, which
-// drains with TryNext and ends when nothing is left), a reader only while the client has
-// sent something (netpoll reports it; see onReadable), and heartbeats come from a timer.
-// Where the connection can't be watched (TLS, other platforms), one reader goroutine
-// blocks in Read instead.
+// wsSession is one WebSocket attachment. It reads like a plain handler: a read loop
+// (read, readOne), a writer that writes what the attachment has (flush, write), a
+// heartbeat, and a teardown (endRead) once the writer has sent the close frame.
+//
+// Pooled (Config.IO), an idle one has no goroutine at all: a writer exists only while
+// there are frames to write (the attachment's OnWake starts one on the handler's pool,
+// which drains with TryNextLocal and ends when nothing is left), a reader only while the
+// client has sent something (the stream.Reader's poller reports it; see readPolled), and
+// heartbeats come from a timer. Plain, or where the connection can't be watched (TLS,
+// other platforms), one reader goroutine blocks in Read and writers run on goroutines of
+// their own. The pooled-only parts are in wspooled.go.
 type wsSession struct {
 	h        *WebSocketHandler
 	conn     *websocket.Conn
@@ -159,12 +153,9 @@ type wsSession struct {
 	hb         *time.Timer
 	lastRead   atomic.Int64 // UnixNano of the last frame or pong from the client
 
-	done chan struct{} // closed once the writer has sent the close frame, or failed
-	once sync.Once
-
-	mu      sync.Mutex // orders the reader's deadline and watch against the closing writer
-	closing bool
-	watch   *netpoll.Watch // nil with a blocking reader
+	done   chan struct{} // closed once the writer has sent the close frame, or failed
+	once   sync.Once
+	reader stream.Reader // owns the reading, and with it the teardown (endRead)
 }
 
 // start arms the heartbeat and the reading side.
@@ -180,24 +171,21 @@ func (s *wsSession) start(br *bufio.Reader) {
 	s.hb.Stop() // armed only once s.hb is set, which the callback uses
 	s.hb.Reset(mc.Heartbeat)
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		go s.endRead() // the writer has closed already: only the close handshake is left
-		return
+	// Pooled reading sees every byte the client sent that no poller report will announce
+	// again: those in br, the read buffer gorilla reads through (see corkHijacker). When
+	// net/http had read ahead, gorilla reads through net/http's buffer instead, and a
+	// goroutine reads.
+	s.br = br
+	s.reader.Start(s.cork.Conn, br != nil && s.h.cfg.pooled(), s.read, s.endRead)
+}
+
+// read reads and handles what the client sent: one frame, blocking (plain), or what has
+// arrived (polled, see readPolled). It reports whether reading goes on.
+func (s *wsSession) read(polled bool) bool {
+	if polled {
+		return s.readPolled()
 	}
-	if br != nil && !wsPlainIO.Load() {
-		s.br = br
-		if w, err := netpoll.Start(s.cork.Conn, s.onReadable); err == nil {
-			s.watch = w
-			return
-		}
-	}
-	go func() {
-		for s.readOne() {
-		}
-		s.endRead()
-	}()
+	return s.readOne()
 }
 
 // heartbeat runs every interval: a ping, or the end of a client that stopped answering.
@@ -217,58 +205,6 @@ func (s *wsSession) heartbeat(every time.Duration) {
 
 func (s *wsSession) touch() { s.lastRead.Store(time.Now().UnixNano()) }
 
-// onReadable runs on a goroutine of its own when the client has sent something. It
-// handles what has arrived, then waits for the next report, or ends the session's
-// reading when the attachment is over. Pings and pongs are handled here (see
-// wsframe.go): only a data message is read through gorilla, which blocks until the
-// message is whole.
-func (s *wsSession) onReadable() {
-	// Readable: this fill returns what the kernel has (or the end) without waiting. It
-	// asks for one byte more than is buffered, which is at most a control frame's start.
-	// A close frame not whole yet is left to the next report, like a ping.
-	s.guard.nonblock = true
-	_, err := s.br.Peek(s.br.Buffered() + 1)
-	s.guard.nonblock = false
-	if err != nil && err != errCloseIncomplete {
-		s.a.Close(readError(err))
-		s.endRead()
-		return
-	}
-	for s.br.Buffered() > 0 {
-		head, _ := s.br.Peek(s.br.Buffered())
-		kind, f := peekFrame(head)
-		if kind == peekPartial {
-			break // the rest of a ping or pong comes with the next report
-		}
-		if kind == peekControl {
-			s.br.Discard(f.size)
-			s.touch()
-			if f.op == wsOpPing {
-				// As gorilla's own ping handler: a failed pong shows on the next write.
-				s.conn.WriteControl(websocket.PongMessage, f.payload, time.Now().Add(writeWait))
-			}
-			continue
-		}
-		if !s.readOne() {
-			s.endRead()
-			return
-		}
-	}
-	if err := s.guard.Err(); err != nil && s.br.Buffered() == 0 {
-		// The client's close came behind what was just handled: no report will follow,
-		// the guard has read it off the socket.
-		s.a.Close(readError(err))
-		s.endRead()
-		return
-	}
-	s.mu.Lock()
-	w := s.watch
-	s.mu.Unlock()
-	if !w.Arm() {
-		s.endRead() // stopped by the closing writer meanwhile: reading is ours to end
-	}
-}
-
 // wake runs under the attachment's lock when frames are ready and no writer runs.
 func (s *wsSession) wake() {
 	if s.pooled && s.isAttached.Load() {
@@ -279,19 +215,12 @@ func (s *wsSession) wake() {
 }
 
 // finish ends the writing side: after the close frame (or a failed write) the reader gets
-// closeHandshake for the client's answer, as in the close handshake. When no reader
-// runs, one starts for that.
+// closeHandshake for the client's answer, as in the close handshake, and ends (endRead).
 func (s *wsSession) finish() {
 	s.once.Do(func() {
-		s.mu.Lock()
-		s.closing = true
 		s.conn.SetReadDeadline(time.Now().Add(time.Duration(closeHandshake.Load())))
-		w := s.watch
-		s.mu.Unlock()
 		close(s.done)
-		if w != nil && w.Stop() {
-			go s.endRead()
-		}
+		s.reader.Stop()
 	})
 }
 
@@ -305,23 +234,15 @@ func (s *wsSession) flush() {
 	s.drain(s.pooled)
 }
 
-// drain is the writer's loop. Pooled (on a pool worker, whose time is shared) it never
-// waits: a batch goes out with one non-blocking write, and the writer moves to a goroutine
-// of its own before anything that could wait (the rest of a write the kernel didn't take,
-// a large batch, the close).
+// drain is the writer's loop: what the attachment has, written until nothing is left.
+// Pooled, it runs on a pool worker (drainPooled).
 func (s *wsSession) drain(pooled bool) {
+	if pooled {
+		s.drainPooled()
+		return
+	}
 	for {
-		var out []session.Outgoing
-		var err error
-		if pooled {
-			// A history read (a new channel, a gap) waits on the store: not on the pool.
-			if out, err = s.a.TryNextLocal(); errors.Is(err, session.ErrNeedsSource) {
-				go s.drain(false)
-				return
-			}
-		} else {
-			out, err = s.a.TryNext(context.Background())
-		}
+		out, err := s.a.TryNext(context.Background())
 		if err != nil {
 			s.finish()
 			return
@@ -329,77 +250,11 @@ func (s *wsSession) drain(pooled bool) {
 		if len(out) == 0 {
 			return // idle: the next frame wakes a new writer
 		}
-		if pooled && !tryable(out) {
-			go func() {
-				if !s.write(out) {
-					s.finish()
-					return
-				}
-				s.drain(false)
-			}()
-			return
-		}
-		if !pooled {
-			if !s.write(out) {
-				s.finish()
-				return
-			}
-			continue
-		}
-		rest, ok := s.writeNow(out)
-		if !ok {
+		if !s.write(out) {
 			s.finish()
 			return
 		}
-		if rest != nil {
-			go func() {
-				if err := s.cork.writeRest(rest); err != nil {
-					s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
-					s.finish()
-					return
-				}
-				s.drain(false)
-			}()
-			return
-		}
 	}
-}
-
-// tryable reports whether a batch can be written by a pool worker: small, and without the
-// close frame (whose handshake waits).
-func tryable(out []session.Outgoing) bool {
-	n := 0
-	for _, o := range out {
-		if isFrame(o.JSON, session.FrameClose) {
-			return false
-		}
-		n += len(o.JSON) + 16 // the frame header, a ping's own WebSocket ping
-	}
-	return n <= wsTryBytes
-}
-
-// writeNow writes a batch (see tryable) corked, with one non-blocking write, and returns
-// what the kernel didn't take.
-func (s *wsSession) writeNow(out []session.Outgoing) (rest []byte, ok bool) {
-	s.sent(out)
-	// gorilla applies its own write deadline to every frame it writes, into the cork's
-	// buffer too. One left from an earlier blocking write (write sets it) has passed by
-	// now, and the non-blocking write below honours it: every batch would fail.
-	s.conn.SetWriteDeadline(time.Now().Add(writeWait))
-	s.cork.cork()
-	for _, o := range out {
-		// Into the cork's buffer: these don't reach the connection.
-		s.conn.WriteMessage(websocket.TextMessage, o.JSON)
-		if isFrame(o.JSON, session.FramePing) {
-			s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait))
-		}
-	}
-	rest, err := s.cork.uncorkTry()
-	if err != nil {
-		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
-		return nil, false
-	}
-	return rest, true
 }
 
 // closeGrace bounds a write that holds up a close, and (closeHandshake) the wait for the
@@ -440,12 +295,6 @@ func (s *wsSession) readOne() bool {
 // waits for the writer's close frame, and closes TCP: right after the server's close
 // frame when the client's came first (RFC 6455 §7.1.1: the server closes first).
 func (s *wsSession) endRead() {
-	s.mu.Lock()
-	w := s.watch
-	s.mu.Unlock()
-	if w != nil {
-		w.Stop() // before Close: the descriptor must leave the epoll set first
-	}
 	// Through the guard, which follows the frames: data frames and pings are dropped,
 	// the client's close ends the copy. Reading on (to the end or the deadline) rather
 	// than closing at once matters after a protocol error: closing a socket with unread
@@ -496,7 +345,7 @@ func (s *wsSession) write(out []session.Outgoing) (ok bool) {
 	s.conn.SetWriteDeadline(time.Now().Add(writeWait))
 	s.sent(out)
 	// A ping frame is followed by a WebSocket ping: corked, the two go in one write too.
-	if len(out) > 1 || isFrame(out[0].JSON, session.FramePing) {
+	if len(out) > 1 || out[0].Kind == session.KindPing {
 		s.cork.cork()
 		defer func() {
 			if err := s.cork.uncork(); err != nil && ok {
@@ -506,7 +355,7 @@ func (s *wsSession) write(out []session.Outgoing) (ok bool) {
 		}()
 	}
 	for _, o := range out {
-		if isFrame(o.JSON, session.FrameClose) {
+		if o.Kind == session.KindClose {
 			writeClose(s.conn, s.a.Err())
 			return false
 		}
@@ -514,7 +363,7 @@ func (s *wsSession) write(out []session.Outgoing) (ok bool) {
 			s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 			return false
 		}
-		if isFrame(o.JSON, session.FramePing) {
+		if o.Kind == session.KindPing {
 			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
 				s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 				return false
@@ -531,12 +380,4 @@ func (s *wsSession) sent(out []session.Outgoing) {
 		bytes += len(o.JSON)
 	}
 	s.h.cfg.obs().Sent(WebSocket, len(out), bytes)
-}
-
-// isFrame reports whether an encoded server frame has type t. Every server frame starts
-// with its type, so this needs no decoding.
-func isFrame(b []byte, t string) bool {
-	const prefix = `{"t":"`
-	return len(b) > len(prefix)+len(t) && string(b[:len(prefix)]) == prefix &&
-		string(b[len(prefix):len(prefix)+len(t)]) == t && b[len(prefix)+len(t)] == '"'
 }

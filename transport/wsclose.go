@@ -2,8 +2,6 @@ package transport
 
 import (
 	"encoding/binary"
-	"errors"
-	"io"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -25,7 +23,8 @@ import (
 // I/O modes: it follows the frame boundaries of the byte stream, passes every frame on
 // except close frames, and turns a close frame into the error of the read that reaches
 // it: *peerClose for a valid one, a *session.Error (1002 or 1007) for one that fails the
-// connection. gorilla never sees a close frame, and neither does peekFrame.
+// connection. gorilla never sees a close frame, and neither does peekFrame. Both read the
+// frames in wsframe.go; this file is the close handshake's policy.
 
 // maxCloseReason is the longest reason a close frame carries: a control frame's payload
 // is at most 125 bytes, two of which are the code.
@@ -38,8 +37,8 @@ const codeProtocolError session.Code = 1002
 
 // closeHandshake bounds the wait for the client's close frame after the server's: a
 // client that doesn't answer within it has its connection closed anyway. A variable for
-// the tests, which make it long so that a server that waits for it is seen to (atomic,
-// as wsPlainIO).
+// the tests, which make it long so that a server that waits for it is seen to (atomic:
+// a test changes it between servers whose last goroutines it doesn't wait for).
 var closeHandshake atomic.Int64
 
 func init() { closeHandshake.Store(int64(closeGrace)) }
@@ -53,143 +52,6 @@ type peerClose struct {
 
 func (e *peerClose) Error() string {
 	return "websocket: closed by the client with " + strconv.Itoa(e.code)
-}
-
-// errCloseIncomplete is what a non-blocking read returns when everything it read belongs
-// to a close frame that is not whole yet.
-var errCloseIncomplete = errors.New("transport: close frame incomplete")
-
-// closeGuard is the reader under gorilla's read buffer; see the top of this file. Only
-// the goroutine that owns the connection's reading uses it.
-type closeGuard struct {
-	r io.Reader
-	// nonblock makes Read return after one read of r: errCloseIncomplete when that
-	// read held nothing but the start of a close frame (onReadable must not wait for the
-	// rest).
-	nonblock bool
-	err      error // sticky, once the client's close frame has been read
-
-	hdr     [14]byte // the current frame's header, as far as read
-	nh      int      // header bytes read
-	need    int      // header length, known from the second byte on (2 before)
-	left    uint64   // payload bytes of the current frame still to come
-	payload bool     // in the current frame's payload
-	close   bool     // the current frame is a close frame: held here, not passed on
-	ctl     [wsMaxCtrl]byte
-	nctl    int
-}
-
-func newCloseGuard(r io.Reader) *closeGuard { return &closeGuard{r: r, need: 2} }
-
-// Err returns the client's close (or the failure it calls for), once read.
-func (g *closeGuard) Err() error { return g.err }
-
-func (g *closeGuard) Read(p []byte) (int, error) {
-	for {
-		if g.err != nil {
-			return 0, g.err
-		}
-		n, err := g.r.Read(p)
-		n = g.filter(p[:n])
-		switch {
-		case n > 0:
-			return n, err
-		case err != nil:
-			return 0, err
-		case g.err != nil:
-			return 0, g.err
-		case g.nonblock:
-			return 0, errCloseIncomplete
-		}
-	}
-}
-
-// filter follows the frames in b, which continues what earlier calls saw, and moves the
-// bytes of every frame but close frames to the start of b; it returns their count.
-func (g *closeGuard) filter(b []byte) int {
-	w := 0
-	for i := 0; i < len(b) && g.err == nil; {
-		if g.payload {
-			n := int(min(uint64(len(b)-i), g.left))
-			if g.close {
-				g.nctl += copy(g.ctl[g.nctl:], b[i:i+n])
-			} else {
-				w += copy(b[w:], b[i:i+n])
-			}
-			i += n
-			g.left -= uint64(n)
-			if g.left == 0 {
-				g.endFrame()
-			}
-			continue
-		}
-		c := b[i]
-		i++
-		if g.nh == 0 {
-			g.close = c&0x0f == wsOpClose
-		}
-		g.hdr[g.nh] = c
-		g.nh++
-		if !g.close {
-			b[w] = c
-			w++
-		}
-		if g.nh == 2 {
-			g.need = 2 + extLenSize(g.hdr[1]&0x7f)
-			if g.hdr[1]&wsMaskBit != 0 {
-				g.need += wsMaskSize
-			}
-			// As gorilla does for every control frame: these fail the connection.
-			if g.close && (g.hdr[0]&wsFin == 0 || g.hdr[0]&wsRsvMask != 0 || g.hdr[1]&wsMaskBit == 0 || int(g.hdr[1]&0x7f) > wsMaxCtrl) {
-				g.err = session.Errorf(codeProtocolError, "close frame: not final, reserved bits, not masked or over 125 bytes")
-				break
-			}
-		}
-		if g.nh >= 2 && g.nh == g.need {
-			g.left = payloadLen(g.hdr[:g.nh])
-			g.payload = g.left > 0
-			if !g.payload {
-				g.endFrame()
-			}
-		}
-	}
-	return w
-}
-
-// extLenSize is the size of the extended payload length that a 7-bit length announces.
-func extLenSize(l byte) int {
-	switch l {
-	case 126:
-		return 2
-	case 127:
-		return 8
-	}
-	return 0
-}
-
-// payloadLen reads the payload length of a whole frame header.
-func payloadLen(h []byte) uint64 {
-	switch l := h[1] & 0x7f; l {
-	case 126:
-		return uint64(binary.BigEndian.Uint16(h[2:4]))
-	case 127:
-		return binary.BigEndian.Uint64(h[2:10])
-	default:
-		return uint64(l)
-	}
-}
-
-// endFrame is called once a frame is whole: a close frame becomes g.err.
-func (g *closeGuard) endFrame() {
-	if g.close {
-		mask := g.hdr[g.nh-wsMaskSize : g.nh]
-		p := g.ctl[:g.nctl]
-		for i := range p {
-			p[i] ^= mask[i%wsMaskSize]
-		}
-		g.err = judgeClose(p)
-	}
-	g.nh, g.need, g.left, g.payload, g.close, g.nctl = 0, 2, 0, false, false, 0
 }
 
 // judgeClose checks the payload of a client's close frame (RFC 6455 §5.5.1, §7.4).

@@ -1,0 +1,91 @@
+package transport
+
+// The answers of polls on a taken-over connection, each built whole and written with one
+// write.
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// pollResponse is the http.ResponseWriter of a poll on a taken-over connection: poll
+// answers are small and complete at once, so it keeps the whole answer, written with one
+// write.
+type pollResponse struct {
+	hdr    http.Header
+	status int
+	body   []byte
+}
+
+func newPollResponse() *pollResponse { return &pollResponse{hdr: make(http.Header, 4)} }
+
+func (w *pollResponse) Header() http.Header { return w.hdr }
+
+func (w *pollResponse) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+
+func (w *pollResponse) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	w.body = append(w.body, b...)
+	return len(b), nil
+}
+
+var responseBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func putResponseBuf(p *[]byte, b []byte) {
+	if cap(b) <= 64<<10 {
+		*p = b[:0]
+		responseBufs.Put(p)
+	}
+}
+
+// appendTo appends w as an HTTP/1.1 response; goAway adds Connection: close.
+func (w *pollResponse) appendTo(b []byte, goAway bool) []byte {
+	w.WriteHeader(http.StatusOK)
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(w.status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(w.status)...)
+	b = append(b, "\r\nDate: "...)
+	b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+	b = append(b, "\r\n"...)
+	hw := headerAppender{b}
+	w.hdr.WriteSubset(&hw, noLength)
+	b = hw.b
+	bodyless := w.status == http.StatusNoContent || w.status == http.StatusNotModified
+	if !bodyless {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, int64(len(w.body)), 10)
+		b = append(b, "\r\n"...)
+	}
+	if goAway {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	if !bodyless {
+		b = append(b, w.body...)
+	}
+	return b
+}
+
+// headerAppender is an io.Writer (and io.StringWriter, which http.Header.Write prefers)
+// that appends to a byte slice.
+type headerAppender struct{ b []byte }
+
+func (a *headerAppender) Write(p []byte) (int, error) {
+	a.b = append(a.b, p...)
+	return len(p), nil
+}
+
+func (a *headerAppender) WriteString(s string) (int, error) {
+	a.b = append(a.b, s...)
+	return len(s), nil
+}
+
+// noLength leaves out the headers appendTo writes itself.
+var noLength = map[string]bool{"Content-Length": true, "Connection": true, "Date": true}

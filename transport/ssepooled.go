@@ -1,0 +1,169 @@
+package transport
+
+// The pooled I/O of an SSE stream (Config.IO, IOPooled): an HTTP/1.1 stream is served on
+// the hijacked connection, where an idle one holds no goroutine. SSEHandler.ServeHTTP in
+// sse.go is the plain path (net/http's handler goroutine), which serves the stream
+// wherever this one can't, and in the plain mode; TestSSEModesAnswerTheSameBytes in
+// bridge checks that both write the same events.
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ferryrt/ferry/session"
+	"github.com/ferryrt/ferry/transport/internal/stream"
+)
+
+// serveHijacked serves an HTTP/1.1 stream on the hijacked connection, so that net/http's
+// buffers, request and handler goroutine go once the stream has started: an idle stream
+// then costs its attachment and no goroutine (see sseStream). It reports false, having done nothing, when the connection can't be
+// hijacked (HTTP/2, a wrapper that hides it) or the request doesn't attach.
+func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, release func()) bool {
+	req, err := h.cfg.attachRequest(r.Context(), r, SSE)
+	if err == nil {
+		err = applyLastEventID(req.Cursor, r.Header.Get("Last-Event-ID"))
+	}
+	if err != nil {
+		return false // the ordinary path answers the error as an event
+	}
+	hdr := w.Header().Clone()
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	// net/http leaves the deadlines of a hijacked connection unspecified; a stream lasts
+	// longer than any ReadTimeout, and its reads only watch for the client leaving.
+	conn.SetReadDeadline(time.Time{})
+	s := &sseStream{h: h, conn: conn, ready: make(chan struct{}), closed: make(chan struct{})}
+	req.OnClose = func(*session.Error) { conn.SetWriteDeadline(time.Now().Add(closeGrace)) }
+	req.OnWake = s.wake
+	// The request's context stays valid after Hijack until this handler returns.
+	a, err := h.cfg.Manager.Attach(r.Context(), req)
+	SetStreamHeaders(hdr)
+	hdr.Set("Connection", "close") // the stream ends with the connection
+	b := []byte("HTTP/1.1 200 OK\r\n")
+	var hb bytes.Buffer
+	hdr.Write(&hb)
+	b = append(b, hb.Bytes()...)
+	b = append(b, "\r\nretry: "+strconv.Itoa(h.cfg.SSERetry)+"\n\n"...)
+	if err != nil {
+		close(s.ready)
+		h.cfg.logFailure(r, "sse attach", err)
+		e := session.AsError(err)
+		bw := getSSEWriter(conn)
+		bw.Write(b)
+		writeEvent(bw, (&session.ServerFrame{T: session.FrameClose, Code: e.Code, Reason: e.Reason}).Encode())
+		conn.SetWriteDeadline(time.Now().Add(writeWait))
+		putSSEWriter(bw)
+		conn.Close()
+		release()
+		return true
+	}
+	s.a = a
+	conn.SetWriteDeadline(time.Now().Add(writeWait))
+	if _, err := conn.Write(b); err != nil {
+		a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+	}
+	close(s.ready)
+	s.start(h.cfg.outliveHandler(release))
+	return true
+}
+
+// sseStream is a stream on a hijacked connection. A client sends nothing after its
+// request, so reading only notices it leaving: pooled, the stream.Reader's poller reports
+// that without a goroutine (a reader goroutine blocks in Read where the connection can't
+// be watched). A writer goroutine runs while there are frames (see wsSession), heartbeats
+// come from a timer.
+type sseStream struct {
+	h      *SSEHandler
+	conn   net.Conn
+	a      *session.Attachment // set before ready is closed
+	ready  chan struct{}       // the response header is out
+	closed chan struct{}       // the connection is closed
+	hb     *time.Timer
+	end    func() // releases the connection slot once the stream is torn down
+	once   sync.Once
+	reader stream.Reader // owns the reading, and with it the teardown
+}
+
+// wake runs under the attachment's lock when frames are ready and no writer runs.
+func (s *sseStream) wake() { go s.flush() }
+
+// closeConn closes the connection, once. The reading stops first (a descriptor must
+// leave the epoll set before it is closed), and its end tears the stream down.
+func (s *sseStream) closeConn() {
+	s.once.Do(func() {
+		s.reader.Stop()
+		s.conn.Close()
+		close(s.closed)
+	})
+}
+
+func (s *sseStream) start(end func()) {
+	s.end = end
+	every := s.h.cfg.Manager.Params().Heartbeat
+	s.hb = time.AfterFunc(time.Hour, func() {
+		select {
+		case <-s.closed:
+		default:
+			s.a.Ping()
+			s.hb.Reset(every)
+		}
+	})
+	s.hb.Stop() // armed only once s.hb is set, which the callback uses
+	s.hb.Reset(every)
+	s.reader.Start(s.conn, true, s.read, s.teardown)
+}
+
+// read notices the client leaving: anything it sends is ignored. Polled, the connection
+// is readable, so the read does not wait.
+func (s *sseStream) read(bool) bool {
+	var b [64]byte
+	_, err := s.conn.Read(b[:])
+	return err == nil
+}
+
+// teardown ends the stream, on the one goroutine that owns its reading.
+func (s *sseStream) teardown() {
+	s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "connection lost"})
+	<-s.closed
+	s.hb.Stop()
+	s.h.cfg.Manager.Detach(s.a)
+	s.end()
+}
+
+func (s *sseStream) flush() {
+	<-s.ready
+	if s.a == nil {
+		return
+	}
+	for {
+		out, err := s.a.TryNext(context.Background())
+		if err != nil {
+			s.closeConn()
+			return
+		}
+		if len(out) == 0 {
+			return // idle: the next frame wakes a new writer
+		}
+		bw := getSSEWriter(s.conn)
+		n, last := 0, false
+		for _, o := range out {
+			writeEvent(bw, o)
+			n += len(o.JSON)
+			last = last || o.Kind == session.KindClose
+		}
+		s.h.cfg.obs().Sent(SSE, len(out), n)
+		s.conn.SetWriteDeadline(time.Now().Add(writeWait))
+		if putSSEWriter(bw) != nil || last {
+			s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+			s.closeConn()
+			return
+		}
+	}
+}

@@ -35,6 +35,7 @@ import (
 	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
 
+	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/internal/fclient"
 )
 
@@ -249,20 +250,19 @@ func launch(t *testing.T, logw io.Writer, args ...string) (addr string, stop con
 			t.Error(runErr)
 		}
 	})
-	// Wait for the listener.
-	for range 200 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr, cancel, result
-		}
+	await.Until(t, "the server to listen on "+addr, func() bool {
 		select {
 		case <-ended:
 			t.Fatalf("server ended at start: %v", runErr)
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
-	}
-	t.Fatal("server did not start")
-	return "", nil, nil
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return addr, cancel, result
 }
 
 // The binary serves health, readiness, metrics and the client. On SIGTERM (the cancelled
@@ -521,13 +521,7 @@ func TestReadyzFollowsRedis(t *testing.T) {
 	}
 	waitFor := func(want int) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for readyz() != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("/readyz never answered %d", want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		await.Until(t, fmt.Sprintf("/readyz to answer %d", want), func() bool { return readyz() == want })
 	}
 	waitFor(200)
 	mr.Close()
@@ -652,19 +646,6 @@ series:
 		total += v
 	}
 	return total
-}
-
-// eventually waits for cond, which the server makes true in its own time (a detach
-// after the client left), checking it every few milliseconds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // downstream is one attachment of a test client that counts what it receives as
@@ -850,13 +831,10 @@ func TestMetricsEndpointFollowsTraffic(t *testing.T) {
 			publisher := make(chan struct{})
 			go func() {
 				defer close(publisher)
-				deadline := time.Now().Add(10 * time.Second)
-				for scrape(t, addr).get("ferry_connections", "transport", tr) != 1 {
-					if time.Now().After(deadline) {
-						t.Errorf("ferry_connections{transport=%q} never 1", tr)
-						return
-					}
-					time.Sleep(10 * time.Millisecond)
+				if !await.Holds(t, fmt.Sprintf("ferry_connections{transport=%q} to be 1", tr), func() bool {
+					return scrape(t, addr).get("ferry_connections", "transport", tr) == 1
+				}) {
+					return
 				}
 				for i := range published {
 					apiPublish(t, addr, "news", i)
@@ -933,7 +911,7 @@ func TestMetricsEndpointFollowsTraffic(t *testing.T) {
 
 			// Leaving ends the attachment: the gauge falls and the disconnect is counted.
 			d.close()
-			eventually(t, "detach counted", func() bool {
+			await.Until(t, "detach counted", func() bool {
 				m := scrape(t, addr)
 				return m.get("ferry_connections", "transport", tr) == 0 &&
 					m.sum("ferry_disconnects_total", "transport", tr) == attachments
@@ -1139,7 +1117,7 @@ func TestLifecycleLogs(t *testing.T) {
 	if _, err := idle.Send(ctx, map[string]any{"t": "send", "seq": 1, "d": 1}); err == nil {
 		t.Fatal("send of an expired session accepted")
 	}
-	eventually(t, "detached logged", func() bool { return len(logs.find(t, "detached", streaming.SID)) == 1 })
+	await.Until(t, "detached logged", func() bool { return len(logs.find(t, "detached", streaming.SID)) == 1 })
 
 	for _, want := range []struct {
 		msg, sid, transport string

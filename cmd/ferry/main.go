@@ -66,7 +66,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 		return err
 	}
 	defer keep.close()
-	history := o.history()
+	history := bridge.HistoryConfig{Size: o.historySize, TTL: o.historyTTL}
 	var broker bridge.Broker
 	var memory *bridge.MemoryBroker
 	var rb *bridge.RedisBroker

@@ -77,8 +77,32 @@ var transports = map[string][]string{
 	"gorilla":  {"websocket"},
 }
 
+// parseOptions reads the flags of args and checks them for the mode they name.
 func parseOptions(args []string, out io.Writer) (*options, error) {
 	o := &options{}
+	fs := newFlagSet(o, out)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.mode == "storm" {
+		return o, o.validateStorm(set)
+	}
+	if o.mode != "broadcast" {
+		return nil, fmt.Errorf("--mode %q: want broadcast or storm", o.mode)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := o.validateBroadcast(); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// newFlagSet binds the flags to o.
+func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("ferry-bench", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&o.target, "target", "ferry", "server under test: ferry, socketio or gorilla")
@@ -114,57 +138,48 @@ func parseOptions(args []string, out io.Writer) (*options, error) {
 	fs.DurationVar(&o.steady, "steady", 10*time.Second, "storm: steady state measured before each restart")
 	fs.DurationVar(&o.stormTimeout, "storm-timeout", 2*time.Minute, "storm: longest wait for every client to come back after a restart")
 	fs.BoolVar(&o.keepWork, "keep-work", false, "storm: keep the work directory with the nodes' logs")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if o.mode == "storm" {
-		return o, o.validateStorm(set)
-	}
-	if o.mode != "broadcast" {
-		return nil, fmt.Errorf("--mode %q: want broadcast or storm", o.mode)
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
+	return fs
+}
+
+// validateBroadcast checks the options of --mode broadcast and sets the default label.
+func (o *options) validateBroadcast() error {
 	tr, ok := transports[o.target]
 	if !ok {
-		return nil, fmt.Errorf("--target %q: want ferry, socketio or gorilla", o.target)
+		return fmt.Errorf("--target %q: want ferry, socketio or gorilla", o.target)
 	}
 	found := false
 	for _, t := range tr {
 		found = found || t == o.transport
 	}
 	if !found {
-		return nil, fmt.Errorf("--transport %q: %s speaks %v", o.transport, o.target, tr)
+		return fmt.Errorf("--transport %q: %s speaks %v", o.transport, o.target, tr)
 	}
 	switch {
 	case o.clients < 1 || o.clients > 15000:
-		return nil, errors.New("--clients: want 1 to 15000")
+		return errors.New("--clients: want 1 to 15000")
 	case o.stall < 0 || o.stall >= o.clients:
-		return nil, errors.New("--stall: want 0 to --clients - 1")
+		return errors.New("--stall: want 0 to --clients - 1")
 	case o.connConc < 1:
-		return nil, errors.New("--connect-concurrency: want at least 1")
+		return errors.New("--connect-concurrency: want at least 1")
 	case o.rate < 0 || o.rate > 100000:
-		return nil, errors.New("--rate: want 0 to 100000")
+		return errors.New("--rate: want 0 to 100000")
 	case o.burst < 0 || o.burst > 100000:
-		return nil, errors.New("--burst: want 0 to 100000")
+		return errors.New("--burst: want 0 to 100000")
 	case o.burstConc < 1:
-		return nil, errors.New("--burst-concurrency: want at least 1")
+		return errors.New("--burst-concurrency: want at least 1")
 	case o.payload < 0 || o.payload > 60000:
-		return nil, errors.New("--payload: want 0 to 60000")
+		return errors.New("--payload: want 0 to 60000")
 	case o.maxTime <= 0 || o.maxTime > 30*time.Minute:
-		return nil, errors.New("--max-time: want at most 30m")
+		return errors.New("--max-time: want at most 30m")
 	case o.sources < 0 || o.sources > 250:
-		return nil, errors.New("--sources: want 0 to 250")
+		return errors.New("--sources: want 0 to 250")
 	case o.target == "ferry" && o.apiKey == "" && (o.rate > 0 || o.burst > 0):
-		return nil, errors.New("--api-key: ferry's publish API needs the server's key")
+		return errors.New("--api-key: ferry's publish API needs the server's key")
 	}
 	if o.label == "" {
 		o.label = o.target + "/" + o.transport
 	}
-	return o, nil
+	return nil
 }
 
 func main() {

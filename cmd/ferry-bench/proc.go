@@ -71,3 +71,38 @@ func raiseFileLimit() (uint64, error) {
 	}
 	return rl.Cur, nil
 }
+
+// probe reads a local server's memory and CPU; with no pid it reports nothing.
+type probe struct{ pid int }
+
+func newProbe(pid int) *probe { return &probe{pid: pid} }
+
+func (p *probe) rss() int64 {
+	if p.pid <= 0 {
+		return 0
+	}
+	v, err := rssKiB(p.pid)
+	if err != nil {
+		return 0
+	}
+	return v
+}
+
+func (p *probe) cpu() time.Duration {
+	if p.pid <= 0 {
+		return -1
+	}
+	v, err := cpuTime(strconv.Itoa(p.pid))
+	if err != nil {
+		return -1
+	}
+	return v
+}
+
+func selfCPU() time.Duration {
+	v, err := cpuTime("self")
+	if err != nil {
+		return -1
+	}
+	return v
+}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,91 +31,11 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Result, error) {
 	srv := newProbe(o.serverPID)
 	res.RSSBeforeKiB = srv.rss()
 
-	// Clients live in their own context: the run's ctx bounds the phases, cancelling
-	// clientCtx tears the connections down.
-	clientCtx, cancelClients := context.WithCancel(context.Background())
-	defer cancelClients()
-	var (
-		wg          sync.WaitGroup
-		connected   atomic.Int64
-		connectDur  hist
-		connectErrs atomic.Int64
-		readEnded   atomic.Int64 // clients whose connection ended before teardown
-		tearingDown atomic.Bool
-	)
-
-	// ---- connect --------------------------------------------------------------------
+	cr := newCrowd(o, e, st, logf)
 	logf("connecting %d %s clients to %s (%d at a time)", o.clients, res.Label, o.url, o.connConc)
-	connCtx, connCancel := context.WithTimeout(ctx, o.connTimeout)
-	sem := make(chan struct{}, o.connConc)
-	start := time.Now()
-	var launched sync.WaitGroup
-	for i := range o.clients {
-		select {
-		case sem <- struct{}{}:
-		case <-connCtx.Done():
-		}
-		if connCtx.Err() != nil {
-			break
-		}
-		stalled := i >= o.clients-o.stall
-		c := e.newClient(i, stalled)
-		launched.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t0 := time.Now()
-			// The connect is bounded by the connect phase, the connection by clientCtx.
-			// Only this goroutine touches c, so it closes it too, whatever happens.
-			defer c.close()
-			err := connectWithin(connCtx, clientCtx, c)
-			<-sem
-			if err != nil {
-				connectErrs.Add(1)
-				if clientCtx.Err() == nil {
-					st.fail("connect", err)
-				}
-				launched.Done()
-				return
-			}
-			connectDur.Record(time.Since(t0))
-			connected.Add(1)
-			launched.Done()
-			if stalled {
-				<-clientCtx.Done()
-				return
-			}
-			if err := c.read(clientCtx, st); err != nil && !tearingDown.Load() {
-				readEnded.Add(1)
-				st.fail("connection ended", err)
-			}
-		}()
-	}
-	launched.Wait()
-	connCancel()
-	res.ConnectSeconds = time.Since(start).Seconds()
-	res.Connected = int(connected.Load())
-	res.ConnectErrors = int(connectErrs.Load())
-	res.ConnectP50Ms = ms(connectDur.Quantile(0.5))
-	res.ConnectP99Ms = ms(connectDur.Quantile(0.99))
-	res.ConnectMaxMs = ms(connectDur.Max())
+	cr.connect(ctx, res)
 	logf("connected %d of %d in %.1fs (%d errors)", res.Connected, o.clients, res.ConnectSeconds, res.ConnectErrors)
-
-	// Cancelling clientCtx fails every blocked read (each client watches it), and each
-	// client's goroutine then closes its connection.
-	teardown := func() {
-		tearingDown.Store(true)
-		cancelClients()
-		done := make(chan struct{})
-		go func() { wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			logf("some clients did not end within 30s of teardown")
-		}
-	}
-	defer teardown()
-
+	defer cr.teardown()
 	if res.Connected == 0 {
 		res.Errors = st.errorCounts()
 		return res, fmt.Errorf("no client connected:\n%s", st.errorSummary())
@@ -130,30 +49,11 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Result, error) {
 	if res.RSSBeforeKiB > 0 && res.RSSAfterKiB > 0 {
 		res.KiBPerConn = round1(float64(res.RSSAfterKiB-res.RSSBeforeKiB) / float64(res.Connected))
 	}
+	active := func() int64 { return cr.active(res.Connected) }
 
-	active := func() int64 {
-		return int64(res.Connected) - int64(min(o.stall, res.Connected)) - readEnded.Load()
-	}
-
-	// ---- steady rate ----------------------------------------------------------------
 	if o.rate > 0 && o.duration > 0 {
 		logf("steady phase: %.4g msg/s for %s to %d readers", o.rate, o.duration, active())
-		pr, err := runPhase(ctx, o, st, pub, srv, phaseRate, active, func(ctx context.Context, send func()) {
-			interval := time.Duration(float64(time.Second) / o.rate)
-			n := int(math.Round(o.rate * o.duration.Seconds()))
-			t := time.NewTicker(interval)
-			defer t.Stop()
-			for i := 0; i < n; i++ {
-				if i > 0 {
-					select {
-					case <-t.C:
-					case <-ctx.Done():
-						return
-					}
-				}
-				send()
-			}
-		})
+		pr, err := runPhase(ctx, o, st, pub, srv, phaseRate, active, steadyRate(o.rate, o.duration))
 		pr.Rate = o.rate
 		res.Steady = pr
 		if err != nil {
@@ -161,15 +61,9 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Result, error) {
 			return res, err
 		}
 	}
-
-	// ---- burst ------------------------------------------------------------------------
 	if o.burst > 0 {
 		logf("burst phase: %d messages to %d readers", o.burst, active())
-		pr, err := runPhase(ctx, o, st, pub, srv, phaseBurst, active, func(ctx context.Context, send func()) {
-			for i := 0; i < o.burst && ctx.Err() == nil; i++ {
-				send()
-			}
-		})
+		pr, err := runPhase(ctx, o, st, pub, srv, phaseBurst, active, burstOf(o.burst))
 		res.Burst = pr
 		if err != nil {
 			res.Errors = st.errorCounts()
@@ -177,12 +71,152 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Result, error) {
 		}
 	}
 	res.Unknown = st.unknown.Load()
-	res.Disconnected = readEnded.Load()
+	res.Disconnected = cr.readEnded.Load()
 	res.Errors = st.errorCounts()
 	if s := st.errorSummary(); s != "" {
 		logf("errors:\n%s", s)
 	}
 	return res, nil
+}
+
+// steadyRate is the schedule of the steady phase: rate publishes a second for d.
+func steadyRate(rate float64, d time.Duration) func(ctx context.Context, send func()) {
+	return func(ctx context.Context, send func()) {
+		interval := time.Duration(float64(time.Second) / rate)
+		n := int(math.Round(rate * d.Seconds()))
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					return
+				}
+			}
+			send()
+		}
+	}
+}
+
+// burstOf is the schedule of the burst phase: n publishes at once.
+func burstOf(n int) func(ctx context.Context, send func()) {
+	return func(ctx context.Context, send func()) {
+		for i := 0; i < n && ctx.Err() == nil; i++ {
+			send()
+		}
+	}
+}
+
+// crowd is the clients of one run. They live in their own context: the run's ctx bounds
+// the phases, and teardown cancels the clients' to close the connections.
+type crowd struct {
+	o    *options
+	e    *env
+	st   *stats
+	logf func(format string, a ...any)
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	connected   atomic.Int64
+	connectDur  hist
+	connectErrs atomic.Int64
+	readEnded   atomic.Int64 // clients whose connection ended before teardown
+	tearingDown atomic.Bool
+}
+
+func newCrowd(o *options, e *env, st *stats, logf func(format string, a ...any)) *crowd {
+	cr := &crowd{o: o, e: e, st: st, logf: logf}
+	cr.ctx, cr.cancel = context.WithCancel(context.Background())
+	return cr
+}
+
+// connect starts --clients clients, --conn-conc at a time, each reading in its own
+// goroutine once connected, and returns when each has connected or failed or the connect
+// phase (--conn-timeout) is over. It records the outcome in res.
+func (cr *crowd) connect(ctx context.Context, res *Result) {
+	o := cr.o
+	connCtx, connCancel := context.WithTimeout(ctx, o.connTimeout)
+	sem := make(chan struct{}, o.connConc)
+	start := time.Now()
+	var launched sync.WaitGroup
+	for i := range o.clients {
+		select {
+		case sem <- struct{}{}:
+		case <-connCtx.Done():
+		}
+		if connCtx.Err() != nil {
+			break
+		}
+		stalled := i >= o.clients-o.stall
+		c := cr.e.newClient(i, stalled)
+		launched.Add(1)
+		cr.wg.Add(1)
+		go func() {
+			defer cr.wg.Done()
+			cr.runClient(connCtx, c, stalled, func() { <-sem }, launched.Done)
+		}()
+	}
+	launched.Wait()
+	connCancel()
+	res.ConnectSeconds = time.Since(start).Seconds()
+	res.Connected = int(cr.connected.Load())
+	res.ConnectErrors = int(cr.connectErrs.Load())
+	res.ConnectP50Ms = ms(cr.connectDur.Quantile(0.5))
+	res.ConnectP99Ms = ms(cr.connectDur.Quantile(0.99))
+	res.ConnectMaxMs = ms(cr.connectDur.Max())
+}
+
+// runClient connects c within the connect phase connCtx, calling connectEnded once it
+// has connected or failed and launched once it is counted, then reads (a stalled client
+// only waits) until teardown. Only this goroutine touches c, so it closes it too,
+// whatever happens.
+func (cr *crowd) runClient(connCtx context.Context, c client, stalled bool, connectEnded, launched func()) {
+	t0 := time.Now()
+	defer c.close()
+	err := connectWithin(connCtx, cr.ctx, c)
+	connectEnded()
+	if err != nil {
+		cr.connectErrs.Add(1)
+		if cr.ctx.Err() == nil {
+			cr.st.fail("connect", err)
+		}
+		launched()
+		return
+	}
+	cr.connectDur.Record(time.Since(t0))
+	cr.connected.Add(1)
+	launched()
+	if stalled {
+		<-cr.ctx.Done()
+		return
+	}
+	if err := c.read(cr.ctx, cr.st); err != nil && !cr.tearingDown.Load() {
+		cr.readEnded.Add(1)
+		cr.st.fail("connection ended", err)
+	}
+}
+
+// active returns how many of the connected clients read: not stalled, not ended.
+func (cr *crowd) active(connected int) int64 {
+	return int64(connected) - int64(min(cr.o.stall, connected)) - cr.readEnded.Load()
+}
+
+// teardown cancels the clients' context, which fails every blocked read (each client
+// watches it), and each client's goroutine then closes its connection; it waits up to
+// 30 s for them.
+func (cr *crowd) teardown() {
+	cr.tearingDown.Store(true)
+	cr.cancel()
+	done := make(chan struct{})
+	go func() { cr.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cr.logf("some clients did not end within 30s of teardown")
+	}
 }
 
 // connectWithin runs c.connect bounded by connCtx (the connect phase) while the
@@ -204,111 +238,6 @@ func connectWithin(connCtx, clientCtx context.Context, c client) error {
 	return err
 }
 
-// runPhase publishes with schedule, waits for the deliveries to arrive, and measures.
-func runPhase(ctx context.Context, o *options, st *stats, pub *publisher, srv *probe, ph int, active func() int64, schedule func(ctx context.Context, send func())) (*PhaseResult, error) {
-	p := &st.phases[ph]
-	readers := active()
-	cpu0, self0 := srv.cpu(), selfCPU()
-	t0 := time.Now()
-
-	conc := o.burstConc
-	if ph == phaseRate {
-		// A steady phase never waits for a slow publish: it keeps its schedule with up to
-		// 64 requests in flight, so that a saturated server shows as latency, not as a
-		// lower rate.
-		conc = 64
-	}
-	var seq atomic.Uint64
-	seq.Store(seqBase(ph))
-	sem := make(chan struct{}, conc)
-	var inflight sync.WaitGroup
-	skipped := 0
-	schedule(ctx, func() {
-		select {
-		case sem <- struct{}{}:
-		default:
-			if ph == phaseRate {
-				skipped++
-				return
-			}
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-		}
-		inflight.Add(1)
-		go func() {
-			defer inflight.Done()
-			defer func() { <-sem }()
-			if err := pub.publish(ctx, ph, seq.Add(1), o.payload); err != nil {
-				p.pubErrors.Add(1)
-				st.fail("publish", err)
-				return
-			}
-			p.published.Add(1)
-		}()
-	})
-	inflight.Wait()
-	published := p.published.Load()
-	pubEnd := time.Now()
-	expected := published * readers
-
-	// Wait for the last deliveries: until all arrived, or nothing arrived for a while,
-	// or the drain bound.
-	deadline := pubEnd.Add(o.drain)
-	lastCount, lastChange := p.delivered.Load(), time.Now()
-	for p.delivered.Load()+p.dups.Load() < expected && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond)
-		if n := p.delivered.Load(); n != lastCount {
-			lastCount, lastChange = n, time.Now()
-		} else if time.Since(lastChange) > min(o.drain, 5*time.Second) && time.Since(pubEnd) > 2*time.Second {
-			break
-		}
-	}
-	end := time.Now()
-	delivered := p.delivered.Load()
-	pr := &PhaseResult{
-		Published:     published,
-		PublishErrors: p.pubErrors.Load(),
-		Skipped:       int64(skipped),
-		Readers:       readers,
-		Expected:      expected,
-		Delivered:     delivered,
-		Lost:          max(0, expected-delivered),
-		Dups:          p.dups.Load(),
-		P50Ms:         ms(p.lat.Quantile(0.50)),
-		P90Ms:         ms(p.lat.Quantile(0.90)),
-		P99Ms:         ms(p.lat.Quantile(0.99)),
-		P999Ms:        ms(p.lat.Quantile(0.999)),
-		MaxMs:         ms(p.lat.Max()),
-		MeanMs:        ms(p.lat.Mean()),
-		PublishSecs:   round3(pubEnd.Sub(t0).Seconds()),
-	}
-	// Throughput: deliveries over the time from the first publish to the last delivery.
-	if last := p.lastArrive.Load(); last > 0 && delivered > 0 {
-		span := time.Unix(0, last).Sub(t0).Seconds()
-		pr.Seconds = round3(span)
-		if span > 0 {
-			pr.DeliveriesPerSec = math.Round(float64(delivered) / span)
-		}
-	}
-	if cpu1 := srv.cpu(); cpu0 >= 0 && cpu1 >= 0 {
-		pr.ServerCPUSecs = round3((cpu1 - cpu0).Seconds())
-		if delivered > 0 {
-			pr.ServerCPUPerDeliveryUs = round3(float64((cpu1 - cpu0).Microseconds()) / float64(delivered))
-		}
-		pr.ServerCPUPercent = round1(100 * (cpu1 - cpu0).Seconds() / end.Sub(t0).Seconds())
-	}
-	if self1 := selfCPU(); self0 >= 0 && self1 >= 0 {
-		pr.GenCPUPercent = round1(100 * (self1 - self0).Seconds() / end.Sub(t0).Seconds())
-	}
-	if ctx.Err() != nil {
-		return pr, fmt.Errorf("run bound reached during phase %d: %w", ph, ctx.Err())
-	}
-	return pr, nil
-}
-
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -318,41 +247,6 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// probe reads a local server's memory and CPU; with no pid it reports nothing.
-type probe struct{ pid int }
-
-func newProbe(pid int) *probe { return &probe{pid: pid} }
-
-func (p *probe) rss() int64 {
-	if p.pid <= 0 {
-		return 0
-	}
-	v, err := rssKiB(p.pid)
-	if err != nil {
-		return 0
-	}
-	return v
-}
-
-func (p *probe) cpu() time.Duration {
-	if p.pid <= 0 {
-		return -1
-	}
-	v, err := cpuTime(strconv.Itoa(p.pid))
-	if err != nil {
-		return -1
-	}
-	return v
-}
-
-func selfCPU() time.Duration {
-	v, err := cpuTime("self")
-	if err != nil {
-		return -1
-	}
-	return v
 }
 
 func ms(d time.Duration) float64 { return round1(float64(d) / float64(time.Millisecond)) }

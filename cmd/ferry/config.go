@@ -12,6 +12,10 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/ferryrt/ferry/bridge"
+	"github.com/ferryrt/ferry/session"
+	"github.com/ferryrt/ferry/transport"
 )
 
 // options are the settings of the ferry binary. Every flag has an environment variable
@@ -67,11 +71,13 @@ type options struct {
 	ticker          time.Duration
 }
 
-// defaultMaxSessions is the default of --max-sessions, the in-memory broker's own.
-const defaultMaxSessions = 1_000_000
-
 // flagHelp is returned by parseOptions when --help was asked for and shown.
 var flagHelp = errors.New("help shown")
+
+// history is the history every channel keeps, in the broker and in the server alike.
+func (o *options) history() bridge.HistoryConfig {
+	return bridge.HistoryConfig{Size: o.historySize, TTL: o.historyTTL}
+}
 
 // envName returns the environment variable of a flag.
 func envName(flagName string) string {
@@ -92,7 +98,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file (PEM) of --tls-cert")
 	fs.IntVar(&o.maxConns, "max-conns", 100000, "open connections (WebSocket, SSE, held polls) per node; beyond it 503")
 	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 0, "open connections per client address; beyond it 429 (0: no per-address cap; see docs/OPERATIONS.md before setting one: a NAT or a proxy is one address)")
-	fs.IntVar(&o.maxSessions, "max-sessions", defaultMaxSessions, "live sessions the in-memory broker keeps (not with --redis); beyond it negotiations get 503, code 4000: try another node")
+	fs.IntVar(&o.maxSessions, "max-sessions", bridge.DefaultMaxSessions, "live sessions the in-memory broker keeps (not with --redis); beyond it negotiations get 503, code 4000: try another node")
 	fs.Float64Var(&o.negotiateRate, "negotiate-rate", 0, "new sessions per second per client address; beyond it 429 (0: no per-address rate; see docs/OPERATIONS.md)")
 	fs.IntVar(&o.negotiateBurst, "negotiate-burst", 0, "new sessions one client address may open at once under --negotiate-rate (0: ten seconds' worth, at least 50)")
 	fs.Float64Var(&o.upstreamRate, "upstream-rate", 100, "upstream messages per second per session (burst 200); beyond it they are refused with 4029 and resent")
@@ -100,20 +106,20 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "time a client has to send its request headers (slowloris)")
 	fs.BoolVar(&o.trustForwarded, "trust-forwarded-for", false, "take the client address from X-Forwarded-For and the scheme of same-origin pages from X-Forwarded-Proto (only behind a proxy that sets them)")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated origins allowed for WebSocket and cross-origin requests (* for any; same host is always allowed)")
-	fs.StringVar(&o.transports, "transports", "websocket,sse,longpoll", "transports offered to clients, comma-separated")
+	fs.StringVar(&o.transports, "transports", strings.Join([]string{transport.WebSocket, transport.SSE, transport.LongPoll}, ","), "transports offered to clients, comma-separated")
 	fs.StringVar(&o.clientPublish, "client-publish", "room:*,chat:*", "channel patterns clients may publish to, comma-separated (empty: none)")
-	fs.DurationVar(&o.heartbeat, "heartbeat", 15*time.Second, "interval of heartbeats; keep under the idle timeout of proxies on the way")
-	fs.DurationVar(&o.pollHold, "poll-hold", 25*time.Second, "longest hold of a long-poll request; keep under the idle timeout of proxies on the way")
-	fs.DurationVar(&o.pollLinger, "poll-linger", 10*time.Second, "how long a long-poll session stays subscribed between polls, for the next poll to continue from; 0 turns it off")
-	fs.DurationVar(&o.sessionTTL, "session-ttl", 60*time.Second, "a session absent this long expires")
+	fs.DurationVar(&o.heartbeat, "heartbeat", session.DefaultHeartbeat, "interval of heartbeats; keep under the idle timeout of proxies on the way")
+	fs.DurationVar(&o.pollHold, "poll-hold", session.DefaultPollHold, "longest hold of a long-poll request; keep under the idle timeout of proxies on the way")
+	fs.DurationVar(&o.pollLinger, "poll-linger", session.DefaultPollLinger, "how long a long-poll session stays subscribed between polls, for the next poll to continue from; 0 turns it off")
+	fs.DurationVar(&o.sessionTTL, "session-ttl", session.DefaultSessionTTL, "a session absent this long expires")
 	fs.DurationVar(&o.dedupeTTL, "dedupe-ttl", 0, "how long a client's upstream dedupe window outlives its latest frame, so that frames resent after 4005 under a new session are recognised (0: twice --session-ttl; at least --session-ttl)")
-	fs.DurationVar(&o.storeTimeout, "store-timeout", 5*time.Second, "longest wait of one request for Redis (session check, attach, history, subscribe); beyond it the request fails with 503/4000 and the client retries")
-	fs.IntVar(&o.maxMessage, "max-message", 64<<10, "largest message payload in bytes")
-	fs.IntVar(&o.maxChannels, "max-channels", 128, "most channels one session may subscribe")
-	fs.IntVar(&o.queueMessages, "queue-messages", 1024, "frames queued per connection before it is dropped as a slow consumer")
-	fs.IntVar(&o.queueBytes, "queue-bytes", 4<<20, "bytes queued per connection before it is dropped as a slow consumer")
-	fs.IntVar(&o.historySize, "history-size", 1000, "messages kept per channel for resume")
-	fs.DurationVar(&o.historyTTL, "history-ttl", 5*time.Minute, "age after which messages leave a channel's history")
+	fs.DurationVar(&o.storeTimeout, "store-timeout", session.DefaultStoreTimeout, "longest wait of one request for Redis (session check, attach, history, subscribe); beyond it the request fails with 503/4000 and the client retries")
+	fs.IntVar(&o.maxMessage, "max-message", session.DefaultMaxMessageBytes, "largest message payload in bytes")
+	fs.IntVar(&o.maxChannels, "max-channels", session.DefaultMaxChannels, "most channels one session may subscribe")
+	fs.IntVar(&o.queueMessages, "queue-messages", session.DefaultQueueMessages, "frames queued per connection before it is dropped as a slow consumer")
+	fs.IntVar(&o.queueBytes, "queue-bytes", session.DefaultQueueBytes, "bytes queued per connection before it is dropped as a slow consumer")
+	fs.IntVar(&o.historySize, "history-size", bridge.DefaultHistorySize, "messages kept per channel for resume")
+	fs.DurationVar(&o.historyTTL, "history-ttl", bridge.DefaultHistoryTTL, "age after which messages leave a channel's history")
 	fs.StringVar(&o.redisURL, "redis", "", "Redis URL shared by several nodes: redis://host:port/db (rediss:// for TLS), or redis+cluster://host1:port1,host2:port2,... for a Redis Cluster; empty: the in-memory broker, one node")
 	fs.StringVar(&o.presence, "presence", "room:*,chat:*", "channel patterns that keep presence (who is subscribed), comma-separated (empty: none)")
 	fs.StringVar(&o.upstreamStream, "upstream-stream", "", "Redis stream that receives what clients send, for backends reading with consumer groups (needs --redis)")
@@ -190,7 +196,19 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*options, 
 	return o, fs, o.validate()
 }
 
+// validate checks every value, and the values together, so that a bad setting stops the
+// start with a message naming its flag rather than misbehaving later.
 func (o *options) validate() error {
+	for _, check := range []func() error{o.checkRanges, o.checkChoices, o.checkCombinations, o.checkAddrs, o.checkPatterns, o.checkTLS} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkRanges checks the numbers and durations one by one.
+func (o *options) checkRanges() error {
 	positive := []struct {
 		name string
 		ok   bool
@@ -216,6 +234,20 @@ func (o *options) validate() error {
 			return fmt.Errorf("invalid value for --%s: out of range", p.name)
 		}
 	}
+	if o.maxConns < 1 || o.upstreamRate <= 0 {
+		return fmt.Errorf("invalid value for --max-conns or --upstream-rate: must be positive")
+	}
+	if o.maxConnsPerIP < 0 || o.negotiateRate < 0 {
+		return fmt.Errorf("invalid value for --max-conns-per-ip or --negotiate-rate: must be positive, or 0 for no per-address limit")
+	}
+	if o.maxSessions < 1 {
+		return fmt.Errorf("invalid value %d for --max-sessions: must be positive", o.maxSessions)
+	}
+	return nil
+}
+
+// checkChoices checks the flags that take one of a few words.
+func (o *options) checkChoices() error {
 	switch o.logLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -226,6 +258,18 @@ func (o *options) validate() error {
 	default:
 		return fmt.Errorf("invalid value %q for --log-format: want text or json", o.logFormat)
 	}
+	for _, t := range splitList(o.transports) {
+		switch t {
+		case transport.WebSocket, transport.SSE, transport.LongPoll:
+		default:
+			return fmt.Errorf("invalid value %q for --transports: unknown transport %q", o.transports, t)
+		}
+	}
+	return nil
+}
+
+// checkCombinations checks the flags that depend on one another.
+func (o *options) checkCombinations() error {
 	if o.upstreamStream != "" && o.redisURL == "" {
 		return fmt.Errorf("invalid value for --upstream-stream: needs --redis")
 	}
@@ -235,24 +279,8 @@ func (o *options) validate() error {
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return fmt.Errorf("invalid value for --tls-cert/--tls-key: set both or neither")
 	}
-	if o.maxConns < 1 || o.upstreamRate <= 0 {
-		return fmt.Errorf("invalid value for --max-conns or --upstream-rate: must be positive")
-	}
-	if o.maxConnsPerIP < 0 || o.negotiateRate < 0 {
-		return fmt.Errorf("invalid value for --max-conns-per-ip or --negotiate-rate: must be positive, or 0 for no per-address limit")
-	}
-	if o.maxSessions < 1 {
-		return fmt.Errorf("invalid value %d for --max-sessions: must be positive", o.maxSessions)
-	}
-	if o.redisURL != "" && o.maxSessions != defaultMaxSessions {
+	if o.redisURL != "" && o.maxSessions != bridge.DefaultMaxSessions {
 		return fmt.Errorf("invalid value for --max-sessions: it bounds the in-memory broker; with --redis, sessions live in Redis, which has no such bound")
-	}
-	for _, t := range splitList(o.transports) {
-		switch t {
-		case "websocket", "sse", "longpoll":
-		default:
-			return fmt.Errorf("invalid value %q for --transports: unknown transport %q", o.transports, t)
-		}
 	}
 	if o.dedupeTTL != 0 && o.dedupeTTL < o.sessionTTL {
 		return fmt.Errorf("invalid value for --dedupe-ttl: must be 0 or at least --session-ttl")
@@ -260,6 +288,11 @@ func (o *options) validate() error {
 	if o.heartbeat*2 > o.sessionTTL {
 		return fmt.Errorf("invalid value for --session-ttl: must be at least twice --heartbeat")
 	}
+	return nil
+}
+
+// checkAddrs checks the listen addresses.
+func (o *options) checkAddrs() error {
 	if err := checkAddr(o.addr); err != nil {
 		return fmt.Errorf("invalid value %q for --addr: %v", o.addr, err)
 	}
@@ -268,6 +301,11 @@ func (o *options) validate() error {
 			return fmt.Errorf("invalid value %q for --debug-addr: %v", o.debugAddr, err)
 		}
 	}
+	return nil
+}
+
+// checkPatterns checks the channel patterns and the allowed origins.
+func (o *options) checkPatterns() error {
 	for _, f := range []struct{ name, value string }{{"client-publish", o.clientPublish}, {"presence", o.presence}} {
 		for _, p := range splitList(f.value) {
 			// The same check bridge makes, here so that the message names the flag. A bad
@@ -282,17 +320,23 @@ func (o *options) validate() error {
 			return fmt.Errorf("invalid value %q for --allowed-origins: %q %v", o.allowedOrigins, origin, err)
 		}
 	}
-	if o.tlsCert != "" {
-		// Loaded here, not only by the listener, so that a missing or mismatched file stops
-		// the start with the flag's name rather than after the port is taken.
-		for _, f := range []struct{ name, file string }{{"tls-cert", o.tlsCert}, {"tls-key", o.tlsKey}} {
-			if _, err := os.Stat(f.file); err != nil {
-				return fmt.Errorf("invalid value %q for --%s: %v", f.file, f.name, err)
-			}
+	return nil
+}
+
+// checkTLS loads the certificate and its key here, not only in the listener, so that a
+// missing or mismatched file stops the start with the flag's name rather than after the
+// port is taken.
+func (o *options) checkTLS() error {
+	if o.tlsCert == "" {
+		return nil
+	}
+	for _, f := range []struct{ name, file string }{{"tls-cert", o.tlsCert}, {"tls-key", o.tlsKey}} {
+		if _, err := os.Stat(f.file); err != nil {
+			return fmt.Errorf("invalid value %q for --%s: %v", f.file, f.name, err)
 		}
-		if _, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey); err != nil {
-			return fmt.Errorf("invalid value for --tls-cert/--tls-key: %v", err)
-		}
+	}
+	if _, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey); err != nil {
+		return fmt.Errorf("invalid value for --tls-cert/--tls-key: %v", err)
 	}
 	return nil
 }

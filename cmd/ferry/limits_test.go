@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ferryrt/ferry/internal/fclient"
 )
@@ -83,5 +87,55 @@ func TestProxyWarning(t *testing.T) {
 				t.Fatalf("warning %d times, want %d:\n%s", got, tc.want, log.String())
 			}
 		})
+	}
+}
+
+// A client that sends its headers slowly is cut after --header-timeout; others are served
+// meanwhile.
+func TestSlowlorisCut(t *testing.T) {
+	addr := startServer(t, "--header-timeout", "300ms")
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n")) // and never the blank line
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("another client during the slow one: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	_, err = io.ReadAll(conn) // returns when the server closes the connection
+	if err != nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("slow client not cut: %v after %v", err, time.Since(start))
+	}
+}
+
+// --max-sessions bounds the in-memory broker's live sessions: beyond it a negotiation is
+// refused with 503 and code 4000 (try another node), counted as a limit.
+func TestMaxSessions(t *testing.T) {
+	addr := startServer(t, "--max-sessions", "2")
+	for i := range 3 {
+		c := fclient.New("http://" + addr + "/ferry")
+		err := c.Negotiate(context.Background())
+		if i < 2 {
+			if err != nil {
+				t.Fatalf("negotiation %d: %v", i+1, err)
+			}
+			continue
+		}
+		var he *fclient.HTTPError
+		if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || he.Code != 4000 {
+			t.Fatalf("negotiation over --max-sessions: %v, want 503 with code 4000", err)
+		}
+	}
+	m := scrape(t, addr)
+	if got := m.get("ferry_rejected_total", "reason", "limit"); got != 1 {
+		t.Errorf("ferry_rejected_total{reason=limit} = %v, want 1", got)
+	}
+	if got := m.get("ferry_sessions"); got != 2 {
+		t.Errorf("ferry_sessions = %v, want 2", got)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -108,6 +107,42 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 	if o.upstreamStream != "" {
 		toStream = bridge.UpstreamToRedis(rb.Client(), bridge.UpstreamConfig{Stream: o.upstreamStream})
 	}
+	srv, reg, err := newServer(o, keep, broker, presence, toStream, log)
+	if err != nil {
+		return err
+	}
+	keep.logSecret(log, o.redisURL != "")
+	hs := newHTTPServer(o, srv, reg, log)
+	ln, stopDebug, err := listen(o, log)
+	if err != nil {
+		return err
+	}
+	defer stopDebug()
+	if err := keep.removeState(memory); err != nil {
+		ln.Close()
+		return err
+	}
+	log.Info("ferry listening", "addr", ln.Addr().String(), "base", srv.Base(), "demo", o.demo, "tls", o.tlsCert != "")
+
+	if o.demo && o.ticker > 0 {
+		go runTicker(ctx, srv, o.ticker)
+	}
+	if err := serve(ctx, o, hs, ln, srv.Handoff()); err != nil {
+		return err
+	}
+	drain(o.drainTimeout, srv, hs, log)
+	if err := keep.saveState(memory, log); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// newServer makes the bridge server with the echo service as its OnMessage: every
+// upstream message goes back to its session, and with toStream also to a Redis stream.
+// Its metrics are in reg, with the Go runtime's and the process's.
+func newServer(o *options, keep *persistence, broker bridge.Broker, presence bridge.Presence,
+	toStream func(context.Context, bridge.Upstream) error, log *slog.Logger) (*bridge.Server, *prometheus.Registry, error) {
 	var authenticate transport.Authenticator
 	if o.tokenKey != "" {
 		authenticate = bridge.JWTAuthenticator(bridge.JWTConfig{Key: []byte(o.tokenKey)})
@@ -115,6 +150,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var srv *bridge.Server
+	var err error
 	srv, err = bridge.New(bridge.Config{
 		Metrics:        reg,
 		Authenticate:   authenticate,
@@ -134,7 +170,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 			NegotiateBurst:    o.negotiateBurst,
 			TrustForwardedFor: o.trustForwarded,
 		},
-		History:         history,
+		History:         o.history(),
 		Heartbeat:       o.heartbeat,
 		PollHold:        o.pollHold,
 		HeaderTimeout:   o.headerTimeout,
@@ -162,13 +198,17 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 		},
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if o.tokenKey == "" {
 		log.Info("no --token-key: every session is anonymous")
 	}
-	keep.logSecret(log, o.redisURL != "")
+	return srv, reg, nil
+}
 
+// newHTTPServer serves srv on echo beside the demo pages, /metrics from reg, and the
+// health and readiness probes.
+func newHTTPServer(o *options, srv *bridge.Server, reg *prometheus.Registry, log *slog.Logger) *http.Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	srv.MountEcho(e)
@@ -184,7 +224,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 		return c.String(http.StatusOK, "ready\n")
 	})
 
-	hs := &http.Server{
+	return &http.Server{
 		Handler:           e,
 		ReadHeaderTimeout: o.headerTimeout,  // slowloris: headers must arrive promptly
 		ReadTimeout:       30 * time.Second, // and bodies; hijacked WebSockets set their own deadlines
@@ -194,33 +234,29 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		// No WriteTimeout: SSE streams and long-polls set per-write deadlines themselves.
 	}
-	ln, err := net.Listen("tcp", o.addr)
+}
+
+// listen takes --addr and, if set, serves the profiler on --debug-addr until stopDebug.
+func listen(o *options, log *slog.Logger) (ln net.Listener, stopDebug func(), err error) {
+	ln, err = net.Listen("tcp", o.addr)
 	if err != nil {
-		return fmt.Errorf("--addr: %w", err)
+		return nil, nil, fmt.Errorf("--addr: %w", err)
 	}
+	stopDebug = func() {}
 	if o.debugAddr != "" {
-		stop, err := serveDebug(o.debugAddr, log)
+		stopDebug, err = serveDebug(o.debugAddr, log)
 		if err != nil {
 			ln.Close()
-			return err
-		}
-		defer stop()
-	}
-	if memory != nil && keep.stateFile != "" {
-		// The state now lives in the broker alone, until the drain writes it back. Were a
-		// crash to leave the file, the next start would load positions older than what
-		// clients have seen, and reuse offsets they hold for other messages: a silent gap.
-		// Without the file, a crash costs the new epochs of a fresh broker: an honest reset.
-		if err := os.Remove(keep.stateFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-			ln.Close()
-			return fmt.Errorf("state file: %w", err)
+			return nil, nil, err
 		}
 	}
-	log.Info("ferry listening", "addr", ln.Addr().String(), "base", srv.Base(), "demo", o.demo, "tls", o.tlsCert != "")
+	return ln, stopDebug, nil
+}
 
-	if o.demo && o.ticker > 0 {
-		go runTicker(ctx, srv, o.ticker)
-	}
+// serve serves hs on ln, and on handoff the keep-alive connections the long-polling
+// handler took over and gives back when they carry another request (that one ends with
+// hs.Shutdown). It returns when ctx is cancelled, or with the error that ended ln.
+func serve(ctx context.Context, o *options, hs *http.Server, ln, handoff net.Listener) error {
 	errc := make(chan error, 1)
 	go func() {
 		if o.tlsCert != "" {
@@ -229,146 +265,26 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 		}
 		errc <- hs.Serve(ln)
 	}()
-	// Keep-alive connections the long-polling handler took over come back through this
-	// listener when they carry another request; it ends with hs.Shutdown.
-	go hs.Serve(srv.Handoff())
+	go hs.Serve(handoff)
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
+		return nil
 	}
+}
 
-	log.Info("draining", "timeout", o.drainTimeout)
-	dctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
+// drain moves the sessions away (srv closes their streams with 4003) and lets the
+// requests in flight end, for at most timeout, then closes what is left.
+func drain(timeout time.Duration, srv *bridge.Server, hs *http.Server, log *slog.Logger) {
+	log.Info("draining", "timeout", timeout)
+	dctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := srv.Shutdown(dctx); err != nil {
 		log.Warn("drain incomplete", "err", err)
 	}
 	if err := hs.Shutdown(dctx); err != nil {
 		hs.Close()
-	}
-	if memory != nil && keep.stateFile != "" {
-		if err := saveState(memory, keep.stateFile); err != nil {
-			return err
-		}
-		log.Info("state saved", "file", keep.stateFile)
-	}
-	log.Info("stopped")
-	return nil
-}
-
-// loadState loads the broker's state from name, if the file exists. run removes the file
-// once the node serves, so a state file is only ever the one a drain wrote.
-func loadState(b *bridge.MemoryBroker, name string) error {
-	f, err := os.Open(name)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("state file: %w", err)
-	}
-	defer f.Close()
-	if err := b.Load(f); err != nil {
-		return fmt.Errorf("state file %s: %w (remove it to start afresh: clients then get a reset)", name, err)
-	}
-	return nil
-}
-
-// saveState writes the state next to name, private to this user (it holds messages), and
-// renames it into place once on disk, so that a crash mid-write leaves no half state.
-func saveState(b *bridge.MemoryBroker, name string) error {
-	tmp := name + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("state file: %w", err)
-	}
-	err = b.Save(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, name)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("state file: %w", err)
-	}
-	syncDir(filepath.Dir(name))
-	return nil
-}
-
-// persistence is what run keeps between starts: the signing secret and where the
-// in-memory broker's state goes.
-type persistence struct {
-	secret       string
-	secretSource string // "flag", "data-dir" or "random"
-	secretFile   string // with "data-dir"
-	stateFile    string // "" for none
-	unlock       func()
-}
-
-// openPersistence takes the data directory, if any, and decides the secret and the state
-// file: --secret wins over the stored secret, --state-file over the data directory's.
-func openPersistence(o *options, log *slog.Logger) (*persistence, error) {
-	p := &persistence{secret: o.secret, secretSource: "flag", unlock: func() {}}
-	if o.redisURL == "" {
-		p.stateFile = o.stateFile
-	}
-	if o.dataDir != "" {
-		dd, err := openDataDir(o.dataDir)
-		switch {
-		case err != nil && o.dataDirExplicit:
-			return nil, fmt.Errorf("--data-dir %s: %w (every node needs its own; --data-dir none keeps nothing)", o.dataDir, err)
-		case err != nil:
-			log.Warn("the default data directory can't be used: sessions and history will not survive a restart; set --data-dir (FERRY_DATA_DIR), or --data-dir none to silence this",
-				"dir", o.dataDir, "err", err)
-		default:
-			p.unlock = dd.unlock
-			if dd.loosePerms() {
-				log.Warn("the data directory can be read by other users: it holds the signing secret", "dir", dd.path)
-			}
-			if p.secret == "" {
-				s, created, err := dd.secret()
-				if err != nil {
-					dd.unlock()
-					return nil, fmt.Errorf("--data-dir: %w", err)
-				}
-				p.secret, p.secretSource, p.secretFile = s, "data-dir", filepath.Join(dd.path, secretFileName)
-				if created {
-					log.Info("generated a signing secret", "file", p.secretFile)
-				}
-			}
-			if p.stateFile == "" && o.redisURL == "" {
-				p.stateFile = dd.statePath()
-			}
-			log.Info("data directory", "dir", dd.path, "state_file", p.stateFile)
-		}
-	}
-	if p.secret == "" {
-		p.secretSource = "random"
-	}
-	return p, nil
-}
-
-func (p *persistence) close() { p.unlock() }
-
-// logSecret says where the signing secret comes from and warns where it will hurt: a
-// random one resets every client at each restart, and on several nodes (Redis) any
-// secret but a shared one refuses the sessions of the other nodes.
-func (p *persistence) logSecret(log *slog.Logger, cluster bool) {
-	switch {
-	case p.secretSource == "random" && cluster:
-		log.Warn("no --secret and no data directory: this node signs sessions with a random key, which no other node shares: sessions that move between nodes are refused (4005) and every client resets at a restart; give every node the same --secret")
-	case p.secretSource == "random":
-		log.Warn("no --secret and no data directory: sessions are signed with a random key and do not survive a restart")
-	case p.secretSource == "data-dir" && cluster:
-		log.Warn("with --redis every node must sign sessions with the same secret, but this node uses the one generated in its data directory: sessions that move to a node with another secret are refused (4005) and reset; give every node the same --secret (for example this file's content), and compare secret_id across the nodes' logs",
-			"file", p.secretFile, "secret_id", secretFingerprint(p.secret))
-	default:
-		log.Info("signing secret", "from", p.secretSource, "file", p.secretFile, "secret_id", secretFingerprint(p.secret))
 	}
 }
 

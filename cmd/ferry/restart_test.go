@@ -18,6 +18,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 
+	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/internal/fclient"
 )
 
@@ -89,25 +90,24 @@ func startBinary(t *testing.T, addr string, args ...string) *proc {
 		}
 	})
 	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := hc.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p
-			}
-		}
+	answered := await.Holds(t, "ferry to answer /healthz", func() bool {
 		select {
 		case err := <-p.done:
 			p.done <- err
 			t.Fatalf("ferry ended at start: %v\n%s", err, p.log)
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ferry did not answer /healthz\n%s", p.log)
+		resp, err := hc.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
 		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if !answered {
+		t.Fatalf("ferry's log:\n%s", p.log)
 	}
+	return p
 }
 
 // stop sends sig and waits for the process to end.

@@ -45,6 +45,10 @@ type Frame struct {
 	} `json:"err,omitempty"`
 	// EventID is the SSE id of the frame, if any.
 	EventID string `json:"-"`
+	// Size is how many bytes the frame took on the wire, as the server's
+	// ferry_bytes_out_total counts them: the WebSocket message, or the SSE event's data.
+	// It is 0 in frames of a long-poll answer, which count whole (Answer.Bytes).
+	Size int `json:"-"`
 }
 
 // Negotiation is the server's answer to POST /negotiate.
@@ -72,6 +76,9 @@ type Client struct {
 	HTTP *http.Client
 	// Header is added to every request (Authorization, Origin, ...).
 	Header http.Header
+	// Dialer dials WebSocket attachments; nil means websocket.DefaultDialer. Set it with
+	// HTTP when the server's certificate needs a pool of its own.
+	Dialer *websocket.Dialer
 	Negotiation
 
 	// Att is the attachment sequence sent as att; NextAttachment increments it.
@@ -136,12 +143,18 @@ func decodeResponse(resp *http.Response, out any) error {
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode/100 != 2 {
-		e := &HTTPError{Status: resp.StatusCode}
+	return decodeBody(resp.StatusCode, b, out)
+}
+
+// decodeBody decodes the body b of an answer with status into out, or returns the
+// protocol's error as an *HTTPError.
+func decodeBody(status int, b []byte, out any) error {
+	if status/100 != 2 {
+		e := &HTTPError{Status: status}
 		json.Unmarshal(b, e)
 		return e
 	}
-	if out == nil || resp.StatusCode == http.StatusNoContent {
+	if out == nil || status == http.StatusNoContent {
 		return nil
 	}
 	return json.Unmarshal(b, out)
@@ -232,8 +245,27 @@ func (c *Client) Send(ctx context.Context, frames ...any) ([]Frame, error) {
 	return resp.Acks, nil
 }
 
+// Answer is the server's answer to one long-poll.
+type Answer struct {
+	Frames []Frame
+	// Superseded is set for a 204: a newer poll of the session took this one's place.
+	Superseded bool
+	// Bytes is the size of the answer's body, which ferry_bytes_out_total counts whole.
+	Bytes int
+}
+
 // Poll performs one long-poll. superseded is true for a 204 answer.
 func (c *Client) Poll(ctx context.Context, hello bool, hold time.Duration) (frames []Frame, superseded bool, err error) {
+	a, err := c.PollAnswer(ctx, hello, hold)
+	if err != nil {
+		return nil, false, err
+	}
+	return a.Frames, a.Superseded, nil
+}
+
+// PollAnswer performs one long-poll, with hello=1 if hello is set, and asks the server
+// to hold it for hold if positive (else it holds for its --poll-hold).
+func (c *Client) PollAnswer(ctx context.Context, hello bool, hold time.Duration) (*Answer, error) {
 	extra := url.Values{}
 	if hello {
 		extra.Set("hello", "1")
@@ -243,23 +275,27 @@ func (c *Client) Poll(ctx context.Context, hello bool, hold time.Duration) (fram
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Base+"/poll?"+c.query(extra), nil)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	resp, err := c.do(req)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNoContent {
-		return nil, true, nil
+		return &Answer{Superseded: true}, nil
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
 	}
 	var body struct {
 		Frames []Frame `json:"frames"`
 	}
-	if err := decodeResponse(resp, &body); err != nil {
-		return nil, false, err
+	if err := decodeBody(resp.StatusCode, b, &body); err != nil {
+		return nil, err
 	}
-	return body.Frames, false, nil
+	return &Answer{Frames: body.Frames, Bytes: len(b)}, nil
 }
 
 // Stream is a downstream attachment delivering frames until it ends.
@@ -309,7 +345,11 @@ func (s *Stream) WriteRaw(typ int, b []byte) error {
 // WebSocket attaches over WebSocket.
 func (c *Client) WebSocket(ctx context.Context) (*Stream, error) {
 	u := "ws" + strings.TrimPrefix(c.Base, "http") + "/ws?" + c.query(nil)
-	conn, resp, err := websocket.DefaultDialer.DialContext(ctx, u, c.Header)
+	d := c.Dialer
+	if d == nil {
+		d = websocket.DefaultDialer
+	}
+	conn, resp, err := d.DialContext(ctx, u, c.Header)
 	if err != nil {
 		if resp != nil {
 			return nil, &HTTPError{Status: resp.StatusCode}
@@ -343,6 +383,7 @@ func (c *Client) WebSocket(ctx context.Context) (*Stream, error) {
 				s.err = fmt.Errorf("fclient: bad frame %q: %w", b, err)
 				return
 			}
+			f.Size = len(b)
 			select {
 			case frames <- f:
 			case <-ctx.Done():
@@ -430,6 +471,6 @@ func ParseEvent(ev []byte) (f Frame, ok bool, err error) {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return f, false, fmt.Errorf("fclient: bad SSE data %q: %w", data, err)
 	}
-	f.EventID = id
+	f.EventID, f.Size = id, len(data)
 	return f, true, nil
 }

@@ -20,10 +20,13 @@ import (
 	"github.com/ferryrt/ferry/transport"
 )
 
+// DefaultBase is the path prefix of the endpoints when Config.Base is empty.
+const DefaultBase = "/ferry"
+
 // Config configures a Server. The zero value is valid: an in-memory broker, anonymous
 // sessions, default limits, no upstream handler, and a random secret (one node only).
 type Config struct {
-	// Base is the path prefix of every endpoint; default "/ferry".
+	// Base is the path prefix of every endpoint; default DefaultBase.
 	Base string
 	// Secret signs session credentials. Every node of a cluster needs the same one; empty
 	// means a random secret, so sessions don't survive a restart.
@@ -177,7 +180,7 @@ func (s *Server) untrackStream(c *session.Stream) {
 // New returns a Server for cfg.
 func New(cfg Config) (*Server, error) {
 	if cfg.Base == "" {
-		cfg.Base = "/ferry"
+		cfg.Base = DefaultBase
 	}
 	cfg.Base = "/" + strings.Trim(cfg.Base, "/")
 	if cfg.Logger == nil {

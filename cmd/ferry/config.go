@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,6 +63,7 @@ type options struct {
 	upstreamRate    float64
 	trustForwarded  bool
 	headerTimeout   time.Duration
+	io              string
 	debugAddr       string
 	redisURL        string
 	nodeID          string
@@ -89,21 +91,22 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.SetOutput(out)
 	fs.StringVar(&o.configFile, "config", "", "file of settings, one `name = value` per line with flag names (flags and environment win)")
 	fs.StringVar(&o.addr, "addr", ":8080", "listen address")
-	fs.StringVar(&o.base, "base", "/ferry", "path prefix of the Ferry endpoints")
+	fs.StringVar(&o.base, "base", bridge.DefaultBase, "path prefix of the Ferry endpoints")
 	fs.StringVar(&o.secret, "secret", "", "secret that signs session credentials; the same on every node (empty: the one stored in --data-dir, generated once; without a data dir, random per start)")
 	fs.StringVar(&o.apiKey, "api-key", "", "bearer key for POST <base>/api/publish (empty: publish API disabled)")
 	fs.StringVar(&o.tokenKey, "token-key", "", "HMAC key verifying HS256 JWTs (Authorization: Bearer, ?token= or cookie ferry_token); sub is the identity, channels the granted patterns")
 	fs.BoolVar(&o.allowAnonymous, "allow-anonymous", false, "let requests without a token in when --token-key is set (without --token-key everyone is anonymous)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "certificate file (PEM): serve HTTPS and wss:// (needs --tls-key)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file (PEM) of --tls-cert")
-	fs.IntVar(&o.maxConns, "max-conns", 100000, "open connections (WebSocket, SSE, held polls) per node; beyond it 503")
+	fs.IntVar(&o.maxConns, "max-conns", transport.DefaultMaxConns, "open connections (WebSocket, SSE, held polls) per node; beyond it 503")
 	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 0, "open connections per client address; beyond it 429 (0: no per-address cap; see docs/OPERATIONS.md before setting one: a NAT or a proxy is one address)")
 	fs.IntVar(&o.maxSessions, "max-sessions", bridge.DefaultMaxSessions, "live sessions the in-memory broker keeps (not with --redis); beyond it negotiations get 503, code 4000: try another node")
 	fs.Float64Var(&o.negotiateRate, "negotiate-rate", 0, "new sessions per second per client address; beyond it 429 (0: no per-address rate; see docs/OPERATIONS.md)")
 	fs.IntVar(&o.negotiateBurst, "negotiate-burst", 0, "new sessions one client address may open at once under --negotiate-rate (0: ten seconds' worth, at least 50)")
-	fs.Float64Var(&o.upstreamRate, "upstream-rate", 100, "upstream messages per second per session (burst 200); beyond it they are refused with 4029 and resent")
+	fs.Float64Var(&o.upstreamRate, "upstream-rate", session.DefaultUpstreamRate, "upstream messages per second per session (burst "+strconv.Itoa(session.DefaultUpstreamBurst)+"); beyond it they are refused with 4029 and resent")
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "if set, serve Go's profiler (/debug/pprof/) on this address, apart from clients; keep it private")
-	fs.DurationVar(&o.headerTimeout, "header-timeout", 10*time.Second, "time a client has to send its request headers (slowloris)")
+	fs.StringVar(&o.io, "io", "pooled", "connection I/O: pooled (idle connections hold no goroutine; Linux) or plain (a goroutine per connection, net/http's own serving)")
+	fs.DurationVar(&o.headerTimeout, "header-timeout", transport.DefaultHeaderTimeout, "time a client has to send its request headers (slowloris)")
 	fs.BoolVar(&o.trustForwarded, "trust-forwarded-for", false, "take the client address from X-Forwarded-For and the scheme of same-origin pages from X-Forwarded-Proto (only behind a proxy that sets them)")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "comma-separated origins allowed for WebSocket and cross-origin requests (* for any; same host is always allowed)")
 	fs.StringVar(&o.transports, "transports", strings.Join([]string{transport.WebSocket, transport.SSE, transport.LongPoll}, ","), "transports offered to clients, comma-separated")
@@ -257,6 +260,9 @@ func (o *options) checkChoices() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("invalid value %q for --log-format: want text or json", o.logFormat)
+	}
+	if _, err := transport.ParseIOMode(o.io); err != nil {
+		return fmt.Errorf("invalid value %q for --io: want pooled or plain", o.io)
 	}
 	for _, t := range splitList(o.transports) {
 		switch t {
@@ -414,4 +420,10 @@ func applyConfigFile(fs *flag.FlagSet, name string, set map[string]bool) error {
 		}
 	}
 	return nil
+}
+
+// ioMode is --io as a transport.IOMode; validate has checked it.
+func (o *options) ioMode() transport.IOMode {
+	m, _ := transport.ParseIOMode(o.io)
+	return m
 }

@@ -23,7 +23,7 @@ var samples = map[string]string{
 	"token-key": "jwtkey", "allow-anonymous": "true", "tls-cert": "", "tls-key": "",
 	"max-conns": "10", "max-conns-per-ip": "5", "max-sessions": "500", "negotiate-rate": "2", "negotiate-burst": "9", "upstream-rate": "7",
 	"trust-forwarded-for": "true", "header-timeout": "3s", "debug-addr": "127.0.0.1:6060", "redis": "redis://127.0.0.1:6379/1", "node-id": "n1",
-	"presence": "team:*", "upstream-stream": "",
+	"presence": "team:*", "upstream-stream": "", "io": "plain",
 }
 
 func TestEveryFlagHasEnvironmentAndHelp(t *testing.T) {
@@ -108,6 +108,7 @@ func TestInvalidValuesNameTheFlag(t *testing.T) {
 		{nil, map[string]string{"FERRY_MAX_MESSAGE": "big"}, "FERRY_MAX_MESSAGE (--max-message)"},
 		{[]string{"--queue-messages", "2"}, nil, "--queue-messages"},
 		{[]string{"--log-level", "loud"}, nil, "--log-level"},
+		{[]string{"--io", "epoll"}, nil, "--io"},
 		{[]string{"--transports", "websocket,carrier-pigeon"}, nil, "--transports"},
 		{[]string{"--heartbeat", "40s"}, nil, "--session-ttl"},
 		{[]string{"--dedupe-ttl", "30s"}, nil, "--dedupe-ttl"},

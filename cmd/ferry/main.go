@@ -29,7 +29,7 @@ import (
 
 // idleTimeout closes keep-alive connections that carry no request, on net/http and on
 // the connections taken over for long-polling alike.
-const idleTimeout = 2 * time.Minute
+const idleTimeout = transport.DefaultIdleTimeout
 
 func main() {
 	o, err := parseOptions(os.Args[1:], os.Getenv, os.Stderr)
@@ -174,6 +174,7 @@ func newServer(o *options, keep *persistence, broker bridge.Broker, presence bri
 		Heartbeat:       o.heartbeat,
 		PollHold:        o.pollHold,
 		HeaderTimeout:   o.headerTimeout,
+		IO:              o.ioMode(),
 		IdleTimeout:     idleTimeout,
 		PollLinger:      pollLinger(o.pollLinger),
 		SessionTTL:      o.sessionTTL,

@@ -103,15 +103,19 @@ series:
 }
 
 // Traffic over each transport of the running binary, read back from /metrics: every
-// counter moves by what the traffic did, under the transport's label.
+// counter moves by what the traffic did, under the transport's label, with either --io.
 func TestMetricsEndpointFollowsTraffic(t *testing.T) {
 	const published = 5
 	upstream := `{"t":"send","seq":1,"d":{"move":"e4"}}`
-	for _, tr := range []string{"websocket", "sse", "longpoll"} {
-		t.Run(tr, func(t *testing.T) {
+	for _, run := range []struct{ tr, io string }{
+		{"websocket", "pooled"}, {"sse", "pooled"}, {"longpoll", "pooled"},
+		{"websocket", "plain"}, {"sse", "plain"}, {"longpoll", "plain"},
+	} {
+		tr := run.tr
+		t.Run(tr+"/"+run.io, func(t *testing.T) {
 			// No heartbeat within the test, and no lingering polls: every frame is the
 			// traffic's, and every poll is an attachment.
-			addr := startServer(t, "--api-key", "k", "--heartbeat", "1m", "--session-ttl", "5m", "--poll-linger", "0")
+			addr := startServer(t, "--api-key", "k", "--heartbeat", "1m", "--session-ttl", "5m", "--poll-linger", "0", "--io", run.io)
 			c := fclient.New("http://" + addr + "/ferry")
 			if err := c.Negotiate(context.Background()); err != nil {
 				t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/ferryrt/ferry/bridge/broker"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -99,7 +100,7 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		var bad *session.Error
-		if errors.As(CheckIdempotencyKey(key[0]), &bad) {
+		if errors.As(broker.CheckIdempotencyKey(key[0]), &bad) {
 			apiError(w, http.StatusBadRequest, session.CodeBadRequest, bad.Reason)
 			return
 		}

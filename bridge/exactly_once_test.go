@@ -11,7 +11,10 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 
+	"github.com/ferryrt/ferry/bridge/memory"
+	"github.com/ferryrt/ferry/bridge/redis"
 	"github.com/ferryrt/ferry/internal/fclient"
+	"github.com/ferryrt/ferry/internal/redistest"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -170,7 +173,7 @@ func TestExactlyOnceAcrossSessionsMemory(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	broker := NewMemoryBroker(MemoryConfig{Now: clock})
+	broker := memory.New(memory.Config{Now: clock})
 	t.Cleanup(func() { broker.Close() })
 	exactlyOnce(t, broker, Config{SessionTTL: 30 * time.Second}, func(*testing.T, string) {
 		mu.Lock()
@@ -184,7 +187,7 @@ func TestExactlyOnceAcrossSessionsMemory(t *testing.T) {
 
 func TestExactlyOnceAcrossSessionsMiniredis(t *testing.T) {
 	mr := miniredis.RunT(t)
-	broker := newRedisBroker(t, mr, RedisConfig{})
+	broker := redistest.NewBroker(t, mr, redis.Config{})
 	exactlyOnce(t, broker, Config{SessionTTL: 30 * time.Second}, func(t *testing.T, sid string) {
 		mr.FastForward(31 * time.Second)
 		if mr.Exists("ferry:sess:{" + sid + "}") {

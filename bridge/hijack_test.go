@@ -7,9 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ferryrt/ferry/internal/fclient"
 )
 
 // WebSocket connections and SSE streams leave their handler once they run (the connection

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrt/ferry/bridge/broker"
+	"github.com/ferryrt/ferry/bridge/memory"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -20,9 +22,9 @@ type countingDeliverer struct{ n atomic.Int64 }
 
 func (d *countingDeliverer) Deliver(*session.Message) { d.n.Add(1) }
 
-func newBenchHub(b *testing.B) (*MemoryBroker, *Hub) {
+func newBenchHub(b *testing.B) (*memory.Broker, *Hub) {
 	b.Helper()
-	broker := NewMemoryBroker(MemoryConfig{})
+	broker := memory.New(memory.Config{})
 	hub := NewHub(broker, slog.New(slog.DiscardHandler))
 	if err := hub.Start(func(string, string) {}); err != nil {
 		b.Fatal(err)
@@ -110,13 +112,13 @@ func BenchmarkHubFanout(b *testing.B) {
 // messages), so every publish also trims, with no subscriber.
 func BenchmarkMemoryBrokerPublish(b *testing.B) {
 	ctx := context.Background()
-	broker := NewMemoryBroker(MemoryConfig{})
-	for range DefaultHistorySize {
-		broker.Publish(ctx, "bench", benchPayload, nil)
+	mb := memory.New(memory.Config{})
+	for range broker.DefaultHistorySize {
+		mb.Publish(ctx, "bench", benchPayload, nil)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := broker.Publish(ctx, "bench", benchPayload, nil); err != nil {
+		if _, err := mb.Publish(ctx, "bench", benchPayload, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -126,16 +128,16 @@ func BenchmarkMemoryBrokerPublish(b *testing.B) {
 // makes per channel (every long-poll), the others a resume of 1, 100 and 1000 messages.
 func BenchmarkMemoryBrokerSince(b *testing.B) {
 	ctx := context.Background()
-	broker := NewMemoryBroker(MemoryConfig{})
+	mb := memory.New(memory.Config{})
 	var last *session.Message
-	for range DefaultHistorySize {
-		last, _ = broker.Publish(ctx, "bench", benchPayload, nil)
+	for range broker.DefaultHistorySize {
+		last, _ = mb.Publish(ctx, "bench", benchPayload, nil)
 	}
 	top := last.Pos
 	b.Run("top", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, _, ok, err := broker.Since(ctx, "bench", session.Position{}, 0); !ok || err != nil {
+			if _, _, ok, err := mb.Since(ctx, "bench", session.Position{}, 0); !ok || err != nil {
 				b.Fatal(ok, err)
 			}
 		}
@@ -145,7 +147,7 @@ func BenchmarkMemoryBrokerSince(b *testing.B) {
 			from := session.Position{Epoch: top.Epoch, Offset: top.Offset - uint64(k)}
 			b.ReportAllocs()
 			for b.Loop() {
-				msgs, _, ok, err := broker.Since(ctx, "bench", from, 1000)
+				msgs, _, ok, err := mb.Since(ctx, "bench", from, 1000)
 				if !ok || err != nil || len(msgs) != k {
 					b.Fatal(len(msgs), ok, err)
 				}

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrt/ferry/bridge/memory"
 	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/ferryrt/ferry/transport"
 )
@@ -607,10 +608,10 @@ func TestTakenOverFloodersDoNotStallPolls(t *testing.T) {
 	}
 }
 
-// stallBroker is a MemoryBroker whose TouchSession (the store call of every poll's
+// stallBroker is a memory.Broker whose TouchSession (the store call of every poll's
 // Verify) waits, while paused, until released or its context ends.
 type stallBroker struct {
-	*MemoryBroker
+	*memory.Broker
 	paused    atomic.Bool
 	release   chan struct{}
 	blocked   atomic.Int64 // calls waiting now
@@ -630,7 +631,7 @@ func (b *stallBroker) TouchSession(ctx context.Context, sid string, ttl time.Dur
 			return false, ctx.Err()
 		}
 	}
-	return b.MemoryBroker.TouchSession(ctx, sid, ttl)
+	return b.Broker.TouchSession(ctx, sid, ttl)
 }
 
 // A session store that stops answering holds up no worker of the pool: with more polls
@@ -639,7 +640,7 @@ func (b *stallBroker) TouchSession(ctx context.Context, sid string, ttl time.Dur
 // cancelled; the others get 503, code 4000 (retry), once StoreTimeout has passed.
 func TestTakenOverStoreStallHoldsNoWorker(t *testing.T) {
 	needTakeOver(t)
-	broker := &stallBroker{MemoryBroker: NewMemoryBroker(MemoryConfig{}), release: make(chan struct{})}
+	broker := &stallBroker{Broker: memory.New(memory.Config{}), release: make(chan struct{})}
 	t.Cleanup(func() { broker.Close() })
 	defer close(broker.release)
 	ts := newTestServer(t, Config{Broker: broker, StoreTimeout: 2 * time.Second, Limits: transport.Limits{NegotiateRate: 1e6, NegotiateBurst: 1e6}})

@@ -5,9 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ferryrt/ferry/internal/fclient"
 )
 
 // poll performs one long-poll and tracks its frames into the client's cursor, unless

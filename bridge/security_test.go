@@ -16,6 +16,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 
+	"github.com/ferryrt/ferry/bridge/memory"
+	"github.com/ferryrt/ferry/bridge/presence"
 	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/ferryrt/ferry/transport"
 )
@@ -35,8 +37,8 @@ func token(t *testing.T, key []byte, sub string, exp time.Duration, channels ...
 	return s
 }
 
-func authServer(t *testing.T, cfg Config) (*testServer, *MemoryBroker) {
-	b := NewMemoryBroker(MemoryConfig{})
+func authServer(t *testing.T, cfg Config) (*testServer, *memory.Broker) {
+	b := memory.New(memory.Config{})
 	cfg.Broker = b
 	cfg.Authenticate = JWTAuthenticator(JWTConfig{Key: jwtKey})
 	return newTestServer(t, cfg), b
@@ -49,9 +51,9 @@ func withToken(c *fclient.Client, tok string) *fclient.Client {
 
 // authPresenceServer is authServer with presence kept on room:*, so that /api/presence
 // is served.
-func authPresenceServer(t *testing.T, cfg Config) (*testServer, *MemoryBroker) {
-	b := NewMemoryBroker(MemoryConfig{})
-	p := NewMemoryPresence(b, PresenceConfig{})
+func authPresenceServer(t *testing.T, cfg Config) (*testServer, *memory.Broker) {
+	b := memory.New(memory.Config{})
+	p := presence.NewMemory(b, presence.Config{})
 	t.Cleanup(func() { p.Close() })
 	cfg.Broker, cfg.Presence, cfg.PresenceChannels = b, p, []string{"room:*"}
 	cfg.Authenticate = JWTAuthenticator(JWTConfig{Key: jwtKey})
@@ -342,8 +344,8 @@ func clientFrom(ip string) *http.Client {
 // /api/presence) hold no connection and are served at the cap. Streams already open, and
 // the bystander's session, are untouched, and a stream that ends gives its slot back.
 func TestConnectionFloodCapped(t *testing.T) {
-	broker := NewMemoryBroker(MemoryConfig{})
-	p := NewMemoryPresence(broker, PresenceConfig{})
+	broker := memory.New(memory.Config{})
+	p := presence.NewMemory(broker, presence.Config{})
 	t.Cleanup(func() { p.Close() })
 	// 6 slots: the bystander's, 3 from 127.0.0.2 (its cap) and 2 from 127.0.0.3.
 	ts := newTestServer(t, Config{Broker: broker, Presence: p, PresenceChannels: []string{"room:*"},

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrt/ferry/bridge/broker"
+	"github.com/ferryrt/ferry/bridge/memory"
 	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/ferryrt/ferry/session"
 )
@@ -509,7 +511,7 @@ func TestSessionExpires(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	broker := NewMemoryBroker(MemoryConfig{Now: clock})
+	broker := memory.New(memory.Config{Now: clock})
 	ts := newTestServer(t, Config{Broker: broker, SessionTTL: 30 * time.Second})
 	c := ts.client(t)
 	if _, _, err := c.Poll(context.Background(), true, 0); err != nil {
@@ -615,13 +617,13 @@ func TestNegotiateAtSessionCap(t *testing.T) {
 // the Server did not create.
 func TestSessionCapError(t *testing.T) {
 	ctx := context.Background()
-	b := NewMemoryBroker(MemoryConfig{MaxSessions: 1})
+	b := memory.New(memory.Config{MaxSessions: 1})
 	defer b.Close()
 	if err := b.CreateSession(ctx, "s1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	err := b.CreateSession(ctx, "s2", time.Minute)
-	if !errors.Is(err, ErrTooManySessions) || session.AsError(err).Code != session.CodeReconnect {
+	if !errors.Is(err, broker.ErrTooManySessions) || session.AsError(err).Code != session.CodeReconnect {
 		t.Fatalf("second session: %v, want ErrTooManySessions with code 4000", err)
 	}
 	if session.CodeReconnect.HTTPStatus() != http.StatusServiceUnavailable {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/ferryrt/ferry/bridge/broker/brokertest"
 	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/ferryrt/ferry/transport"
 )
@@ -88,7 +89,7 @@ func TestWebSocketHeartbeatTimeout(t *testing.T) {
 	if n := <-pings; n < 2 {
 		t.Fatalf("the answering client saw %d pings and then lost its connection, want it kept open", n)
 	}
-	eventually(t, "the answering attachment alone left", func() bool { return ts.Manager().Attached() == 1 })
+	brokertest.Eventually(t, "the answering attachment alone left", func() bool { return ts.Manager().Attached() == 1 })
 }
 
 // An idle WebSocket holds no goroutine on the server: readability of its connection is
@@ -191,14 +192,14 @@ func newIdleTest(t *testing.T) *idleTest {
 // each, then closes them and waits for every attachment to end.
 func (it *idleTest) check(closeAll func()) {
 	it.t.Helper()
-	eventually(it.t, "at most idleConns/10 goroutines more with idleConns idle connections open", func() bool {
+	brokertest.Eventually(it.t, "at most idleConns/10 goroutines more with idleConns idle connections open", func() bool {
 		return runtime.NumGoroutine()-it.before <= idleConns/10
 	})
 	if got := it.ts.Manager().Attached(); got != idleConns {
 		it.t.Fatalf("%d attachments, want %d", got, idleConns)
 	}
 	closeAll()
-	eventually(it.t, "no attachment left after every client closed", func() bool { return it.ts.Manager().Attached() == 0 })
+	brokertest.Eventually(it.t, "no attachment left after every client closed", func() bool { return it.ts.Manager().Attached() == 0 })
 }
 
 // A WebSocket whose writer once left the pool (a subscription that reads history is

@@ -25,6 +25,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ferryrt/ferry/bridge"
+	// Imported under these names: run's variables are called memory, presence and broker.
+	ferrymemory "github.com/ferryrt/ferry/bridge/memory"
+	ferrypresence "github.com/ferryrt/ferry/bridge/presence"
+	ferryredis "github.com/ferryrt/ferry/bridge/redis"
 	"github.com/ferryrt/ferry/transport"
 )
 
@@ -69,11 +73,11 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 	defer keep.close()
 	history := bridge.HistoryConfig{Size: o.historySize, TTL: o.historyTTL}
 	var broker bridge.Broker
-	var memory *bridge.MemoryBroker
-	var rb *bridge.RedisBroker
+	var memory *ferrymemory.Broker
+	var rb *ferryredis.Broker
 	if o.redisURL != "" {
 		var err error
-		rb, err = bridge.NewRedisBroker(ctx, bridge.RedisConfig{URL: o.redisURL, NodeID: o.nodeID,
+		rb, err = ferryredis.New(ctx, ferryredis.Config{URL: o.redisURL, NodeID: o.nodeID,
 			History: history, MaxMessageBytes: o.maxMessage, Logger: log})
 		if err != nil {
 			return fmt.Errorf("--redis: %w", err)
@@ -82,7 +86,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 	} else {
 		// The bound of bridge.Config.MaxSessions, set on the broker itself: the binary makes
 		// its broker (to load and save --state-file), and bridge bounds only one it makes.
-		memory = bridge.NewMemoryBroker(bridge.MemoryConfig{History: history, MaxSessions: o.maxSessions})
+		memory = ferrymemory.New(ferrymemory.Config{History: history, MaxSessions: o.maxSessions})
 		if keep.stateFile != "" {
 			if err := loadState(memory, keep.stateFile); err != nil {
 				return err
@@ -94,11 +98,11 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 	// Presence outlives no broker: closed first (defers run in reverse).
 	var presence bridge.Presence
 	if o.presence != "" {
-		pcfg := bridge.PresenceConfig{TTL: 2 * max(o.heartbeat, o.pollHold), Logger: log}
+		pcfg := ferrypresence.Config{TTL: 2 * max(o.heartbeat, o.pollHold), Logger: log}
 		if rb != nil {
-			presence = bridge.NewRedisPresence(rb, pcfg)
+			presence = ferryredis.NewPresence(rb, pcfg)
 		} else {
-			presence = bridge.NewMemoryPresence(memory, pcfg)
+			presence = ferrypresence.NewMemory(memory, pcfg)
 		}
 		defer presence.Close()
 	}
@@ -106,7 +110,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 	// --upstream-stream also appended to a Redis stream for backends.
 	var toStream func(context.Context, bridge.Upstream) error
 	if o.upstreamStream != "" {
-		toStream = bridge.UpstreamToRedis(rb.Client(), bridge.UpstreamConfig{Stream: o.upstreamStream})
+		toStream = ferryredis.UpstreamToStream(rb.Client(), ferryredis.UpstreamConfig{Stream: o.upstreamStream})
 	}
 	var authenticate transport.Authenticator
 	if o.tokenKey != "" {
@@ -259,7 +263,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 
 // loadState loads the broker's state from name, if the file exists. run removes the file
 // once the node serves, so a state file is only ever the one a drain wrote.
-func loadState(b *bridge.MemoryBroker, name string) error {
+func loadState(b *ferrymemory.Broker, name string) error {
 	f, err := os.Open(name)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -276,7 +280,7 @@ func loadState(b *bridge.MemoryBroker, name string) error {
 
 // saveState writes the state next to name, private to this user (it holds messages), and
 // renames it into place once on disk, so that a crash mid-write leaves no half state.
-func saveState(b *bridge.MemoryBroker, name string) error {
+func saveState(b *ferrymemory.Broker, name string) error {
 	tmp := name + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {

@@ -72,7 +72,7 @@ type Config struct {
 	// published; default TTL/4.
 	SweepInterval time.Duration
 	Logger        *slog.Logger
-	// Now is the clock of Memory; default time.Now. RedisPresence uses Redis's.
+	// Now is the clock of Memory; default time.Now. redis.Presence uses Redis's.
 	Now func() time.Time
 }
 

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +24,6 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/ferryrt/ferry/bridge/broker"
-	"github.com/ferryrt/ferry/bridge/presence"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -124,64 +122,6 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	return c, nil
-}
-
-// keyspace names the keys and pub/sub channels of one prefix. Every key of one channel
-// (and its pub/sub channel, for SPUBLISH in the publish script), of one session and of
-// one dedupe key carries that name as a Redis Cluster hash tag, "{name}", so that the
-// scripts on them touch one hash slot: the same on a single Redis and on a cluster.
-// Channel names hold no braces (session.ValidChannel), so a channel's tag is its name as
-// it is; other names have '%', '{' and '}' escaped (tag), which keeps the tag whole and
-// distinct names apart. The prefix holds no braces (Config.Prefix). A channel's
-// presence set is tagged with the channel of its events, presence.Channel(ch), so that a
-// change and its event are one script.
-type keyspace struct{ prefix string }
-
-func (k keyspace) meta(ch string) string      { return k.prefix + ":ch:" + tag(ch) }
-func (k keyspace) log(ch string) string       { return k.prefix + ":log:" + tag(ch) }
-func (k keyspace) pubsub(ch string) string    { return k.prefix + ":msg:" + tag(ch) }
-func (k keyspace) pubID(ch, id string) string { return k.prefix + ":pid:" + tag(ch) + ":" + id }
-func (k keyspace) presence(ch string) string {
-	return k.prefix + ":presence:" + tag(presence.Channel(ch))
-}
-func (k keyspace) session(sid string) string { return k.prefix + ":sess:" + tag(sid) }
-func (k keyspace) dedupe(key string) string  { return k.prefix + ":up:" + tag(key) }
-func (k keyspace) control() string           { return k.prefix + ":ctl" }
-func (k keyspace) publishStream() string     { return k.prefix + ":publish" }
-func (k keyspace) publishLease() string      { return k.prefix + ":publish-lease" }
-func (k keyspace) presenceDue() string       { return k.prefix + ":presence-due" }
-
-// channelOf returns the channel of a pub/sub channel name made by pubsub.
-func (k keyspace) channelOf(pubsub string) (string, bool) {
-	s, ok := strings.CutPrefix(pubsub, k.prefix+":msg:{")
-	if !ok {
-		return "", false
-	}
-	s, ok = strings.CutSuffix(s, "}")
-	if !ok || strings.ContainsAny(s, "{}") {
-		return "", false
-	}
-	return untag(s)
-}
-
-// tagEscaper escapes what would end a hash tag early or make two names one.
-var tagEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
-
-// tag returns name as a hash tag, "{name}", escaped.
-func tag(name string) string {
-	if strings.ContainsAny(name, "%{}") {
-		name = tagEscaper.Replace(name)
-	}
-	return "{" + name + "}"
-}
-
-// untag reverses the escaping of tag.
-func untag(s string) (string, bool) {
-	if !strings.Contains(s, "%") {
-		return s, true
-	}
-	out, err := url.PathUnescape(s)
-	return out, err == nil
 }
 
 // Broker shares channels, history and sessions between the nodes of a cluster
@@ -291,7 +231,7 @@ func (b *Broker) Client() goredis.UniversalClient { return b.rdb }
 // NodeID returns the name of this node.
 func (b *Broker) NodeID() string { return b.cfg.NodeID }
 
-// Start implements Broker.
+// Start implements broker.Broker.
 func (b *Broker) Start(deliver func(*session.Message), supersede func(sid, attachID string)) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -311,7 +251,7 @@ func (b *Broker) Start(deliver func(*session.Message), supersede func(sid, attac
 	return nil
 }
 
-// Close implements Broker: it stops every goroutine of the broker and waits for them.
+// Close implements broker.Broker: it stops every goroutine of the broker and waits for them.
 func (b *Broker) Close() error {
 	b.mu.Lock()
 	if b.closed {
@@ -335,7 +275,7 @@ func (b *Broker) Close() error {
 	return nil
 }
 
-// Ready implements Broker: it fails while the pub/sub subscription is down, when Redis
+// Ready implements broker.Broker: it fails while the pub/sub subscription is down, when Redis
 // does not answer, and for a few seconds after a publish Redis refused.
 func (b *Broker) Ready(ctx context.Context) error {
 	b.mu.Lock()
@@ -381,7 +321,7 @@ func (b *Broker) historyArgs() (size, ttl, idle int64) {
 	return int64(b.cfg.History.Size), b.cfg.History.TTL.Milliseconds(), b.cfg.ChannelTTL.Milliseconds()
 }
 
-// Publish implements Broker. Every publish carries an id, checked by the publish script
+// Publish implements broker.Broker. Every publish carries an id, checked by the publish script
 // in the same step as the append: the idempotency key of ctx (WithIdempotencyKey), kept
 // IdempotencyTTL, or else a random one, kept long enough for go-redis's retries. So a
 // publish sent twice (go-redis retries a command whose answer did not come within
@@ -462,7 +402,7 @@ func decodePublished(res []any, digest string) (session.Position, int64, error) 
 	return session.Position{Epoch: ep, Offset: uint64(off)}, ms, nil
 }
 
-// Since implements Broker.
+// Since implements broker.Broker.
 func (b *Broker) Since(ctx context.Context, channel string, pos session.Position, limit int) ([]*session.Message, session.Position, bool, error) {
 	if !validBrokerChannel(channel) {
 		return nil, session.Position{}, false, session.CheckChannel(channel)
@@ -518,77 +458,4 @@ func decodeSince(channel string, res []any) ([]*session.Message, session.Positio
 		msgs = append(msgs, m)
 	}
 	return msgs, pos, true, nil
-}
-
-// CreateSession implements session.Store. The session is a hash (with the fields hi and
-// lo of earlier versions, whose nodes may share the Redis during a rolling upgrade).
-func (b *Broker) CreateSession(ctx context.Context, sid string, ttl time.Duration) error {
-	_, err := b.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		p.HSet(ctx, b.keys.session(sid), "hi", 0, "lo", 0)
-		p.PExpire(ctx, b.keys.session(sid), ttl)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("bridge: redis create session: %w", err)
-	}
-	return nil
-}
-
-// TouchSession implements session.Store.
-func (b *Broker) TouchSession(ctx context.Context, sid string, ttl time.Duration) (bool, error) {
-	n, err := luaTouch.Run(ctx, b.rdb, []string{b.keys.session(sid)}, ttl.Milliseconds()).Int64()
-	if err != nil {
-		return false, fmt.Errorf("bridge: redis touch session: %w", err)
-	}
-	return n == 1, nil
-}
-
-// dedupeArgs are the arguments of the dedupe scripts, for a window of DedupeWindow
-// sequence numbers (a multiple of 64, like session.Window) shared by every node.
-func (b *Broker) dedupeArgs(seq uint64, result string, ttl time.Duration) []any {
-	n := uint64((b.cfg.DedupeWindow + 63) / 64 * 64)
-	return []any{seq >> 32, seq & 0xffffffff, seq % n, n, strconv.FormatUint(seq, 10), result, max(ttl.Milliseconds(), 1)}
-}
-
-// MarkUpstream implements session.Store with one script on one key, the hash
-// <prefix>:up:<key>; see luaDedupeLib.
-func (b *Broker) MarkUpstream(ctx context.Context, key string, seq uint64, result string, ttl time.Duration) (bool, string, error) {
-	if seq == 0 {
-		return false, "", nil
-	}
-	res, err := luaMarkUpstream.Run(ctx, b.rdb, []string{b.keys.dedupe(key)}, b.dedupeArgs(seq, result, ttl)...).Slice()
-	if err != nil {
-		return false, "", fmt.Errorf("bridge: redis dedupe: %w", err)
-	}
-	flag, ok := res[0].(int64)
-	if !ok || (flag == 0) != (len(res) == 2) {
-		return false, "", malformed("dedupe answer %v", res)
-	}
-	if flag == 1 {
-		return true, "", nil
-	}
-	recorded, ok := res[1].(string)
-	if !ok || len(recorded) > session.MaxUpstreamResult {
-		return false, "", malformed("dedupe answer %v", res)
-	}
-	return false, recorded, nil
-}
-
-// RecordUpstream implements session.Store.
-func (b *Broker) RecordUpstream(ctx context.Context, key string, seq uint64, result string, ttl time.Duration) error {
-	if seq == 0 {
-		return nil
-	}
-	if err := luaRecordUpstream.Run(ctx, b.rdb, []string{b.keys.dedupe(key)}, b.dedupeArgs(seq, result, ttl)...).Err(); err != nil {
-		return fmt.Errorf("bridge: redis dedupe record: %w", err)
-	}
-	return nil
-}
-
-// Announce implements session.Store: every node hears it on the control channel.
-func (b *Broker) Announce(ctx context.Context, sid, attachID string) error {
-	if err := b.rdb.Publish(ctx, b.keys.control(), encodeNotice(b.cfg.NodeID, sid, attachID)).Err(); err != nil {
-		return fmt.Errorf("bridge: redis announce: %w", err)
-	}
-	return nil
 }

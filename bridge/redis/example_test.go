@@ -44,7 +44,7 @@ func ExampleNew() {
 
 // Backends that never hold a socket publish with XADD, as with
 // redis-cli XADD ferry:publish '*' channel room:lobby data '{"text":"hi"}',
-// and read what clients send from the stream UpstreamToRedis writes.
+// and read what clients send from the stream UpstreamToStream writes.
 func ExampleUpstreamToStream() {
 	mr, _ := miniredis.Run()
 	defer mr.Close()

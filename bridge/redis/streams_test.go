@@ -103,7 +103,7 @@ func TestRedisPublishStreamTakeover(t *testing.T) {
 	}
 }
 
-// UpstreamToRedis appends client messages to a stream that backends read with consumer
+// UpstreamToStream appends client messages to a stream that backends read with consumer
 // groups: at least once for them, with (session, seq) to deduplicate.
 func TestRedisUpstreamConsumerGroup(t *testing.T) {
 	mr := miniredis.RunT(t)

@@ -29,7 +29,7 @@ const (
 	connectTimeout = 10 * time.Second
 )
 
-// Subscribe implements Broker. It returns once Redis has confirmed the subscription, so
+// Subscribe implements broker.Broker. It returns once Redis has confirmed the subscription, so
 // that a message published afterwards reaches this node, or with an error if ctx ends
 // first (the channel stays wanted: the SUBSCRIBE may yet take effect, and a new
 // connection subscribes it). Called again for a wanted channel, it confirms the earlier
@@ -75,7 +75,7 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 	}
 }
 
-// Unsubscribe implements Broker.
+// Unsubscribe implements broker.Broker.
 func (b *Broker) Unsubscribe(ctx context.Context, channel string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -3,13 +3,12 @@ package redistest
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/ferryrt/ferry/bridge/broker/brokertest"
@@ -47,9 +46,7 @@ func Real(t *testing.T, url string) (prefix string, rdb goredis.UniversalClient)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b [4]byte
-	rand.Read(b[:])
-	prefix = "ferrytest-" + hex.EncodeToString(b[:])
+	prefix = "ferrytest-" + uuid.NewString()[:8]
 	t.Cleanup(func() {
 		OnEachMaster(t, rdb, func(ctx context.Context, c *goredis.Client) {
 			iter := c.Scan(ctx, 0, prefix+":*", 1000).Iterator()

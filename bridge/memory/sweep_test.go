@@ -189,3 +189,13 @@ func TestMemoryStateKeepsTombstones(t *testing.T) {
 		t.Fatalf("after Load room:t continued at %v, want after %v", next, top)
 	}
 }
+
+// The checks every broker passes.
+func TestMemoryConformance(t *testing.T) {
+	brokertest.Run(t, func(t *testing.T) broker.Broker {
+		b := memory.New(memory.Config{})
+		t.Cleanup(func() { b.Close() })
+		brokertest.Start(t, b)
+		return b
+	})
+}

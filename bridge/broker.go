@@ -1,3 +1,13 @@
+// Package bridge connects sessions to the world: channels with their fan-out to the
+// sessions of this node (Hub), history, the API through which backends publish and read,
+// and the mounting of everything on net/http and echo. It is the public face of Ferry's
+// server: Server, Config, Publish, Mount.
+//
+// What the nodes of a cluster share lives behind the Broker interface, in packages of
+// its own: bridge/broker (the contract), bridge/memory (the default, in this process) and
+// bridge/redis (many nodes on one Redis). Presence is bridge/presence, with its Redis
+// store in bridge/redis. The bridge imports bridge/memory but never bridge/redis, so a
+// program on the in-memory broker links no Redis client.
 package bridge
 
 import (
@@ -30,4 +40,5 @@ func WithIdempotencyKey(ctx context.Context, key string) context.Context {
 // payload; see broker.ErrIdempotencyConflict.
 var ErrIdempotencyConflict = broker.ErrIdempotencyConflict
 
+// orDefault returns v, or d if v is the zero value.
 func orDefault[T comparable](v, d T) T { return cmp.Or(v, d) }

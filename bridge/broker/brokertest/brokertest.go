@@ -280,3 +280,6 @@ func NewSweptMemory(t testing.TB, cfg memory.Config) (*memory.Broker, *Clock) {
 	t.Cleanup(func() { b.Close() })
 	return b, clock
 }
+
+// BenchPayload is a message payload of a typical size (about 120 bytes), for benchmarks.
+var BenchPayload = json.RawMessage(`{"p":1,"seq":42,"ts":1700000000000000000,"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`)

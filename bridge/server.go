@@ -43,8 +43,8 @@ type Config struct {
 	// MaxSessions bounds the live sessions (negotiated and not expired) of the
 	// memory.Broker the Server creates; default memory.DefaultMaxSessions. Beyond it
 	// negotiations get 503 with code 4000 (try another node) while live sessions go on. A
-	// Broker given above has its own bound (memory.Config.MaxSessions; the Redis broker has none), and
-	// setting both is an error.
+	// Broker given above has its own bound (memory.Config.MaxSessions; the Redis broker
+	// has none), and setting both is an error.
 	MaxSessions int
 
 	Heartbeat time.Duration // default 15 s

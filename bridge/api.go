@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/ferryrt/ferry/bridge/broker"
 	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
 )
@@ -81,7 +82,7 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		var bad *session.Error
-		if errors.As(CheckIdempotencyKey(key[0]), &bad) {
+		if errors.As(broker.CheckIdempotencyKey(key[0]), &bad) {
 			httpx.WriteError(w, &session.Error{Code: session.CodeBadRequest, Reason: bad.Reason})
 			return
 		}

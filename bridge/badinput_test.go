@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/ferryrt/ferry/bridge/memory"
 	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/ferryrt/ferry/session"
 )
@@ -217,7 +218,7 @@ func TestSubscribeForbiddenChannel(t *testing.T) {
 // A negotiation with a malformed client identity is refused with 400 and code 4100
 // naming the problem, and creates no session; a good one is carried by the credential.
 func TestNegotiateClientID(t *testing.T) {
-	broker := NewMemoryBroker(MemoryConfig{})
+	broker := memory.New(memory.Config{})
 	t.Cleanup(func() { broker.Close() })
 	ts := newTestServer(t, Config{Broker: broker})
 	for cid, want := range map[string]string{

@@ -1,68 +1,44 @@
-// Package bridge connects sessions to the world: channels with their history, fan-out to
-// the sessions of this node, the broker shared by all nodes (in memory or Redis), the API
-// through which backends publish and receive, and the mounting of everything on net/http
-// and echo.
+// Package bridge connects sessions to the world: channels with their fan-out to the
+// sessions of this node (Hub), history, the API through which backends publish and read,
+// and the mounting of everything on net/http and echo. It is the public face of Ferry's
+// server: Server, Config, Publish, Mount.
+//
+// What the nodes of a cluster share lives behind the Broker interface, in packages of
+// its own: bridge/broker (the contract), bridge/memory (the default, in this process) and
+// bridge/redis (many nodes on one Redis). Presence is bridge/presence, with its Redis
+// store in bridge/redis. The bridge imports bridge/memory but never bridge/redis, so a
+// program on the in-memory broker links no Redis client.
 package bridge
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
-	"errors"
-	"time"
 
-	"github.com/ferryrt/ferry/session"
+	"github.com/ferryrt/ferry/bridge/broker"
+	"github.com/ferryrt/ferry/bridge/presence"
 )
 
-// Broker is what the nodes of a cluster share: channel history and positions, fan-out
-// between nodes, and the session store (liveness, upstream dedupe, attachment notices).
-// MemoryBroker serves one node; a Redis broker serves many.
-type Broker interface {
-	session.Store
+// Broker is what the nodes of a cluster share (broker.Broker): the bridge's own
+// memory.Broker by default, or redis.Broker for many nodes.
+type Broker = broker.Broker
 
-	// Publish appends a message (JSON data, or bin when data is nil) to channel, assigning
-	// its position atomically, and fans it out to every node subscribed to channel.
-	Publish(ctx context.Context, channel string, data json.RawMessage, bin []byte) (*session.Message, error)
-	// Since returns up to limit messages after pos and the latest position; see
-	// session.Source.
-	Since(ctx context.Context, channel string, pos session.Position, limit int) ([]*session.Message, session.Position, bool, error)
-	// Subscribe makes this node receive channel's messages; Unsubscribe stops it.
-	Subscribe(ctx context.Context, channel string) error
-	Unsubscribe(ctx context.Context, channel string) error
-	// Start begins delivery: deliver receives every message of a subscribed channel, in
-	// offset order per channel, and supersede every attachment notice of another node.
-	Start(deliver func(*session.Message), supersede func(sid, attachID string)) error
-	// Ready reports whether the broker can serve: reachable and subscribed.
-	Ready(ctx context.Context) error
-	Close() error
+// HistoryConfig bounds the history of every channel (Config.History).
+type HistoryConfig = broker.HistoryConfig
+
+// Presence keeps who is on a channel (Config.Presence): presence.Memory on one node,
+// redis.Presence on many.
+type Presence = presence.Store
+
+// WithIdempotencyKey returns a context that makes Server.Publish idempotent under key;
+// see broker.WithIdempotencyKey.
+func WithIdempotencyKey(ctx context.Context, key string) context.Context {
+	return broker.WithIdempotencyKey(ctx, key)
 }
 
-// HistoryConfig bounds the history of every channel.
-type HistoryConfig struct {
-	Size int           // messages kept per channel; default 1000
-	TTL  time.Duration // age after which messages leave history; default 5 minutes
-}
+// ErrIdempotencyConflict is returned (wrapped; match it with errors.Is) by a publish
+// whose idempotency key was used within the window for the same channel with another
+// payload; see broker.ErrIdempotencyConflict.
+var ErrIdempotencyConflict = broker.ErrIdempotencyConflict
 
-// Defaults for HistoryConfig.
-const (
-	DefaultHistorySize = 1000
-	DefaultHistoryTTL  = 5 * time.Minute
-)
-
-func (h HistoryConfig) withDefaults() HistoryConfig {
-	if h.Size <= 0 {
-		h.Size = DefaultHistorySize
-	}
-	if h.TTL <= 0 {
-		h.TTL = DefaultHistoryTTL
-	}
-	return h
-}
-
-// ErrBrokerClosed is returned by a broker after Close.
-var ErrBrokerClosed = errors.New("bridge: broker closed")
-
-// ErrTooManySessions is returned when a node's session store is full (MemoryConfig.
-// MaxSessions). It is a close reason with code 4000, so a negotiation refused with it is
-// answered 503 {"code":4000}: the client tries again, through the load balancer on
-// another node. Match it with errors.Is.
-var ErrTooManySessions error = &session.Error{Code: session.CodeReconnect, Reason: "too many sessions on this node: try another node"}
+// orDefault returns v, or d if v is the zero value.
+func orDefault[T comparable](v, d T) T { return cmp.Or(v, d) }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/r3labs/sse/v2"
 	"gopkg.in/cenkalti/backoff.v1"
+
+	"github.com/ferryrt/ferry/internal/await"
 )
 
 // event is one event of a dashboard stream.
@@ -102,7 +104,7 @@ func TestEventsSeveralChannelsResume(t *testing.T) {
 		resp.Header.Get("X-Accel-Buffering") != "no" || resp.Header.Get("Cache-Control") != "no-cache" {
 		t.Fatalf("headers %v", resp.Header)
 	}
-	waitUntil(t, func() bool { return ts.hub.Channels() == 2 })
+	await.Until(t, `ts.hub.Channels() == 2`, func() bool { return ts.hub.Channels() == 2 })
 	ts.publish(t, "a", 1)
 	ts.publish(t, "b", 2)
 	e1, e2 := nextEvent(t, ch), nextEvent(t, ch)
@@ -157,7 +159,7 @@ func TestEventsGoClientResumesAcrossCuts(t *testing.T) {
 			t.Error("the SSE client did not stop after cancel")
 		}
 	}()
-	waitUntil(t, func() bool { return ts.hub.Channels() == 1 })
+	await.Until(t, `ts.hub.Channels() == 1`, func() bool { return ts.hub.Channels() == 1 })
 
 	const n = 300
 	next := 0
@@ -224,7 +226,7 @@ func TestEventsResetAndBadIDs(t *testing.T) {
 	ts.publish(t, "b", "secret")
 	ch, _, stop = openEvents(t, ts.URL+"/events?channel=a", "b="+pos.Epoch+".0")
 	defer stop()
-	waitUntil(t, func() bool { return ts.hub.Channels() == 1 })
+	await.Until(t, `ts.hub.Channels() == 1`, func() bool { return ts.hub.Channels() == 1 })
 	ts.publish(t, "a", "x")
 	if e := nextEvent(t, ch); e.name != "a" {
 		t.Fatalf("got %+v", e)

@@ -11,7 +11,11 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 
+	"github.com/ferryrt/ferry/bridge/memory"
+	"github.com/ferryrt/ferry/bridge/redis"
+	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/internal/fclient"
+	"github.com/ferryrt/ferry/internal/redistest"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -66,7 +70,7 @@ func exactlyOnce(t *testing.T, broker Broker, cfg Config, expire func(t *testing
 		return nil
 	}
 	ts := newTestServer(t, cfg)
-	waitUntil(t, func() bool { return ts.Ready(ctx) == nil })
+	await.Until(t, `ts.Ready(ctx) == nil`, func() bool { return ts.Ready(ctx) == nil })
 
 	c := fclient.New(ts.URL)
 	c.CID = cid
@@ -108,7 +112,7 @@ func exactlyOnce(t *testing.T, broker Broker, cfg Config, expire func(t *testing
 	cutDuring(pub, gb.entered, gb.gate)
 	cutDuring(send, sendEntered, sendGate)
 	var published session.Position
-	waitUntil(t, func() bool {
+	await.Until(t, "the publish to land at offset 1", func() bool {
 		_, top, _, err := broker.Since(ctx, "room:once", session.Position{}, 0)
 		published = top
 		return err == nil && top.Offset == 1
@@ -124,7 +128,7 @@ func exactlyOnce(t *testing.T, broker Broker, cfg Config, expire func(t *testing
 	}
 	// Resend both, as the client does: again after a backoff while the answer is 4029.
 	var acks []fclient.Frame
-	waitUntil(t, func() bool {
+	await.Until(t, "both resent frames to be acked", func() bool {
 		var err error
 		acks, err = c.Send(ctx, pub, send)
 		if err != nil {
@@ -170,7 +174,7 @@ func TestExactlyOnceAcrossSessionsMemory(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	broker := NewMemoryBroker(MemoryConfig{Now: clock})
+	broker := memory.New(memory.Config{Now: clock})
 	t.Cleanup(func() { broker.Close() })
 	exactlyOnce(t, broker, Config{SessionTTL: 30 * time.Second}, func(*testing.T, string) {
 		mu.Lock()
@@ -184,7 +188,7 @@ func TestExactlyOnceAcrossSessionsMemory(t *testing.T) {
 
 func TestExactlyOnceAcrossSessionsMiniredis(t *testing.T) {
 	mr := miniredis.RunT(t)
-	broker := newRedisBroker(t, mr, RedisConfig{})
+	broker := redistest.NewBroker(t, mr, redis.Config{})
 	exactlyOnce(t, broker, Config{SessionTTL: 30 * time.Second}, func(t *testing.T, sid string) {
 		mr.FastForward(31 * time.Second)
 		if mr.Exists("ferry:sess:{" + sid + "}") {

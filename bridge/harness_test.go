@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/internal/fclient"
 )
 
@@ -98,7 +99,7 @@ func newTestServerWith(t testing.TB, cfg Config, setup func(*http.Server)) *test
 	}()
 	// Polls are taken over only once the listener is served: tests that expect it must
 	// not race its first Accept.
-	waitUntil(t, srv.handoff.Serving)
+	await.Until(t, "the take-over of poll connections serving", srv.handoff.Serving)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -12,10 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryrt/ferry/internal/fclient"
-	"github.com/ferryrt/ferry/transport"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ferryrt/ferry/internal/fclient"
+	"github.com/ferryrt/ferry/transport"
 )
 
 // WebSocket connections and SSE streams leave their handler once they run (the connection

@@ -2,17 +2,16 @@ package bridge
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ferryrt/ferry/bridge/broker/brokertest"
+	"github.com/ferryrt/ferry/bridge/memory"
 	"github.com/ferryrt/ferry/session"
 )
-
-var benchPayload = json.RawMessage(`{"p":1,"seq":42,"ts":1700000000000000000,"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`)
 
 // countingDeliverer is the cheapest possible subscriber: what remains is the hub's own
 // cost per subscriber (the map walk and the interface call).
@@ -20,9 +19,9 @@ type countingDeliverer struct{ n atomic.Int64 }
 
 func (d *countingDeliverer) Deliver(*session.Message) { d.n.Add(1) }
 
-func newBenchHub(b *testing.B) (*MemoryBroker, *Hub) {
+func newBenchHub(b *testing.B) (*memory.Broker, *Hub) {
 	b.Helper()
-	broker := NewMemoryBroker(MemoryConfig{})
+	broker := memory.New(memory.Config{})
 	hub := NewHub(broker, slog.New(slog.DiscardHandler))
 	if err := hub.Start(func(string, string) {}); err != nil {
 		b.Fatal(err)
@@ -50,7 +49,7 @@ func BenchmarkHubFanout(b *testing.B) {
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := broker.Publish(ctx, "bench", benchPayload, nil); err != nil {
+				if _, err := broker.Publish(ctx, "bench", brokertest.BenchPayload, nil); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -88,7 +87,7 @@ func BenchmarkHubFanout(b *testing.B) {
 			b.ReportAllocs()
 			queued := 0
 			for b.Loop() {
-				if _, err := broker.Publish(ctx, "bench", benchPayload, nil); err != nil {
+				if _, err := broker.Publish(ctx, "bench", brokertest.BenchPayload, nil); err != nil {
 					b.Fatal(err)
 				}
 				if queued++; queued == 256 {
@@ -102,54 +101,6 @@ func BenchmarkHubFanout(b *testing.B) {
 				drain(queued)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
-		})
-	}
-}
-
-// BenchmarkMemoryBrokerPublish appends to a channel whose history is full (1000
-// messages), so every publish also trims, with no subscriber.
-func BenchmarkMemoryBrokerPublish(b *testing.B) {
-	ctx := context.Background()
-	broker := NewMemoryBroker(MemoryConfig{})
-	for range DefaultHistorySize {
-		broker.Publish(ctx, "bench", benchPayload, nil)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := broker.Publish(ctx, "bench", benchPayload, nil); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkMemoryBrokerSince reads history: "top" is the position check every attachment
-// makes per channel (every long-poll), the others a resume of 1, 100 and 1000 messages.
-func BenchmarkMemoryBrokerSince(b *testing.B) {
-	ctx := context.Background()
-	broker := NewMemoryBroker(MemoryConfig{})
-	var last *session.Message
-	for range DefaultHistorySize {
-		last, _ = broker.Publish(ctx, "bench", benchPayload, nil)
-	}
-	top := last.Pos
-	b.Run("top", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, _, ok, err := broker.Since(ctx, "bench", session.Position{}, 0); !ok || err != nil {
-				b.Fatal(ok, err)
-			}
-		}
-	})
-	for _, k := range []int{1, 100, 999} {
-		b.Run("resume="+strconv.Itoa(k), func(b *testing.B) {
-			from := session.Position{Epoch: top.Epoch, Offset: top.Offset - uint64(k)}
-			b.ReportAllocs()
-			for b.Loop() {
-				msgs, _, ok, err := broker.Since(ctx, "bench", from, 1000)
-				if !ok || err != nil || len(msgs) != k {
-					b.Fatal(len(msgs), ok, err)
-				}
-			}
 		})
 	}
 }

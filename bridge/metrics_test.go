@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/internal/fclient"
 )
 
@@ -70,7 +71,7 @@ func TestMetricsFollowTraffic(t *testing.T) {
 			if tr == "longpoll" && testutil.ToFloat64(m.polls.WithLabelValues("data")) < 1 {
 				t.Errorf("poll outcomes not counted")
 			}
-			waitUntil(t, func() bool { return testutil.ToFloat64(m.connections.WithLabelValues(tr)) == 0 })
+			await.Until(t, `testutil.ToFloat64(m.connections.WithLabelValues(tr)) == 0`, func() bool { return testutil.ToFloat64(m.connections.WithLabelValues(tr)) == 0 })
 		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/ferryrt/ferry/transport"
 )
@@ -49,7 +50,7 @@ func TestNegotiatedConnectionsWaitWithoutGoroutine(t *testing.T) {
 		creds[i] = negotiateRaw(t, conns[i])
 	}
 	// Held by net/http, each would keep its serve goroutine until the next request.
-	waitUntil(t, func() bool { return runtime.NumGoroutine()-before <= n/10 })
+	await.Until(t, `runtime.NumGoroutine()-before <= n/10`, func() bool { return runtime.NumGoroutine()-before <= n/10 })
 	for i, r := range conns {
 		c := fclient.New(ts.URL)
 		c.Session = creds[i]

@@ -13,9 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
-
+	"github.com/ferryrt/ferry/bridge/memory"
 	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/ferryrt/ferry/session"
 )
@@ -69,38 +67,12 @@ func TestPublishGoAPIRefusesInvalidUTF8(t *testing.T) {
 	}
 }
 
-// An entry of the Redis publish stream whose data is not UTF-8 is dropped like any
-// malformed entry; the entries around it, and binary ones, are published.
-func TestRedisPublishStreamDropsInvalidUTF8(t *testing.T) {
-	mr := miniredis.RunT(t)
-	b := newRedisBroker(t, mr, RedisConfig{PublishLease: 300 * time.Millisecond})
-	in := startBroker(t, b)
-	ctx := context.Background()
-	b.Subscribe(ctx, "room:x")
-	backend := newBackendClient(t, mr)
-	for _, v := range [][]any{
-		{"channel", "room:x", "data", `"before"`},
-		{"channel", "room:x", "data", poison},
-		{"channel", "room:x", "bin", "\xff\xfe"},
-		{"channel", "room:x", "data", `"after"`},
-	} {
-		if err := backend.XAdd(ctx, &redis.XAddArgs{Stream: "ferry:publish", Values: v}).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	in.waitFor(t, "three entries", func() bool { return len(in.on("room:x")) >= 3 })
-	eventually(t, "an empty stream", func() bool { return backend.XLen(ctx, "ferry:publish").Val() == 0 })
-	if got := in.on("room:x"); len(got) != 3 || got[0] != `1:"before"` || got[1] != "2:bin:\xff\xfe" || got[2] != `3:"after"` {
-		t.Fatalf("delivered %q", got)
-	}
-}
-
 // poisonHistory is a broker whose history returns the message at offset 2 of every
 // channel with bytes that are not UTF-8, as a Redis log written by another program would.
-type poisonHistory struct{ *MemoryBroker }
+type poisonHistory struct{ *memory.Broker }
 
 func (p poisonHistory) Since(ctx context.Context, ch string, pos session.Position, limit int) ([]*session.Message, session.Position, bool, error) {
-	msgs, top, ok, err := p.MemoryBroker.Since(ctx, ch, pos, limit)
+	msgs, top, ok, err := p.Broker.Since(ctx, ch, pos, limit)
 	for i, m := range msgs {
 		if m.Pos.Offset == 2 {
 			msgs[i] = &session.Message{Channel: m.Channel, Pos: m.Pos, Data: json.RawMessage(poison), Time: m.Time}
@@ -113,7 +85,7 @@ func (p poisonHistory) Since(ctx context.Context, ch string, pos session.Positio
 // every transport at its position, with U+FFFD in place of the bad bytes, and the ones
 // after it follow. Nothing is skipped, no connection fails.
 func TestHistoryPoisonDeliveredRepaired(t *testing.T) {
-	mb := NewMemoryBroker(MemoryConfig{})
+	mb := memory.New(memory.Config{})
 	t.Cleanup(func() { mb.Close() })
 	ts := newTestServer(t, Config{Broker: poisonHistory{mb}, APIKey: "k"})
 	ctx := context.Background()

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/ferryrt/ferry/bridge/broker/brokertest"
 )
 
 // BenchmarkPollCycle is the server's whole cost of one long-poll that finds a message
@@ -39,14 +41,14 @@ func BenchmarkPollCycle(b *testing.B) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &n); err != nil || n.Session == "" {
 		b.Fatalf("negotiate: %d %s", rec.Code, rec.Body)
 	}
-	pos, err := srv.Publish(ctx, "bench", benchPayload)
+	pos, err := srv.Publish(ctx, "bench", brokertest.BenchPayload)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
 		q := url.Values{"session": {n.Session}, "cursor": {"bench=" + pos.String()}}
-		if pos, err = srv.Publish(ctx, "bench", benchPayload); err != nil {
+		if pos, err = srv.Publish(ctx, "bench", brokertest.BenchPayload); err != nil {
 			b.Fatal(err)
 		}
 		rec := httptest.NewRecorder()

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/ferryrt/ferry/transport"
 )
@@ -35,7 +36,7 @@ func BenchmarkTakenOverDeliveryUnderFlood(b *testing.B) {
 		for i := range polls {
 			conns[i].write(conns[i].request("GET", "/poll?"+pollQuery(clients[i], ""), ""))
 		}
-		waitUntil(b, func() bool { return ts.Manager().Attached() == base+polls })
+		await.Until(b, `ts.Manager().Attached() == base+polls`, func() bool { return ts.Manager().Attached() == base+polls })
 		lat := make([]time.Duration, polls)
 		var wg sync.WaitGroup
 		start := time.Now()

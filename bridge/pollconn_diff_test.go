@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrt/ferry/bridge/memory"
 	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/ferryrt/ferry/transport"
 )
@@ -48,7 +49,7 @@ func (c *takeOverCounter) WithGroup(string) slog.Handler      { return c }
 
 func newDiffPair(t testing.TB) *diffPair {
 	t.Helper()
-	broker := NewMemoryBroker(MemoryConfig{})
+	broker := memory.New(memory.Config{})
 	t.Cleanup(func() { broker.Close() })
 	cfg := Config{Secret: []byte("differential-test-secret-32-bytes!"), Broker: broker,
 		AllowedOrigins: []string{"https://good.example"}, PollHold: 300 * time.Millisecond,

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrt/ferry/bridge/memory"
+	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/ferryrt/ferry/transport"
 )
@@ -166,11 +168,11 @@ func TestTakenOverPollsHoldNoGoroutine(t *testing.T) {
 		for i := range n {
 			conns[i].write(conns[i].request("GET", "/poll?"+pollQuery(clients[i], ""), ""))
 		}
-		waitUntil(t, func() bool { return ts.Manager().Attached() == base+n })
+		await.Until(t, `ts.Manager().Attached() == base+n`, func() bool { return ts.Manager().Attached() == base+n })
 		// A poll held by net/http keeps two goroutines (its connection's and the
 		// background read); taken over, none once the workers that read the polls have
 		// ended (a quarter of a second idle).
-		waitUntil(t, func() bool { return runtime.NumGoroutine()-before <= n/10 })
+		await.Until(t, `runtime.NumGoroutine()-before <= n/10`, func() bool { return runtime.NumGoroutine()-before <= n/10 })
 		ts.publish(t, "room:a", round)
 		for i := range n {
 			if got := msgData(conns[i].frames(clients[i])); len(got) != 1 || got[0] != fmt.Sprint(round) {
@@ -228,9 +230,9 @@ func TestTakenOverPollClientLeaves(t *testing.T) {
 	r.poll(c, "hello=1")
 	base := ts.Manager().Attached()
 	r.write(r.request("GET", "/poll?"+pollQuery(c, ""), ""))
-	waitUntil(t, func() bool { return ts.Manager().Attached() == base+1 })
+	await.Until(t, `ts.Manager().Attached() == base+1`, func() bool { return ts.Manager().Attached() == base+1 })
 	r.c.Close()
-	waitUntil(t, func() bool { return ts.Manager().Attached() == base })
+	await.Until(t, `ts.Manager().Attached() == base`, func() bool { return ts.Manager().Attached() == base })
 	ts.publish(t, "room:a", "while away")
 	r2 := dialRaw(t, ts)
 	if got := msgData(r2.poll(c, "")); len(got) != 1 || got[0] != `"while away"` {
@@ -313,7 +315,7 @@ func TestTakenOverConnectionsDrain(t *testing.T) {
 	ri.poll(idle, "hello=1")
 	base := ts.Manager().Attached()
 	rh.write(rh.request("GET", "/poll?"+pollQuery(held, ""), ""))
-	waitUntil(t, func() bool { return ts.Manager().Attached() == base+1 })
+	await.Until(t, `ts.Manager().Attached() == base+1`, func() bool { return ts.Manager().Attached() == base+1 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -363,7 +365,7 @@ func TestPollOnUnwatchableConnection(t *testing.T) {
 		hs.Config.Serve(srv.Handoff())
 		close(handoff)
 	}()
-	waitUntil(t, srv.handoff.Serving)
+	await.Until(t, "the take-over of poll connections serving", srv.handoff.Serving)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -435,7 +437,7 @@ func TestTakenOverPollCORS(t *testing.T) {
 			base := ts.Manager().Attached()
 			done := make(chan []string, 1)
 			go func() { done <- pollFrames("woken poll", "") }()
-			waitUntil(t, func() bool { return ts.Manager().Attached() == base+1 })
+			await.Until(t, `ts.Manager().Attached() == base+1`, func() bool { return ts.Manager().Attached() == base+1 })
 			ts.publish(t, "room:cors", "hi")
 			if got := <-done; len(got) != 1 || got[0] != `"hi"` {
 				t.Fatalf("woken poll got %q", got)
@@ -574,7 +576,7 @@ func TestTakenOverFloodersDoNotStallPolls(t *testing.T) {
 		}
 	}()
 	// Every flooder is being served.
-	waitUntil(t, func() bool {
+	await.Until(t, "every flooder to be answered 100 times", func() bool {
 		for _, f := range floods {
 			if f.answers.Load() < 100 {
 				return false
@@ -585,7 +587,7 @@ func TestTakenOverFloodersDoNotStallPolls(t *testing.T) {
 	base := ts.Manager().Attached()
 	for round := range 3 {
 		r.write(r.request("GET", "/poll?"+pollQuery(c, ""), ""))
-		waitUntil(t, func() bool { return ts.Manager().Attached() == base+1 })
+		await.Until(t, `ts.Manager().Attached() == base+1`, func() bool { return ts.Manager().Attached() == base+1 })
 		ts.publish(t, "room:a", round)
 		before := make([]int64, len(floods))
 		for i, f := range floods {
@@ -596,7 +598,7 @@ func TestTakenOverFloodersDoNotStallPolls(t *testing.T) {
 			t.Fatalf("round %d: got %q", round, got)
 		}
 		// The flood did not stop for it: the flooders are still being answered.
-		waitUntil(t, func() bool {
+		await.Until(t, "every flooder to be answered again", func() bool {
 			for i, f := range floods {
 				if f.answers.Load() <= before[i] {
 					return false
@@ -607,10 +609,10 @@ func TestTakenOverFloodersDoNotStallPolls(t *testing.T) {
 	}
 }
 
-// stallBroker is a MemoryBroker whose TouchSession (the store call of every poll's
+// stallBroker is a memory.Broker whose TouchSession (the store call of every poll's
 // Verify) waits, while paused, until released or its context ends.
 type stallBroker struct {
-	*MemoryBroker
+	*memory.Broker
 	paused    atomic.Bool
 	release   chan struct{}
 	blocked   atomic.Int64 // calls waiting now
@@ -630,7 +632,7 @@ func (b *stallBroker) TouchSession(ctx context.Context, sid string, ttl time.Dur
 			return false, ctx.Err()
 		}
 	}
-	return b.MemoryBroker.TouchSession(ctx, sid, ttl)
+	return b.Broker.TouchSession(ctx, sid, ttl)
 }
 
 // A session store that stops answering holds up no worker of the pool: with more polls
@@ -639,7 +641,7 @@ func (b *stallBroker) TouchSession(ctx context.Context, sid string, ttl time.Dur
 // cancelled; the others get 503, code 4000 (retry), once StoreTimeout has passed.
 func TestTakenOverStoreStallHoldsNoWorker(t *testing.T) {
 	needTakeOver(t)
-	broker := &stallBroker{MemoryBroker: NewMemoryBroker(MemoryConfig{}), release: make(chan struct{})}
+	broker := &stallBroker{Broker: memory.New(memory.Config{}), release: make(chan struct{})}
 	t.Cleanup(func() { broker.Close() })
 	defer close(broker.release)
 	ts := newTestServer(t, Config{Broker: broker, StoreTimeout: 2 * time.Second, Limits: transport.Limits{NegotiateRate: 1e6, NegotiateBurst: 1e6}})
@@ -657,7 +659,7 @@ func TestTakenOverStoreStallHoldsNoWorker(t *testing.T) {
 	}
 	base := ts.Manager().Attached()
 	r.write(r.request("GET", "/poll?"+pollQuery(c, ""), ""))
-	waitUntil(t, func() bool { return ts.Manager().Attached() == base+1 })
+	await.Until(t, `ts.Manager().Attached() == base+1`, func() bool { return ts.Manager().Attached() == base+1 })
 
 	broker.paused.Store(true)
 	for i := range n {
@@ -665,14 +667,14 @@ func TestTakenOverStoreStallHoldsNoWorker(t *testing.T) {
 	}
 	// All of them wait on the store at once (had they waited on the pool's workers, the
 	// ones beyond the workers' number would still be queued behind them).
-	waitUntil(t, func() bool { return broker.blocked.Load() == int64(n) })
+	await.Until(t, `broker.blocked.Load() == int64(n)`, func() bool { return broker.blocked.Load() == int64(n) })
 	ts.publish(t, "room:a", "flowing")
 	if got := msgData(r.frames(c)); len(got) != 1 || got[0] != `"flowing"` {
 		t.Fatalf("held poll got %q", got)
 	}
 
 	waiting[0].c.Close()
-	waitUntil(t, func() bool { return broker.cancelled.Load() == 1 })
+	await.Until(t, `broker.cancelled.Load() == 1`, func() bool { return broker.cancelled.Load() == 1 })
 	for i := 1; i < n; i++ {
 		resp, b := waiting[i].read()
 		var e struct{ Code int }

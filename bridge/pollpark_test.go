@@ -5,10 +5,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryrt/ferry/internal/fclient"
-	"github.com/ferryrt/ferry/transport"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ferryrt/ferry/internal/await"
+	"github.com/ferryrt/ferry/internal/fclient"
+	"github.com/ferryrt/ferry/transport"
 )
 
 // poll performs one long-poll and tracks its frames into the client's cursor, unless
@@ -99,7 +101,7 @@ func TestParkedAttachmentEnds(t *testing.T) {
 		if n := connections(); n != 1 {
 			t.Fatalf("%v long-poll attachments while parked, want 1", n)
 		}
-		waitUntil(t, func() bool { return connections() == 0 })
+		await.Until(t, `connections() == 0`, func() bool { return connections() == 0 })
 		if n := detached("1000"); n != 1 {
 			t.Fatalf("%v normal detaches after the linger, want 1", n)
 		}

@@ -6,9 +6,16 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/ferryrt/ferry/bridge/presence"
 	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
 )
+
+// PresenceResponse is the answer of GET {Base}/api/presence.
+type PresenceResponse struct {
+	Channel string            `json:"channel"`
+	Members []presence.Member `json:"members"`
+}
 
 // presenceOn reports whether channel keeps presence.
 func (s *Server) presenceOn(channel string) bool {
@@ -33,7 +40,7 @@ func (h presenceHook) Present(ctx context.Context, c session.Claims, channels []
 	if chans := h.filter(channels); len(chans) > 0 {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		if err := h.s.cfg.Presence.Join(ctx, PresenceMember{Session: c.SID, User: c.User}, chans...); err != nil {
+		if err := h.s.cfg.Presence.Join(ctx, presence.Member{Session: c.SID, User: c.User}, chans...); err != nil {
 			h.s.log.Warn("presence join failed", "sid", c.SID, "err", err)
 		}
 	}
@@ -43,7 +50,7 @@ func (h presenceHook) Absent(ctx context.Context, c session.Claims, channels []s
 	if chans := h.filter(channels); len(chans) > 0 {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		if err := h.s.cfg.Presence.Leave(ctx, PresenceMember{Session: c.SID, User: c.User}, chans...); err != nil {
+		if err := h.s.cfg.Presence.Leave(ctx, presence.Member{Session: c.SID, User: c.User}, chans...); err != nil {
 			h.s.log.Warn("presence leave failed", "sid", c.SID, "err", err)
 		}
 	}
@@ -93,7 +100,7 @@ func (s *Server) servePresence(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if members == nil {
-		members = []PresenceMember{}
+		members = []presence.Member{}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

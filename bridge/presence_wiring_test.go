@@ -9,21 +9,25 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ferryrt/ferry/bridge/broker/brokertest"
+	"github.com/ferryrt/ferry/bridge/memory"
+	"github.com/ferryrt/ferry/bridge/presence"
+	"github.com/ferryrt/ferry/internal/fclient"
 )
 
 // Sessions subscribed to a presence channel are listed and announced; a watcher gets
 // join and leave events on $presence:<channel>; unsubscribing leaves.
 func TestPresenceThroughSessions(t *testing.T) {
-	broker := NewMemoryBroker(MemoryConfig{})
-	p := NewMemoryPresence(broker, PresenceConfig{})
+	broker := memory.New(memory.Config{})
+	p := presence.NewMemory(broker, presence.Config{})
 	defer p.Close()
 	ts := newTestServer(t, Config{Broker: broker, Presence: p, PresenceChannels: []string{"room:*"}})
 
 	watcher := ts.client(t)
-	watcher.Subscribe(PresenceChannel("room:p"), "")
+	watcher.Subscribe(presence.Channel("room:p"), "")
 	w := attach(t, watcher, "sse")
 	defer w.close()
 	w.waitFor(t, 5*time.Second, func(f fclient.Frame) bool { return f.T == "sub" })
@@ -43,9 +47,9 @@ func TestPresenceThroughSessions(t *testing.T) {
 	joined := map[string]bool{}
 	for len(joined) < 2 {
 		f := w.waitFor(t, 5*time.Second, func(f fclient.Frame) bool { return f.T == "msg" })
-		var ev PresenceEvent
+		var ev presence.Event
 		json.Unmarshal(f.D, &ev)
-		if ev.Event != PresenceJoin || ev.Channel != "room:p" {
+		if ev.Event != presence.Join || ev.Channel != "room:p" {
 			t.Fatalf("event %+v", ev)
 		}
 		joined[ev.Session] = true
@@ -67,9 +71,9 @@ func TestPresenceThroughSessions(t *testing.T) {
 
 	s.WriteFrame(map[string]any{"t": "unsub", "ch": "room:p"})
 	f := w.waitFor(t, 5*time.Second, func(f fclient.Frame) bool { return f.T == "msg" })
-	var ev PresenceEvent
+	var ev presence.Event
 	json.Unmarshal(f.D, &ev)
-	if ev.Event != PresenceLeave || ev.Session != ann.SID {
+	if ev.Event != presence.Leave || ev.Session != ann.SID {
 		t.Fatalf("after unsub: %+v", ev)
 	}
 
@@ -92,7 +96,7 @@ type countingPresence struct {
 	joins atomic.Int64
 }
 
-func (p *countingPresence) Join(ctx context.Context, m PresenceMember, channels ...string) error {
+func (p *countingPresence) Join(ctx context.Context, m presence.Member, channels ...string) error {
 	p.joins.Add(1)
 	return p.Presence.Join(ctx, m, channels...)
 }
@@ -109,22 +113,22 @@ func TestPresenceKeepsLongPollMember(t *testing.T) {
 		hold      = 20 * time.Millisecond // many polls per heartbeat
 		ch        = "room:lp"
 	)
-	broker := NewMemoryBroker(MemoryConfig{})
-	p := &countingPresence{Presence: NewMemoryPresence(broker, PresenceConfig{TTL: ttl, SweepInterval: sweep})}
+	broker := memory.New(memory.Config{})
+	p := &countingPresence{Presence: presence.NewMemory(broker, presence.Config{TTL: ttl, SweepInterval: sweep})}
 	defer p.Close()
 	reg := prometheus.NewRegistry()
 	ts := newTestServer(t, Config{Broker: broker, Presence: p, PresenceChannels: []string{"room:*"},
 		Heartbeat: heartbeat, Metrics: reg})
 
 	watcher := ts.client(t)
-	watcher.Subscribe(PresenceChannel(ch), "")
+	watcher.Subscribe(presence.Channel(ch), "")
 	w := attach(t, watcher, "sse")
 	defer w.close()
 	w.waitFor(t, 5*time.Second, func(f fclient.Frame) bool { return f.T == "sub" })
-	nextEvent := func(timeout time.Duration) PresenceEvent {
+	nextEvent := func(timeout time.Duration) presence.Event {
 		t.Helper()
 		f := w.waitFor(t, timeout, func(f fclient.Frame) bool { return f.T == "msg" })
-		var ev PresenceEvent
+		var ev presence.Event
 		if err := json.Unmarshal(f.D, &ev); err != nil {
 			t.Fatalf("presence event %s: %v", f.D, err)
 		}
@@ -150,7 +154,7 @@ func TestPresenceKeepsLongPollMember(t *testing.T) {
 	}
 
 	pollOnce(true)
-	if ev := nextEvent(5 * time.Second); ev.Event != PresenceJoin || ev.Session != bob.SID {
+	if ev := nextEvent(5 * time.Second); ev.Event != presence.Join || ev.Session != bob.SID {
 		t.Fatalf("first event %+v, want bob's join", ev)
 	}
 	joined := p.joins.Load()
@@ -162,7 +166,7 @@ func TestPresenceKeepsLongPollMember(t *testing.T) {
 		pollOnce(false)
 		polls++
 		if !listed() {
-			t.Fatalf("bob not listed after %v of polling (TTL %v): %s", time.Since(start), ttl, memberList(t, p, ch))
+			t.Fatalf("bob not listed after %v of polling (TTL %v): %s", time.Since(start), ttl, brokertest.MemberList(t, p, ch))
 		}
 	}
 	polling := time.Since(start)
@@ -179,7 +183,7 @@ func TestPresenceKeepsLongPollMember(t *testing.T) {
 
 	// The presence channel is ordered: a marker published now comes after any event of
 	// the polling time, which must hold no leave.
-	ts.publish(t, PresenceChannel(ch), PresenceEvent{Event: "mark", Channel: ch})
+	ts.publish(t, presence.Channel(ch), presence.Event{Event: "mark", Channel: ch})
 	for {
 		ev := nextEvent(5 * time.Second)
 		if ev.Event == "mark" {
@@ -192,7 +196,7 @@ func TestPresenceKeepsLongPollMember(t *testing.T) {
 	// within a TTL and a sweep of it (slack for a loaded machine).
 	bound := ttl + sweep + time.Second
 	ev := nextEvent(time.Until(lastPoll.Add(bound)))
-	if ev.Event != PresenceLeave || ev.Session != bob.SID {
+	if ev.Event != presence.Leave || ev.Session != bob.SID {
 		t.Fatalf("event %+v, want bob's leave", ev)
 	}
 	if listed() {

@@ -9,12 +9,13 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/ferryrt/ferry/bridge/memory"
 	"github.com/ferryrt/ferry/session"
 )
 
-// flakyBroker is a MemoryBroker that can be taken down.
+// flakyBroker is a memory.Broker that can be taken down.
 type flakyBroker struct {
-	*MemoryBroker
+	*memory.Broker
 	down atomic.Bool
 }
 
@@ -24,20 +25,20 @@ func (b *flakyBroker) Ready(ctx context.Context) error {
 	if b.down.Load() {
 		return errDown
 	}
-	return b.MemoryBroker.Ready(ctx)
+	return b.Broker.Ready(ctx)
 }
 
 func (b *flakyBroker) Publish(ctx context.Context, ch string, d json.RawMessage, bin []byte) (*session.Message, error) {
 	if b.down.Load() {
 		return nil, errDown
 	}
-	return b.MemoryBroker.Publish(ctx, ch, d, bin)
+	return b.Broker.Publish(ctx, ch, d, bin)
 }
 
 // Readiness follows the broker and the drain; a publish while the broker is down fails
 // loudly, never "200 and lost".
 func TestReadyFollowsBrokerAndDrain(t *testing.T) {
-	b := &flakyBroker{MemoryBroker: NewMemoryBroker(MemoryConfig{})}
+	b := &flakyBroker{Broker: memory.New(memory.Config{})}
 	ts := newTestServer(t, Config{Broker: b, APIKey: "k"})
 	ctx := context.Background()
 	publish := func() int {

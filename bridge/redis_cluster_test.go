@@ -11,15 +11,19 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ferryrt/ferry/bridge/broker/brokertest"
+	"github.com/ferryrt/ferry/bridge/redis"
+	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/internal/fclient"
+	"github.com/ferryrt/ferry/internal/redistest"
 )
 
 // redisNode is one Server of a cluster sharing a Redis.
 type redisNode struct {
 	*Server
-	broker *RedisBroker
+	broker *redis.Broker
 	URL    string // base URL, e.g. http://127.0.0.1:1234/ferry
 }
 
@@ -27,14 +31,14 @@ const clusterAPIKey = "backend-key"
 
 func newRedisNode(t *testing.T, mr *miniredis.Miniredis, secret []byte) *redisNode {
 	t.Helper()
-	b := newRedisBroker(t, mr, RedisConfig{})
+	b := redistest.NewBroker(t, mr, redis.Config{})
 	srv, err := New(Config{
 		Secret:        secret,
 		Broker:        b,
 		APIKey:        clusterAPIKey,
 		ClientPublish: []string{"room:*"},
-		OnMessage:     UpstreamToRedis(b.Client(), UpstreamConfig{}),
-		Logger:        testLogger(t),
+		OnMessage:     redis.UpstreamToStream(b.Client(), redis.UpstreamConfig{}),
+		Logger:        brokertest.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +49,7 @@ func newRedisNode(t *testing.T, mr *miniredis.Miniredis, secret []byte) *redisNo
 	closeOnCleanup(t, srv, hs)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	eventually(t, "node ready", func() bool { return srv.Ready(ctx) == nil })
+	await.Until(t, "node ready", func() bool { return srv.Ready(ctx) == nil })
 	return &redisNode{Server: srv, broker: b, URL: hs.URL + srv.Base()}
 }
 
@@ -106,7 +110,7 @@ func TestRedisClusterNoStickySessions(t *testing.T) {
 	secret := []byte("0123456789abcdef0123456789abcdef")
 	nodes := []*redisNode{newRedisNode(t, mr, secret), newRedisNode(t, mr, secret)}
 	ctx := context.Background()
-	backend := newBackendClient(t, mr)
+	backend := redistest.NewBackendClient(t, mr)
 
 	c := fclient.New(nodes[0].URL)
 	if err := c.Negotiate(ctx); err != nil {
@@ -137,7 +141,7 @@ func TestRedisClusterNoStickySessions(t *testing.T) {
 			}
 			held <- f
 		}()
-		eventually(t, "the poll attached", func() bool { return nodes[round%2].Manager().Attached() == 1 })
+		await.Until(t, "the poll attached", func() bool { return nodes[round%2].Manager().Attached() == 1 })
 		d := func(i int) string { return fmt.Sprintf(`{"round":%d,"i":%d}`, round, i) }
 		if _, err := nodes[(round+1)%2].Publish(ctx, "room:lobby", json.RawMessage(d(1))); err != nil {
 			t.Fatal(err)
@@ -145,7 +149,7 @@ func TestRedisClusterNoStickySessions(t *testing.T) {
 		if st := nodes[round%2].apiPublish(t, "room:lobby", d(2)); st != http.StatusOK {
 			t.Fatalf("publish API: %d", st)
 		}
-		backend.XAdd(ctx, &redis.XAddArgs{Stream: "ferry:publish", Values: []any{"channel", "room:lobby", "data", d(3)}})
+		backend.XAdd(ctx, &goredis.XAddArgs{Stream: "ferry:publish", Values: []any{"channel", "room:lobby", "data", d(3)}})
 		want = append(want, d(1), d(2), d(3))
 		got.add(c, <-held)
 		polls++
@@ -185,7 +189,7 @@ func TestRedisClusterNoStickySessions(t *testing.T) {
 	if err != nil || len(up) != 1 {
 		t.Fatalf("upstream stream: %v %v", up, err)
 	}
-	if u, err := DecodeUpstream(up[0]); err != nil || u.Session != c.SID || u.Seq != 1 || string(u.Data) != `{"hello":1}` {
+	if u, err := redis.DecodeUpstream(up[0]); err != nil || u.Session != c.SID || u.Seq != 1 || string(u.Data) != `{"hello":1}` {
 		t.Fatalf("upstream entry %+v: %v", u, err)
 	}
 	want = append(want, `{"from":"client"}`)
@@ -210,7 +214,7 @@ func TestRedisClusterNoStickySessions(t *testing.T) {
 		}
 		superseded <- sup
 	}()
-	eventually(t, "the poll on node 0 attached", func() bool { return nodes[0].Manager().Attached() == 1 })
+	await.Until(t, "the poll on node 0 attached", func() bool { return nodes[0].Manager().Attached() == 1 })
 	c.Base = nodes[1].URL
 	frames, _, err = c.Poll(ctx, false, 300*time.Millisecond)
 	if err != nil {
@@ -253,7 +257,7 @@ func TestRedisClusterOutage(t *testing.T) {
 	}
 
 	mr.Close()
-	eventually(t, "both nodes not ready", func() bool { return a.Ready(ctx) != nil && b.Ready(ctx) != nil })
+	await.Until(t, "both nodes not ready", func() bool { return a.Ready(ctx) != nil && b.Ready(ctx) != nil })
 	if st := b.apiPublish(t, "room:o", `2`); st != http.StatusServiceUnavailable {
 		t.Fatalf("publish API while Redis is down: %d", st)
 	}
@@ -268,7 +272,7 @@ func TestRedisClusterOutage(t *testing.T) {
 	if err := mr.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "both nodes ready", func() bool { return a.Ready(ctx) == nil && b.Ready(ctx) == nil })
+	await.Until(t, "both nodes ready", func() bool { return a.Ready(ctx) == nil && b.Ready(ctx) == nil })
 	if st := b.apiPublish(t, "room:o", `3`); st != http.StatusOK {
 		t.Fatal(st)
 	}

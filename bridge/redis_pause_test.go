@@ -12,7 +12,10 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 
+	"github.com/ferryrt/ferry/bridge/redis"
+	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/internal/fclient"
+	"github.com/ferryrt/ferry/internal/redistest"
 )
 
 // pausedRedisTargets are the Redis servers the paused-Redis test runs against: miniredis
@@ -50,11 +53,11 @@ func testPausedRedis(t *testing.T, addr string) {
 	var r [4]byte
 	rand.Read(r[:])
 	prefix := "ferrypause-" + hex.EncodeToString(r[:])
-	px := newStallProxy(t, addr)
+	px := redistest.NewStallProxy(t, addr)
 	// A long health interval: this test is about requests, not about replacing a pub/sub
 	// connection that went silent (TestRedisSilentConnectionReplaced).
-	node := newRedisBrokerAt(t, px.Addr(), RedisConfig{Prefix: prefix, NoPublishStream: true, HealthInterval: time.Minute})
-	other := newRedisBrokerAt(t, addr, RedisConfig{Prefix: prefix, NoPublishStream: true}) // another node, not paused
+	node := redistest.NewBrokerAt(t, px.Addr(), redis.Config{Prefix: prefix, NoPublishStream: true, HealthInterval: time.Minute})
+	other := redistest.NewBrokerAt(t, addr, redis.Config{Prefix: prefix, NoPublishStream: true}) // another node, not paused
 	const storeTimeout = 2 * time.Second
 	ts := newTestServer(t, Config{Broker: node, StoreTimeout: storeTimeout})
 	publish := func(ch string, n int) {
@@ -104,20 +107,19 @@ func testPausedRedis(t *testing.T, addr string) {
 		frames, _, err := poller.Poll(context.Background(), false, 30*time.Second)
 		held <- pollResult{frames, err}
 	}()
-	waitUntil(t, func() bool { return ts.Manager().Attached() == 4 }) // ws, solo, newer, the held poll
+	await.Until(t, `ts.Manager().Attached() == 4`, func() bool { return ts.Manager().Attached() == 4 }) // ws, solo, newer, the held poll
 
-	px.holdRequests()
+	px.HoldRequests()
 
 	// A new channel: its SUBSCRIBE goes out and no confirmation comes back.
 	if err := newerS.WriteFrame(map[string]any{"t": "sub", "ch": "room:new"}); err != nil {
 		t.Fatal(err)
 	}
 	pending := func() bool {
-		node.mu.Lock()
-		defer node.mu.Unlock()
-		return len(node.waiters) > 0
+		_, waiting := node.Subscribing("room:new")
+		return waiting > 0
 	}
-	waitUntil(t, pending)
+	await.Until(t, "the pending condition", pending)
 
 	// Meanwhile the channels held keep delivering, on both transports...
 	publish("room:held", 1)
@@ -137,10 +139,8 @@ func testPausedRedis(t *testing.T, addr string) {
 	// ...and the last subscriber of another channel leaves it without waiting for
 	// room:new: the broker drops room:solo while room:new is still unconfirmed.
 	soloA.close()
-	waitUntil(t, func() bool {
-		node.mu.Lock()
-		defer node.mu.Unlock()
-		_, wanted := node.want["room:solo"]
+	await.Until(t, "the broker to drop room:solo", func() bool {
+		wanted, _ := node.Subscribing("room:solo")
 		return !wanted
 	})
 	if !pending() {
@@ -170,7 +170,7 @@ func testPausedRedis(t *testing.T, addr string) {
 	}
 
 	// Redis answers again: so does the node.
-	px.release()
+	px.Release()
 	frames, _, err = late.Poll(context.Background(), true, 0)
 	if err != nil {
 		t.Fatalf("a poll after the pause: %v", err)

@@ -16,6 +16,9 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 
+	"github.com/ferryrt/ferry/bridge/memory"
+	"github.com/ferryrt/ferry/bridge/presence"
+	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/ferryrt/ferry/transport"
 )
@@ -35,8 +38,8 @@ func token(t *testing.T, key []byte, sub string, exp time.Duration, channels ...
 	return s
 }
 
-func authServer(t *testing.T, cfg Config) (*testServer, *MemoryBroker) {
-	b := NewMemoryBroker(MemoryConfig{})
+func authServer(t *testing.T, cfg Config) (*testServer, *memory.Broker) {
+	b := memory.New(memory.Config{})
 	cfg.Broker = b
 	cfg.Authenticate = JWTAuthenticator(JWTConfig{Key: jwtKey})
 	return newTestServer(t, cfg), b
@@ -49,9 +52,9 @@ func withToken(c *fclient.Client, tok string) *fclient.Client {
 
 // authPresenceServer is authServer with presence kept on room:*, so that /api/presence
 // is served.
-func authPresenceServer(t *testing.T, cfg Config) (*testServer, *MemoryBroker) {
-	b := NewMemoryBroker(MemoryConfig{})
-	p := NewMemoryPresence(b, PresenceConfig{})
+func authPresenceServer(t *testing.T, cfg Config) (*testServer, *memory.Broker) {
+	b := memory.New(memory.Config{})
+	p := presence.NewMemory(b, presence.Config{})
 	t.Cleanup(func() { p.Close() })
 	cfg.Broker, cfg.Presence, cfg.PresenceChannels = b, p, []string{"room:*"}
 	cfg.Authenticate = JWTAuthenticator(JWTConfig{Key: jwtKey})
@@ -342,8 +345,8 @@ func clientFrom(ip string) *http.Client {
 // /api/presence) hold no connection and are served at the cap. Streams already open, and
 // the bystander's session, are untouched, and a stream that ends gives its slot back.
 func TestConnectionFloodCapped(t *testing.T) {
-	broker := NewMemoryBroker(MemoryConfig{})
-	p := NewMemoryPresence(broker, PresenceConfig{})
+	broker := memory.New(memory.Config{})
+	p := presence.NewMemory(broker, presence.Config{})
 	t.Cleanup(func() { p.Close() })
 	// 6 slots: the bystander's, 3 from 127.0.0.2 (its cap) and 2 from 127.0.0.3.
 	ts := newTestServer(t, Config{Broker: broker, Presence: p, PresenceChannels: []string{"room:*"},
@@ -433,7 +436,7 @@ func TestConnectionFloodCapped(t *testing.T) {
 	// An ended stream gives its slot back: the next /events from that address gets in.
 	// Until the server has noticed the end, the node and the address are still full.
 	stopEvents()
-	waitUntil(t, func() bool {
+	await.Until(t, "a new /events stream from the address to get in", func() bool {
 		_, resp, stop := openEventsFrom("127.0.0.2")
 		if resp.StatusCode != 200 && resp.StatusCode != 429 && resp.StatusCode != 503 {
 			t.Fatalf("/events after a stream ended: %d", resp.StatusCode)
@@ -508,7 +511,7 @@ func TestUpstreamRateLimited(t *testing.T) {
 	by.check(t)
 	// Resend what was refused, as the client does, until everything is acked.
 	pending := frames
-	waitUntil(t, func() bool {
+	await.Until(t, "every refused frame to be acked on resend", func() bool {
 		acks, err := c.Send(context.Background(), pending...)
 		if err != nil {
 			t.Fatal(err)

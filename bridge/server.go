@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ferryrt/ferry/bridge/broker"
+	"github.com/ferryrt/ferry/bridge/memory"
 	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
 	"github.com/ferryrt/ferry/transport"
@@ -38,15 +40,15 @@ type Config struct {
 	AllowedOrigins []string
 	// Transports offered to clients; default all three.
 	Transports []string
-	// Broker shares channels and sessions between nodes; default a MemoryBroker with
+	// Broker shares channels and sessions between nodes; default a memory.Broker with
 	// History. The Server closes a broker it created, not one it was given.
 	Broker  Broker
 	History HistoryConfig
 	// MaxSessions bounds the live sessions (negotiated and not expired) of the
-	// MemoryBroker the Server creates; default DefaultMaxSessions. Beyond it negotiations
-	// get 503 with code 4000 (try another node) while live sessions go on. A Broker given
-	// above has its own bound (MemoryConfig.MaxSessions; the Redis broker has none), and
-	// setting both is an error.
+	// memory.Broker the Server creates; default memory.DefaultMaxSessions. Beyond it
+	// negotiations get 503 with code 4000 (try another node) while live sessions go on. A
+	// Broker given above has its own bound (memory.Config.MaxSessions; the Redis broker
+	// has none), and setting both is an error.
 	MaxSessions int
 
 	// The session settings below are session.Config's, passed through unchanged
@@ -121,18 +123,8 @@ type AuthRequest struct {
 	Channel string   // empty for ActSend
 }
 
-// Upstream is a message a client sent to the server. OnMessage sees each one once per
-// (Client, Seq) when Client is set, per (Session, Seq) otherwise: a client that
-// negotiates with a client identity keeps its sequence across sessions.
-type Upstream struct {
-	Session string
-	User    string
-	// Client is the client identity the session was negotiated with ("" for none).
-	Client string
-	Seq    uint64
-	Data   json.RawMessage // JSON payload; nil when Binary is set
-	Binary []byte
-}
+// Upstream is a message a client sent to the server (broker.Upstream).
+type Upstream = broker.Upstream
 
 // Server is a Ferry server: mount it (it is an http.Handler for everything under Base),
 // publish to it, and shut it down. It is safe for concurrent use.
@@ -196,7 +188,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, broker: cfg.Broker, log: cfg.Logger}
 	if s.broker == nil {
-		s.broker = NewMemoryBroker(MemoryConfig{History: cfg.History, MaxSessions: cfg.MaxSessions})
+		s.broker = memory.New(memory.Config{History: cfg.History, MaxSessions: cfg.MaxSessions})
 		s.ownsBrk = true
 	}
 	s.hub = NewHub(s.broker, cfg.Logger)

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrt/ferry/bridge/broker"
+	"github.com/ferryrt/ferry/bridge/memory"
+	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/ferryrt/ferry/internal/httpx"
 	"github.com/ferryrt/ferry/session"
@@ -116,7 +119,7 @@ func upstreamOverWebSocket(t *testing.T, ts *testServer, c *fclient.Client) {
 		}
 	}
 	// Once the handler has seen 1 to 50, the acks of 26 to 50 are only on the way.
-	waitUntil(t, func() bool {
+	await.Until(t, "the handler to see sends 1 to 50", func() bool {
 		for seq := uint64(1); seq <= 50; seq++ {
 			if ts.seenCount(c.SID, seq) == 0 {
 				return false
@@ -391,7 +394,7 @@ func TestConcurrentPolls(t *testing.T) {
 		f, s, err := c.Poll(context.Background(), false, 10*time.Second)
 		first <- result{f, s, err}
 	}()
-	waitUntil(t, func() bool { return ts.Manager().Attached() == 1 })
+	await.Until(t, `ts.Manager().Attached() == 1`, func() bool { return ts.Manager().Attached() == 1 })
 	second := make(chan result, 1)
 	go func() {
 		f, s, err := c.Poll(context.Background(), false, 10*time.Second)
@@ -409,16 +412,6 @@ func TestConcurrentPolls(t *testing.T) {
 }
 
 // waitUntil polls cond until it holds, for at most 10 s.
-func waitUntil(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // A client that reads slower than its channel is published to is disconnected as a slow
 // consumer once its queue bound is reached: the server never queues more than the bound
@@ -447,7 +440,7 @@ func TestSlowConsumerDisconnected(t *testing.T) {
 					break
 				}
 			}
-			waitUntil(t, func() bool { return ts.hub.Channels() == 1 })
+			await.Until(t, `ts.hub.Channels() == 1`, func() bool { return ts.hub.Channels() == 1 })
 
 			fast := ts.client(t)
 			fast.Subscribe("room:big", "")
@@ -511,7 +504,7 @@ func TestSessionExpires(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	broker := NewMemoryBroker(MemoryConfig{Now: clock})
+	broker := memory.New(memory.Config{Now: clock})
 	ts := newTestServer(t, Config{Broker: broker, SessionTTL: 30 * time.Second})
 	c := ts.client(t)
 	if _, _, err := c.Poll(context.Background(), true, 0); err != nil {
@@ -547,7 +540,7 @@ func TestShutdownTellsClientsToReconnect(t *testing.T) {
 			defer a.close()
 			a.next(t, 5*time.Second) // hello
 			if tr == "longpoll" {    // the next poll must be held when the drain starts
-				waitUntil(t, func() bool { return ts.Manager().Attached() == 1 })
+				await.Until(t, `ts.Manager().Attached() == 1`, func() bool { return ts.Manager().Attached() == 1 })
 			}
 			go ts.Shutdown(context.Background())
 			f := a.waitFor(t, 5*time.Second, func(f fclient.Frame) bool { return f.T == "close" })
@@ -617,13 +610,13 @@ func TestNegotiateAtSessionCap(t *testing.T) {
 // the Server did not create.
 func TestSessionCapError(t *testing.T) {
 	ctx := context.Background()
-	b := NewMemoryBroker(MemoryConfig{MaxSessions: 1})
+	b := memory.New(memory.Config{MaxSessions: 1})
 	defer b.Close()
 	if err := b.CreateSession(ctx, "s1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	err := b.CreateSession(ctx, "s2", time.Minute)
-	if !errors.Is(err, ErrTooManySessions) || session.AsError(err).Code != session.CodeReconnect {
+	if !errors.Is(err, broker.ErrTooManySessions) || session.AsError(err).Code != session.CodeReconnect {
 		t.Fatalf("second session: %v, want ErrTooManySessions with code 4000", err)
 	}
 	if httpx.Status(session.CodeReconnect) != http.StatusServiceUnavailable {

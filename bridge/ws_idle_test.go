@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/internal/fclient"
 	"github.com/ferryrt/ferry/transport"
 )
@@ -89,7 +90,7 @@ func TestWebSocketHeartbeatTimeout(t *testing.T) {
 		if n := <-pings; n < 2 {
 			t.Fatalf("the answering client saw %d pings and then lost its connection, want it kept open", n)
 		}
-		eventually(t, "the answering attachment alone left", func() bool { return ts.Manager().Attached() == 1 })
+		await.Until(t, "the answering attachment alone left", func() bool { return ts.Manager().Attached() == 1 })
 	})
 }
 
@@ -193,14 +194,14 @@ func newIdleTest(t *testing.T) *idleTest {
 // each, then closes them and waits for every attachment to end.
 func (it *idleTest) check(closeAll func()) {
 	it.t.Helper()
-	eventually(it.t, "at most idleConns/10 goroutines more with idleConns idle connections open", func() bool {
+	await.Until(it.t, "at most idleConns/10 goroutines more with idleConns idle connections open", func() bool {
 		return runtime.NumGoroutine()-it.before <= idleConns/10
 	})
 	if got := it.ts.Manager().Attached(); got != idleConns {
 		it.t.Fatalf("%d attachments, want %d", got, idleConns)
 	}
 	closeAll()
-	eventually(it.t, "no attachment left after every client closed", func() bool { return it.ts.Manager().Attached() == 0 })
+	await.Until(it.t, "no attachment left after every client closed", func() bool { return it.ts.Manager().Attached() == 0 })
 }
 
 // A WebSocket whose writer once left the pool (a subscription that reads history is

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/ferryrt/ferry/bridge"
+	"github.com/ferryrt/ferry/bridge/broker"
+	ferrymemory "github.com/ferryrt/ferry/bridge/memory"
 	"github.com/ferryrt/ferry/session"
 	"github.com/ferryrt/ferry/transport"
 )
@@ -100,7 +102,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file (PEM) of --tls-cert")
 	fs.IntVar(&o.maxConns, "max-conns", transport.DefaultMaxConns, "open connections (WebSocket, SSE, held polls) per node; beyond it 503")
 	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 0, "open connections per client address; beyond it 429 (0: no per-address cap; see docs/OPERATIONS.md before setting one: a NAT or a proxy is one address)")
-	fs.IntVar(&o.maxSessions, "max-sessions", bridge.DefaultMaxSessions, "live sessions the in-memory broker keeps (not with --redis); beyond it negotiations get 503, code 4000: try another node")
+	fs.IntVar(&o.maxSessions, "max-sessions", ferrymemory.DefaultMaxSessions, "live sessions the in-memory broker keeps (not with --redis); beyond it negotiations get 503, code 4000: try another node")
 	fs.Float64Var(&o.negotiateRate, "negotiate-rate", 0, "new sessions per second per client address; beyond it 429 (0: no per-address rate; see docs/OPERATIONS.md)")
 	fs.IntVar(&o.negotiateBurst, "negotiate-burst", 0, "new sessions one client address may open at once under --negotiate-rate (0: ten seconds' worth, at least 50)")
 	fs.Float64Var(&o.upstreamRate, "upstream-rate", session.DefaultUpstreamRate, "upstream messages per second per session (burst "+strconv.Itoa(session.DefaultUpstreamBurst)+"); beyond it they are refused with 4029 and resent")
@@ -121,8 +123,8 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.maxChannels, "max-channels", session.DefaultMaxChannels, "most channels one session may subscribe")
 	fs.IntVar(&o.queueMessages, "queue-messages", session.DefaultQueueMessages, "frames queued per connection before it is dropped as a slow consumer")
 	fs.IntVar(&o.queueBytes, "queue-bytes", session.DefaultQueueBytes, "bytes queued per connection before it is dropped as a slow consumer")
-	fs.IntVar(&o.historySize, "history-size", bridge.DefaultHistorySize, "messages kept per channel for resume")
-	fs.DurationVar(&o.historyTTL, "history-ttl", bridge.DefaultHistoryTTL, "age after which messages leave a channel's history")
+	fs.IntVar(&o.historySize, "history-size", broker.DefaultHistorySize, "messages kept per channel for resume")
+	fs.DurationVar(&o.historyTTL, "history-ttl", broker.DefaultHistoryTTL, "age after which messages leave a channel's history")
 	fs.StringVar(&o.redisURL, "redis", "", "Redis URL shared by several nodes: redis://host:port/db (rediss:// for TLS), or redis+cluster://host1:port1,host2:port2,... for a Redis Cluster; empty: the in-memory broker, one node")
 	fs.StringVar(&o.presence, "presence", "room:*,chat:*", "channel patterns that keep presence (who is subscribed), comma-separated (empty: none)")
 	fs.StringVar(&o.upstreamStream, "upstream-stream", "", "Redis stream that receives what clients send, for backends reading with consumer groups (needs --redis)")
@@ -285,7 +287,7 @@ func (o *options) checkCombinations() error {
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return fmt.Errorf("invalid value for --tls-cert/--tls-key: set both or neither")
 	}
-	if o.redisURL != "" && o.maxSessions != bridge.DefaultMaxSessions {
+	if o.redisURL != "" && o.maxSessions != ferrymemory.DefaultMaxSessions {
 		return fmt.Errorf("invalid value for --max-sessions: it bounds the in-memory broker; with --redis, sessions live in Redis, which has no such bound")
 	}
 	if o.dedupeTTL != 0 && o.dedupeTTL < o.sessionTTL {

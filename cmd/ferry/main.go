@@ -24,6 +24,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ferryrt/ferry/bridge"
+	// Imported under these names: run's variables are called memory, presence and broker.
+	ferrymemory "github.com/ferryrt/ferry/bridge/memory"
+	ferrypresence "github.com/ferryrt/ferry/bridge/presence"
+	ferryredis "github.com/ferryrt/ferry/bridge/redis"
 	"github.com/ferryrt/ferry/transport"
 )
 
@@ -68,11 +72,11 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 	defer keep.close()
 	history := bridge.HistoryConfig{Size: o.historySize, TTL: o.historyTTL}
 	var broker bridge.Broker
-	var memory *bridge.MemoryBroker
-	var rb *bridge.RedisBroker
+	var memory *ferrymemory.Broker
+	var rb *ferryredis.Broker
 	if o.redisURL != "" {
 		var err error
-		rb, err = bridge.NewRedisBroker(ctx, bridge.RedisConfig{URL: o.redisURL, NodeID: o.nodeID,
+		rb, err = ferryredis.New(ctx, ferryredis.Config{URL: o.redisURL, NodeID: o.nodeID,
 			History: history, MaxMessageBytes: o.maxMessage, Logger: log})
 		if err != nil {
 			return fmt.Errorf("--redis: %w", err)
@@ -81,7 +85,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 	} else {
 		// The bound of bridge.Config.MaxSessions, set on the broker itself: the binary makes
 		// its broker (to load and save --state-file), and bridge bounds only one it makes.
-		memory = bridge.NewMemoryBroker(bridge.MemoryConfig{History: history, MaxSessions: o.maxSessions})
+		memory = ferrymemory.New(ferrymemory.Config{History: history, MaxSessions: o.maxSessions})
 		if keep.stateFile != "" {
 			if err := loadState(memory, keep.stateFile); err != nil {
 				return err
@@ -93,11 +97,11 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 	// Presence outlives no broker: closed first (defers run in reverse).
 	var presence bridge.Presence
 	if o.presence != "" {
-		pcfg := bridge.PresenceConfig{TTL: 2 * max(o.heartbeat, o.pollHold), Logger: log}
+		pcfg := ferrypresence.Config{TTL: 2 * max(o.heartbeat, o.pollHold), Logger: log}
 		if rb != nil {
-			presence = bridge.NewRedisPresence(rb, pcfg)
+			presence = ferryredis.NewPresence(rb, pcfg)
 		} else {
-			presence = bridge.NewMemoryPresence(memory, pcfg)
+			presence = ferrypresence.NewMemory(memory, pcfg)
 		}
 		defer presence.Close()
 	}
@@ -105,7 +109,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 	// --upstream-stream also appended to a Redis stream for backends.
 	var toStream func(context.Context, bridge.Upstream) error
 	if o.upstreamStream != "" {
-		toStream = bridge.UpstreamToRedis(rb.Client(), bridge.UpstreamConfig{Stream: o.upstreamStream})
+		toStream = ferryredis.UpstreamToStream(rb.Client(), ferryredis.UpstreamConfig{Stream: o.upstreamStream})
 	}
 	srv, reg, err := newServer(o, keep, broker, presence, toStream, log)
 	if err != nil {

@@ -7,12 +7,12 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/ferryrt/ferry/bridge"
+	ferrymemory "github.com/ferryrt/ferry/bridge/memory"
 )
 
 // loadState loads the broker's state from name, if the file exists. run removes the file
 // once the node serves, so a state file is only ever the one a drain wrote.
-func loadState(b *bridge.MemoryBroker, name string) error {
+func loadState(b *ferrymemory.Broker, name string) error {
 	f, err := os.Open(name)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -29,7 +29,7 @@ func loadState(b *bridge.MemoryBroker, name string) error {
 
 // saveState writes the state next to name, private to this user (it holds messages), and
 // renames it into place once on disk, so that a crash mid-write leaves no half state.
-func saveState(b *bridge.MemoryBroker, name string) error {
+func saveState(b *ferrymemory.Broker, name string) error {
 	tmp := name + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -131,7 +131,7 @@ func (p *persistence) logSecret(log *slog.Logger, cluster bool) {
 // would load positions older than what clients have seen, and reuse offsets they hold for
 // other messages: a silent gap. Without the file, a crash costs the new epochs of a fresh
 // broker: an honest reset.
-func (p *persistence) removeState(memory *bridge.MemoryBroker) error {
+func (p *persistence) removeState(memory *ferrymemory.Broker) error {
 	if memory == nil || p.stateFile == "" {
 		return nil
 	}
@@ -143,7 +143,7 @@ func (p *persistence) removeState(memory *bridge.MemoryBroker) error {
 
 // saveState writes the state of the in-memory broker memory (nil with --redis) to the
 // state file, if there is one, once the node has drained.
-func (p *persistence) saveState(memory *bridge.MemoryBroker, log *slog.Logger) error {
+func (p *persistence) saveState(memory *ferrymemory.Broker, log *slog.Logger) error {
 	if memory == nil || p.stateFile == "" {
 		return nil
 	}

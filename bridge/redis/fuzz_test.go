@@ -1,4 +1,4 @@
-package bridge
+package redis
 
 import (
 	"encoding/json"
@@ -6,8 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ferryrt/ferry/bridge/presence"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -115,7 +116,7 @@ func FuzzRedisDecodeUpstream(f *testing.F) {
 		if hasBin {
 			values["bin"] = bin
 		}
-		u, err := DecodeUpstream(redis.XMessage{ID: "1-0", Values: values})
+		u, err := DecodeUpstream(goredis.XMessage{ID: "1-0", Values: values})
 		if err != nil {
 			return
 		}
@@ -142,7 +143,7 @@ func FuzzRedisDecodeNotice(f *testing.F) {
 }
 
 func FuzzRedisDecodeMember(f *testing.F) {
-	f.Add(encodeMember(PresenceMember{Session: "s1", User: "ann"}))
+	f.Add(encodeMember(presence.Member{Session: "s1", User: "ann"}))
 	f.Add(`{"session":""}`)
 	f.Add(`[]`)
 	f.Fuzz(func(t *testing.T, s string) {

@@ -1,44 +1,52 @@
-package bridge
+// Package redis is the Redis broker: channels, history, sessions and dedupe windows kept
+// in a Redis (or a Redis Cluster) shared by every node of a Ferry cluster, with presence
+// (Presence), the backend publish stream, and upstream messages to a Redis stream
+// (UpstreamToStream). It is the only package of Ferry that links go-redis, imported here
+// as goredis; the bridge itself does not import it.
+//
+// Node ids are random UUIDs (github.com/google/uuid), as are the ids of publishes without
+// an idempotency key (broker.RetryID).
+package redis
 
 import (
+	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/google/uuid"
+	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ferryrt/ferry/bridge/broker"
 	"github.com/ferryrt/ferry/session"
 )
 
-// RedisConfig configures a RedisBroker. Only one of URL and Client is needed.
-type RedisConfig struct {
+// Config configures a Broker. Only one of URL and Client is needed.
+type Config struct {
 	// URL is redis://[user:password@]host:port/db (or rediss:// for TLS), or
-	// redis+cluster://host1:port1,host2:port2,... for a Redis Cluster (ParseRedisURL), used
+	// redis+cluster://host1:port1,host2:port2,... for a Redis Cluster (ParseURL), used
 	// when Client is nil.
 	URL string
-	// Client is a client to use instead of URL: a *redis.Client (also a Sentinel failover
-	// client, redis.NewFailoverClient) or a *redis.ClusterClient. The broker does not
+	// Client is a client to use instead of URL: a *goredis.Client (also a Sentinel failover
+	// client, goredis.NewFailoverClient) or a *goredis.ClusterClient. The broker does not
 	// close it. Give it ContextTimeoutEnabled: without it go-redis ignores the deadlines of
 	// contexts (the Server's StoreTimeout) and waits its own ReadTimeout, with retries.
-	Client redis.UniversalClient
+	Client goredis.UniversalClient
 	// Prefix starts every key and pub/sub channel; default "ferry". Nodes of one cluster
 	// share it, and separate clusters can share a Redis with different prefixes. No '{' or
 	// '}': the keys carry hash tags after it.
 	Prefix string
 	// NodeID names this node in Redis (its consumer name on the publish stream) and in
-	// logs; default random. Letters, digits, '-', '_' and '.' only.
+	// logs; default a random UUID. Letters, digits, '-', '_' and '.' only.
 	NodeID string
 
-	History HistoryConfig
+	History broker.HistoryConfig
 	// ChannelTTL is how long a channel's epoch and offset survive without any publish or
 	// history read; default 24 hours (and at least twice History.TTL). A client that
 	// comes back to a channel idle for longer gets a reset, although it missed nothing.
@@ -65,7 +73,7 @@ type RedisConfig struct {
 	// IdempotencyTTL is how long an idempotency key (WithIdempotencyKey, the
 	// Idempotency-Key header of POST /api/publish, the id field of a publish stream entry)
 	// is remembered after its publish, as one small key per publish in the channel's hash
-	// slot; default DefaultIdempotencyTTL.
+	// slot; default broker.DefaultIdempotencyTTL.
 	IdempotencyTTL time.Duration
 	// HealthInterval is how often the node pings its pub/sub connection; three
 	// intervals without an answer count as a lost connection. Default 1 s.
@@ -74,32 +82,36 @@ type RedisConfig struct {
 	Logger *slog.Logger
 }
 
-// Defaults of RedisConfig.
+// Defaults of Config.
 const (
-	DefaultRedisPrefix    = "ferry"
+	DefaultPrefix         = "ferry"
 	DefaultChannelTTL     = 24 * time.Hour
 	DefaultPublishLease   = 10 * time.Second
 	DefaultHealthInterval = time.Second
 	// PublishGroup is the consumer group of the nodes on the publish stream.
 	PublishGroup = "ferry"
+	// retryIDTTL is how long the broker remembers the id it gives a publish without a
+	// key (broker.RetryID): twice what go-redis takes at most, with its defaults, to retry
+	// a command (4 attempts, each bounded by ReadTimeout, 3 s, and the backoffs between
+	// them), which is all that id is for. Its cost is one key of about 100 bytes per
+	// publish for that long.
+	retryIDTTL = 30 * time.Second
 )
 
-func (c RedisConfig) withDefaults() (RedisConfig, error) {
-	c.Prefix = orDefault(c.Prefix, DefaultRedisPrefix)
-	c.History = c.History.withDefaults()
-	c.ChannelTTL = max(orDefault(c.ChannelTTL, DefaultChannelTTL), 2*c.History.TTL)
-	c.DedupeWindow = orDefault(c.DedupeWindow, session.DefaultDedupeWindow)
-	c.MaxMessageBytes = orDefault(c.MaxMessageBytes, session.DefaultMaxMessageBytes)
-	c.PublishLease = orDefault(c.PublishLease, DefaultPublishLease)
-	c.HealthInterval = orDefault(c.HealthInterval, DefaultHealthInterval)
-	c.IdempotencyTTL = orDefault(c.IdempotencyTTL, DefaultIdempotencyTTL)
+func (c Config) withDefaults() (Config, error) {
+	c.Prefix = cmp.Or(c.Prefix, DefaultPrefix)
+	c.History = c.History.WithDefaults()
+	c.ChannelTTL = max(cmp.Or(c.ChannelTTL, DefaultChannelTTL), 2*c.History.TTL)
+	c.DedupeWindow = cmp.Or(c.DedupeWindow, session.DefaultDedupeWindow)
+	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, session.DefaultMaxMessageBytes)
+	c.PublishLease = cmp.Or(c.PublishLease, DefaultPublishLease)
+	c.HealthInterval = cmp.Or(c.HealthInterval, DefaultHealthInterval)
+	c.IdempotencyTTL = cmp.Or(c.IdempotencyTTL, broker.DefaultIdempotencyTTL)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.NodeID == "" {
-		var b [6]byte
-		rand.Read(b[:])
-		c.NodeID = hex.EncodeToString(b[:])
+		c.NodeID = uuid.NewString()
 	}
 	if strings.ContainsAny(c.Prefix, "{}") {
 		return c, fmt.Errorf("bridge: bad Prefix %.70q: braces would break the keys' hash tags", c.Prefix)
@@ -112,73 +124,7 @@ func (c RedisConfig) withDefaults() (RedisConfig, error) {
 	return c, nil
 }
 
-func orDefault[T comparable](v, d T) T {
-	var zero T
-	if v == zero {
-		return d
-	}
-	return v
-}
-
-// keyspace names the keys and pub/sub channels of one prefix. Every key of one channel
-// (and its pub/sub channel, for SPUBLISH in the publish script), of one session and of
-// one dedupe key carries that name as a Redis Cluster hash tag, "{name}", so that the
-// scripts on them touch one hash slot: the same on a single Redis and on a cluster.
-// Channel names hold no braces (session.ValidChannel), so a channel's tag is its name as
-// it is; other names have '%', '{' and '}' escaped (tag), which keeps the tag whole and
-// distinct names apart. The prefix holds no braces (RedisConfig.Prefix). A channel's
-// presence set is tagged with the channel of its events, PresenceChannel(ch), so that a
-// change and its event are one script.
-type keyspace struct{ prefix string }
-
-func (k keyspace) meta(ch string) string      { return k.prefix + ":ch:" + tag(ch) }
-func (k keyspace) log(ch string) string       { return k.prefix + ":log:" + tag(ch) }
-func (k keyspace) pubsub(ch string) string    { return k.prefix + ":msg:" + tag(ch) }
-func (k keyspace) pubID(ch, id string) string { return k.prefix + ":pid:" + tag(ch) + ":" + id }
-func (k keyspace) presence(ch string) string {
-	return k.prefix + ":presence:" + tag(PresenceChannel(ch))
-}
-func (k keyspace) session(sid string) string { return k.prefix + ":sess:" + tag(sid) }
-func (k keyspace) dedupe(key string) string  { return k.prefix + ":up:" + tag(key) }
-func (k keyspace) control() string           { return k.prefix + ":ctl" }
-func (k keyspace) publishStream() string     { return k.prefix + ":publish" }
-func (k keyspace) publishLease() string      { return k.prefix + ":publish-lease" }
-func (k keyspace) presenceDue() string       { return k.prefix + ":presence-due" }
-
-// channelOf returns the channel of a pub/sub channel name made by pubsub.
-func (k keyspace) channelOf(pubsub string) (string, bool) {
-	s, ok := strings.CutPrefix(pubsub, k.prefix+":msg:{")
-	if !ok {
-		return "", false
-	}
-	s, ok = strings.CutSuffix(s, "}")
-	if !ok || strings.ContainsAny(s, "{}") {
-		return "", false
-	}
-	return untag(s)
-}
-
-// tagEscaper escapes what would end a hash tag early or make two names one.
-var tagEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
-
-// tag returns name as a hash tag, "{name}", escaped.
-func tag(name string) string {
-	if strings.ContainsAny(name, "%{}") {
-		name = tagEscaper.Replace(name)
-	}
-	return "{" + name + "}"
-}
-
-// untag reverses the escaping of tag.
-func untag(s string) (string, bool) {
-	if !strings.Contains(s, "%") {
-		return s, true
-	}
-	out, err := url.PathUnescape(s)
-	return out, err == nil
-}
-
-// RedisBroker shares channels, history and sessions between the nodes of a cluster
+// Broker shares channels, history and sessions between the nodes of a cluster
 // through Redis. It is safe for concurrent use.
 //
 // Publish runs one Lua script that assigns the position, appends to the channel's log (a
@@ -189,13 +135,13 @@ func untag(s string) (string, bool) {
 // channel it serves, so that attachments notice what they missed and read it from
 // history. Errors talking to Redis are returned to the caller: nothing is "accepted and
 // lost".
-type RedisBroker struct {
-	cfg     RedisConfig
-	rdb     redis.UniversalClient
+type Broker struct {
+	cfg     Config
+	rdb     goredis.UniversalClient
 	ownsRdb bool
 	// blk serves the blocking reads of the publish stream; it is the broker's own so that
 	// Close can interrupt them by closing it.
-	blk  redis.UniversalClient
+	blk  goredis.UniversalClient
 	keys keyspace
 	log  *slog.Logger
 
@@ -208,10 +154,10 @@ type RedisBroker struct {
 	supersede func(sid, attachID string)
 	started   bool
 	closed    bool
-	ps        *redis.PubSub // the current pub/sub connection; nil while there is none
-	up        bool          // ps is subscribed to everything in want
-	downErr   error         // why the subscription is not up
-	lastSeen  time.Time     // last reply on ps
+	ps        *goredis.PubSub // the current pub/sub connection; nil while there is none
+	up        bool            // ps is subscribed to everything in want
+	downErr   error           // why the subscription is not up
+	lastSeen  time.Time       // last reply on ps
 	want      map[string]struct{}
 	last      map[string]session.Position // last delivered, per channel in want
 	waiters   map[string]chan struct{}    // pub/sub ping token → subscriber waiting for it
@@ -226,14 +172,14 @@ type RedisBroker struct {
 // publish succeeds meanwhile.
 const publishFailureWindow = 5 * time.Second
 
-// NewRedisBroker connects to Redis and returns a broker; it fails if Redis does not
+// New connects to Redis and returns a broker; it fails if Redis does not
 // answer within ctx. Start begins delivery.
-func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) {
+func New(ctx context.Context, cfg Config) (*Broker, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	b := &RedisBroker{
+	b := &Broker{
 		cfg:     cfg,
 		rdb:     cfg.Client,
 		keys:    keyspace{cfg.Prefix},
@@ -247,20 +193,20 @@ func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) 
 		if cfg.URL == "" {
 			return nil, errors.New("bridge: redis broker: no URL and no Client")
 		}
-		if b.rdb, err = ParseRedisURL(cfg.URL); err != nil {
+		if b.rdb, err = ParseURL(cfg.URL); err != nil {
 			return nil, err
 		}
 		b.ownsRdb = true
 	}
 	if b.blk = blockingTwin(b.rdb); b.blk == nil {
-		return nil, fmt.Errorf("bridge: redis broker: a %T is not supported: want a *redis.Client or a *redis.ClusterClient", b.rdb)
+		return nil, fmt.Errorf("bridge: redis broker: a %T is not supported: want a *goredis.Client or a *goredis.ClusterClient", b.rdb)
 	}
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
 		b.closeClients()
 		return nil, fmt.Errorf("bridge: redis at %s: %w", redisAddr(b.rdb), err)
 	}
-	for _, c := range []redis.UniversalClient{b.rdb, b.blk} {
-		if cc, ok := c.(*redis.ClusterClient); ok {
+	for _, c := range []goredis.UniversalClient{b.rdb, b.blk} {
+		if cc, ok := c.(*goredis.ClusterClient); ok {
 			if err := followFailovers(ctx, cc); err != nil {
 				b.closeClients()
 				return nil, fmt.Errorf("bridge: redis at %s: %w", redisAddr(b.rdb), err)
@@ -271,26 +217,26 @@ func NewRedisBroker(ctx context.Context, cfg RedisConfig) (*RedisBroker, error) 
 	return b, nil
 }
 
-func (b *RedisBroker) closeClients() {
+func (b *Broker) closeClients() {
 	b.blk.Close()
 	if b.ownsRdb {
 		b.rdb.Close()
 	}
 }
 
-// Client returns the broker's Redis client, for UpstreamToRedis and backends in the same
+// Client returns the broker's Redis client, for UpstreamToStream and backends in the same
 // process.
-func (b *RedisBroker) Client() redis.UniversalClient { return b.rdb }
+func (b *Broker) Client() goredis.UniversalClient { return b.rdb }
 
 // NodeID returns the name of this node.
-func (b *RedisBroker) NodeID() string { return b.cfg.NodeID }
+func (b *Broker) NodeID() string { return b.cfg.NodeID }
 
-// Start implements Broker.
-func (b *RedisBroker) Start(deliver func(*session.Message), supersede func(sid, attachID string)) error {
+// Start implements broker.Broker.
+func (b *Broker) Start(deliver func(*session.Message), supersede func(sid, attachID string)) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return ErrBrokerClosed
+		return broker.ErrBrokerClosed
 	}
 	if b.started {
 		return errors.New("bridge: redis broker already started")
@@ -305,8 +251,8 @@ func (b *RedisBroker) Start(deliver func(*session.Message), supersede func(sid, 
 	return nil
 }
 
-// Close implements Broker: it stops every goroutine of the broker and waits for them.
-func (b *RedisBroker) Close() error {
+// Close implements broker.Broker: it stops every goroutine of the broker and waits for them.
+func (b *Broker) Close() error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -329,14 +275,14 @@ func (b *RedisBroker) Close() error {
 	return nil
 }
 
-// Ready implements Broker: it fails while the pub/sub subscription is down, when Redis
+// Ready implements broker.Broker: it fails while the pub/sub subscription is down, when Redis
 // does not answer, and for a few seconds after a publish Redis refused.
-func (b *RedisBroker) Ready(ctx context.Context) error {
+func (b *Broker) Ready(ctx context.Context) error {
 	b.mu.Lock()
 	closed, up, downErr := b.closed, b.up, b.downErr
 	b.mu.Unlock()
 	if closed {
-		return ErrBrokerClosed
+		return broker.ErrBrokerClosed
 	}
 	if !up {
 		return fmt.Errorf("bridge: redis subscription down: %w", downErr)
@@ -355,7 +301,7 @@ func (b *RedisBroker) Ready(ctx context.Context) error {
 
 // notePublish records the outcome of a publish for Ready. Failures of the caller's own
 // context say nothing about Redis.
-func (b *RedisBroker) notePublish(ctx context.Context, err error) {
+func (b *Broker) notePublish(ctx context.Context, err error) {
 	if err != nil && ctx.Err() != nil {
 		return
 	}
@@ -364,38 +310,38 @@ func (b *RedisBroker) notePublish(ctx context.Context, err error) {
 	b.mu.Unlock()
 }
 
-func (b *RedisBroker) isClosed() bool {
+func (b *Broker) isClosed() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.closed
 }
 
 // historyArgs are the arguments of luaPublish after the payload: size, ttl, idle.
-func (b *RedisBroker) historyArgs() (size, ttl, idle int64) {
+func (b *Broker) historyArgs() (size, ttl, idle int64) {
 	return int64(b.cfg.History.Size), b.cfg.History.TTL.Milliseconds(), b.cfg.ChannelTTL.Milliseconds()
 }
 
-// Publish implements Broker. Every publish carries an id, checked by the publish script
+// Publish implements broker.Broker. Every publish carries an id, checked by the publish script
 // in the same step as the append: the idempotency key of ctx (WithIdempotencyKey), kept
 // IdempotencyTTL, or else a random one, kept long enough for go-redis's retries. So a
 // publish sent twice (go-redis retries a command whose answer did not come within
 // ReadTimeout, and the first attempt may still be queued in a stalled Redis) lands once,
 // and either attempt's answer is the first one's position.
-func (b *RedisBroker) Publish(ctx context.Context, channel string, data json.RawMessage, bin []byte) (*session.Message, error) {
+func (b *Broker) Publish(ctx context.Context, channel string, data json.RawMessage, bin []byte) (*session.Message, error) {
 	if b.isClosed() {
-		return nil, ErrBrokerClosed
+		return nil, broker.ErrBrokerClosed
 	}
 	if !validBrokerChannel(channel) {
 		return nil, session.CheckChannel(channel)
 	}
-	key, err := idempotencyKey(ctx)
+	key, err := broker.IdempotencyKey(ctx)
 	if err != nil {
 		return nil, err
 	}
 	id, ttl := b.publishID(key)
 	digest := ""
 	if key != "" {
-		digest = payloadDigest(data, bin)
+		digest = broker.PayloadDigest(data, bin)
 	}
 	kind, p := kindJSON, string(data)
 	if data == nil {
@@ -403,7 +349,7 @@ func (b *RedisBroker) Publish(ctx context.Context, channel string, data json.Raw
 	}
 	size, hist, idle := b.historyArgs()
 	res, err := luaPublish.Run(ctx, b.rdb, []string{b.keys.meta(channel), b.keys.log(channel), b.keys.pubID(channel, id)},
-		newEpoch(), kind, p, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest).Slice()
+		broker.NewEpoch(), kind, p, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest).Slice()
 	b.notePublish(ctx, err)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: redis publish to %s: %w", channel, err)
@@ -417,11 +363,11 @@ func (b *RedisBroker) Publish(ctx context.Context, channel string, data json.Raw
 
 // publishID returns the id of a publish with idempotency key key ("" for none) and how
 // long Redis keeps it. The prefixes keep keys and generated ids apart.
-func (b *RedisBroker) publishID(key string) (string, time.Duration) {
+func (b *Broker) publishID(key string) (string, time.Duration) {
 	if key != "" {
 		return "k:" + key, b.cfg.IdempotencyTTL
 	}
-	return "r:" + retryID(), retryIDTTL
+	return "r:" + broker.RetryID(), retryIDTTL
 }
 
 // decodePublished reads the answer of a publishing script: {epoch, offset, time} for a
@@ -440,7 +386,7 @@ func decodePublished(res []any, digest string) (session.Position, int64, error) 
 			return session.Position{}, 0, malformed("publish record %.100q", rec)
 		}
 		if f[3] != digest {
-			return session.Position{}, 0, ErrIdempotencyConflict
+			return session.Position{}, 0, broker.ErrIdempotencyConflict
 		}
 		return session.Position{Epoch: f[0], Offset: off}, ms, nil
 	}
@@ -456,8 +402,8 @@ func decodePublished(res []any, digest string) (session.Position, int64, error) 
 	return session.Position{Epoch: ep, Offset: uint64(off)}, ms, nil
 }
 
-// Since implements Broker.
-func (b *RedisBroker) Since(ctx context.Context, channel string, pos session.Position, limit int) ([]*session.Message, session.Position, bool, error) {
+// Since implements broker.Broker.
+func (b *Broker) Since(ctx context.Context, channel string, pos session.Position, limit int) ([]*session.Message, session.Position, bool, error) {
 	if !validBrokerChannel(channel) {
 		return nil, session.Position{}, false, session.CheckChannel(channel)
 	}
@@ -466,7 +412,7 @@ func (b *RedisBroker) Since(ctx context.Context, channel string, pos session.Pos
 	// only has to stay larger than the top.
 	off := min(pos.Offset, 1<<53)
 	res, err := luaSince.Run(ctx, b.rdb, []string{b.keys.meta(channel), b.keys.log(channel)},
-		newEpoch(), ttl, idle, pos.Epoch, strconv.FormatUint(off, 10), max(limit, 1), 2*ttl).Slice()
+		broker.NewEpoch(), ttl, idle, pos.Epoch, strconv.FormatUint(off, 10), max(limit, 1), 2*ttl).Slice()
 	if err != nil {
 		return nil, session.Position{}, false, fmt.Errorf("bridge: redis history of %s: %w", channel, err)
 	}
@@ -512,77 +458,4 @@ func decodeSince(channel string, res []any) ([]*session.Message, session.Positio
 		msgs = append(msgs, m)
 	}
 	return msgs, pos, true, nil
-}
-
-// CreateSession implements session.Store. The session is a hash (with the fields hi and
-// lo of earlier versions, whose nodes may share the Redis during a rolling upgrade).
-func (b *RedisBroker) CreateSession(ctx context.Context, sid string, ttl time.Duration) error {
-	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, b.keys.session(sid), "hi", 0, "lo", 0)
-		p.PExpire(ctx, b.keys.session(sid), ttl)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("bridge: redis create session: %w", err)
-	}
-	return nil
-}
-
-// TouchSession implements session.Store.
-func (b *RedisBroker) TouchSession(ctx context.Context, sid string, ttl time.Duration) (bool, error) {
-	n, err := luaTouch.Run(ctx, b.rdb, []string{b.keys.session(sid)}, ttl.Milliseconds()).Int64()
-	if err != nil {
-		return false, fmt.Errorf("bridge: redis touch session: %w", err)
-	}
-	return n == 1, nil
-}
-
-// dedupeArgs are the arguments of the dedupe scripts, for a window of DedupeWindow
-// sequence numbers (a multiple of 64, like session.Window) shared by every node.
-func (b *RedisBroker) dedupeArgs(seq uint64, result string, ttl time.Duration) []any {
-	n := uint64((b.cfg.DedupeWindow + 63) / 64 * 64)
-	return []any{seq >> 32, seq & 0xffffffff, seq % n, n, strconv.FormatUint(seq, 10), result, max(ttl.Milliseconds(), 1)}
-}
-
-// MarkUpstream implements session.Store with one script on one key, the hash
-// <prefix>:up:<key>; see luaDedupeLib.
-func (b *RedisBroker) MarkUpstream(ctx context.Context, key string, seq uint64, result string, ttl time.Duration) (bool, string, error) {
-	if seq == 0 {
-		return false, "", nil
-	}
-	res, err := luaMarkUpstream.Run(ctx, b.rdb, []string{b.keys.dedupe(key)}, b.dedupeArgs(seq, result, ttl)...).Slice()
-	if err != nil {
-		return false, "", fmt.Errorf("bridge: redis dedupe: %w", err)
-	}
-	flag, ok := res[0].(int64)
-	if !ok || (flag == 0) != (len(res) == 2) {
-		return false, "", malformed("dedupe answer %v", res)
-	}
-	if flag == 1 {
-		return true, "", nil
-	}
-	recorded, ok := res[1].(string)
-	if !ok || len(recorded) > session.MaxUpstreamResult {
-		return false, "", malformed("dedupe answer %v", res)
-	}
-	return false, recorded, nil
-}
-
-// RecordUpstream implements session.Store.
-func (b *RedisBroker) RecordUpstream(ctx context.Context, key string, seq uint64, result string, ttl time.Duration) error {
-	if seq == 0 {
-		return nil
-	}
-	if err := luaRecordUpstream.Run(ctx, b.rdb, []string{b.keys.dedupe(key)}, b.dedupeArgs(seq, result, ttl)...).Err(); err != nil {
-		return fmt.Errorf("bridge: redis dedupe record: %w", err)
-	}
-	return nil
-}
-
-// Announce implements session.Store: every node hears it on the control channel.
-func (b *RedisBroker) Announce(ctx context.Context, sid, attachID string) error {
-	if err := b.rdb.Publish(ctx, b.keys.control(), encodeNotice(b.cfg.NodeID, sid, attachID)).Err(); err != nil {
-		return fmt.Errorf("bridge: redis announce: %w", err)
-	}
-	return nil
 }

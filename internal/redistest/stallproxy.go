@@ -1,4 +1,4 @@
-package bridge
+package redistest
 
 import (
 	"bytes"
@@ -8,11 +8,11 @@ import (
 	"testing"
 )
 
-// stallProxy is a TCP proxy in front of a Redis whose traffic a test can hold: bytes held
+// StallProxy is a TCP proxy in front of a Redis whose traffic a test can hold: bytes held
 // are read and kept, not passed on, until released. Nothing is closed and nothing fails,
 // which is what a paused Redis or a dead link looks like to a client: requests go out
 // and no answer comes.
-type stallProxy struct {
+type StallProxy struct {
 	ln     net.Listener
 	target string
 	wg     sync.WaitGroup
@@ -80,23 +80,23 @@ func (g *gate) wait(done <-chan struct{}) bool {
 	}
 }
 
-// newStallProxy proxies a loopback port to target until the test ends.
-func newStallProxy(t testing.TB, target string) *stallProxy {
+// NewStallProxy proxies a loopback port to target until the test ends.
+func NewStallProxy(t testing.TB, target string) *StallProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &stallProxy{ln: ln, target: target, conns: map[*proxyConn]struct{}{}}
+	p := &StallProxy{ln: ln, target: target, conns: map[*proxyConn]struct{}{}}
 	p.wg.Go(p.accept)
-	t.Cleanup(p.close)
+	t.Cleanup(p.Close)
 	return p
 }
 
 // Addr is the address clients dial instead of target.
-func (p *stallProxy) Addr() string { return p.ln.Addr().String() }
+func (p *StallProxy) Addr() string { return p.ln.Addr().String() }
 
-func (p *stallProxy) accept() {
+func (p *StallProxy) accept() {
 	for {
 		client, err := p.ln.Accept()
 		if err != nil {
@@ -123,7 +123,7 @@ func (p *stallProxy) accept() {
 }
 
 // pipe copies src to dst through g, and tears c down when either side ends.
-func (p *stallProxy) pipe(c *proxyConn, dst, src net.Conn, g *gate, up bool) {
+func (p *StallProxy) pipe(c *proxyConn, dst, src net.Conn, g *gate, up bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -146,7 +146,7 @@ func (p *stallProxy) pipe(c *proxyConn, dst, src net.Conn, g *gate, up bool) {
 }
 
 // teardown closes both sides of c and lets its pipes go, once.
-func (p *stallProxy) teardown(c *proxyConn) {
+func (p *StallProxy) teardown(c *proxyConn) {
 	c.once.Do(func() {
 		close(c.done)
 		c.client.Close()
@@ -157,11 +157,11 @@ func (p *stallProxy) teardown(c *proxyConn) {
 	})
 }
 
-// holdRequests holds what clients send to Redis, on every connection open now and every
+// HoldRequests holds what clients send to Redis, on every connection open now and every
 // one opened later, until release: from the clients' side Redis stops answering, while
 // what it sends of itself (pub/sub messages published by clients of another address)
 // still arrives.
-func (p *stallProxy) holdRequests() {
+func (p *StallProxy) HoldRequests() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.holdUp = true
@@ -170,10 +170,10 @@ func (p *stallProxy) holdRequests() {
 	}
 }
 
-// freezePubSub holds both directions of every pub/sub connection open now (one that
+// FreezePubSub holds both directions of every pub/sub connection open now (one that
 // carried a SUBSCRIBE): they go silent, as over a link that died without a reset. Other
 // connections, and those opened later, pass.
-func (p *stallProxy) freezePubSub() int {
+func (p *StallProxy) FreezePubSub() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
@@ -187,8 +187,8 @@ func (p *stallProxy) freezePubSub() int {
 	return n
 }
 
-// release lets everything through again, what was held first.
-func (p *stallProxy) release() {
+// Release lets everything through again, what was held first.
+func (p *StallProxy) Release() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.holdUp = false
@@ -198,14 +198,15 @@ func (p *stallProxy) release() {
 	}
 }
 
-// connections returns the number of proxied connections.
-func (p *stallProxy) connections() int {
+// Connections returns the number of proxied connections.
+func (p *StallProxy) Connections() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.conns)
 }
 
-func (p *stallProxy) close() {
+// Close stops the proxy and closes every connection through it.
+func (p *StallProxy) Close() {
 	p.mu.Lock()
 	p.isClosed = true
 	conns := make([]*proxyConn, 0, len(p.conns))

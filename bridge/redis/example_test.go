@@ -1,4 +1,4 @@
-package bridge_test
+package redis_test
 
 import (
 	"context"
@@ -7,22 +7,23 @@ import (
 	"log"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/ferryrt/ferry/bridge"
+	"github.com/ferryrt/ferry/bridge/redis"
 	"github.com/ferryrt/ferry/session"
 )
 
 // Run several nodes on one Redis: each gets its own broker on the same URL, and the same
 // Secret. A message published on one node is in the history every node reads.
-func ExampleNewRedisBroker() {
+func ExampleNew() {
 	mr, _ := miniredis.Run() // a real deployment: redis://redis-host:6379/0
 	defer mr.Close()
 	ctx := context.Background()
 
 	var nodes []*bridge.Server
 	for range 2 {
-		b, err := bridge.NewRedisBroker(ctx, bridge.RedisConfig{URL: "redis://" + mr.Addr() + "/0"})
+		b, err := redis.New(ctx, redis.Config{URL: "redis://" + mr.Addr() + "/0"})
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -43,25 +44,25 @@ func ExampleNewRedisBroker() {
 
 // Backends that never hold a socket publish with XADD, as with
 // redis-cli XADD ferry:publish '*' channel room:lobby data '{"text":"hi"}',
-// and read what clients send from the stream UpstreamToRedis writes.
-func ExampleUpstreamToRedis() {
+// and read what clients send from the stream UpstreamToStream writes.
+func ExampleUpstreamToStream() {
 	mr, _ := miniredis.Run()
 	defer mr.Close()
 	ctx := context.Background()
-	backend := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	backend := goredis.NewClient(&goredis.Options{Addr: mr.Addr()})
 	defer backend.Close()
 
 	// The gateway side: what clients send goes to ferry:upstream.
-	onMessage := bridge.UpstreamToRedis(backend, bridge.UpstreamConfig{})
+	onMessage := redis.UpstreamToStream(backend, redis.UpstreamConfig{})
 	onMessage(ctx, bridge.Upstream{Session: "s1", User: "ann", Seq: 1, Data: json.RawMessage(`{"move":"e4"}`)})
 
 	// The backend side: a consumer group, acknowledging what it processed.
 	backend.XGroupCreateMkStream(ctx, "ferry:upstream", "game", "0")
-	res, _ := backend.XReadGroup(ctx, &redis.XReadGroupArgs{
+	res, _ := backend.XReadGroup(ctx, &goredis.XReadGroupArgs{
 		Group: "game", Consumer: "worker-1", Streams: []string{"ferry:upstream", ">"}, Count: 10, Block: -1,
 	}).Result()
 	for _, e := range res[0].Messages {
-		u, err := bridge.DecodeUpstream(e)
+		u, err := redis.DecodeUpstream(e)
 		if err != nil {
 			continue // not written by Ferry
 		}

@@ -1,6 +1,6 @@
-package bridge
+package redis
 
-import "github.com/redis/go-redis/v9"
+import goredis "github.com/redis/go-redis/v9"
 
 // The Lua scripts of the Redis broker. Each one runs atomically in Redis, which is what
 // makes a channel's epoch, offsets, history and fan-out agree: Publish assigns the offset,
@@ -97,7 +97,7 @@ end
 // {"<epoch>:<offset>:<time ms>:<digest>"} when the id was already used: a publish sent
 // again (a retry by go-redis, by a node or by a backend) answers the first one's
 // position and publishes nothing.
-var luaPublish = redis.NewScript(luaLib + `
+var luaPublish = goredis.NewScript(luaLib + `
 local seen = redis.call('GET', KEYS[3])
 if seen then
   return {seen}
@@ -114,7 +114,7 @@ return {ep, top, now}
 // clients can subscribe before the first message; a channel nobody ever publishes to
 // goes sooner than one with history, so that subscriptions to arbitrary names don't
 // fill Redis.
-var luaSince = redis.NewScript(luaLib + `
+var luaSince = goredis.NewScript(luaLib + `
 local ep, top = state(KEYS[1], KEYS[2], ARGV[1])
 if top == 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[7])
@@ -141,7 +141,7 @@ return {ep, top, 1, es}
 `)
 
 // luaTouch: KEYS session; ARGV ttl ms. Returns 1 if the session is alive.
-var luaTouch = redis.NewScript(`
+var luaTouch = goredis.NewScript(`
 return redis.call('PEXPIRE', KEYS[1], ARGV[1])
 `)
 
@@ -229,7 +229,7 @@ end
 // luaMarkUpstream: KEYS window; ARGV seq high half, seq low half, seq mod n, n (a multiple
 // of 64), seq (decimal), result, ttl ms. Returns {1} for a new seq, {0, result} for a
 // duplicate (result empty when none is recorded or seq is older than the window).
-var luaMarkUpstream = redis.NewScript(luaDedupeLib + `
+var luaMarkUpstream = goredis.NewScript(luaDedupeLib + `
 local mhi, mlo, bits = load()
 local d
 if not mhi then
@@ -275,7 +275,7 @@ return {1}
 
 // luaRecordUpstream: KEYS and ARGV as luaMarkUpstream. Replaces the result of seq if seq
 // is marked and still in the window; returns 1 if it did.
-var luaRecordUpstream = redis.NewScript(luaDedupeLib + `
+var luaRecordUpstream = goredis.NewScript(luaDedupeLib + `
 local mhi, mlo, bits = load()
 if not mhi then
   return 0
@@ -291,7 +291,7 @@ return 1
 // luaCatchUp reads the position and the latest entry of one channel, atomically (an epoch
 // must not be paired with another epoch's entry). KEYS meta, log. Returns {epoch or false,
 // top, entry or false}.
-var luaCatchUp = redis.NewScript(`
+var luaCatchUp = goredis.NewScript(`
 local st = redis.call('HMGET', KEYS[1], 'epoch', 'top')
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 return {st[1], tonumber(st[2]) or 0, last[1] or false}

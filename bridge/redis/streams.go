@@ -1,6 +1,7 @@
-package bridge
+package redis
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,8 +10,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ferryrt/ferry/bridge/broker"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -23,14 +25,14 @@ import (
 //     publish script checks, then acknowledged and deleted. When the reading node dies,
 //     another takes the lease over once it expires and claims the entries left pending;
 //     those it publishes again land nothing new.
-//   - <prefix>:upstream (UpstreamToRedis) carries what clients send, for backends that read
+//   - <prefix>:upstream (UpstreamToStream) carries what clients send, for backends that read
 //     it with their own consumer groups.
 
 // publishBatch bounds the entries read from the publish stream at once.
 const publishBatch = 100
 
 // luaRenewLease: KEYS lease; ARGV node, ttl ms. Returns 1 if the node still holds it.
-var luaRenewLease = redis.NewScript(`
+var luaRenewLease = goredis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
@@ -39,7 +41,7 @@ return 0
 `)
 
 // luaReleaseLease: KEYS lease; ARGV node.
-var luaReleaseLease = redis.NewScript(`
+var luaReleaseLease = goredis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -57,7 +59,7 @@ type publishReader struct {
 
 // runPublishStream publishes the entries of the publish stream until Close, whenever
 // this node holds the lease.
-func (b *RedisBroker) runPublishStream() {
+func (b *Broker) runPublishStream() {
 	var r publishReader
 	wait, failures := retryMin, 0
 	for b.ctx.Err() == nil {
@@ -66,7 +68,7 @@ func (b *RedisBroker) runPublishStream() {
 			break
 		}
 		if err != nil {
-			if redis.HasErrorPrefix(err, "NOGROUP") {
+			if goredis.HasErrorPrefix(err, "NOGROUP") {
 				r.grouped = false // the stream or the group vanished (a flush)
 			}
 			r.pending = true
@@ -99,7 +101,7 @@ func (b *RedisBroker) runPublishStream() {
 
 // publishStep takes or renews the lease and, holding it, publishes one batch. It
 // returns how long to wait before the next step.
-func (b *RedisBroker) publishStep(r *publishReader) (time.Duration, error) {
+func (b *Broker) publishStep(r *publishReader) (time.Duration, error) {
 	ctx, stream, lease := b.ctx, b.keys.publishStream(), b.cfg.PublishLease
 	if !r.leader {
 		ok, err := b.rdb.SetNX(ctx, b.keys.publishLease(), b.cfg.NodeID, lease).Result()
@@ -126,14 +128,14 @@ func (b *RedisBroker) publishStep(r *publishReader) (time.Duration, error) {
 	if !r.grouped {
 		// "0": entries written before any node ran are published too.
 		err := b.rdb.XGroupCreateMkStream(ctx, stream, PublishGroup, "0").Err()
-		if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+		if err != nil && !goredis.HasErrorPrefix(err, "BUSYGROUP") {
 			return 0, fmt.Errorf("create group: %w", err)
 		}
 		r.grouped = true
 	}
 	if r.claim {
 		// Whatever the previous reader took and did not publish comes first, in order.
-		msgs, next, err := b.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+		msgs, next, err := b.rdb.XAutoClaim(ctx, &goredis.XAutoClaimArgs{
 			Stream: stream, Group: PublishGroup, Consumer: b.cfg.NodeID,
 			MinIdle: 0, Start: "0-0", Count: publishBatch,
 		}).Result()
@@ -153,11 +155,11 @@ func (b *RedisBroker) publishStep(r *publishReader) (time.Duration, error) {
 	if r.pending {
 		start, block = "0", -1 // no BLOCK for this node's own pending entries
 	}
-	res, err := b.blk.XReadGroup(ctx, &redis.XReadGroupArgs{
+	res, err := b.blk.XReadGroup(ctx, &goredis.XReadGroupArgs{
 		Group: PublishGroup, Consumer: b.cfg.NodeID, Streams: []string{stream, start},
 		Count: publishBatch, Block: block,
 	}).Result()
-	if errors.Is(err, redis.Nil) {
+	if errors.Is(err, goredis.Nil) {
 		return 0, nil // nothing new within block
 	}
 	if err != nil {
@@ -183,16 +185,16 @@ func (b *RedisBroker) publishStep(r *publishReader) (time.Duration, error) {
 // entry published and not acknowledged (the node died between the two) is published again
 // by the next reader under the same id, which lands nothing new. A malformed entry is
 // logged and dropped (acknowledged and deleted) so that it can't block the stream.
-func (b *RedisBroker) publishEntries(msgs []redis.XMessage) error {
+func (b *Broker) publishEntries(msgs []goredis.XMessage) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	var cmds []redis.Cmder
+	var cmds []goredis.Cmder
 	var done []string // entries published or dropped
 	for attempt := 0; ; attempt++ {
 		var queued []string
 		var err error
-		cmds, err = b.rdb.Pipelined(b.ctx, func(p redis.Pipeliner) error {
+		cmds, err = b.rdb.Pipelined(b.ctx, func(p goredis.Pipeliner) error {
 			queued, done = b.queueEntries(p, msgs, attempt == 0)
 			return nil
 		})
@@ -202,7 +204,7 @@ func (b *RedisBroker) publishEntries(msgs []redis.XMessage) error {
 		}
 		noScript := false
 		for i, c := range cmds {
-			noScript = noScript || redis.HasErrorPrefix(c.Err(), "NOSCRIPT")
+			noScript = noScript || goredis.HasErrorPrefix(c.Err(), "NOSCRIPT")
 			if c.Err() == nil {
 				done = append(done, queued[i])
 			}
@@ -217,8 +219,8 @@ func (b *RedisBroker) publishEntries(msgs []redis.XMessage) error {
 		}
 	}
 	for i, c := range cmds {
-		if r, err := c.(*redis.Cmd).Slice(); err == nil {
-			if _, _, err := decodePublished(r, ""); errors.Is(err, ErrIdempotencyConflict) {
+		if r, err := c.(*goredis.Cmd).Slice(); err == nil {
+			if _, _, err := decodePublished(r, ""); errors.Is(err, broker.ErrIdempotencyConflict) {
 				b.log.Warn("redis publish stream: an entry's id was used for another payload; not published", "entry", i)
 			}
 		}
@@ -227,12 +229,12 @@ func (b *RedisBroker) publishEntries(msgs []redis.XMessage) error {
 }
 
 // ackEntries acknowledges and deletes entries of the publish stream.
-func (b *RedisBroker) ackEntries(ids []string) error {
+func (b *Broker) ackEntries(ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
 	stream := b.keys.publishStream()
-	_, err := b.rdb.TxPipelined(b.ctx, func(p redis.Pipeliner) error {
+	_, err := b.rdb.TxPipelined(b.ctx, func(p goredis.Pipeliner) error {
 		p.XAck(b.ctx, stream, PublishGroup, ids...)
 		p.XDel(b.ctx, stream, ids...)
 		return nil
@@ -245,7 +247,7 @@ func (b *RedisBroker) ackEntries(ids []string) error {
 
 // queueEntries queues the publish of every well-formed entry of msgs on p, and returns
 // their ids in the order queued, and the ids of the malformed ones.
-func (b *RedisBroker) queueEntries(p redis.Pipeliner, msgs []redis.XMessage, logDrops bool) (queued, dropped []string) {
+func (b *Broker) queueEntries(p goredis.Pipeliner, msgs []goredis.XMessage, logDrops bool) (queued, dropped []string) {
 	ctx := b.ctx
 	size, hist, idle := b.historyArgs()
 	for _, e := range msgs {
@@ -266,21 +268,21 @@ func (b *RedisBroker) queueEntries(p redis.Pipeliner, msgs []redis.XMessage, log
 		// publish once only for this stream.
 		id, ttl, digest := "s:"+e.ID, b.cfg.IdempotencyTTL, ""
 		if key, ok := field(e.Values, "id"); ok {
-			if err := CheckIdempotencyKey(key); err != nil {
+			if err := broker.CheckIdempotencyKey(key); err != nil {
 				if logDrops {
 					b.log.Warn("redis publish stream: dropping an entry with a bad id", "id", e.ID, "err", err)
 				}
 				dropped = append(dropped, e.ID)
 				continue
 			}
-			id, digest = "k:"+key, payloadDigest(data, bin)
+			id, digest = "k:"+key, broker.PayloadDigest(data, bin)
 		}
 		kind, pl := kindJSON, string(data)
 		if data == nil {
 			kind, pl = kindBinary, string(bin)
 		}
 		p.EvalSha(ctx, luaPublish.Hash(), []string{b.keys.meta(channel), b.keys.log(channel), b.keys.pubID(channel, id)},
-			newEpoch(), kind, pl, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest)
+			broker.NewEpoch(), kind, pl, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest)
 		queued = append(queued, e.ID)
 	}
 	return queued, dropped
@@ -289,14 +291,14 @@ func (b *RedisBroker) queueEntries(p redis.Pipeliner, msgs []redis.XMessage, log
 // forgetConsumer removes this node from the publish group when it has nothing pending, so
 // that restarts don't pile up consumers. With entries pending it stays: another node
 // claims them.
-func (b *RedisBroker) forgetConsumer() {
+func (b *Broker) forgetConsumer() {
 	if b.cfg.NoPublishStream {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	stream := b.keys.publishStream()
-	p, err := b.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+	p, err := b.rdb.XPendingExt(ctx, &goredis.XPendingExtArgs{
 		Stream: stream, Group: PublishGroup, Consumer: b.cfg.NodeID, Start: "-", End: "+", Count: 1,
 	}).Result()
 	if err != nil || len(p) > 0 {
@@ -305,7 +307,7 @@ func (b *RedisBroker) forgetConsumer() {
 	b.rdb.XGroupDelConsumer(ctx, stream, PublishGroup, b.cfg.NodeID)
 }
 
-// UpstreamConfig configures UpstreamToRedis.
+// UpstreamConfig configures UpstreamToStream.
 type UpstreamConfig struct {
 	// Stream receives the messages; default "ferry:upstream".
 	Stream string
@@ -314,7 +316,7 @@ type UpstreamConfig struct {
 	MaxLen int64
 }
 
-// UpstreamToRedis returns an upstream handler (for Config.OnMessage) that appends every
+// UpstreamToStream returns an upstream handler (for Config.OnMessage) that appends every
 // message clients send to a Redis stream, for backends to read with consumer groups.
 // Entries have the fields session, user, seq, cid (only when the client negotiated with
 // a client identity), and data (JSON) or bin (bytes); see DecodeUpstream. The gateway
@@ -323,10 +325,10 @@ type UpstreamConfig struct {
 // processing on its side deduplicates by the same pair, since consumer groups redeliver
 // what was not acknowledged. An error (Redis unreachable) is reported to
 // the client in the ack of the frame.
-func UpstreamToRedis(rdb redis.Cmdable, cfg UpstreamConfig) func(context.Context, Upstream) error {
-	stream := orDefault(cfg.Stream, DefaultRedisPrefix+":upstream")
-	maxLen := orDefault(cfg.MaxLen, 100_000)
-	return func(ctx context.Context, u Upstream) error {
+func UpstreamToStream(rdb goredis.Cmdable, cfg UpstreamConfig) func(context.Context, broker.Upstream) error {
+	stream := cmp.Or(cfg.Stream, DefaultPrefix+":upstream")
+	maxLen := cmp.Or(cfg.MaxLen, 100_000)
+	return func(ctx context.Context, u broker.Upstream) error {
 		values := []any{"session", u.Session, "user", u.User, "seq", strconv.FormatUint(u.Seq, 10)}
 		if u.Client != "" {
 			values = append(values, "cid", u.Client)
@@ -336,7 +338,7 @@ func UpstreamToRedis(rdb redis.Cmdable, cfg UpstreamConfig) func(context.Context
 		} else {
 			values = append(values, "bin", u.Binary)
 		}
-		err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, MaxLen: maxLen, Approx: true, Values: values}).Err()
+		err := rdb.XAdd(ctx, &goredis.XAddArgs{Stream: stream, MaxLen: maxLen, Approx: true, Values: values}).Err()
 		if err != nil {
 			return fmt.Errorf("bridge: upstream to redis stream %s: %w", stream, err)
 		}
@@ -344,37 +346,37 @@ func UpstreamToRedis(rdb redis.Cmdable, cfg UpstreamConfig) func(context.Context
 	}
 }
 
-// DecodeUpstream decodes an entry written by UpstreamToRedis, for backends in Go.
-func DecodeUpstream(m redis.XMessage) (Upstream, error) {
-	var u Upstream
+// DecodeUpstream decodes an entry written by UpstreamToStream, for backends in Go.
+func DecodeUpstream(m goredis.XMessage) (broker.Upstream, error) {
+	var u broker.Upstream
 	var ok bool
 	if u.Session, ok = field(m.Values, "session"); !ok || u.Session == "" {
-		return Upstream{}, malformed("upstream entry %s: no session", m.ID)
+		return broker.Upstream{}, malformed("upstream entry %s: no session", m.ID)
 	}
 	u.User, _ = field(m.Values, "user")
 	if cid, ok := field(m.Values, "cid"); ok {
 		if err := session.CheckClientID(cid); err != nil {
-			return Upstream{}, malformed("upstream entry %s: %v", m.ID, err)
+			return broker.Upstream{}, malformed("upstream entry %s: %v", m.ID, err)
 		}
 		u.Client = cid
 	}
 	seq, _ := field(m.Values, "seq")
 	var err error
 	if u.Seq, err = strconv.ParseUint(seq, 10, 64); err != nil || u.Seq == 0 {
-		return Upstream{}, malformed("upstream entry %s: seq %.24q", m.ID, seq)
+		return broker.Upstream{}, malformed("upstream entry %s: seq %.24q", m.ID, seq)
 	}
 	d, hasData := field(m.Values, "data")
 	bin, hasBin := field(m.Values, "bin")
 	switch {
 	case hasData && !hasBin:
 		if !json.Valid([]byte(d)) {
-			return Upstream{}, malformed("upstream entry %s: data is not JSON", m.ID)
+			return broker.Upstream{}, malformed("upstream entry %s: data is not JSON", m.ID)
 		}
 		u.Data = json.RawMessage(d)
 	case hasBin && !hasData:
 		u.Binary = []byte(bin)
 	default:
-		return Upstream{}, malformed("upstream entry %s: want exactly one of data or bin", m.ID)
+		return broker.Upstream{}, malformed("upstream entry %s: want exactly one of data or bin", m.ID)
 	}
 	return u, nil
 }

@@ -1,15 +1,16 @@
-package bridge
+package broker
 
 import (
 	"container/list"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/ferryrt/ferry/session"
 )
@@ -33,13 +34,6 @@ const (
 	// DefaultIdempotencyTTL is how long a broker remembers an idempotency key after the
 	// publish that first used it.
 	DefaultIdempotencyTTL = 10 * time.Minute
-	// DefaultMaxIdempotencyKeys bounds the keys a MemoryBroker remembers.
-	DefaultMaxIdempotencyKeys = 100_000
-	// retryIDTTL is how long the Redis broker remembers the id it gives a publish without
-	// a key: twice what go-redis takes at most, with its defaults, to retry a command (4
-	// attempts, each bounded by ReadTimeout, 3 s, and the backoffs between them), which is
-	// all that id is for. Its cost is one key of about 100 bytes per publish for that long.
-	retryIDTTL = 30 * time.Second
 )
 
 // ErrIdempotencyConflict is returned (wrapped; match it with errors.Is) by a publish whose
@@ -49,9 +43,9 @@ var ErrIdempotencyConflict = errors.New("bridge: idempotency key already used fo
 
 type idemKey struct{}
 
-// WithIdempotencyKey returns a context that makes Server.Publish (and Broker.Publish)
-// idempotent under key: within the broker's window (RedisConfig.IdempotencyTTL,
-// MemoryConfig.IdempotencyTTL), another publish with the same key to the same channel
+// WithIdempotencyKey returns a context that makes bridge.Server.Publish (and
+// Broker.Publish) idempotent under key: within the broker's window (redis.Config.
+// IdempotencyTTL, memory.Config.IdempotencyTTL), another publish with the same key to the same channel
 // publishes nothing and returns the first one's position. key is 1 to
 // MaxIdempotencyKeyLen printable ASCII characters (CheckIdempotencyKey); a publish with
 // an invalid key fails with a bad-request error.
@@ -59,8 +53,8 @@ func WithIdempotencyKey(ctx context.Context, key string) context.Context {
 	return context.WithValue(ctx, idemKey{}, key)
 }
 
-// idempotencyKey returns the key of ctx, checked, or "" for none.
-func idempotencyKey(ctx context.Context) (string, error) {
+// IdempotencyKey returns the key of ctx (WithIdempotencyKey), checked, or "" for none.
+func IdempotencyKey(ctx context.Context) (string, error) {
 	key, ok := ctx.Value(idemKey{}).(string)
 	if !ok {
 		return "", nil
@@ -85,36 +79,48 @@ func CheckIdempotencyKey(key string) error {
 	return nil
 }
 
-// payloadDigest identifies a publish's payload, so that a key reused for another payload
-// is told apart from a retry.
-func payloadDigest(data []byte, bin []byte) string {
+// PayloadDigest identifies a publish's payload, so that a key reused for another payload
+// is told apart from a retry. The Redis broker stores it: it must not change.
+func PayloadDigest(data []byte, bin []byte) string {
 	h := sha256.New()
 	if data != nil {
-		h.Write([]byte(kindJSON))
+		h.Write([]byte("d"))
 		h.Write(data)
 	} else {
-		h.Write([]byte(kindBinary))
+		h.Write([]byte("b"))
 		h.Write(bin)
 	}
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
-// retryID returns a fresh id for a publish without a key.
-func retryID() string {
-	var b [12]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+// RetryID returns a fresh id for a publish without a key: a random UUID, without dashes.
+func RetryID() string {
+	id := uuid.New()
+	return hex.EncodeToString(id[:])
 }
 
-// idemTable is the MemoryBroker's record of idempotency keys: bounded in count, each
-// entry kept ttl after its publish, the oldest forgotten first beyond the bound.
-type idemTable struct {
+// KeyTable is an in-process record of idempotency keys: bounded in count, each entry
+// kept ttl after its publish, the oldest forgotten first beyond the bound. The zero value
+// is not usable: make one with NewKeyTable.
+type KeyTable struct {
 	mu      sync.Mutex // held across the check and the publish of a keyed publish
 	ttl     time.Duration
 	max     int
 	entries map[string]*list.Element // of *idemEntry, in order
 	order   list.List                // oldest publish first
 	evicted uint64                   // keys forgotten before their ttl for max
+}
+
+// NewKeyTable returns a KeyTable remembering at most maxKeys keys (at least 1), each for ttl.
+func NewKeyTable(ttl time.Duration, maxKeys int) *KeyTable {
+	return &KeyTable{ttl: ttl, max: max(maxKeys, 1)}
+}
+
+// Evictions returns how many keys were forgotten before their ttl for the bound.
+func (t *KeyTable) Evictions() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.evicted
 }
 
 type idemEntry struct {
@@ -125,7 +131,7 @@ type idemEntry struct {
 }
 
 // lookupLocked returns the message recorded under key, if any and not expired.
-func (t *idemTable) lookupLocked(key string, now time.Time) (*idemEntry, bool) {
+func (t *KeyTable) lookupLocked(key string, now time.Time) (*idemEntry, bool) {
 	t.expireLocked(now)
 	if e := t.entries[key]; e != nil {
 		return e.Value.(*idemEntry), true
@@ -133,7 +139,7 @@ func (t *idemTable) lookupLocked(key string, now time.Time) (*idemEntry, bool) {
 	return nil, false
 }
 
-func (t *idemTable) expireLocked(now time.Time) {
+func (t *KeyTable) expireLocked(now time.Time) {
 	for e := t.order.Front(); e != nil; e = t.order.Front() {
 		ie := e.Value.(*idemEntry)
 		if ie.expires.After(now) {
@@ -144,7 +150,7 @@ func (t *idemTable) expireLocked(now time.Time) {
 	}
 }
 
-func (t *idemTable) recordLocked(key, digest string, m *session.Message, now time.Time) {
+func (t *KeyTable) recordLocked(key, digest string, m *session.Message, now time.Time) {
 	if t.entries == nil {
 		t.entries = make(map[string]*list.Element)
 	}
@@ -157,18 +163,18 @@ func (t *idemTable) recordLocked(key, digest string, m *session.Message, now tim
 	t.entries[key] = t.order.PushBack(&idemEntry{key: key, expires: now.Add(t.ttl), msg: m, digest: digest})
 }
 
-// publishOnce runs publish unless the idempotency key of ctx was used for channel within
+// PublishOnce runs publish unless the idempotency key of ctx was used for channel within
 // the window; then it returns the first publish's message, or ErrIdempotencyConflict for
 // another payload.
-func (t *idemTable) publishOnce(ctx context.Context, now time.Time, channel string, data, bin []byte, publish func() (*session.Message, error)) (*session.Message, error) {
-	key, err := idempotencyKey(ctx)
+func (t *KeyTable) PublishOnce(ctx context.Context, now time.Time, channel string, data, bin []byte, publish func() (*session.Message, error)) (*session.Message, error) {
+	key, err := IdempotencyKey(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if key == "" {
 		return publish()
 	}
-	digest := payloadDigest(data, bin)
+	digest := PayloadDigest(data, bin)
 	full := channel + "\x00" + key
 	t.mu.Lock()
 	defer t.mu.Unlock()

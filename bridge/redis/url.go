@@ -1,4 +1,4 @@
-package bridge
+package redis
 
 import (
 	"context"
@@ -7,28 +7,28 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 )
 
-// ParseRedisURL returns a go-redis client for a Redis URL, as RedisConfig.URL takes it:
+// ParseURL returns a go-redis client for a Redis URL, as Config.URL takes it:
 //
 //   - redis://[user:password@]host:port/db (rediss:// for TLS): one Redis, with go-redis
-//     options as query parameters (redis.ParseURL);
+//     options as query parameters (goredis.ParseURL);
 //   - redis+cluster://[user:password@]host1:port1,host2:port2,... (rediss+cluster:// for
 //     TLS): a Redis Cluster, reached through any of the listed nodes, with the query
-//     parameters of redis.ParseClusterURL. A cluster has no database number.
+//     parameters of goredis.ParseClusterURL. A cluster has no database number.
 //
 // The client fails fast when Redis is down (two dial attempts per try) and bounds each
 // command by its context's deadline (ContextTimeoutEnabled). It keeps go-redis's retries:
 // every publish carries an id, so a retried publish lands once.
-func ParseRedisURL(raw string) (redis.UniversalClient, error) {
+func ParseURL(raw string) (goredis.UniversalClient, error) {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
 		return nil, fmt.Errorf("bridge: redis URL %.100q: want redis://, rediss://, redis+cluster:// or rediss+cluster://", raw)
 	}
 	switch scheme {
 	case "redis", "rediss":
-		opt, err := redis.ParseURL(raw)
+		opt, err := goredis.ParseURL(raw)
 		if err != nil {
 			return nil, fmt.Errorf("bridge: redis URL: %w", err)
 		}
@@ -39,7 +39,7 @@ func ParseRedisURL(raw string) (redis.UniversalClient, error) {
 		// A request's deadline (bridge.Config.StoreTimeout) must bound its Redis calls:
 		// go-redis otherwise waits ReadTimeout per try, whatever the context says.
 		opt.ContextTimeoutEnabled = true
-		return redis.NewClient(opt), nil
+		return goredis.NewClient(opt), nil
 	case "redis+cluster", "rediss+cluster":
 		u, err := url.Parse("redis://" + rest)
 		if err != nil {
@@ -59,39 +59,39 @@ func ParseRedisURL(raw string) (redis.UniversalClient, error) {
 			q.Add("addr", h)
 		}
 		u.Scheme, u.Host, u.Path, u.RawQuery = strings.TrimSuffix(scheme, "+cluster"), hosts[0], "", q.Encode()
-		opt, err := redis.ParseClusterURL(u.String())
+		opt, err := goredis.ParseClusterURL(u.String())
 		if err != nil {
 			return nil, fmt.Errorf("bridge: redis cluster URL: %w", err)
 		}
 		opt.DialerRetries = 2
 		opt.ContextTimeoutEnabled = true
-		return redis.NewClusterClient(opt), nil
+		return goredis.NewClusterClient(opt), nil
 	}
 	return nil, fmt.Errorf("bridge: redis URL %.100q: unknown scheme %q: want redis, rediss, redis+cluster or rediss+cluster", raw, scheme)
 }
 
 // blockingTwin returns a client of its own for the broker's blocking reads, with the
 // options of c and a small pool; nil for a client of another kind.
-func blockingTwin(c redis.UniversalClient) redis.UniversalClient {
+func blockingTwin(c goredis.UniversalClient) goredis.UniversalClient {
 	switch c := c.(type) {
-	case *redis.Client:
+	case *goredis.Client:
 		o := *c.Options()
 		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = 2, 0, 1
-		return redis.NewClient(&o)
-	case *redis.ClusterClient:
+		return goredis.NewClient(&o)
+	case *goredis.ClusterClient:
 		o := *c.Options()
 		o.PoolSize, o.MinIdleConns, o.MaxIdleConns = 2, 0, 1
-		return redis.NewClusterClient(&o)
+		return goredis.NewClusterClient(&o)
 	}
 	return nil
 }
 
 // redisAddr names where c connects, for messages.
-func redisAddr(c redis.UniversalClient) string {
+func redisAddr(c goredis.UniversalClient) string {
 	switch c := c.(type) {
-	case *redis.Client:
+	case *goredis.Client:
 		return c.Options().Addr
-	case *redis.ClusterClient:
+	case *goredis.ClusterClient:
 		return "cluster " + strings.Join(c.Options().Addrs, ",")
 	}
 	return fmt.Sprintf("%T", c)
@@ -104,19 +104,19 @@ func redisAddr(c redis.UniversalClient) string {
 // hook every refused dial asks for a reload (go-redis runs at most one at a time, 200 ms
 // apart), so once a replica has taken over, the next attempt goes to it. It hooks the
 // nodes the client knows now and every node it meets later.
-func followFailovers(ctx context.Context, c *redis.ClusterClient) error {
+func followFailovers(ctx context.Context, c *goredis.ClusterClient) error {
 	h := reloadOnDialError{c}
-	c.OnNewNode(func(n *redis.Client) { n.AddHook(h) })
-	return c.ForEachShard(ctx, func(_ context.Context, n *redis.Client) error {
+	c.OnNewNode(func(n *goredis.Client) { n.AddHook(h) })
+	return c.ForEachShard(ctx, func(_ context.Context, n *goredis.Client) error {
 		n.AddHook(h)
 		return nil
 	})
 }
 
 // reloadOnDialError is the go-redis hook of followFailovers.
-type reloadOnDialError struct{ c *redis.ClusterClient }
+type reloadOnDialError struct{ c *goredis.ClusterClient }
 
-func (h reloadOnDialError) DialHook(next redis.DialHook) redis.DialHook {
+func (h reloadOnDialError) DialHook(next goredis.DialHook) goredis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := next(ctx, network, addr)
 		if err != nil && ctx.Err() == nil {
@@ -126,8 +126,8 @@ func (h reloadOnDialError) DialHook(next redis.DialHook) redis.DialHook {
 	}
 }
 
-func (reloadOnDialError) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (reloadOnDialError) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook { return next }
 
-func (reloadOnDialError) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (reloadOnDialError) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
 	return next
 }

@@ -1,4 +1,4 @@
-package bridge
+package redis
 
 import (
 	"context"
@@ -8,13 +8,14 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ferryrt/ferry/bridge/broker"
 	"github.com/ferryrt/ferry/session"
 )
 
-// The pub/sub side of RedisBroker: one connection per node, owned by runSubscriber,
-// which replaces it whenever it fails. Fields in RedisBroker under mu.
+// The pub/sub side of Broker: one connection per node, owned by runSubscriber,
+// which replaces it whenever it fails. Fields in Broker under mu.
 
 // Reconnection backoff of the subscriber and the publish stream reader.
 const (
@@ -28,17 +29,17 @@ const (
 	connectTimeout = 10 * time.Second
 )
 
-// Subscribe implements Broker. It returns once Redis has confirmed the subscription, so
+// Subscribe implements broker.Broker. It returns once Redis has confirmed the subscription, so
 // that a message published afterwards reaches this node, or with an error if ctx ends
 // first (the channel stays wanted: the SUBSCRIBE may yet take effect, and a new
 // connection subscribes it). Called again for a wanted channel, it confirms the earlier
 // SUBSCRIBE. While the connection is down it only records the channel: the next
 // connection subscribes it and catches up.
-func (b *RedisBroker) Subscribe(ctx context.Context, channel string) error {
+func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		return ErrBrokerClosed
+		return broker.ErrBrokerClosed
 	}
 	_, wanted := b.want[channel]
 	b.want[channel] = struct{}{}
@@ -74,8 +75,8 @@ func (b *RedisBroker) Subscribe(ctx context.Context, channel string) error {
 	}
 }
 
-// Unsubscribe implements Broker.
-func (b *RedisBroker) Unsubscribe(ctx context.Context, channel string) error {
+// Unsubscribe implements broker.Broker.
+func (b *Broker) Unsubscribe(ctx context.Context, channel string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if _, ok := b.want[channel]; !ok {
@@ -90,7 +91,17 @@ func (b *RedisBroker) Unsubscribe(ctx context.Context, channel string) error {
 	return nil
 }
 
-func (b *RedisBroker) waiterLocked() (string, chan struct{}) {
+// Subscribing reports whether this node wants channel (it is subscribed, or will be on
+// the next connection), and how many Subscribe calls wait for Redis to confirm a
+// SUBSCRIBE: what a paused Redis holds up. For monitoring and tests.
+func (b *Broker) Subscribing(channel string) (wanted bool, waiting int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, wanted = b.want[channel]
+	return wanted, len(b.waiters)
+}
+
+func (b *Broker) waiterLocked() (string, chan struct{}) {
 	b.tokenSeq++
 	token := "sub:" + strconv.FormatUint(b.tokenSeq, 10)
 	done := make(chan struct{})
@@ -98,7 +109,7 @@ func (b *RedisBroker) waiterLocked() (string, chan struct{}) {
 	return token, done
 }
 
-func (b *RedisBroker) dropWaiter(token string) {
+func (b *Broker) dropWaiter(token string) {
 	b.mu.Lock()
 	delete(b.waiters, token)
 	b.mu.Unlock()
@@ -106,7 +117,7 @@ func (b *RedisBroker) dropWaiter(token string) {
 
 // releaseWaitersLocked lets every waiting Subscribe return: their channels are in want,
 // which the next connection subscribes.
-func (b *RedisBroker) releaseWaitersLocked() {
+func (b *Broker) releaseWaitersLocked() {
 	for token, done := range b.waiters {
 		close(done)
 		delete(b.waiters, token)
@@ -114,7 +125,7 @@ func (b *RedisBroker) releaseWaitersLocked() {
 }
 
 // runSubscriber keeps a subscribed pub/sub connection until Close.
-func (b *RedisBroker) runSubscriber() {
+func (b *Broker) runSubscriber() {
 	wait, failures := retryMin, 0
 	for {
 		wasUp, err := b.subscribeOnce()
@@ -145,13 +156,13 @@ func (b *RedisBroker) runSubscriber() {
 // subscribeOnce runs one pub/sub connection: it subscribes the control channel and every
 // wanted channel, catches up once Redis has confirmed them, and delivers until the
 // connection fails. wasUp reports whether it got that far.
-func (b *RedisBroker) subscribeOnce() (wasUp bool, err error) {
+func (b *Broker) subscribeOnce() (wasUp bool, err error) {
 	ps := b.rdb.Subscribe(b.ctx)
 	defer ps.Close()
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		return false, ErrBrokerClosed
+		return false, broker.ErrBrokerClosed
 	}
 	b.ps, b.lastSeen = ps, time.Now()
 	names := make([]string, 0, len(b.want)+1)
@@ -182,9 +193,9 @@ func (b *RedisBroker) subscribeOnce() (wasUp bool, err error) {
 		b.lastSeen = time.Now()
 		b.mu.Unlock()
 		switch m := msg.(type) {
-		case *redis.Message:
+		case *goredis.Message:
 			b.handle(m)
-		case *redis.Pong:
+		case *goredis.Pong:
 			if m.Payload == sync {
 				// Every SUBSCRIBE sent before the ping is in effect: what was published
 				// before them, this node may have missed.
@@ -205,7 +216,7 @@ func (b *RedisBroker) subscribeOnce() (wasUp bool, err error) {
 	}
 }
 
-func (b *RedisBroker) markUp() {
+func (b *Broker) markUp() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.up {
@@ -214,7 +225,7 @@ func (b *RedisBroker) markUp() {
 	b.up, b.downErr = true, nil
 }
 
-func (b *RedisBroker) markDown(err error) {
+func (b *Broker) markDown(err error) {
 	if err == nil {
 		err = errors.New("connection closed")
 	}
@@ -226,7 +237,7 @@ func (b *RedisBroker) markDown(err error) {
 
 // runHealth pings the pub/sub connection, and closes it when Redis stops answering, so
 // that a connection that died silently (no reset, no error) is noticed and replaced.
-func (b *RedisBroker) runHealth() {
+func (b *Broker) runHealth() {
 	every := b.cfg.HealthInterval
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -260,7 +271,7 @@ func (b *RedisBroker) runHealth() {
 }
 
 // handle decodes a pub/sub message and passes it on.
-func (b *RedisBroker) handle(m *redis.Message) {
+func (b *Broker) handle(m *goredis.Message) {
 	if m.Channel == b.keys.control() {
 		node, sid, attachID, err := decodeNotice(m.Payload)
 		if err != nil {
@@ -289,7 +300,7 @@ func (b *RedisBroker) handle(m *redis.Message) {
 
 // pass delivers m unless it is not newer than what this node delivered on its channel
 // (catch-up and pub/sub can both bring it).
-func (b *RedisBroker) pass(m *session.Message) {
+func (b *Broker) pass(m *session.Message) {
 	b.mu.Lock()
 	if _, ok := b.want[m.Channel]; !ok {
 		b.mu.Unlock()
@@ -311,7 +322,7 @@ func (b *RedisBroker) pass(m *session.Message) {
 // delivered. An attachment behind it sees a gap and reads the rest from history; that is
 // how messages published while the node had no subscription reach its sessions, even
 // when nothing else is published on their channels afterwards.
-func (b *RedisBroker) catchUp() error {
+func (b *Broker) catchUp() error {
 	b.mu.Lock()
 	chans := make([]string, 0, len(b.want))
 	for ch := range b.want {
@@ -327,7 +338,7 @@ func (b *RedisBroker) catchUp() error {
 			cancel()
 			return err
 		}
-		cmds, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cmds, err := b.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			for _, ch := range batch {
 				p.EvalSha(ctx, luaCatchUp.Hash(), []string{b.keys.meta(ch), b.keys.log(ch)})
 			}
@@ -339,7 +350,7 @@ func (b *RedisBroker) catchUp() error {
 		}
 		res := make([]any, len(cmds))
 		for i, c := range cmds {
-			res[i] = c.(*redis.Cmd).Val()
+			res[i] = c.(*goredis.Cmd).Val()
 		}
 		for i, ch := range batch {
 			r, ok := res[i].([]any)

@@ -1,17 +1,18 @@
-package bridge
+package memory
 
 import (
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/ferryrt/ferry/session"
 )
 
-// memoryState is the saved form of a MemoryBroker: what a single node needs to come back
+// memoryState is the saved form of a Broker: what a single node needs to come back
 // from a restart with its channels' positions and history, its sessions' liveness and
 // its dedupe windows, so that clients resume instead of being reset.
 type memoryState struct {
@@ -49,7 +50,7 @@ type dedupeState struct {
 
 // Save writes the broker's channels and sessions to w. Call it when nothing publishes any
 // more (after Server.Shutdown); messages published during Save may or may not be in it.
-func (b *MemoryBroker) Save(w io.Writer) error {
+func (b *Broker) Save(w io.Writer) error {
 	st := memoryState{Version: 1, Channels: map[string]channelState{}, Sessions: map[string]sessionState{},
 		Dedupe: map[string]dedupeState{}}
 	b.mu.Lock()
@@ -87,24 +88,24 @@ func (b *MemoryBroker) Save(w io.Writer) error {
 
 // Load replaces the broker's channels and sessions with a state written by Save. Expired
 // sessions and history are dropped as usual, by the sweeper or on first use.
-func (b *MemoryBroker) Load(r io.Reader) error {
+func (b *Broker) Load(r io.Reader) error {
 	var st memoryState
 	if err := json.NewDecoder(r).Decode(&st); err != nil {
-		return fmt.Errorf("bridge: load memory state: %w", err)
+		return fmt.Errorf("memory: load state: %w", err)
 	}
 	if st.Version != 1 {
-		return fmt.Errorf("bridge: load memory state: unknown version %d", st.Version)
+		return fmt.Errorf("memory: load state: unknown version %d", st.Version)
 	}
 	chans := make(map[string]*memChannel, len(st.Channels))
 	for name, cs := range st.Channels {
 		if !session.ValidChannel(name) || !session.ValidEpoch(cs.Epoch) {
-			return fmt.Errorf("bridge: load memory state: bad channel %q or epoch %q", name, cs.Epoch)
+			return fmt.Errorf("memory: load state: bad channel %q or epoch %q", name, cs.Epoch)
 		}
 		ch := &memChannel{epoch: cs.Epoch, top: cs.Top}
 		for i, m := range cs.Messages {
 			// The ring must hold consecutive offsets ending at top.
 			if m.Offset != cs.Top-uint64(len(cs.Messages)-1-i) {
-				return fmt.Errorf("bridge: load memory state: channel %q: offsets not consecutive", name)
+				return fmt.Errorf("memory: load state: channel %q: offsets not consecutive", name)
 			}
 			ch.ring = append(ch.ring, &session.Message{Channel: name, Pos: session.Position{Epoch: cs.Epoch, Offset: m.Offset},
 				Data: m.Data, Bin: m.Bin, Time: m.Time})
@@ -143,7 +144,7 @@ func (b *MemoryBroker) Load(r io.Reader) error {
 	b.tombList.Init()
 	// The positions of channels the state does not hold are forgotten: those channels
 	// must begin new epochs.
-	rand.Read(b.gen[:])
+	b.gen = uuid.New()
 	b.mu.Unlock()
 	b.smu.Lock()
 	b.sessions = sessions

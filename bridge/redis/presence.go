@@ -1,4 +1,4 @@
-package bridge
+package redis
 
 import (
 	"context"
@@ -9,7 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/ferryrt/ferry/bridge/broker"
+	"github.com/ferryrt/ferry/bridge/presence"
 )
 
 // Presence in Redis. Per channel, a sorted set <prefix>:presence:{<channel>} holds the
@@ -29,7 +32,7 @@ import (
 // luaPresenceJoin: KEYS presence, meta, log of one channel. ARGV member, ttl ms, candidate
 // epoch, size, history ttl, idle, join event, pub/sub channel. Returns {1, expiry} if the
 // member joined, {0, expiry} if it was present already (its expiry renewed).
-var luaPresenceJoin = redis.NewScript(luaLib + `
+var luaPresenceJoin = goredis.NewScript(luaLib + `
 local now = now_ms()
 local exp = now + tonumber(ARGV[2])
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -43,7 +46,7 @@ return {0, exp}
 
 // luaPresenceLeave: the keys and arguments of luaPresenceJoin (ttl unused), with a leave
 // event. Returns 1 if the member left.
-var luaPresenceLeave = redis.NewScript(luaLib + `
+var luaPresenceLeave = goredis.NewScript(luaLib + `
 local now = now_ms()
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   publish(KEYS[2], KEYS[3], ARGV[3], 'd', ARGV[7], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[8], now)
@@ -55,7 +58,7 @@ return 0
 // luaPresenceExpire removes one member if it has expired: the keys and arguments of
 // luaPresenceLeave. Returns 1 if it left, 0 if it was not there, or its expiry if it is
 // still present (refreshed since the index entry was written).
-var luaPresenceExpire = redis.NewScript(luaLib + `
+var luaPresenceExpire = goredis.NewScript(luaLib + `
 local now = now_ms()
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not s then
@@ -70,40 +73,40 @@ return 1
 `)
 
 // luaPresenceList: KEYS presence. Returns the members not expired.
-var luaPresenceList = redis.NewScript(luaLib + `
+var luaPresenceList = goredis.NewScript(luaLib + `
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. int(now_ms()), '+inf')
 `)
 
 // sweepBatch bounds the expired members handled per step of a sweep.
 const sweepBatch = 256
 
-// RedisPresence is Presence shared by every node through Redis; see Presence.
-type RedisPresence struct {
-	b   *RedisBroker
-	cfg PresenceConfig
+// Presence is Presence shared by every node through Redis; see Presence.
+type Presence struct {
+	b   *Broker
+	cfg presence.Config
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-// NewRedisPresence returns presence stored in b's Redis, with events published through
+// NewPresence returns presence stored in b's Redis, with events published through
 // b, and starts its sweeper.
-func NewRedisPresence(b *RedisBroker, cfg PresenceConfig) *RedisPresence {
-	p := &RedisPresence{b: b, cfg: cfg.withDefaults()}
+func NewPresence(b *Broker, cfg presence.Config) *Presence {
+	p := &Presence{b: b, cfg: cfg.WithDefaults()}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.wg.Go(p.run)
 	return p
 }
 
 // Close implements Presence.
-func (p *RedisPresence) Close() error {
+func (p *Presence) Close() error {
 	p.cancel()
 	p.wg.Wait()
 	return nil
 }
 
-func (p *RedisPresence) run() {
+func (p *Presence) run() {
 	t := time.NewTicker(p.cfg.SweepInterval)
 	defer t.Stop()
 	for {
@@ -118,24 +121,24 @@ func (p *RedisPresence) run() {
 	}
 }
 
-func encodeMember(m PresenceMember) string {
+func encodeMember(m presence.Member) string {
 	b, _ := json.Marshal(m)
 	return string(b)
 }
 
 // decodeMember decodes a member of a presence set.
-func decodeMember(s string) (PresenceMember, error) {
-	var m PresenceMember
+func decodeMember(s string) (presence.Member, error) {
+	var m presence.Member
 	if err := json.Unmarshal([]byte(s), &m); err != nil || m.Session == "" {
-		return PresenceMember{}, malformed("presence member %.80q", s)
+		return presence.Member{}, malformed("presence member %.80q", s)
 	}
 	return m, nil
 }
 
 // change runs luaPresenceJoin or luaPresenceLeave for m on channels, one channel at a
 // time (each channel's keys are in its own hash slot), and keeps the due index in step.
-func (p *RedisPresence) change(ctx context.Context, script *redis.Script, event string, m PresenceMember, channels []string) error {
-	if err := m.check(); err != nil {
+func (p *Presence) change(ctx context.Context, script *goredis.Script, event string, m presence.Member, channels []string) error {
+	if err := m.Check(); err != nil {
 		return err
 	}
 	k := p.b.keys
@@ -147,24 +150,24 @@ func (p *RedisPresence) change(ctx context.Context, script *redis.Script, event 
 		}
 	}
 	for _, ch := range channels {
-		pc, due := PresenceChannel(ch), ch+" "+member
-		if event == PresenceJoin {
+		pc, due := presence.Channel(ch), ch+" "+member
+		if event == presence.Join {
 			// Indexed before the join, so that no member is ever present unindexed (and
 			// so never swept). A provisional score; the script's expiry replaces it.
 			exp := time.Now().Add(p.cfg.TTL).UnixMilli()
-			if err := p.b.rdb.ZAdd(ctx, k.presenceDue(), redis.Z{Score: float64(exp), Member: due}).Err(); err != nil {
+			if err := p.b.rdb.ZAdd(ctx, k.presenceDue(), goredis.Z{Score: float64(exp), Member: due}).Err(); err != nil {
 				return fmt.Errorf("bridge: redis presence %s: %w", event, err)
 			}
 		}
 		res, err := script.Run(ctx, p.b.rdb, []string{k.presence(ch), k.meta(pc), k.log(pc)},
-			member, p.cfg.TTL.Milliseconds(), newEpoch(), size, ttl, idle, string(presenceEvent(event, ch, m)), k.pubsub(pc)).Result()
+			member, p.cfg.TTL.Milliseconds(), broker.NewEpoch(), size, ttl, idle, string(presence.EventData(event, ch, m)), k.pubsub(pc)).Result()
 		if err != nil {
 			return fmt.Errorf("bridge: redis presence %s: %w", event, err)
 		}
-		if event == PresenceJoin {
+		if event == presence.Join {
 			if r, ok := res.([]any); ok && len(r) == 2 {
 				if exp, ok := r[1].(int64); ok {
-					p.b.rdb.ZAdd(ctx, k.presenceDue(), redis.Z{Score: float64(exp), Member: due}) // best effort: the provisional score stands
+					p.b.rdb.ZAdd(ctx, k.presenceDue(), goredis.Z{Score: float64(exp), Member: due}) // best effort: the provisional score stands
 				}
 			}
 		} else if err := p.b.rdb.ZRem(ctx, k.presenceDue(), due).Err(); err != nil {
@@ -176,22 +179,22 @@ func (p *RedisPresence) change(ctx context.Context, script *redis.Script, event 
 }
 
 // Join implements Presence.
-func (p *RedisPresence) Join(ctx context.Context, m PresenceMember, channels ...string) error {
-	return p.change(ctx, luaPresenceJoin, PresenceJoin, m, channels)
+func (p *Presence) Join(ctx context.Context, m presence.Member, channels ...string) error {
+	return p.change(ctx, luaPresenceJoin, presence.Join, m, channels)
 }
 
 // Leave implements Presence. m must be the member that joined, identity included.
-func (p *RedisPresence) Leave(ctx context.Context, m PresenceMember, channels ...string) error {
-	return p.change(ctx, luaPresenceLeave, PresenceLeave, m, channels)
+func (p *Presence) Leave(ctx context.Context, m presence.Member, channels ...string) error {
+	return p.change(ctx, luaPresenceLeave, presence.Leave, m, channels)
 }
 
 // List implements Presence.
-func (p *RedisPresence) List(ctx context.Context, channel string) ([]PresenceMember, error) {
+func (p *Presence) List(ctx context.Context, channel string) ([]presence.Member, error) {
 	raw, err := luaPresenceList.Run(ctx, p.b.rdb, []string{p.b.keys.presence(channel)}).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("bridge: redis presence of %s: %w", channel, err)
 	}
-	out := make([]PresenceMember, 0, len(raw))
+	out := make([]presence.Member, 0, len(raw))
 	for _, s := range raw {
 		m, err := decodeMember(s)
 		if err != nil {
@@ -200,13 +203,13 @@ func (p *RedisPresence) List(ctx context.Context, channel string) ([]PresenceMem
 		}
 		out = append(out, m)
 	}
-	sortMembers(out)
+	presence.SortMembers(out)
 	return out, nil
 }
 
 // Sweep removes the members whose TTL has passed, on every channel, and announces their
 // leave. Every node's sweeper calls it every SweepInterval; it returns how many left.
-func (p *RedisPresence) Sweep(ctx context.Context) (int, error) {
+func (p *Presence) Sweep(ctx context.Context) (int, error) {
 	k := p.b.keys
 	size, ttl, idle := p.b.historyArgs()
 	left := 0
@@ -215,7 +218,7 @@ func (p *RedisPresence) Sweep(ctx context.Context) (int, error) {
 		if err != nil {
 			return left, fmt.Errorf("bridge: presence sweep: %w", err)
 		}
-		due, err := p.b.rdb.ZRangeByScore(ctx, k.presenceDue(), &redis.ZRangeBy{
+		due, err := p.b.rdb.ZRangeByScore(ctx, k.presenceDue(), &goredis.ZRangeBy{
 			Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: sweepBatch,
 		}).Result()
 		if err != nil {
@@ -231,15 +234,15 @@ func (p *RedisPresence) Sweep(ctx context.Context) (int, error) {
 				}
 				continue
 			}
-			pc := PresenceChannel(ch)
+			pc := presence.Channel(ch)
 			n, err := luaPresenceExpire.Run(ctx, p.b.rdb, []string{k.presence(ch), k.meta(pc), k.log(pc)},
-				member, 0, newEpoch(), size, ttl, idle, string(presenceEvent(PresenceLeave, ch, m)), k.pubsub(pc)).Int64()
+				member, 0, broker.NewEpoch(), size, ttl, idle, string(presence.EventData(presence.Leave, ch, m)), k.pubsub(pc)).Int64()
 			if err != nil {
 				return left, fmt.Errorf("bridge: presence sweep: %w", err)
 			}
 			if n > 1 {
 				// Refreshed meanwhile: the index follows the member's expiry.
-				err = p.b.rdb.ZAdd(ctx, k.presenceDue(), redis.Z{Score: float64(n), Member: d}).Err()
+				err = p.b.rdb.ZAdd(ctx, k.presenceDue(), goredis.Z{Score: float64(n), Member: d}).Err()
 			} else {
 				left += int(n)
 				err = p.b.rdb.ZRem(ctx, k.presenceDue(), d).Err()

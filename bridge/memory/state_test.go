@@ -1,4 +1,4 @@
-package bridge
+package memory_test
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrt/ferry/bridge/broker/brokertest"
+	"github.com/ferryrt/ferry/bridge/memory"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -17,7 +19,7 @@ import (
 // reset, and a resent upstream frame is still a duplicate.
 func TestMemoryStateSurvivesRestart(t *testing.T) {
 	ctx := context.Background()
-	a := NewMemoryBroker(MemoryConfig{})
+	a := memory.New(memory.Config{})
 	var mid session.Position
 	for i := range 10 {
 		m, err := a.Publish(ctx, "room:x", []byte(`{"i":1}`), nil)
@@ -36,7 +38,7 @@ func TestMemoryStateSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b := NewMemoryBroker(MemoryConfig{})
+	b := memory.New(memory.Config{})
 	if err := b.Load(&buf); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +73,7 @@ func TestMemoryStateRejectsBadFiles(t *testing.T) {
 		`{"version":1,"channels":{"bad name":{"epoch":"a","top":0}}}`,
 		`{"version":1,"channels":{"c":{"epoch":"a","top":5,"messages":[{"off":1,"ts":0,"d":1}]}}}`,
 	} {
-		if err := NewMemoryBroker(MemoryConfig{}).Load(strings.NewReader(in)); err == nil {
+		if err := memory.New(memory.Config{}).Load(strings.NewReader(in)); err == nil {
 			t.Errorf("Load(%q) succeeded", in)
 		}
 	}
@@ -84,9 +86,9 @@ func TestMemoryDedupeWindows(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	b := NewMemoryBroker(MemoryConfig{Now: clock, MaxDedupeKeys: 3})
+	b := memory.New(memory.Config{Now: clock, MaxDedupeKeys: 3})
 	defer b.Close()
-	checkLedger(t, []session.Store{b}, "c:walk")
+	brokertest.CheckLedger(t, []session.Store{b}, "c:walk")
 
 	mark := func(key string, seq uint64) bool {
 		first, _, _ := b.MarkUpstream(ctx, key, seq, "", time.Minute)
@@ -122,7 +124,7 @@ func TestMemoryStateLoadsSessionWindows(t *testing.T) {
 	maxSeq, bits := w.State()
 	old, _ := json.Marshal(map[string]any{"version": 1, "channels": map[string]any{},
 		"sessions": map[string]any{"sid-1": map[string]any{"expires": time.Now().Add(time.Minute).UnixMilli(), "max": maxSeq, "bits": bits}}})
-	b := NewMemoryBroker(MemoryConfig{})
+	b := memory.New(memory.Config{})
 	defer b.Close()
 	if err := b.Load(bytes.NewReader(old)); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package bridge
+package redis_test
 
 import (
 	"context"
@@ -8,34 +8,33 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
-)
+	goredis "github.com/redis/go-redis/v9"
 
-func newBackendClient(t testing.TB, mr *miniredis.Miniredis) *redis.Client {
-	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
-}
+	"github.com/ferryrt/ferry/bridge/broker"
+	"github.com/ferryrt/ferry/bridge/broker/brokertest"
+	"github.com/ferryrt/ferry/bridge/redis"
+	"github.com/ferryrt/ferry/internal/await"
+	"github.com/ferryrt/ferry/internal/redistest"
+)
 
 // A backend publishes with XADD (as with redis-cli) and every valid entry reaches the
 // subscribers once, in stream order, whichever of the nodes reads it; malformed entries
 // are dropped without blocking the rest.
 func TestRedisPublishStreamInOrderExactlyOnce(t *testing.T) {
 	mr := miniredis.RunT(t)
-	a := newRedisBroker(t, mr, RedisConfig{PublishLease: 300 * time.Millisecond})
-	b := newRedisBroker(t, mr, RedisConfig{PublishLease: 300 * time.Millisecond})
-	sub := newRedisBroker(t, mr, RedisConfig{NoPublishStream: true})
-	startBroker(t, a)
-	startBroker(t, b)
-	in := startBroker(t, sub)
+	a := redistest.NewBroker(t, mr, redis.Config{PublishLease: 300 * time.Millisecond})
+	b := redistest.NewBroker(t, mr, redis.Config{PublishLease: 300 * time.Millisecond})
+	sub := redistest.NewBroker(t, mr, redis.Config{NoPublishStream: true})
+	brokertest.Start(t, a)
+	brokertest.Start(t, b)
+	in := brokertest.Start(t, sub)
 	ctx := context.Background()
 	sub.Subscribe(ctx, "room:x")
-	backend := newBackendClient(t, mr)
+	backend := redistest.NewBackendClient(t, mr)
 
 	xadd := func(values ...any) {
 		t.Helper()
-		if err := backend.XAdd(ctx, &redis.XAddArgs{Stream: "ferry:publish", Values: values}).Err(); err != nil {
+		if err := backend.XAdd(ctx, &goredis.XAddArgs{Stream: "ferry:publish", Values: values}).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -59,12 +58,12 @@ func TestRedisPublishStreamInOrderExactlyOnce(t *testing.T) {
 		xadd("channel", "room:x", "data", data)
 		want = append(want, fmt.Sprintf(`%d:{"i":%d}`, len(want)+1, i))
 	}
-	in.waitFor(t, "every entry", func() bool { return len(in.on("room:x")) >= len(want) })
-	if got := in.on("room:x"); fmt.Sprint(got) != fmt.Sprint(want) {
+	in.WaitFor(t, "every entry", func() bool { return len(in.On("room:x")) >= len(want) })
+	if got := in.On("room:x"); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("delivered\n%q\nwant\n%q", got, want)
 	}
-	eventually(t, "an empty stream", func() bool { return backend.XLen(ctx, "ferry:publish").Val() == 0 })
-	if p := backend.XPending(ctx, "ferry:publish", PublishGroup).Val(); p.Count != 0 {
+	await.Until(t, "an empty stream", func() bool { return backend.XLen(ctx, "ferry:publish").Val() == 0 })
+	if p := backend.XPending(ctx, "ferry:publish", redis.PublishGroup).Val(); p.Count != 0 {
 		t.Fatalf("entries left pending: %+v", p)
 	}
 }
@@ -74,26 +73,26 @@ func TestRedisPublishStreamInOrderExactlyOnce(t *testing.T) {
 func TestRedisPublishStreamTakeover(t *testing.T) {
 	mr := miniredis.RunT(t)
 	ctx := context.Background()
-	backend := newBackendClient(t, mr)
-	if err := backend.XGroupCreateMkStream(ctx, "ferry:publish", PublishGroup, "0").Err(); err != nil {
+	backend := redistest.NewBackendClient(t, mr)
+	if err := backend.XGroupCreateMkStream(ctx, "ferry:publish", redis.PublishGroup, "0").Err(); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 3; i++ {
-		backend.XAdd(ctx, &redis.XAddArgs{Stream: "ferry:publish", Values: []any{"channel", "room:y", "data", fmt.Sprint(i)}})
+		backend.XAdd(ctx, &goredis.XAddArgs{Stream: "ferry:publish", Values: []any{"channel", "room:y", "data", fmt.Sprint(i)}})
 	}
 	// The dead node holds the lease and has read entries 1 and 2.
 	backend.Set(ctx, "ferry:publish-lease", "dead", 10*time.Second)
-	if err := backend.XReadGroup(ctx, &redis.XReadGroupArgs{Group: PublishGroup, Consumer: "dead",
+	if err := backend.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: redis.PublishGroup, Consumer: "dead",
 		Streams: []string{"ferry:publish", ">"}, Count: 2, Block: -1}).Err(); err != nil {
 		t.Fatal(err)
 	}
 
-	b := newRedisBroker(t, mr, RedisConfig{PublishLease: 300 * time.Millisecond})
-	in := startBroker(t, b)
+	b := redistest.NewBroker(t, mr, redis.Config{PublishLease: 300 * time.Millisecond})
+	in := brokertest.Start(t, b)
 	b.Subscribe(ctx, "room:y")
 	mr.FastForward(11 * time.Second) // the dead node's lease expires
-	in.waitFor(t, "three messages", func() bool { return len(in.on("room:y")) == 3 })
-	if got := in.on("room:y"); fmt.Sprint(got) != "[1:1 2:2 3:3]" {
+	in.WaitFor(t, "three messages", func() bool { return len(in.On("room:y")) == 3 })
+	if got := in.On("room:y"); fmt.Sprint(got) != "[1:1 2:2 3:3]" {
 		t.Fatalf("after the takeover: %v", got)
 	}
 	if got := backend.Get(ctx, "ferry:publish-lease").Val(); got != b.NodeID() {
@@ -105,14 +104,14 @@ func TestRedisPublishStreamTakeover(t *testing.T) {
 	}
 }
 
-// UpstreamToRedis appends client messages to a stream that backends read with consumer
+// UpstreamToStream appends client messages to a stream that backends read with consumer
 // groups: at least once for them, with (session, seq) to deduplicate.
 func TestRedisUpstreamConsumerGroup(t *testing.T) {
 	mr := miniredis.RunT(t)
 	ctx := context.Background()
-	backend := newBackendClient(t, mr)
-	send := UpstreamToRedis(backend, UpstreamConfig{})
-	ups := []Upstream{
+	backend := redistest.NewBackendClient(t, mr)
+	send := redis.UpstreamToStream(backend, redis.UpstreamConfig{})
+	ups := []broker.Upstream{
 		{Session: "s1", User: "ann", Seq: 1, Data: json.RawMessage(`{"text":"hi"}`)},
 		{Session: "s1", User: "ann", Seq: 2, Binary: []byte{0, 1, 2}},
 		{Session: "s2", Client: "tab-0123456789abcdef", Seq: 7, Data: json.RawMessage(`"x"`)},
@@ -125,8 +124,8 @@ func TestRedisUpstreamConsumerGroup(t *testing.T) {
 	if err := backend.XGroupCreate(ctx, "ferry:upstream", "svc", "0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	read := func(consumer string) []redis.XMessage {
-		res, err := backend.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "svc", Consumer: consumer,
+	read := func(consumer string) []goredis.XMessage {
+		res, err := backend.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "svc", Consumer: consumer,
 			Streams: []string{"ferry:upstream", ">"}, Count: 10, Block: -1}).Result()
 		if err != nil {
 			t.Fatal(err)
@@ -138,7 +137,7 @@ func TestRedisUpstreamConsumerGroup(t *testing.T) {
 		t.Fatalf("read %d entries", len(msgs))
 	}
 	for i, m := range msgs {
-		u, err := DecodeUpstream(m)
+		u, err := redis.DecodeUpstream(m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +147,7 @@ func TestRedisUpstreamConsumerGroup(t *testing.T) {
 	}
 	// c1 acknowledges two and dies; c2 claims the third.
 	backend.XAck(ctx, "ferry:upstream", "svc", msgs[0].ID, msgs[1].ID)
-	claimed, _, err := backend.XAutoClaim(ctx, &redis.XAutoClaimArgs{Stream: "ferry:upstream", Group: "svc",
+	claimed, _, err := backend.XAutoClaim(ctx, &goredis.XAutoClaimArgs{Stream: "ferry:upstream", Group: "svc",
 		Consumer: "c2", Start: "0-0", Count: 10}).Result()
 	if err != nil || len(claimed) != 1 || claimed[0].ID != msgs[2].ID {
 		t.Fatalf("claimed %v, %v", claimed, err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/internal/fclient"
+	"github.com/ferryrt/ferry/transport"
 )
 
 var transports = []string{"websocket", "sse", "longpoll"}
@@ -25,6 +27,20 @@ type testServer struct {
 
 	mu   sync.Mutex
 	seen map[string]int // "sid/seq" -> times the handler saw it
+}
+
+// testIOPlain reports whether this run serves the test servers with plain I/O
+// (FERRY_TEST_IO=plain; scripts/test.sh runs the package a second time so): every test
+// that does not choose a mode itself then runs on the twin of the pooled I/O.
+var testIOPlain = os.Getenv("FERRY_TEST_IO") == "plain"
+
+// pooledOnly skips a test of the pooled I/O itself (a take-over, a connection without a
+// goroutine) in the plain run; the pooled run of the same package runs it.
+func pooledOnly(t testing.TB) {
+	t.Helper()
+	if testIOPlain {
+		t.Skip("tests the pooled I/O, which the run without FERRY_TEST_IO=plain covers")
+	}
 }
 
 func newTestServer(t testing.TB, cfg Config) *testServer {
@@ -76,6 +92,9 @@ func newTestServerWith(t testing.TB, cfg Config, setup func(*http.Server)) *test
 			ts.mu.Unlock()
 			return nil
 		}
+	}
+	if cfg.IO == transport.IOPooled && testIOPlain {
+		cfg.IO = transport.IOPlain
 	}
 	srv, err := New(cfg)
 	if err != nil {

@@ -118,6 +118,7 @@ func forEachIO(t *testing.T, test func(t *testing.T, io transport.IOMode)) {
 // package; plain, by net/http. Only the hello frame (session id, time) and the channel's
 // epoch (each server has a broker of its own) differ, and are masked.
 func TestSSEModesAnswerTheSameBytes(t *testing.T) {
+	pooledOnly(t)
 	epoch := regexp.MustCompile(`"ep":"([^"]+)"`)
 	stream := func(io transport.IOMode) (*http.Response, string) {
 		ts := newTestServer(t, Config{IO: io, Heartbeat: time.Minute})

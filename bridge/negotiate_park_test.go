@@ -39,6 +39,7 @@ func negotiated(t testing.TB, r *rawConn) string {
 // goroutine (parked on the poller, not in net/http), and whatever comes next on it is
 // served: a poll (taken over), another negotiation, a pipelined pair.
 func TestNegotiatedConnectionsWaitWithoutGoroutine(t *testing.T) {
+	pooledOnly(t)
 	needTakeOver(t)
 	ts := newTestServer(t, Config{Limits: transport.Limits{NegotiateRate: 1e6}})
 	const n = 100
@@ -75,6 +76,7 @@ func TestNegotiatedConnectionsWaitWithoutGoroutine(t *testing.T) {
 // A parked connection obeys the idle timeout, is closed on shutdown, and a client that
 // closes it costs nothing.
 func TestNegotiatedConnectionIdleAndShutdown(t *testing.T) {
+	pooledOnly(t)
 	needTakeOver(t)
 	ts := newTestServer(t, Config{IdleTimeout: 300 * time.Millisecond})
 	idle := dialRaw(t, ts)

@@ -220,6 +220,7 @@ var diffCorpus = []string{
 }
 
 func TestTakenOverMatchesNetHTTP(t *testing.T) {
+	pooledOnly(t)
 	needTakeOver(t)
 	p := newDiffPair(t)
 	for i, in := range diffCorpus {

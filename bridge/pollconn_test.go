@@ -152,6 +152,7 @@ func msgData(frames []fclient.Frame) []string {
 // Held polls on taken-over connections cost no goroutine, and every message reaches
 // every poller once, in order, on the connection it started on.
 func TestTakenOverPollsHoldNoGoroutine(t *testing.T) {
+	pooledOnly(t)
 	needTakeOver(t)
 	ts := newTestServer(t, Config{Limits: transport.Limits{NegotiateRate: 1e6}})
 	const n = 100
@@ -307,6 +308,7 @@ func TestTakenOverBadRequests(t *testing.T) {
 // A drain answers held polls with the shutdown close frame and closes idle taken-over
 // connections.
 func TestTakenOverConnectionsDrain(t *testing.T) {
+	pooledOnly(t)
 	needTakeOver(t)
 	ts := newTestServer(t, Config{})
 	held, idle := subscribed(t, ts, "room:a"), subscribed(t, ts, "room:a")

@@ -100,6 +100,7 @@ func TestWebSocketHeartbeatTimeout(t *testing.T) {
 // would wait for a data frame after handling them). The session still answers pings,
 // takes frames, and notices the client leaving.
 func TestIdleWebSocketsHoldNoGoroutine(t *testing.T) {
+	pooledOnly(t)
 	it := newIdleTest(t)
 	conns := make([]*websocket.Conn, idleConns)
 	for i := range conns {
@@ -141,6 +142,7 @@ func TestIdleWebSocketsHoldNoGoroutine(t *testing.T) {
 
 // An idle SSE stream holds no goroutine either, and a client leaving still ends it.
 func TestIdleSSEStreamsHoldNoGoroutine(t *testing.T) {
+	pooledOnly(t)
 	it := newIdleTest(t)
 	u, _ := url.Parse(it.ts.URL)
 	conns := make([]net.Conn, idleConns)

@@ -52,6 +52,8 @@ trap stop_redis EXIT
 for _ in $(seq 100); do redis-cli -p 6399 ping >/dev/null 2>&1 && break; sleep 0.1; done
 cluster_addrs=$(scripts/redis-cluster.sh "$cluster_dir" 7101)
 FERRY_TEST_REDIS_URL=redis://127.0.0.1:6399/0 FERRY_TEST_REDIS_CLUSTER=$cluster_addrs go test -race -count=1 ./...
+log "go test -race ./bridge/ again, its servers on plain I/O (--io plain, the pooled I/O's twin)"
+FERRY_TEST_IO=plain FERRY_TEST_REDIS_URL=redis://127.0.0.1:6399/0 FERRY_TEST_REDIS_CLUSTER=$cluster_addrs go test -race -count=1 ./bridge/
 stop_redis
 trap - EXIT
 

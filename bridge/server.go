@@ -81,6 +81,9 @@ type Config struct {
 	// IO selects pooled I/O (default) or plain goroutine-per-connection I/O for every
 	// transport; see transport.IOMode.
 	IO transport.IOMode
+	// CloseGrace is transport.Config.CloseGrace: how long a client that is behind gets
+	// to take the close frame once its attachment is closed.
+	CloseGrace time.Duration
 
 	// Authenticate identifies requests (see JWTAuthenticator); nil means anonymous
 	// sessions only.
@@ -231,6 +234,7 @@ func New(cfg Config) (*Server, error) {
 		HeaderTimeout:  cfg.HeaderTimeout,
 		IdleTimeout:    cfg.IdleTimeout,
 		IO:             cfg.IO,
+		CloseGrace:     cfg.CloseGrace,
 	}
 	s.mount(tc)
 	return s, nil

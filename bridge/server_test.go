@@ -411,8 +411,6 @@ func TestConcurrentPolls(t *testing.T) {
 	}
 }
 
-// waitUntil polls cond until it holds, for at most 10 s.
-
 // A client that reads slower than its channel is published to is disconnected as a slow
 // consumer once its queue bound is reached: the server never queues more than the bound
 // for it, the client learns why (close code 4002: reconnect and resume), and others go on
@@ -421,7 +419,10 @@ func TestSlowConsumerDisconnected(t *testing.T) {
 	for _, tr := range []string{"websocket", "sse"} {
 		t.Run(tr, func(t *testing.T) {
 			const queueMessages, queueBytes = 64, 128 << 10
-			ts := newTestServer(t, Config{QueueMessages: queueMessages, QueueBytes: queueBytes})
+			// The slow client reads at full speed once it is closed; the grace it gets to take
+			// the write under way and the close frame is generous, as the race detector on a
+			// busy machine can hold it up for longer than the default second.
+			ts := newTestServer(t, Config{QueueMessages: queueMessages, QueueBytes: queueBytes, CloseGrace: 20 * time.Second})
 			slow := ts.client(t)
 			slow.Subscribe("room:big", "")
 			var s *fclient.Stream

@@ -56,7 +56,7 @@ func (h *SSEHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// See the WebSocket handler: a close bounds a write stuck on a client that stopped
 	// reading. The deadline is set on the connection, which allows it from any goroutine.
-	req.OnClose = func(*session.Error) { rc.SetWriteDeadline(time.Now().Add(closeGrace)) }
+	req.OnClose = func(*session.Error) { rc.SetWriteDeadline(time.Now().Add(h.cfg.CloseGrace)) }
 	var a *session.Attachment
 	if err == nil {
 		a, err = h.cfg.Manager.Attach(ctx, req)

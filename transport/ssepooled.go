@@ -40,7 +40,7 @@ func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, relea
 	// longer than any ReadTimeout, and its reads only watch for the client leaving.
 	conn.SetReadDeadline(time.Time{})
 	s := &sseStream{h: h, conn: conn, ready: make(chan struct{}), closed: make(chan struct{})}
-	req.OnClose = func(*session.Error) { conn.SetWriteDeadline(time.Now().Add(closeGrace)) }
+	req.OnClose = func(*session.Error) { conn.SetWriteDeadline(time.Now().Add(h.cfg.CloseGrace)) }
 	req.OnWake = s.wake
 	// The request's context stays valid after Hijack until this handler returns.
 	a, err := h.cfg.Manager.Attach(r.Context(), req)

@@ -66,6 +66,7 @@ const (
 	DefaultSSERetry      = 2000 // milliseconds
 	DefaultHeaderTimeout = 10 * time.Second
 	DefaultIdleTimeout   = 2 * time.Minute
+	DefaultCloseGrace    = time.Second
 )
 
 // Config is shared by the handlers of one server. Manager is required; the zero value of
@@ -116,6 +117,10 @@ type Config struct {
 	// IO selects pooled I/O (the default) or plain goroutine-per-connection I/O for
 	// WebSocket, SSE and long-polling alike; see IOMode.
 	IO IOMode
+	// CloseGrace is how long a WebSocket or SSE client that is behind (a slow consumer,
+	// say) gets to take the write under way and the close frame once its attachment is
+	// closed, before the connection is cut; default DefaultCloseGrace.
+	CloseGrace time.Duration
 }
 
 // outliveHandler is called when a hijacked stream (or a held poll of a taken-over
@@ -157,6 +162,9 @@ func (c *Config) withDefaults() *Config {
 	}
 	if cc.IdleTimeout <= 0 {
 		cc.IdleTimeout = DefaultIdleTimeout
+	}
+	if cc.CloseGrace <= 0 {
+		cc.CloseGrace = DefaultCloseGrace
 	}
 	if auth := cc.Authenticate; auth != nil {
 		// Every handler authenticates through this wrapper, so no path can forget it: a

@@ -99,7 +99,7 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// is stuck on a client that stopped reading. Cutting it at once could cut a frame in
 	// half, and the close frame after it would be garbage to a client that reads again;
 	// closeGrace lets a client that is only behind take the frame and the close code.
-	req.OnClose = func(*session.Error) { conn.UnderlyingConn().SetWriteDeadline(time.Now().Add(closeGrace)) }
+	req.OnClose = func(*session.Error) { conn.UnderlyingConn().SetWriteDeadline(time.Now().Add(h.cfg.CloseGrace)) }
 	s := &wsSession{h: h, conn: conn, cork: hj.conn, guard: hj.guard, attached: make(chan struct{}), done: make(chan struct{})}
 	_, raw := hj.conn.Conn.(syscall.Conn) // not over TLS: records buffered above the socket
 	s.pooled = raw && netpoll.Supported() && h.cfg.pooled()

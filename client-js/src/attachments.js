@@ -23,7 +23,7 @@ import { Connection } from './connection.js';
  * and callbacks of an attachment that is neither (replaced, dropped) are ignored.
  */
 export class Attachments extends Connection {
-  #attachments = 0; // the id of the last attachment
+  attachments_ = 0; // the id of the last attachment (share.js numbers a new leader's from the clock)
   /** @type {Attachment | null} */
   #current = null;
   /** @type {Attachment | null} */
@@ -64,7 +64,7 @@ export class Attachments extends Connection {
   #attach(name, reason, rest, purpose) {
     if (this.#candidate) this.#drop(this.#candidate);
     const o = this.o_;
-    const a = new Attachment(++this.#attachments, name, reason, rest, purpose, this.subs_.keys());
+    const a = new Attachment(++this.attachments_, name, reason, rest, purpose, this.subs_.keys());
     const replacing = this.#current && this.#current.name !== name;
     this.log_('attach', a.id, name, purpose);
     this.#candidate = a;
@@ -132,22 +132,30 @@ export class Attachments extends Connection {
       this.#detector?.ping(/** @type {number} */ (f.ts));
     } else this.#detector?.alive();
     if (f.t === 'ack') return this.upstream_.ack(f);
+    if (f.t === 'unsub') a.channels.delete(/** @type {string} */ (f.ch));
+    this.route_(f, f.t === 'msg' ? data(f) : undefined);
+    if (a.syncWhenConfirmed && !a.unconfirmed(this.subs_)) {
+      a.syncWhenConfirmed = false;
+      this.#sync();
+    }
+  }
+
+  /**
+   * A channel's frame to its subscription: from the current attachment, or (share.js) from
+   * the tab that leads a shared session, with its data decoded there.
+   * @param {Frame} f @param {unknown} [d]
+   */
+  route_(f, d = f.d) {
     const ch = /** @type {string} */ (f.ch);
     const sub = this.subs_.get(ch);
     if (!sub) return;
     if (f.t === 'unsub') {
       this.subs_.delete(ch);
-      a.channels.delete(ch);
       return sub.end_(/** @type {number} */ (f.code), /** @type {string} */ (f.reason ?? ''));
     }
     if (f.t === 'msg' || f.t === 'sub' || f.t === 'reset') {
       const m = /** @type {Frame & {ep: string, off: number}} */ (f);
-      const d = f.t === 'msg' ? data(f) : undefined;
       if (sub.apply_(m, d)) this.emit_('message', { channel: ch, data: d, epoch: m.ep, offset: m.off });
-      if (a.syncWhenConfirmed && !a.unconfirmed(this.subs_)) {
-        a.syncWhenConfirmed = false;
-        this.#sync();
-      }
     }
     // Unknown frame types are ignored (PROTOCOL.md §3), which leaves room for presence.
   }

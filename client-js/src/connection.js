@@ -51,12 +51,12 @@ export class Connection extends Emitter {
   #roundTimer = null; // WAITING: the next round
   /** @type {TransportName | null} */
   #announced = null; // the transport of the last `transport` event
+  #everConnected = false;
   // The client identity (PROTOCOL.md §3, "Upstream across sessions"): drawn once, kept in
   // memory with the upstream queue, so the server's dedupe outlives the session (4005).
-  #cid = newCid();
+  cid_ = newCid();
   /** @type {string | null} */
-  #sid = null;
-  #everConnected = false;
+  sid_ = null;
 
   /** @type {State} */
   #state = 'connecting';
@@ -103,7 +103,7 @@ export class Connection extends Emitter {
   get state() { return this.#state; }
 
   /** The session id, once negotiated. */
-  get sid() { return this.#sid; }
+  get sid() { return this.sid_; }
 
   connect() {
     if (this.phase_ !== IDLE) return;
@@ -217,12 +217,12 @@ export class Connection extends Emitter {
     const n = await call(this.env_, `${this.base_}/negotiate`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', ...auth(token) },
-      body: JSON.stringify({ session: this.credential_ ?? undefined, cid: this.#cid }),
+      body: JSON.stringify({ session: this.credential_ ?? undefined, cid: this.cid_ }),
     }, o.requestTimeout);
     // A new session: the numbering goes on under the same cid, and what is unacked goes again
     // with the seq it had, which the server's dedupe (keyed by the cid) recognises.
-    if (this.#sid && n.sid !== this.#sid) this.upstream_.renewed();
-    this.#sid = n.sid;
+    if (this.sid_ && n.sid !== this.sid_) this.upstream_.renewed();
+    this.sid_ = n.sid;
     this.credential_ = n.session;
     this.negotiated_ = n;
     return n;

@@ -37,7 +37,7 @@ export class Attachments extends Connection {
   #syncQueued = false;
 
   /** The transport carrying the session, or null while not connected. */
-  get transport() { return (this.state === 'connected' && this.#current?.name) || null; }
+  get transport() { return (this.state === 'connected' && this.#current?.name_) || null; }
 
   /** @param {TransportName} name */
   benched_(name) { return this.#bench.has(name); }
@@ -53,7 +53,7 @@ export class Attachments extends Connection {
     if (this.#current) this.#drop(this.#current);
     this.env_.clearTimeout(this.#probeTimer);
     this.#probeTimer = null;
-    this.upstream_.use(null);
+    this.upstream_.use_(null);
     for (const sub of this.subs_.values()) sub.state = 'subscribing';
   }
 
@@ -65,12 +65,12 @@ export class Attachments extends Connection {
     if (this.#candidate) this.#drop(this.#candidate);
     const o = this.o_;
     const a = new Attachment(++this.attachments_, name, reason, rest, purpose, this.subs_.keys());
-    const replacing = this.#current && this.#current.name !== name;
-    this.log_('attach', a.id, name, purpose);
+    const replacing = this.#current && this.#current.name_ !== name;
+    this.log_('attach', a.id_, name, purpose);
     this.#candidate = a;
-    a.proofTimer = this.timer_(() => this.#failed(a, 'proof-timeout'), o.proofTimeout);
+    a.proofTimer_ = this.timer_(() => this.#failed(a, 'proof-timeout'), o.proofTimeout);
     try {
-      (a.transport = transports[name].create({
+      (a.transport_ = transports[name].create({
         ...this.env_,
         base: this.base_,
         session: /** @type {string} */ (this.credential_),
@@ -78,11 +78,11 @@ export class Attachments extends Connection {
         hold: o.pollHold,
         holdMs: this.#hold(),
         timeout: o.requestTimeout,
-        cursor: () => cursor(a.channels, this.subs_),
+        cursor: () => cursor(a.channels_, this.subs_),
         // Orders attachments at the server (a late request can't take over from a newer
         // one) and tells its metrics what this one replaces and why.
-        att: a.id,
-        from: replacing ? this.#current?.name ?? null : null,
+        att: a.id_,
+        from: replacing ? this.#current?.name_ ?? null : null,
         reason: replacing ? reason : null,
         retry: (i) => this.delay_(i),
         replaced: () => !(a === this.#candidate || (a === this.#current && !this.#candidate)),
@@ -105,13 +105,13 @@ export class Attachments extends Connection {
 
   /** @param {Attachment} a */
   #drop(a) {
-    this.env_.clearTimeout(a.proofTimer);
+    this.env_.clearTimeout(a.proofTimer_);
     if (a === this.#candidate) this.#candidate = null;
     if (a === this.#current) {
       this.#current = null;
       this.#stopDetector();
     }
-    a.transport?.close();
+    a.transport_?.close();
   }
 
   #stopDetector() {
@@ -128,14 +128,14 @@ export class Attachments extends Connection {
       return;
     }
     if (f.t === 'ping') {
-      a.pinged = true;
+      a.pinged_ = true;
       this.#detector?.ping(/** @type {number} */ (f.ts));
     } else this.#detector?.alive();
-    if (f.t === 'ack') return this.upstream_.ack(f);
-    if (f.t === 'unsub') a.channels.delete(/** @type {string} */ (f.ch));
+    if (f.t === 'ack') return this.upstream_.ack_(f);
+    if (f.t === 'unsub') a.channels_.delete(/** @type {string} */ (f.ch));
     this.route_(f, f.t === 'msg' ? data(f) : undefined);
-    if (a.syncWhenConfirmed && !a.unconfirmed(this.subs_)) {
-      a.syncWhenConfirmed = false;
+    if (a.syncWhenConfirmed_ && !a.unconfirmed_(this.subs_)) {
+      a.syncWhenConfirmed_ = false;
       this.#sync();
     }
   }
@@ -162,18 +162,18 @@ export class Attachments extends Connection {
 
   /** CONNECTED: the hello of `a` arrived, it carries the session from now on. @param {Attachment} a @param {Frame} hello */
   #proved(a, hello) {
-    this.env_.clearTimeout(a.proofTimer);
+    this.env_.clearTimeout(a.proofTimer_);
     const old = this.#current;
     this.#candidate = null;
     if (old) this.#drop(old);
     this.#current = a;
-    this.connected_(a.name);
-    if (a.purpose === UPGRADE) this.#failedProbes = 0;
-    this.#bench.lift(a.name);
-    this.announce_(a.name, a.reason);
+    this.connected_(a.name_);
+    if (a.purpose_ === UPGRADE) this.#failedProbes = 0;
+    this.#bench.lift(a.name_);
+    this.announce_(a.name_, a.reason_);
     this.#detector = this.#newDetector(a, hello);
     this.setState_('connected');
-    this.upstream_.use(a.transport);
+    this.upstream_.use_(a.transport_);
     this.#sync();
     this.#probe();
   }
@@ -198,11 +198,11 @@ export class Attachments extends Connection {
     }
     if (this.#candidate && !expired && (code === 4001 || !terminal)) {
       // Usually our own swap superseded it; the swap decides what comes next.
-      this.log_('attachment', a.id, 'ended during a swap:', code, why);
-      a.ended = true;
+      this.log_('attachment', a.id_, 'ended during a swap:', code, why);
+      a.ended_ = true;
       this.#stopDetector();
-      this.upstream_.use(null);
-      return a.transport?.close();
+      this.upstream_.use_(null);
+      return a.transport_?.close();
     }
     this.#drop(a);
     if (expired) return this.expired_(code);
@@ -219,34 +219,32 @@ export class Attachments extends Connection {
    * @param {Attachment} a @param {number} code
    */
   #judge(a, code) {
-    const stream = !a.pinged && !transports[a.name].polled;
-    const err = this.#bench.judge(a.name, code, cursor(this.subs_.keys(), this.subs_), stream);
-    if (!err) return;
-    this.log_('benched', a.name, err.reason);
-    this.emit_('error', err);
+    const stream = !a.pinged_ && !transports[a.name_].polled;
+    const err = this.#bench.judge(a.name_, code, cursor(this.subs_.keys(), this.subs_), stream);
+    if (err) this.emit_('error', err);
   }
 
   /** The candidate `a` failed its proof: what follows depends on its purpose. @param {Attachment} a @param {string} why */
   #failed(a, why) {
     this.#drop(a);
-    this.log_('attachment', a.id, a.name, 'failed:', why);
-    const walking = a.purpose === WALK;
-    if (a.rest.length) {
-      const [next, ...rest] = a.rest;
+    this.log_('attachment', a.id_, a.name_, 'failed:', why);
+    const walking = a.purpose_ === WALK;
+    if (a.rest_.length) {
+      const [next, ...rest] = a.rest_;
       if (walking) this.announce_(next, why);
-      return this.#attach(next, walking ? why : a.reason, rest, a.purpose);
+      return this.#attach(next, walking ? why : a.reason_, rest, a.purpose_);
     }
     if (walking) return this.retry_();
-    if (a.purpose === UPGRADE) this.#failedProbes++;
+    if (a.purpose_ === UPGRADE) this.#failedProbes++;
     const cur = /** @type {Attachment} */ (this.#current);
-    if (!cur.ended) {
+    if (!cur.ended_) {
       // A new cursor that can't attach would fail again at once: take the backoff path.
-      if (a.purpose === RESUBSCRIBE) return this.lost_(1006, why);
+      if (a.purpose_ === RESUBSCRIBE) return this.lost_(1006, why);
       this.#sync();
       return this.#probe();
     }
     // The swap superseded the attachment it was to replace, then failed: attach anew there.
-    if (a.purpose !== RESUME) return this.#attach(cur.name, RESUME, [], RESUME);
+    if (a.purpose_ !== RESUME) return this.#attach(cur.name_, RESUME, [], RESUME);
     this.lost_(1006, why);
   }
 
@@ -255,7 +253,7 @@ export class Attachments extends Connection {
   /** @param {Attachment} a @param {Frame} hello */
   #newDetector(a, hello) {
     const b = this.o_.buffering;
-    const polled = transports[a.name].polled;
+    const polled = transports[a.name_].polled;
     const interval = polled ? this.#hold() : hello.hb || this.negotiated_.heartbeatMs;
     if (!b || !interval) return null;
     return new Detector({ ...b, interval, clumps: !polled }, this.env_, (why) => this.#buffered(why));
@@ -264,7 +262,7 @@ export class Attachments extends Connection {
   /** The current stream is being buffered: move down one transport, make-before-break. @param {'late' | 'clumped'} why */
   #buffered(why) {
     const cur = /** @type {Attachment} */ (this.#current);
-    const lower = this.usable_.slice(this.usable_.indexOf(cur.name) + 1);
+    const lower = this.usable_.slice(this.usable_.indexOf(cur.name_) + 1);
     this.log_('buffering:', why, lower[0] ?? 'nowhere to go');
     if (lower.length) return this.#attach(lower[0], BUFFERING, lower.slice(1), BUFFERING);
     // With nothing below, a silent stream is most likely a dead one (a half-open TCP
@@ -278,11 +276,11 @@ export class Attachments extends Connection {
   /** While below the preferred transport, probe it in the background with a real attachment. */
   #probe() {
     const top = this.usable_[0];
-    if (!this.#current || this.#current.name === top || this.#candidate || this.#probeTimer !== null) return;
+    if (!this.#current || this.#current.name_ === top || this.#candidate || this.#probeTimer !== null) return;
     const { min, max } = this.o_.upgradeProbe;
     this.#probeTimer = this.timer_(() => {
       this.#probeTimer = null;
-      if (this.#current && !this.#candidate && this.#current.name !== top) this.#attach(top, UPGRADE, [], UPGRADE);
+      if (this.#current && !this.#candidate && this.#current.name_ !== top) this.#attach(top, UPGRADE, [], UPGRADE);
     }, equalJitter(this.#failedProbes, min, max, this.random_));
   }
 
@@ -305,20 +303,20 @@ export class Attachments extends Connection {
    */
   #sync() {
     const a = this.#current;
-    if (!a || this.#candidate || a.ended) return;
+    if (!a || this.#candidate || a.ended_) return;
     const subs = this.subs_;
-    const add = [...subs.keys()].filter((ch) => !a.channels.has(ch));
-    const del = [...a.channels].filter((ch) => !subs.has(ch));
+    const add = [...subs.keys()].filter((ch) => !a.channels_.has(ch));
+    const del = [...a.channels_].filter((ch) => !subs.has(ch));
     if (!add.length && !del.length) return;
-    if (!transports[a.name].live) {
+    if (!transports[a.name_].live) {
       // The new attachment starts from the positions held now. A channel whose sub frame
       // hasn't arrived yet has none, and "from now" would skip what came in between: wait.
-      if (a.unconfirmed(subs)) return void (a.syncWhenConfirmed = true);
-      return this.#attach(a.name, RESUBSCRIBE, [], RESUBSCRIBE);
+      if (a.unconfirmed_(subs)) return void (a.syncWhenConfirmed_ = true);
+      return this.#attach(a.name_, RESUBSCRIBE, [], RESUBSCRIBE);
     }
-    for (const ch of del) a.channels.delete(ch);
-    for (const ch of add) a.channels.add(ch);
-    /** @type {import('./transports/index.js').Transport} */ (a.transport).send([
+    for (const ch of del) a.channels_.delete(ch);
+    for (const ch of add) a.channels_.add(ch);
+    /** @type {import('./transports/index.js').Transport} */ (a.transport_).send([
       ...del.map((ch) => ({ t: 'unsub', ch })),
       ...add.map((ch) => {
         const p = /** @type {import('./subscription.js').Subscription} */ (subs.get(ch)).position;

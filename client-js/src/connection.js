@@ -127,7 +127,6 @@ export class Connection extends Emitter {
   setState_(state, extra) {
     if (state === this.#state) return;
     this.#state = state;
-    this.log_('state', state, extra ?? '');
     this.emit_('state', { state, transport: this.transport, ...extra });
   }
 
@@ -136,7 +135,6 @@ export class Connection extends Emitter {
     if (to === this.#announced) return;
     const from = this.#announced;
     this.#announced = to;
-    this.log_('transport', from, '→', to, reason);
     this.emit_('transport', { from, to, reason });
   }
 
@@ -221,7 +219,7 @@ export class Connection extends Emitter {
     }, o.requestTimeout);
     // A new session: the numbering goes on under the same cid, and what is unacked goes again
     // with the seq it had, which the server's dedupe (keyed by the cid) recognises.
-    if (this.sid_ && n.sid !== this.sid_) this.upstream_.renewed();
+    if (this.sid_ && n.sid !== this.sid_) this.upstream_.renewed_();
     this.sid_ = n.sid;
     this.credential_ = n.session;
     this.negotiated_ = n;
@@ -292,7 +290,7 @@ export class Connection extends Emitter {
     this.#round++;
     this.reset_();
     this.#online?.removeEventListener('online', this.#onOnline);
-    this.upstream_.fail(err);
+    this.upstream_.fail_(err);
   }
 
   /** Drops every attachment and timer of the connection (not the session or its queue). */

@@ -46,7 +46,7 @@ export class Ferry extends Attachments {
   /** @param {Frame} frame */
   #push(frame) {
     if (this.state === 'disconnected') return Promise.reject(new FerryError('closed', 'client is closed', 'not-sent'));
-    return this.upstream_.push(frame);
+    return this.upstream_.push_(frame);
   }
 
   /**

@@ -182,7 +182,7 @@ class Share {
     // it when the tab is gone, even if it crashed without a word.
     g.navigator.locks.request(`${key} ${this.#tab}`, () => new Promise((r) => (this.#alive = () => r(undefined))));
     this.#candidate();
-    ferry.upstream_.use(this.#relay());
+    ferry.upstream_.use_(this.#relay());
     this.changed();
   }
 

@@ -70,25 +70,25 @@ export class Attachments extends Connection {
     this.#candidate = a;
     a.proofTimer_ = this.timer_(() => this.#failed(a, 'proof-timeout'), o.proofTimeout);
     try {
-      (a.transport_ = transports[name].create({
+      (a.transport_ = transports[name].create_({
         ...this.env_,
-        base: this.base_,
-        session: /** @type {string} */ (this.credential_),
-        token: this.token_,
-        hold: o.pollHold,
-        holdMs: this.#hold(),
-        timeout: o.requestTimeout,
-        cursor: () => cursor(a.channels_, this.subs_),
+        base_: this.base_,
+        session_: /** @type {string} */ (this.credential_),
+        token_: this.token_,
+        hold_: o.pollHold,
+        holdMs_: this.#hold(),
+        timeout_: o.requestTimeout,
+        cursor_: () => cursor(a.channels_, this.subs_),
         // Orders attachments at the server (a late request can't take over from a newer
         // one) and tells its metrics what this one replaces and why.
-        att: a.id_,
-        from: replacing ? this.#current?.name_ ?? null : null,
-        reason: replacing ? reason : null,
-        retry: (i) => this.delay_(i),
-        replaced: () => !(a === this.#candidate || (a === this.#current && !this.#candidate)),
-        onFrame: (f) => this.#frame(a, f),
-        onClose: (code, why) => this.#closed(a, code, why),
-      })).open();
+        att_: a.id_,
+        from_: replacing ? this.#current?.name_ ?? null : null,
+        reason_: replacing ? reason : null,
+        retry_: (i) => this.delay_(i),
+        replaced_: () => !(a === this.#candidate || (a === this.#current && !this.#candidate)),
+        onFrame_: (f) => this.#frame(a, f),
+        onClose_: (code, why) => this.#closed(a, code, why),
+      })).open_();
     } catch (e) {
       // A constructor that throws (a ws:// URL from an https:// page, a CSP connect-src, a
       // malformed URL) is a failed attempt like any other: the next transport goes at once.
@@ -111,7 +111,7 @@ export class Attachments extends Connection {
       this.#current = null;
       this.#stopDetector();
     }
-    a.transport_?.close();
+    a.transport_?.close_();
   }
 
   #stopDetector() {
@@ -202,7 +202,7 @@ export class Attachments extends Connection {
       a.ended_ = true;
       this.#stopDetector();
       this.upstream_.use_(null);
-      return a.transport_?.close();
+      return a.transport_?.close_();
     }
     this.#drop(a);
     if (expired) return this.expired_(code);
@@ -219,7 +219,7 @@ export class Attachments extends Connection {
    * @param {Attachment} a @param {number} code
    */
   #judge(a, code) {
-    const stream = !a.pinged_ && !transports[a.name_].polled;
+    const stream = !a.pinged_ && !transports[a.name_].polled_;
     const err = this.#bench.judge(a.name_, code, cursor(this.subs_.keys(), this.subs_), stream);
     if (err) this.emit_('error', err);
   }
@@ -253,7 +253,7 @@ export class Attachments extends Connection {
   /** @param {Attachment} a @param {Frame} hello */
   #newDetector(a, hello) {
     const b = this.o_.buffering;
-    const polled = transports[a.name_].polled;
+    const polled = transports[a.name_].polled_;
     const interval = polled ? this.#hold() : hello.hb || this.negotiated_.heartbeatMs;
     if (!b || !interval) return null;
     return new Detector({ ...b, interval, clumps: !polled }, this.env_, (why) => this.#buffered(why));
@@ -308,7 +308,7 @@ export class Attachments extends Connection {
     const add = [...subs.keys()].filter((ch) => !a.channels_.has(ch));
     const del = [...a.channels_].filter((ch) => !subs.has(ch));
     if (!add.length && !del.length) return;
-    if (!transports[a.name_].live) {
+    if (!transports[a.name_].live_) {
       // The new attachment starts from the positions held now. A channel whose sub frame
       // hasn't arrived yet has none, and "from now" would skip what came in between: wait.
       if (a.unconfirmed_(subs)) return void (a.syncWhenConfirmed_ = true);
@@ -316,7 +316,7 @@ export class Attachments extends Connection {
     }
     for (const ch of del) a.channels_.delete(ch);
     for (const ch of add) a.channels_.add(ch);
-    /** @type {import('./transports/index.js').Transport} */ (a.transport_).send([
+    /** @type {import('./transports/index.js').Transport} */ (a.transport_).send_([
       ...del.map((ch) => ({ t: 'unsub', ch })),
       ...add.map((ch) => {
         const p = /** @type {import('./subscription.js').Subscription} */ (subs.get(ch)).position;

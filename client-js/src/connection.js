@@ -192,7 +192,7 @@ export class Connection extends Emitter {
     if (round !== this.#round) return;
     const env = /** @type {any} */ (this.env_);
     const list = (this.usable_ = this.o_.transports.filter(
-      (t) => transports[t] && env[transports[t].needs] && n.transports?.includes(t),
+      (t) => transports[t] && env[transports[t].needs_] && n.transports?.includes(t),
     ));
     if (!list.length) return this.terminate_('no-transport', 'no transport usable by both sides');
     // Start where the last client of this origin succeeded; the upgrade probe moves up later.

@@ -243,9 +243,9 @@ class Share {
   /** Upstream: frames go to the leader, acks come back from it. */
   #relay() {
     return /** @type {import('./transports/index.js').Transport} */ (/** @type {unknown} */ ({
-      http: true,
+      http_: true,
       /** @param {Frame[]} frames */
-      send: (frames) => new Promise((resolve, reject) => {
+      send_: (frames) => new Promise((resolve, reject) => {
         const id = ++this.#asks;
         this.#asked.set(id, { resolve, reject });
         this.#send({ t: 'up', id, cid: this.#ferry.cid_, frames });

@@ -97,7 +97,7 @@ export class Upstream {
    * @param {Transport | null} t
    */
   use_(t) {
-    const route = t && (t.http ? 'http' : t);
+    const route = t && (t.http_ ? 'http' : t);
     if (route !== this.#route) {
       this.#route = route;
       for (const e of this.#queue.values()) e.sent_ = false;
@@ -119,7 +119,7 @@ export class Upstream {
 
   flush_() {
     const t = this.#transport;
-    if (!t || this.#retry !== null || (t.http && this.#posting)) return;
+    if (!t || this.#retry !== null || (t.http_ && this.#posting)) return;
     /** @type {Entry[]} */
     const batch = [];
     for (const e of this.#queue.values()) {
@@ -127,7 +127,7 @@ export class Upstream {
     }
     if (!batch.length) return;
     for (const e of batch) e.sent_ = e.out_ = true;
-    const acks = t.send(batch.map((e) => e.frame_));
+    const acks = t.send_(batch.map((e) => e.frame_));
     if (!acks) return; // a WebSocket: acks come back as frames
     const session = this.#session;
     const current = () => session === this.#session;

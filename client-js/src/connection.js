@@ -148,6 +148,18 @@ export class Connection extends Emitter {
   /** @param {() => void} fn @param {number} ms */
   timer_(fn, ms) { return this.env_.setTimeout(fn, ms); }
 
+  /**
+   * A request to the server under base, with this client's token: a POST of `body` as JSON,
+   * or a GET without one. Resolves with the JSON body (see http.js `call`).
+   * @param {string} path @param {object} [body] @returns {Promise<any>}
+   */
+  request_(path, body) {
+    const headers = auth(this.token_);
+    return call(this.env_, this.base_ + path, body
+      ? { method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify(body) }
+      : { headers }, this.o_.requestTimeout);
+  }
+
   /** A transport proved itself: the session is CONNECTED on it (the caller sets the state). @param {TransportName} name */
   connected_(name) {
     this.phase_ = CONNECTED;
@@ -210,13 +222,9 @@ export class Connection extends Emitter {
 
   /** @returns {Promise<Negotiated>} */
   async #negotiate() {
-    const o = this.o_;
-    const token = (this.token_ = typeof o.token === 'function' ? await o.token() : o.token ?? null);
-    const n = await call(this.env_, `${this.base_}/negotiate`, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', ...auth(token) },
-      body: JSON.stringify({ session: this.credential_ ?? undefined, cid: this.cid_ }),
-    }, o.requestTimeout);
+    const { token } = this.o_;
+    this.token_ = typeof token === 'function' ? await token() : token ?? null;
+    const n = await this.request_('/negotiate', { session: this.credential_ ?? undefined, cid: this.cid_ });
     // A new session: the numbering goes on under the same cid, and what is unacked goes again
     // with the seq it had, which the server's dedupe (keyed by the cid) recognises.
     if (this.sid_ && n.sid !== this.sid_) this.upstream_.renewed_();

@@ -1,7 +1,6 @@
 import { FerryError } from './errors.js';
 import { Subscription } from './subscription.js';
 import { payload } from './codec.js';
-import { call, auth } from './transports/http.js';
 import { Attachments } from './attachments.js';
 
 /**
@@ -55,8 +54,7 @@ export class Ferry extends Attachments {
    */
   async presence_(channel) {
     if (!this.credential_) throw new FerryError('closed', 'no session yet: wait for the connected state');
-    const query = new URLSearchParams({ channel, session: this.credential_ });
-    const body = await call(this.env_, `${this.base_}/api/presence?${query}`, { headers: auth(this.token_) }, this.o_.requestTimeout);
+    const body = await this.request_(`/api/presence?${new URLSearchParams({ channel, session: this.credential_ })}`);
     return body?.members ?? [];
   }
 

@@ -9,7 +9,6 @@
 import { Ferry as Base } from './ferry.js';
 import { FerryError } from './errors.js';
 import { shouldReconnect } from './codes.js';
-import { call, auth } from './transports/http.js';
 
 export * from './index.js';
 
@@ -404,18 +403,15 @@ class Share {
         inner.on('state', fn);
       });
     }
-    const { env_: env, base_: base, token_: token, credential_: session, sid } = inner;
-    const timeout = inner.o_.requestTimeout;
-    if (this.#credSid !== sid) this.#creds.clear();
-    this.#credSid = sid;
-    const headers = { 'Content-Type': 'application/json', ...auth(token) };
+    if (this.#credSid !== inner.sid) this.#creds.clear();
+    this.#credSid = inner.sid;
     let cred = this.#creds.get(cid);
     if (!cred) {
-      cred = call(env, `${base}/negotiate`, { method: 'POST', headers, body: JSON.stringify({ session, cid }) }, timeout).then((n) => n.session);
+      cred = inner.request_('/negotiate', { session: inner.credential_, cid }).then((n) => n.session);
       this.#creds.set(cid, cred);
     }
     try {
-      const body = await call(env, `${base}/send?session=${encodeURIComponent(await cred)}`, { method: 'POST', headers, body: JSON.stringify({ frames }) }, timeout);
+      const body = await inner.request_(`/send?session=${encodeURIComponent(await cred)}`, { frames });
       return body.acks;
     } catch (err) {
       const e = /** @type {FerryError} */ (err);

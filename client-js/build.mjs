@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Builds the client as the server serves it: one minified ES module, bundled from
-// client-js/src by esbuild, with its gzip and brotli forms precompressed beside it.
+// client-js/src by esbuild, with its gzip and brotli forms precompressed beside it; and the
+// sharing entry (src/share.js) as a second module that imports the first.
 //
-//   npm run build:client        (writes client-js/dist/client.js{,.gz,.br}; commit them)
+//   npm run build:client        (writes client-js/dist/{client,share}.js{,.gz,.br}; commit them)
 //
 // client-js/test/build.test.js fails when the committed files differ from a fresh build, so
 // a change to src/ that is committed without running this is caught.
@@ -13,21 +14,16 @@ import { build } from 'esbuild';
 
 export const DIST = fileURLToPath(new URL('./dist/', import.meta.url));
 
-/** The bundle and its compressed forms, as Buffers. */
-export async function bundle() {
-  const out = await build({
-    entryPoints: [fileURLToPath(new URL('./src/index.js', import.meta.url))],
-    bundle: true,
-    minify: true,
-    format: 'esm',
-    legalComments: 'none',
-    // Members internal to the package end in `_` (emit_, apply_, presence_…: what one module
-    // calls on another's object, where a #private name can't reach). Their names are
-    // shortened like #private ones; nothing outside the bundle may use them.
-    mangleProps: /_$/,
-    write: false,
-  });
-  const js = Buffer.from(out.outputFiles[0].contents);
+const SRC = fileURLToPath(new URL('./src/', import.meta.url));
+
+// The modules of the base client that share.js imports: in its own build they come from
+// ./client.js (the base bundle beside it), so a page that loads both has one Ferry, one
+// FerryError. Only names that client.js exports may be imported from them.
+const BASE = new Set(['index.js', 'ferry.js', 'errors.js', 'codes.js', 'subscription.js'].map((f) => SRC + f));
+
+/** @param {Uint8Array} contents */
+function forms(contents) {
+  const js = Buffer.from(contents);
   return {
     js,
     gz: gzipSync(js, { level: 9 }),
@@ -35,11 +31,53 @@ export async function bundle() {
   };
 }
 
+/**
+ * The bundles and their compressed forms, as Buffers: `client` (the base client, src/index.js)
+ * and `share` (src/share.js, which imports the base from ./client.js).
+ */
+export async function bundles() {
+  const options = {
+    bundle: true,
+    minify: true,
+    format: /** @type {const} */ ('esm'),
+    legalComments: /** @type {const} */ ('none'),
+    // Members internal to the package end in `_` (emit_, apply_, presence_…: what one module
+    // calls on another's object, where a #private name can't reach). Their names are
+    // shortened like #private ones; nothing outside the bundle may use them, except
+    // share.js, which is built with the same names (mangleCache).
+    mangleProps: /_$/,
+    write: false,
+  };
+  const client = await build({ ...options, entryPoints: [SRC + 'index.js'], mangleCache: {} });
+  const share = await build({
+    ...options,
+    entryPoints: [SRC + 'share.js'],
+    mangleCache: client.mangleCache,
+    plugins: [{
+      name: 'base-from-client.js',
+      setup(b) {
+        b.onResolve({ filter: /^\./ }, (args) => {
+          const file = fileURLToPath(new URL(args.path, `file://${args.resolveDir}/`));
+          return BASE.has(file) ? { path: './client.js', external: true } : undefined;
+        });
+      },
+    }],
+  });
+  return { client: forms(client.outputFiles[0].contents), share: forms(share.outputFiles[0].contents) };
+}
+
+/** The base client's bundle and its compressed forms (what /ferry/client.js serves). */
+export async function bundle() {
+  return (await bundles()).client;
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { js, gz, br } = await bundle();
+  const all = await bundles();
   mkdirSync(DIST, { recursive: true });
-  writeFileSync(DIST + 'client.js', js);
-  writeFileSync(DIST + 'client.js.gz', gz);
-  writeFileSync(DIST + 'client.js.br', br);
-  console.log(`client-js/dist/client.js: ${js.length} bytes, gzip ${gz.length}, brotli ${br.length}`);
+  for (const [name, { js, gz, br }] of Object.entries(all)) {
+    writeFileSync(`${DIST}${name}.js`, js);
+    writeFileSync(`${DIST}${name}.js.gz`, gz);
+    writeFileSync(`${DIST}${name}.js.br`, br);
+    console.log(`client-js/dist/${name}.js: ${js.length} bytes, gzip ${gz.length}, brotli ${br.length}`);
+  }
 }

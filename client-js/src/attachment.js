@@ -29,31 +29,31 @@ export class Attachment {
    * @param {Purpose} purpose @param {Iterable<string>} channels
    */
   constructor(id, name, reason, rest, purpose, channels) {
-    this.id = id;
-    this.name = name;
-    this.reason = reason;
-    this.rest = rest;
-    this.purpose = purpose;
+    this.id_ = id;
+    this.name_ = name;
+    this.reason_ = reason;
+    this.rest_ = rest;
+    this.purpose_ = purpose;
     /** The channels in its cursor, or subscribed in band since. */
-    this.channels = new Set(channels);
+    this.channels_ = new Set(channels);
     /** @type {import('./transports/index.js').Transport | null} set once, when it opens */
-    this.transport = null;
+    this.transport_ = null;
     /** @type {unknown} */
-    this.proofTimer = null;
+    this.proofTimer_ = null;
     /** A heartbeat came on it (a stream that broke without one may have been killed by a frame). */
-    this.pinged = false;
+    this.pinged_ = false;
     /** It ended while a swap was being proved, and left what follows to the swap. */
-    this.ended = false;
+    this.ended_ = false;
     /** A resubscribe waits until every channel it carries has its position. */
-    this.syncWhenConfirmed = false;
+    this.syncWhenConfirmed_ = false;
   }
 
   /**
    * Whether a channel it carries still waits for the position its sub frame brings.
    * @param {Map<string, Subscription>} subs
    */
-  unconfirmed(subs) {
-    for (const ch of this.channels) if (subs.get(ch)?.position === null) return true;
+  unconfirmed_(subs) {
+    for (const ch of this.channels_) if (subs.get(ch)?.position === null) return true;
     return false;
   }
 }

@@ -9,8 +9,8 @@ const BATCH = 256;
  * @typedef {import('./transports/index.js').Transport} Transport
  * @typedef {import('./index.js').Position} Position
  * @typedef {{
- *   frame: Frame, resolve(p: Position | null | undefined): void, reject(e: FerryError): void,
- *   timer: unknown, sent: boolean, out: boolean,
+ *   frame_: Frame, resolve_(p: Position | null | undefined): void, reject_(e: FerryError): void,
+ *   timer_: unknown, sent_: boolean, out_: boolean,
  * }} Entry frame: numbered; sent: on the current route; out: went out at least once (may have
  *   been processed)
  */
@@ -61,27 +61,27 @@ export class Upstream {
    * got (see Ferry.publish).
    * @param {Frame} frame @returns {Promise<any>}
    */
-  push(frame) {
+  push_(frame) {
     const { maxQueue, sendTimeout } = this.#o;
     if (this.#queue.size >= maxQueue) return Promise.reject(new FerryError('queue-full', `upstream queue full (${maxQueue})`, 'not-sent'));
     return new Promise((resolve, reject) => {
       /** @type {Entry} */
-      const e = { frame: { ...frame, seq: ++this.#seq }, resolve, reject, timer: null, sent: false, out: false };
-      e.timer = this.#clock.setTimeout(() => this.#settle(e, new FerryError('timeout', `no ack in ${sendTimeout} ms`)), sendTimeout);
+      const e = { frame_: { ...frame, seq: ++this.#seq }, resolve_: resolve, reject_: reject, timer_: null, sent_: false, out_: false };
+      e.timer_ = this.#clock.setTimeout(() => this.#settle(e, new FerryError('timeout', `no ack in ${sendTimeout} ms`)), sendTimeout);
       this.#queue.set(this.#seq, e);
-      this.flush();
+      this.flush_();
     });
   }
 
   /** An ack frame (or one entry of a POST's acks). @param {Frame} a */
-  ack(a) {
+  ack_(a) {
     const e = this.#queue.get(/** @type {number} */ (a.seq));
     if (!e) return; // timed out already, or a duplicate ack
     const err = /** @type {{code: number, reason: string} | undefined} */ (a.err);
     if (err?.code === 4029) {
       // Rate limited, or a duplicate whose first attempt has no outcome yet: nothing is
       // decided; send it again after a backoff.
-      e.sent = false;
+      e.sent_ = false;
       return this.#retryLater();
     }
     this.#fails = 0;
@@ -96,38 +96,38 @@ export class Upstream {
    * Routes frames through t (null: hold them). A new route resends everything unacked.
    * @param {Transport | null} t
    */
-  use(t) {
-    const route = t && (t.http ? 'http' : t);
+  use_(t) {
+    const route = t && (t.http_ ? 'http' : t);
     if (route !== this.#route) {
       this.#route = route;
-      for (const e of this.#queue.values()) e.sent = false;
+      for (const e of this.#queue.values()) e.sent_ = false;
     }
     this.#transport = t;
-    this.flush();
+    this.flush_();
   }
 
   /** A new session replaced an expired one: the seq numbers go on (the cid outlives it). */
-  renewed() {
+  renewed_() {
     this.#session++;
   }
 
   /** @param {FerryError} err */
-  fail(err) {
+  fail_(err) {
     this.#clock.clearTimeout(this.#retry);
     for (const e of [...this.#queue.values()]) this.#settle(e, err);
   }
 
-  flush() {
+  flush_() {
     const t = this.#transport;
-    if (!t || this.#retry !== null || (t.http && this.#posting)) return;
+    if (!t || this.#retry !== null || (t.http_ && this.#posting)) return;
     /** @type {Entry[]} */
     const batch = [];
     for (const e of this.#queue.values()) {
-      if (!e.sent && batch.push(e) === BATCH) break;
+      if (!e.sent_ && batch.push(e) === BATCH) break;
     }
     if (!batch.length) return;
-    for (const e of batch) e.sent = e.out = true;
-    const acks = t.send(batch.map((e) => e.frame));
+    for (const e of batch) e.sent_ = e.out_ = true;
+    const acks = t.send_(batch.map((e) => e.frame_));
     if (!acks) return; // a WebSocket: acks come back as frames
     const session = this.#session;
     const current = () => session === this.#session;
@@ -136,14 +136,14 @@ export class Upstream {
       (list) => {
         this.#posting = false;
         // Acks of an older session hold too: the dedupe is the cid's.
-        for (const a of list) this.ack(a);
+        for (const a of list) this.ack_(a);
         // A frame the response didn't acknowledge goes again with the next POST.
-        for (const e of batch) e.sent = false;
-        this.flush();
+        for (const e of batch) e.sent_ = false;
+        this.flush_();
       },
       (err) => {
         this.#posting = false;
-        for (const e of batch) e.sent = false;
+        for (const e of batch) e.sent_ = false;
         if (err.code === 4005) {
           // Unless a new session has replaced the one that expired meanwhile.
           if (current()) this.#onExpired();
@@ -154,7 +154,7 @@ export class Upstream {
           // A lost response or a failing proxy: the same frames go again, the server dedupes.
           return this.#retryLater();
         }
-        this.flush();
+        this.flush_();
       },
     );
   }
@@ -163,7 +163,7 @@ export class Upstream {
     if (this.#retry !== null) return;
     this.#retry = this.#clock.setTimeout(() => {
       this.#retry = null;
-      this.flush();
+      this.flush_();
     }, this.#delay(this.#fails++));
   }
 
@@ -172,10 +172,10 @@ export class Upstream {
    * @param {Entry} e @param {FerryError | null} err @param {Position | null} [position]
    */
   #settle(e, err, position) {
-    this.#clock.clearTimeout(e.timer);
-    if (this.#queue.get(/** @type {number} */ (e.frame.seq)) !== e) return;
-    this.#queue.delete(/** @type {number} */ (e.frame.seq));
-    if (err) e.reject(err.delivery ? err : new FerryError(err.code, err.reason, e.out ? 'unknown' : 'not-sent'));
-    else e.resolve(e.frame.t === 'pub' ? position : undefined);
+    this.#clock.clearTimeout(e.timer_);
+    if (this.#queue.get(/** @type {number} */ (e.frame_.seq)) !== e) return;
+    this.#queue.delete(/** @type {number} */ (e.frame_.seq));
+    if (err) e.reject_(err.delivery ? err : new FerryError(err.code, err.reason, e.out_ ? 'unknown' : 'not-sent'));
+    else e.resolve_(e.frame_.t === 'pub' ? position : undefined);
   }
 }

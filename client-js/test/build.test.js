@@ -2,19 +2,33 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { gunzipSync, brotliDecompressSync } from 'node:zlib';
-import { bundle, DIST } from '../build.mjs';
+import { bundles, DIST } from '../build.mjs';
 
 // The server embeds client-js/dist (client-js/embed.go); it must be what src/ builds to.
-test('the committed dist/client.js is a fresh build of src/ (run `npm run build:client`)', async () => {
-  const { js } = await bundle();
-  const committed = readFileSync(DIST + 'client.js');
-  assert.ok(committed.equals(js), `dist/client.js (${committed.length} bytes) differs from a fresh build (${js.length} bytes): run npm run build:client and commit`);
-  assert.ok(gunzipSync(readFileSync(DIST + 'client.js.gz')).equals(js), 'dist/client.js.gz is not dist/client.js');
-  assert.ok(brotliDecompressSync(readFileSync(DIST + 'client.js.br')).equals(js), 'dist/client.js.br is not dist/client.js');
+test('the committed dist/ is a fresh build of src/ (run `npm run build:client`)', async () => {
+  for (const [name, { js }] of Object.entries(await bundles())) {
+    const committed = readFileSync(`${DIST}${name}.js`);
+    assert.ok(committed.equals(js), `dist/${name}.js (${committed.length} bytes) differs from a fresh build (${js.length} bytes): run npm run build:client and commit`);
+    assert.ok(gunzipSync(readFileSync(`${DIST}${name}.js.gz`)).equals(js), `dist/${name}.js.gz is not dist/${name}.js`);
+    assert.ok(brotliDecompressSync(readFileSync(`${DIST}${name}.js.br`)).equals(js), `dist/${name}.js.br is not dist/${name}.js`);
+  }
 });
+
+const API = ['CloseCodes', 'Ferry', 'FerryError', 'Subscription', 'isTerminal', 'shouldReconnect'];
 
 test('the bundle exports the public API and nothing reaches for Node', async () => {
   const mod = await import(DIST + 'client.js');
-  assert.deepEqual(Object.keys(mod).sort(), ['CloseCodes', 'Ferry', 'FerryError', 'Subscription', 'isTerminal', 'shouldReconnect']);
+  assert.deepEqual(Object.keys(mod).sort(), API);
   assert.doesNotMatch(readFileSync(DIST + 'client.js', 'utf8'), /require\(|node:/);
+});
+
+test('the sharing bundle exports the same API, imports the base from ./client.js and holds no copy of it', async () => {
+  const base = await import(DIST + 'client.js');
+  const mod = await import(DIST + 'share.js');
+  assert.deepEqual(Object.keys(mod).sort(), API);
+  assert.ok(mod.Ferry.prototype instanceof base.Ferry, 'its Ferry extends the base one');
+  assert.equal(mod.FerryError, base.FerryError, 'one error type for both');
+  const src = readFileSync(DIST + 'share.js', 'utf8');
+  assert.deepEqual([...new Set(src.match(/from\s*"[^"]*"/g))], ['from"./client.js"']);
+  assert.doesNotMatch(src, /require\(|node:|going away/);
 });

@@ -22,3 +22,8 @@ export const closeCodes = CloseCodes;
 export const reconnect = shouldReconnect;
 /** @type {Declared['isTerminal']} */
 export const terminal = isTerminal;
+
+import { Ferry as SharedFerry } from '../src/share.js';
+/** @typedef {typeof import('../src/share.js')} DeclaredShare src/share.d.ts */
+/** @type {DeclaredShare['Ferry']} */
+export const sharedFerry = SharedFerry;

@@ -224,7 +224,8 @@ export class FakeServer {
     };
   }
 
-  client(extra) { return new Ferry('https://example.test/ferry', this.options(extra)); }
+  /** A client of this server: the base Ferry, or another class of the same API (share.js's). */
+  client(extra, Client = Ferry) { return new Client('https://example.test/ferry', this.options(extra)); }
 
   channel(ch) {
     let c = this.channels.get(ch);
@@ -306,6 +307,11 @@ export class FakeServer {
     if (this.negotiateReply) return this.negotiateReply(body);
     let sess = body.session && this._session(body.session);
     const resumed = !!sess;
+    if (sess && body.cid && body.cid !== sess.cid) {
+      // The credential names the cid (PROTOCOL.md §2): another cid, another credential of the session.
+      sess = { ...sess, cid: body.cid, cred: `${sess.cred}.${body.cid}` };
+      this.sessions.set(sess.cred, sess);
+    }
     if (!sess) {
       const n = ++this.n;
       sess = { sid: `sid${n}`, cred: `cred${n}`, cid: body.cid };
@@ -429,5 +435,48 @@ class PollConn extends Conn {
     this.ended = true;
     this.server.clock.clearTimeout(this.timer);
     this.resolve(res);
+  }
+}
+
+/**
+ * The Web Locks API as tabs of one origin see it: one holder per name, the others queued in
+ * order; `request` resolves when the callback's promise does.
+ */
+export class Locks {
+  constructor() {
+    this.queues = new Map();
+    this.held = new Map();
+  }
+
+  request(name, opts, cb) {
+    if (typeof opts === 'function') [opts, cb] = [{}, opts];
+    return new Promise((resolve, reject) => {
+      const entry = { cb, resolve };
+      opts.signal?.addEventListener('abort', () => {
+        const q = this.queues.get(name) ?? [];
+        if (q.includes(entry)) {
+          q.splice(q.indexOf(entry), 1);
+          reject(new DOMException('aborted', 'AbortError'));
+        }
+      });
+      if (!this.queues.has(name)) this.queues.set(name, []);
+      this.queues.get(name).push(entry);
+      this._next(name);
+    });
+  }
+
+  _next(name) {
+    if (this.held.has(name)) return;
+    const e = this.queues.get(name)?.shift();
+    if (!e) return;
+    this.held.set(name, e);
+    // release() frees it as a crash of its holder would: the callback's promise never settles.
+    e.release = (v) => {
+      if (this.held.get(name) !== e) return;
+      this.held.delete(name);
+      e.resolve(v);
+      this._next(name);
+    };
+    Promise.resolve(e.cb()).then(e.release);
   }
 }

@@ -1,6 +1,6 @@
 // Against the real server: builds cmd/ferry, starts it on a free port, and runs the same
 // scenario over each transport with the Node stand-ins for the browser's constructors.
-import { test, before, after } from 'node:test';
+import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -10,7 +10,24 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import WebSocket from 'ws';
 import { EventSource } from 'eventsource';
-import { Ferry } from '../src/index.js';
+import { Ferry as Base } from '../src/index.js';
+
+// Every client a test opens is closed after it, also when the test fails or times out: a
+// client left open keeps reconnecting (to a server that `after` has stopped) and keeps this
+// process alive, so `node --test` never ends instead of reporting the failure.
+const open = new Set();
+class Ferry extends Base {
+  constructor(...args) {
+    super(...args);
+    open.add(this);
+  }
+}
+afterEach(() => {
+  for (const f of open) f.close();
+  open.clear();
+});
+// A test that waits for an event that never comes fails after this instead of hanging.
+const LIMIT = { timeout: 120_000 };
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'ferry-it-'));
@@ -72,7 +89,7 @@ const when = (emitter, event, pred = () => true) =>
   });
 
 for (const transport of ['websocket', 'sse', 'longpoll']) {
-  test(`${transport}: 300 messages in order exactly once, 50 upstream messages acked`, async () => {
+  test(`${transport}: 300 messages in order exactly once, 50 upstream messages acked`, LIMIT, async () => {
     const ferry = new Ferry(base, {
       transports: [transport],
       WebSocket,
@@ -121,7 +138,7 @@ for (const transport of ['websocket', 'sse', 'longpoll']) {
   });
 }
 
-test('moving up from long-polling to WebSocket against the real server loses and repeats nothing', async () => {
+test('moving up from long-polling to WebSocket against the real server loses and repeats nothing', LIMIT, async () => {
   // The first WebSocket goes nowhere (as behind a proxy that strips Upgrade); later ones work.
   let blocked = 1;
   class FlakyWebSocket extends WebSocket {
@@ -163,7 +180,7 @@ test('moving up from long-polling to WebSocket against the real server loses and
   }
 });
 
-test('presence: listening to join shows who subscribes; presence() lists the members', async () => {
+test('presence: listening to join shows who subscribes; presence() lists the members', LIMIT, async () => {
   const opts = { transports: ['websocket'], WebSocket, EventSource, storage: null, online: null };
   const a = new Ferry(base, opts);
   const b = new Ferry(base, { ...opts, transports: ['sse'] });
@@ -199,7 +216,7 @@ async function poll(cond, what, ms = 20000) {
   }
 }
 
-test('a frame processed before its ack was lost, then 4005: resent with its seq under a new session, processed once, publish resolves with its position', async () => {
+test('a frame processed before its ack was lost, then 4005: resent with its seq under a new session, processed once, publish resolves with its position', LIMIT, async () => {
   const s = await start(['--heartbeat', '1s', '--poll-hold', '1s', '--session-ttl', '2s']);
   extra.push(s.child);
   let dropAcks = false;

@@ -118,8 +118,9 @@ test('long-polling: once a newer attachment is on its way, the loop stops instea
   let polls = 0;
   let replaced = false;
   const closed = [];
+  // The transport options and methods are internal: their names end in _ (build.mjs shortens them).
   const t = longpoll({
-    base: 'https://example.test/ferry', session: 's', token: null, hold: undefined, holdMs: 1000, timeout: 1000,
+    base_: 'https://example.test/ferry', session_: 's', token_: null, hold_: undefined, holdMs_: 1000, timeout_: 1000,
     fetch: async () => {
       polls++;
       await new Promise((r) => setImmediate(r)); // a network round trip: let the test look
@@ -127,13 +128,13 @@ test('long-polling: once a newer attachment is on its way, the loop stops instea
     },
     setTimeout: clock.setTimeout,
     clearTimeout: clock.clearTimeout,
-    cursor: () => '',
-    retry: () => 0,
-    replaced: () => replaced,
-    onFrame: () => { replaced = true; }, // a probe started while the response was being read
-    onClose: (code, reason) => closed.push([code, reason]),
+    cursor_: () => '',
+    retry_: () => 0,
+    replaced_: () => replaced,
+    onFrame_: () => { replaced = true; }, // a probe started while the response was being read
+    onClose_: (code, reason) => closed.push([code, reason]),
   });
-  t.open();
+  t.open_();
   await until(() => closed.length === 1);
   assert.equal(polls, 1);
   assert.deepEqual(closed, [[4001, 'superseded']]);

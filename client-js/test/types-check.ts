@@ -72,3 +72,11 @@ sub.position = null;
 // @ts-expect-error: offsets are numbers
 const bad: Position = { epoch: 'e', offset: '1' };
 void bad;
+
+// The sharing entry: the same API, with `share` and `shared`.
+import { Ferry as SharedFerry, FerryError as SharedError } from '../src/share.js';
+const tab = new SharedFerry('/ferry', { share: true, token: 'x' });
+const role: 'leader' | 'follower' | 'off' = tab.shared;
+tab.subscribe('room:lobby', () => console.log(role));
+const sameError: typeof FerryError = SharedError;
+console.log(sameError);

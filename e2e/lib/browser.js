@@ -32,13 +32,15 @@ export async function launchBrowser() {
 
 /**
  * Opens the harness at `origin` in a fresh context (fresh storage: no remembered transport)
- * with config {channels, options, upstream, debug}. Console output, page errors, failed
- * requests and WebSocket lifecycles go to logFile. Returns a Harness.
+ * with config {channels, options, upstream, debug}, or as one more tab of `context` (tabs of
+ * one context share Web Locks and BroadcastChannel, as a browser's tabs of one origin do).
+ * Console output, page errors, failed requests and WebSocket lifecycles go to logFile.
+ * Returns a Harness.
  */
 export async function openHarness(browser, {
-  origin, channels, options = {}, upstream = 0, debug = true, logFile, base, credentials = false, cookies = [],
+  origin, channels, options = {}, upstream = 0, debug = true, logFile, base, credentials = false, cookies = [], context: tabOf,
 }) {
-  const context = await browser.newContext();
+  const context = tabOf ?? await browser.newContext();
   if (cookies.length) await context.addCookies(cookies);
   const page = await context.newPage();
   const log = fs.createWriteStream(logFile, { flags: 'a' });
@@ -62,7 +64,7 @@ export async function openHarness(browser, {
     ws.on('socketerror', (e) => log.write(`${stamp()} websocket error ${u}: ${e}\n`));
   });
 
-  const h = new Harness(context, page, log, origin);
+  const h = new Harness(context, page, log, origin, !tabOf);
   try {
     // A real document of the origin, fetched over the network: the page then runs
     // same-origin with the server (or proxy) and in the loopback address space. (A document
@@ -93,8 +95,9 @@ export async function openHarness(browser, {
 }
 
 export class Harness {
-  constructor(context, page, log, origin) {
+  constructor(context, page, log, origin, ownContext = true) {
     this.context = context;
+    this.ownContext = ownContext;
     this.page = page;
     this.log = log;
     this.origin = origin;
@@ -104,7 +107,7 @@ export class Harness {
   snapshot() { return withTimeout(this.page.evaluate(() => window.e2e.snapshot()), 15000, 'page snapshot'); }
 
   /** Cheap polls for waitFor. */
-  state() { return this.page.evaluate(() => ({ state: ferry.state, transport: ferry.transport, n: e2e.msgs.length })); }
+  state() { return this.page.evaluate(() => ({ state: ferry.state, transport: ferry.transport, n: e2e.msgs.length, shared: ferry.shared })); }
   count() { return this.page.evaluate(() => e2e.msgs.length); }
 
   /** Waits until the client is connected on `transport`; resolves ms since the page started. */
@@ -120,7 +123,7 @@ export class Harness {
 
   async close() {
     try { await withTimeout(this.page.evaluate(() => window.ferry && window.ferry.close()), 3000, 'ferry.close'); } catch {}
-    try { await withTimeout(this.context.close(), 10000, 'context.close'); } catch {}
+    try { await withTimeout(this.ownContext ? this.context.close() : this.page.close(), 10000, 'context.close'); } catch {}
     await new Promise((r) => this.log.end(r));
   }
 }

@@ -3,9 +3,9 @@
 // window.e2e: each message received (payload seq and meta), resets, states, transports,
 // errors, and, when asked, the upstream sends and their echoes. The test reads it with
 // page.evaluate(() => e2e.snapshot()).
-import { Ferry } from '/ferry/client.js';
-
 const cfg = window.E2E_CFG || {};
+// Tabs that share one session (scenarios/share.js) load the sharing entry, which imports the base.
+const { Ferry } = await import(cfg.options?.share ? '/ferry/share.js' : '/ferry/client.js');
 const now = () => Date.now();
 
 const S = {

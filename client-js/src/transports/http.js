@@ -21,7 +21,7 @@ export function url(base, path, params) {
  * @param {TransportOptions} o @param {string} path @param {Record<string, unknown>} params
  */
 export const attachUrl = (o, path, params) =>
-  url(o.base, path, { session: o.session, cursor: o.cursor(), att: o.att, from: o.from, reason: o.reason, ...params });
+  url(o.base_, path, { session: o.session_, cursor: o.cursor_(), att: o.att_, from: o.from_, reason: o.reason_, ...params });
 
 /** @param {string | null | undefined} token @returns {Record<string, string>} */
 export const auth = (token) => (token ? { Authorization: `Bearer ${token}` } : {});
@@ -70,10 +70,10 @@ export async function call(env, href, init, timeout, ctl = new AbortController()
  * @param {TransportOptions} o @param {Frame[]} frames @returns {Promise<Frame[]>}
  */
 export async function post(o, frames) {
-  const body = await call(o, url(o.base, '/send', { session: o.session }), {
+  const body = await call(o, url(o.base_, '/send', { session: o.session_ }), {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json', ...auth(o.token) },
+    headers: { 'Content-Type': 'application/json', ...auth(o.token_) },
     body: JSON.stringify({ frames }),
-  }, o.timeout);
+  }, o.timeout_);
   return body?.acks ?? [];
 }

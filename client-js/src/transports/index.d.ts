@@ -24,51 +24,51 @@ export interface Frame {
 /** One attachment of the session over one transport. */
 export interface Transport {
   /** Upstream goes by POST /send, not over the attachment itself. */
-  readonly http?: true;
-  open(): void;
-  /** Closes without calling onClose; later events of the connection are dropped. */
-  close(): void;
+  readonly http_?: true;
+  open_(): void;
+  /** Closes without calling onClose_; later events of the connection are dropped. */
+  close_(): void;
   /** WebSocket: writes the frames, acks come back as frames. HTTP: resolves with the acks. */
-  send(frames: Frame[]): void | Promise<Frame[]>;
+  send_(frames: Frame[]): void | Promise<Frame[]>;
 }
 
 export interface TransportOptions {
-  base: string;
-  session: string;
-  token: string | null;
+  base_: string;
+  session_: string;
+  token_: string | null;
   /** The hold to ask for (&hold=), if the app set one. */
-  hold: number | undefined;
+  hold_: number | undefined;
   /** The hold the server will use. */
-  holdMs: number;
-  timeout: number;
+  holdMs_: number;
+  timeout_: number;
   WebSocket: new (url: string) => PlatformWebSocket;
   EventSource: new (url: string) => PlatformEventSource;
   fetch: FetchLike;
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(id: unknown): void;
   /** The cursor of this attachment, with the positions as they are now. */
-  cursor(): string;
+  cursor_(): string;
   /** The attachment's sequence number (att): the server never lets a lower one take over. */
-  att: number;
+  att_: number;
   /** The transport this attachment replaces and why, for the server's metrics. */
-  from: string | null;
-  reason: string | null;
+  from_: string | null;
+  reason_: string | null;
   /** Delay before retry `attempt` (from 0) of a failed request. */
-  retry(attempt: number): number;
+  retry_(attempt: number): number;
   /** Whether a newer attachment of the client is on its way (a long-poll must not poll again). */
-  replaced(): boolean;
-  onFrame(frame: Frame): void;
+  replaced_(): boolean;
+  onFrame_(frame: Frame): void;
   /** The attachment ended: a close code (§7, or the platform's) and a short reason. */
-  onClose(code: number, reason: string): void;
+  onClose_(code: number, reason: string): void;
 }
 
 export type TransportFactory = (o: TransportOptions) => Transport;
 
 export declare const transports: {
   readonly [name in TransportName]: {
-    create: TransportFactory;
-    needs: 'WebSocket' | 'EventSource' | 'fetch';
-    live?: true;
-    polled?: true;
+    create_: TransportFactory;
+    needs_: 'WebSocket' | 'EventSource' | 'fetch';
+    live_?: true;
+    polled_?: true;
   };
 };

@@ -13,7 +13,7 @@ import { longpoll } from './longpoll.js';
  * and whether it is polled (heartbeats arrive per response, not on a clock).
  */
 export const transports = {
-  websocket: { create: websocket, needs: 'WebSocket', live: true },
-  sse: { create: sse, needs: 'EventSource' },
-  longpoll: { create: longpoll, needs: 'fetch', polled: true },
+  websocket: { create_: websocket, needs_: 'WebSocket', live_: true },
+  sse: { create_: sse, needs_: 'EventSource' },
+  longpoll: { create_: longpoll, needs_: 'fetch', polled_: true },
 };

@@ -9,7 +9,7 @@ export function sse(o) {
       // close it and let the client choose where to go.
       es.onerror = () => end(1006, 'sse-error');
     }),
-    http: true,
-    send: (frames) => post(o, frames),
+    http_: true,
+    send_: (frames) => post(o, frames),
   };
 }

@@ -23,20 +23,20 @@ export function stream(o, name, Platform, listen) {
   const end = (code, reason) => {
     if (done) return;
     close();
-    o.onClose(code, reason);
+    o.onClose_(code, reason);
   };
   return {
-    open() {
+    open_() {
       // Browsers can't set headers on a WebSocket or an EventSource: the token travels in the query.
-      const href = attachUrl(o, `/${name}`, { token: o.token });
+      const href = attachUrl(o, `/${name}`, { token: o.token_ });
       s = new Platform(name === 'ws' ? href.replace(/^http/, 'ws') : href);
       s.onmessage = (e) => {
         const f = parse(e.data);
-        if (f) o.onFrame(f);
+        if (f) o.onFrame_(f);
         else end(1006, `${name}-bad-frame`);
       };
       listen(s, end);
     },
-    close,
+    close_: close,
   };
 }

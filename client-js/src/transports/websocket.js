@@ -12,7 +12,7 @@ export function websocket(o) {
   return {
     ...t,
     /** @param {import('./index.js').Frame[]} frames */
-    send(frames) {
+    send_(frames) {
       if (ws?.readyState === 1) for (const f of frames) ws.send(JSON.stringify(f));
     },
   };

@@ -13,27 +13,30 @@ import (
 //   - {base}/client.<hash>.js: the module under a content-hashed name, cached for a year
 //     (Cache-Control: public, max-age=31536000, immutable);
 //   - {base}/client.js: the same module at a stable URL, revalidated on every use
-//     (Cache-Control: no-cache) against its strong ETag, which answers 304 when unchanged.
+//     (Cache-Control: no-cache) against its strong ETag, which answers 304 when unchanged;
+//   - {base}/share.js: the client with tabs that share one connection, which imports
+//     ./client.js beside it, revalidated likewise.
 //
-// Both answer in the best precompressed form the request accepts (brotli, gzip or none),
-// with Vary: Accept-Encoding.
+// Every one answers in the best precompressed form the request accepts (brotli, gzip or
+// none), with Vary: Accept-Encoding.
 func mountClient(mux *http.ServeMux, base string) {
-	h := clientHandler()
-	mux.Handle(base+"/client.js", h)
-	mux.Handle(base+"/"+clientjs.File, h)
+	client := moduleHandler(clientjs.Client, "no-cache")
+	mux.Handle(base+"/client.js", client)
+	mux.Handle(base+"/"+clientjs.File, moduleHandler(clientjs.Client, "public, max-age=31536000, immutable"))
+	mux.Handle(base+"/share.js", moduleHandler(clientjs.Share, "no-cache"))
 }
 
-// clientHandler serves the module for both URLs mountClient registers.
-func clientHandler() http.Handler {
+// moduleHandler serves the module b with the given Cache-Control.
+func moduleHandler(b clientjs.Bundle, cacheControl string) http.Handler {
 	type form struct {
 		body     []byte
 		encoding string
 		etag     string
 	}
 	forms := []form{
-		{clientjs.Brotli(), "br", `"` + clientjs.Hash + `-br"`},
-		{clientjs.Gzip(), "gzip", `"` + clientjs.Hash + `-gz"`},
-		{clientjs.Module(), "", `"` + clientjs.Hash + `"`},
+		{b.Brotli, "br", `"` + b.Hash + `-br"`},
+		{b.Gzip, "gzip", `"` + b.Hash + `-gz"`},
+		{b.Module, "", `"` + b.Hash + `"`},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -49,11 +52,7 @@ func clientHandler() http.Handler {
 			}
 		}
 		h := w.Header()
-		if strings.HasSuffix(r.URL.Path, "/client.js") {
-			h.Set("Cache-Control", "no-cache")
-		} else {
-			h.Set("Cache-Control", "public, max-age=31536000, immutable")
-		}
+		h.Set("Cache-Control", cacheControl)
 		h.Set("Vary", "Accept-Encoding")
 		// Modules may be imported from pages on other origins.
 		h.Set("Access-Control-Allow-Origin", "*")

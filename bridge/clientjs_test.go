@@ -33,27 +33,31 @@ func getClient(t *testing.T, url string, header ...string) (*http.Response, []by
 }
 
 // The client is one prebuilt module: at a content-hashed URL cached for a year, and at
-// client.js revalidated against a strong ETag; precompressed as the request accepts.
+// client.js revalidated against a strong ETag; precompressed as the request accepts. The
+// sharing client, share.js, is served the same way at its stable URL, and imports the base
+// module beside it.
 func TestClientModuleServing(t *testing.T) {
 	ts := newTestServer(t, Config{})
 	hashed := ts.URL + "/" + clientjs.File
-	if !strings.HasPrefix(clientjs.File, "client.") || len(clientjs.Hash) != 16 {
+	if !strings.HasPrefix(clientjs.File, "client.") || len(clientjs.Client.Hash) != 16 {
 		t.Fatalf("file name %q", clientjs.File)
 	}
 
 	for _, tc := range []struct {
 		url, cache string
+		b          clientjs.Bundle
 	}{
-		{ts.URL + "/client.js", "no-cache"},
-		{hashed, "public, max-age=31536000, immutable"},
+		{ts.URL + "/client.js", "no-cache", clientjs.Client},
+		{hashed, "public, max-age=31536000, immutable", clientjs.Client},
+		{ts.URL + "/share.js", "no-cache", clientjs.Share},
 	} {
 		resp, body := getClient(t, tc.url)
-		if resp.StatusCode != 200 || !bytes.Equal(body, clientjs.Module()) {
-			t.Fatalf("%s: %d, %d bytes (want the module, %d)", tc.url, resp.StatusCode, len(body), len(clientjs.Module()))
+		if resp.StatusCode != 200 || !bytes.Equal(body, tc.b.Module) {
+			t.Fatalf("%s: %d, %d bytes (want the module, %d)", tc.url, resp.StatusCode, len(body), len(tc.b.Module))
 		}
 		for k, want := range map[string]string{
 			"Cache-Control": tc.cache, "Content-Type": "text/javascript; charset=utf-8", "Vary": "Accept-Encoding",
-			"ETag": `"` + clientjs.Hash + `"`, "Content-Encoding": "", "Access-Control-Allow-Origin": "*",
+			"ETag": `"` + tc.b.Hash + `"`, "Content-Encoding": "", "Access-Control-Allow-Origin": "*",
 		} {
 			if got := resp.Header.Get(k); got != want {
 				t.Errorf("%s: %s %q, want %q", tc.url, k, got, want)
@@ -65,18 +69,18 @@ func TestClientModuleServing(t *testing.T) {
 
 		// gzip and brotli: the precompressed bytes, each with its own strong ETag.
 		resp, gz := getClient(t, tc.url, "Accept-Encoding", "gzip, deflate")
-		if resp.Header.Get("Content-Encoding") != "gzip" || resp.Header.Get("ETag") != `"`+clientjs.Hash+`-gz"` {
+		if resp.Header.Get("Content-Encoding") != "gzip" || resp.Header.Get("ETag") != `"`+tc.b.Hash+`-gz"` {
 			t.Fatalf("%s gzip: %v", tc.url, resp.Header)
 		}
 		zr, err := gzip.NewReader(bytes.NewReader(gz))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if plain, _ := io.ReadAll(zr); !bytes.Equal(plain, clientjs.Module()) {
+		if plain, _ := io.ReadAll(zr); !bytes.Equal(plain, tc.b.Module) {
 			t.Fatalf("%s: the gzip form is not the module", tc.url)
 		}
 		resp, br := getClient(t, tc.url, "Accept-Encoding", "gzip, deflate, br")
-		if resp.Header.Get("Content-Encoding") != "br" || !bytes.Equal(br, clientjs.Brotli()) || len(br) >= len(gz) {
+		if resp.Header.Get("Content-Encoding") != "br" || !bytes.Equal(br, tc.b.Brotli) || len(br) >= len(gz) {
 			t.Fatalf("%s br: %v, %d bytes (gzip %d)", tc.url, resp.Header, len(br), len(gz))
 		}
 		if resp, _ := getClient(t, tc.url, "Accept-Encoding", "br;q=0, gzip;q=0.5"); resp.Header.Get("Content-Encoding") != "gzip" {
@@ -87,7 +91,7 @@ func TestClientModuleServing(t *testing.T) {
 		}
 
 		// Revalidation: 304 with no body for the same form, 200 for another one.
-		etag := `"` + clientjs.Hash + `"`
+		etag := `"` + tc.b.Hash + `"`
 		resp, body = getClient(t, tc.url, "If-None-Match", etag)
 		if resp.StatusCode != http.StatusNotModified || len(body) != 0 || resp.Header.Get("ETag") != etag {
 			t.Errorf("%s: revalidation got %d, %d bytes, ETag %q", tc.url, resp.StatusCode, len(body), resp.Header.Get("ETag"))
@@ -100,6 +104,10 @@ func TestClientModuleServing(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Errorf("%s: the plain ETag must not validate the gzip form: %d", tc.url, resp.StatusCode)
 		}
+	}
+
+	if _, body := getClient(t, ts.URL+"/share.js"); !bytes.Contains(body, []byte(`"./client.js"`)) {
+		t.Errorf("share.js does not import ./client.js: %.200q", body)
 	}
 
 	// Another hash, the old module directory, and other methods: nothing.

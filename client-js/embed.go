@@ -1,7 +1,12 @@
-// Package clientjs embeds the JavaScript client as the server serves it: one prebuilt,
-// minified ES module (dist/client.js, built from src/ by `npm run build:client` and
-// committed), with its gzip and brotli forms precompressed at build time, so that
-// `go run ./cmd/ferry` needs no build step.
+// Package clientjs embeds the JavaScript client as the server serves it: prebuilt,
+// minified ES modules (dist/, built from src/ by `npm run build:client` and committed),
+// with their gzip and brotli forms precompressed at build time, so that `go run
+// ./cmd/ferry` needs no build step.
+//
+//   - Client (dist/client.js) exports the public API of src/index.js.
+//   - Share (dist/share.js) exports the same API with tabs that share one connection
+//     (`share: true`); it imports the base module as "./client.js", so it is served
+//     beside it.
 package clientjs
 
 import (
@@ -10,28 +15,44 @@ import (
 	"encoding/hex"
 )
 
+// A Bundle is one module in the forms the server sends.
+type Bundle struct {
+	// Name is the module's stable file name ("client.js").
+	Name string
+	// Module is the minified module; Gzip and Brotli are it compressed at build time.
+	Module, Gzip, Brotli []byte
+	// Hash is a content hash of Module (the first 16 hex digits of its SHA-256): the
+	// strong ETag of every form of the module.
+	Hash string
+}
+
+func newBundle(name string, js, gz, br []byte) Bundle {
+	sum := sha256.Sum256(js)
+	return Bundle{Name: name, Module: js, Gzip: gz, Brotli: br, Hash: hex.EncodeToString(sum[:8])}
+}
+
 var (
 	//go:embed dist/client.js
-	js []byte
+	clientJS []byte
 	//go:embed dist/client.js.gz
-	gz []byte
+	clientGz []byte
 	//go:embed dist/client.js.br
-	br []byte
+	clientBr []byte
+	//go:embed dist/share.js
+	shareJS []byte
+	//go:embed dist/share.js.gz
+	shareGz []byte
+	//go:embed dist/share.js.br
+	shareBr []byte
 )
 
-// Module is the client bundle: one ES module exporting the public API of src/index.js.
-func Module() []byte { return js }
+// Client is the base client; Share the client with tabs that share one connection.
+var (
+	Client = newBundle("client.js", clientJS, clientGz, clientBr)
+	Share  = newBundle("share.js", shareJS, shareGz, shareBr)
+)
 
-// Gzip and Brotli are Module compressed at build time.
-func Gzip() []byte   { return gz }
-func Brotli() []byte { return br }
-
-// Hash is a content hash of Module (the first 16 hex digits of its SHA-256): it names the
-// immutable URL client.<Hash>.js and is the strong ETag of every form of the module.
-var Hash = func() string {
-	sum := sha256.Sum256(js)
-	return hex.EncodeToString(sum[:8])
-}()
-
-// File is the content-hashed file name of the module, "client.<Hash>.js".
-var File = "client." + Hash + ".js"
+// File is the base module's content-hashed file name, "client.<Hash>.js", which the server
+// serves as immutable. (The share module is served at its stable name only: it imports
+// "./client.js", which is revalidated, so a hashed name would not make it immutable.)
+var File = "client." + Client.Hash + ".js"

@@ -77,3 +77,32 @@ func ExampleConfig_onMessage() {
 	// {"acks":[{"t":"ack","seq":1}]}
 	// {"acks":[{"t":"ack","seq":1,"dup":true}]}
 }
+
+// Decide who may do what: Authorize sees every subscribe, publish and send, and refuses
+// with a close code that the client receives with the reason.
+func ExampleConfig_authorize() {
+	srv, _ := bridge.New(bridge.Config{
+		Authorize: func(ctx context.Context, r bridge.AuthRequest) error {
+			if r.Action == bridge.ActSubscribe && strings.HasPrefix(r.Channel, "admin:") && r.User != "root" {
+				return bridge.Errorf(bridge.CodeForbidden, "%s is for admins", r.Channel)
+			}
+			return nil
+		},
+	})
+	defer srv.Shutdown(context.Background())
+
+	mux := http.NewServeMux()
+	srv.Mount(mux)
+	for _, ch := range []string{"room:lobby", "admin:audit"} {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ferry/api/history?channel="+ch, nil))
+		if rec.Code == http.StatusOK {
+			fmt.Println(ch, rec.Code)
+		} else {
+			fmt.Println(ch, rec.Code, strings.TrimSpace(rec.Body.String()))
+		}
+	}
+	// Output:
+	// room:lobby 200
+	// admin:audit 403 {"code":4103,"reason":"admin:audit is for admins"}
+}

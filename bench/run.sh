@@ -29,6 +29,8 @@
 #                 less 100) on one node, published at SCALE_RATE (default 1) msg/s for
 #                 SCALE_DURATION (default 60s), the server's memory sampled every second
 #                 from the end of the connect phase to the end; default none
+#   SCALE_PEERS   the peers of the scale scenario, default "ferry-events"; "ferry-sse
+#                 ferry-events" sets /sse's figures beside them (base-events with BASELINE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +44,7 @@ SETTLE=${SETTLE:-35s}
 SCALE_EVENTS=${SCALE_EVENTS:-}
 SCALE_RATE=${SCALE_RATE:-1}
 SCALE_DURATION=${SCALE_DURATION:-60s}
+SCALE_PEERS=${SCALE_PEERS:-ferry-events}
 OUT=${OUT:-docs/benchmarks}
 if [ "${QUICK:-}" = 1 ]; then
   WS_CLIENTS=300 HTTP_CLIENTS=200 SCALE=100 DURATION=5s BURST=50 SETTLE=3s
@@ -201,8 +204,10 @@ if [ -n "$SCALE_EVENTS" ]; then
   # Dashboard scale: every reader connected before the first publish (a long connect
   # phase, a settle for the heartbeats to reach them all), then a slow steady rate;
   # "dropped" readers show as connections ended early, memory as the sampled trace.
-  run ferry-events dashboard "$SCALE_EVENTS" --rate "$SCALE_RATE" --duration "$SCALE_DURATION" --burst 0 \
-    --settle 20s --rss-every 1s --connect-timeout 5m --max-time 15m
+  for peer in $SCALE_PEERS; do
+    run "$peer" dashboard "$SCALE_EVENTS" --rate "$SCALE_RATE" --duration "$SCALE_DURATION" --burst 0 \
+      --settle 20s --rss-every 1s --connect-timeout 5m --max-time 15m
+  done
 fi
 
 log "writing $OUT/results.md and $OUT/p99.svg"

@@ -14,6 +14,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -141,6 +142,9 @@ func lost(ps ...*phase) string {
 // (memory, connect, latency at 2 msg/s, burst) and "rate10" (latency at 10 msg/s), and
 // the stall comparison if any.
 func writeTable(w io.Writer, rs []result) {
+	if !slices.ContainsFunc(rs, func(r result) bool { return r.Scenario == "rate2" || r.Scenario == "rate10" }) {
+		return // a run of the dashboard scenario alone
+	}
 	fmt.Fprintln(w, "| server / transport | clients | idle KiB per conn | connect (s) | p50 / p99 ms at 2 msg/s | p50 / p99 ms at 10 msg/s | burst deliveries/s | server CPU µs per delivery (2 / 10 msg/s / burst) | lost or duplicated |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, l := range labels(rs) {

@@ -54,6 +54,28 @@ func TestTableAndChart(t *testing.T) {
 	}
 }
 
+func TestDashboardAlone(t *testing.T) {
+	rs, err := readResults(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var alone []result
+	for _, r := range rs {
+		if r.Scenario == "dashboard" {
+			alone = append(alone, r)
+		}
+	}
+	var md bytes.Buffer
+	writeTable(&md, alone)
+	if md.Len() != 0 {
+		t.Errorf("a main table with no rows:\n%s", md.String())
+	}
+	writeDashboard(&md, alone)
+	if !strings.Contains(md.String(), "| ferry/events | 19900 |") {
+		t.Errorf("no dashboard row:\n%s", md.String())
+	}
+}
+
 func TestNiceCeil(t *testing.T) {
 	for in, want := range map[float64]float64{0: 1, 7: 10, 10: 10, 11: 20, 230: 500, 10000: 10000, 0.3: 0.5} {
 		if got := niceCeil(in); got != want {

@@ -9,9 +9,12 @@
 # machine above it) and p99.svg (the chart).
 #
 # Settings (environment):
-#   PEERS         which servers, default "ferry-ws ferry-sse ferry-longpoll socketio-ws socketio-polling gorilla-ws"
+#   PEERS         which servers, default "ferry-ws ferry-sse ferry-longpoll ferry-events
+#                 socketio-ws socketio-polling gorilla-ws"; empty: none (only SCALE_EVENTS).
+#                 ferry-events reads GET /ferry/events as a plain EventSource does (no
+#                 session), the dashboards' path, to be read beside ferry-sse
 #   WS_CLIENTS    subscribers on WebSocket, default 10000
-#   HTTP_CLIENTS  subscribers on SSE and the polling transports, default 5000
+#   HTTP_CLIENTS  subscribers on SSE, /events and the polling transports, default 5000
 #   SCALE         smaller subscriber counts for the chart, default "1000 2500 5000"
 #   DURATION      length of each steady phase, default 20s
 #   BURST         messages of the burst phase, default 200
@@ -19,18 +22,29 @@
 #   QUICK=1       a short smoke run (300 and 200 clients, 5 s phases) to check the set-up
 #   OUT           output folder, default docs/benchmarks
 #   BASELINE      a git revision (e.g. a commit before a change): builds Ferry from it too,
-#                 so the peers base-ws, base-sse and base-longpoll run it in the same run,
-#                 under the same generator (the one of this tree)
+#                 so the peers base-ws, base-sse, base-longpoll and base-events run it in
+#                 the same run, under the same generator (the one of this tree)
+#   SCALE_EVENTS  the dashboard-scale scenario, after the peers: this many /events readers
+#                 ("max": as many as the open-file limit allows, which is its hard limit
+#                 less 100) on one node, published at SCALE_RATE (default 1) msg/s for
+#                 SCALE_DURATION (default 60s), the server's memory sampled every second
+#                 from the end of the connect phase to the end; default none
+#   SCALE_PEERS   the peers of the scale scenario, default "ferry-events"; "ferry-sse
+#                 ferry-events" sets /sse's figures beside them (base-events with BASELINE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PEERS=${PEERS:-"ferry-ws ferry-sse ferry-longpoll socketio-ws socketio-polling gorilla-ws"}
+PEERS=${PEERS-"ferry-ws ferry-sse ferry-longpoll ferry-events socketio-ws socketio-polling gorilla-ws"}
 WS_CLIENTS=${WS_CLIENTS:-10000}
 HTTP_CLIENTS=${HTTP_CLIENTS:-5000}
 SCALE=${SCALE:-"1000 2500 5000"}
 DURATION=${DURATION:-20s}
 BURST=${BURST:-200}
 SETTLE=${SETTLE:-35s}
+SCALE_EVENTS=${SCALE_EVENTS:-}
+SCALE_RATE=${SCALE_RATE:-1}
+SCALE_DURATION=${SCALE_DURATION:-60s}
+SCALE_PEERS=${SCALE_PEERS:-ferry-events}
 OUT=${OUT:-docs/benchmarks}
 if [ "${QUICK:-}" = 1 ]; then
   WS_CLIENTS=300 HTTP_CLIENTS=200 SCALE=100 DURATION=5s BURST=50 SETTLE=3s
@@ -50,9 +64,19 @@ if [ "$(nproc)" -lt 2 ]; then
 fi
 # Every client holds a descriptor, the server one per client too.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((WS_CLIENTS + 1000)) ]; then
+if [ -n "$PEERS" ] && [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((WS_CLIENTS + 1000)) ]; then
   echo "bench/run.sh: the open-file limit $(ulimit -n) is too low for $WS_CLIENTS clients" >&2
   exit 1
+fi
+if [ -n "$SCALE_EVENTS" ]; then
+  # The server holds a descriptor per reader, and so does the generator, each under its
+  # own limit: readers beyond the limit less 100 would fail for want of descriptors.
+  most=1000000
+  [ "$(ulimit -n)" != unlimited ] && most=$(($(ulimit -n) - 100))
+  if [ "$SCALE_EVENTS" = max ] || [ "$SCALE_EVENTS" -gt "$most" ]; then
+    [ "$SCALE_EVENTS" = max ] || echo "bench/run.sh: SCALE_EVENTS=$SCALE_EVENTS is over the open-file limit $(ulimit -n) less 100: $most readers" >&2
+    SCALE_EVENTS=$most
+  fi
 fi
 
 BIN=$(mktemp -d)
@@ -76,7 +100,8 @@ if [ -n "${BASELINE:-}" ]; then
   git worktree remove --force "$BIN/base-src"
 fi
 
-if [ ! -d bench/socketio/node_modules ] || [ bench/socketio/package-lock.json -nt bench/socketio/node_modules/.package-lock.json ]; then
+case " $PEERS " in *" socketio-"*) need_sio=1 ;; *) need_sio= ;; esac
+if [ -n "$need_sio" ] && { [ ! -d bench/socketio/node_modules ] || [ bench/socketio/package-lock.json -nt bench/socketio/node_modules/.package-lock.json ]; }; then
   log "installing the Socket.IO peer (npm ci)"
   (cd bench/socketio && npm ci --no-audit --no-fund --loglevel=error)
 fi
@@ -97,8 +122,7 @@ RESULTS=$OUT/results.jsonl
 
 {
   echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/^Mem:/{print $2}') GiB;" \
-    "Linux $(uname -r); $(go version | awk '{print $3}'); Node $(node --version);" \
-    "socket.io $(node -p "require('./bench/socketio/node_modules/socket.io/package.json').version");" \
+    "Linux $(uname -r); $(go version | awk '{print $3}'); Node $(node --version);${need_sio:+ socket.io $(node -p "require('./bench/socketio/node_modules/socket.io/package.json').version");}" \
     "gorilla/websocket $(go list -m -f '{{.Version}}' github.com/gorilla/websocket)."
   echo "Server pinned to core 0, load generator to core 1 (taskset). Run $(date -u +%Y-%m-%dT%H:%MZ)."
 } >"$OUT/machine.md"
@@ -141,12 +165,14 @@ run() {
   ferry-ws) target=ferry transport=websocket label=ferry/websocket ;;
   ferry-sse) target=ferry transport=sse label=ferry/sse ;;
   ferry-longpoll) target=ferry transport=longpoll label=ferry/longpoll ;;
+  ferry-events) target=ferry transport=events label=ferry/events ;;
   socketio-ws) target=socketio transport=websocket label=socket.io/websocket ;;
   socketio-polling) target=socketio transport=polling label=socket.io/polling ;;
   gorilla-ws) target=gorilla transport=websocket label=gorilla-floor/websocket ;;
   base-ws) target=ferry transport=websocket label=ferry@$BASE_REV/websocket ;;
   base-sse) target=ferry transport=sse label=ferry@$BASE_REV/sse ;;
   base-longpoll) target=ferry transport=longpoll label=ferry@$BASE_REV/longpoll ;;
+  base-events) target=ferry transport=events label=ferry@$BASE_REV/events ;;
   *) echo "bench/run.sh: unknown peer $peer" >&2; exit 1 ;;
   esac
   log "$label: $scenario, $clients clients"
@@ -160,7 +186,7 @@ run() {
 
 for peer in $PEERS; do
   n=$WS_CLIENTS
-  case $peer in *-sse | *-longpoll | *-polling) n=$HTTP_CLIENTS ;; esac
+  case $peer in *-sse | *-longpoll | *-polling | *-events) n=$HTTP_CLIENTS ;; esac
   # The idle memory of the table is measured here, after SETTLE of rest: long enough for
   # every client to have answered a heartbeat (Ferry's 15 s, Socket.IO's 25 s), so that
   # what a live idle connection holds is counted, not only a fresh one.
@@ -174,6 +200,18 @@ for peer in $PEERS; do
   esac
 done
 
+if [ -n "$SCALE_EVENTS" ]; then
+  # Dashboard scale: every reader connected before the first publish (a long connect
+  # phase, a settle for the heartbeats to reach them all), then a slow steady rate;
+  # "dropped" readers show as connections ended early, memory as the sampled trace.
+  for peer in $SCALE_PEERS; do
+    run "$peer" dashboard "$SCALE_EVENTS" --rate "$SCALE_RATE" --duration "$SCALE_DURATION" --burst 0 \
+      --settle 20s --rss-every 1s --connect-timeout 5m --max-time 15m
+  done
+fi
+
 log "writing $OUT/results.md and $OUT/p99.svg"
-"$BIN/chart" --in "$RESULTS" --md "$OUT/results.md" --svg "$OUT/p99.svg" --machine "$OUT/machine.md"
+chart=(--in "$RESULTS" --md "$OUT/results.md" --machine "$OUT/machine.md")
+[ -n "$PEERS" ] && chart+=(--svg "$OUT/p99.svg") # the chart is of the peers' 2 msg/s runs
+"$BIN/chart" "${chart[@]}"
 cat "$OUT/results.md"

@@ -14,6 +14,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,6 +35,16 @@ type result struct {
 	Steady         *phase  `json:"steady"`
 	Burst          *phase  `json:"burst"`
 	Disconnected   int64   `json:"disconnected"`
+	RSS            *trace  `json:"rss_trace"`
+}
+
+// trace is the server's memory sampled through a run (ferry-bench --rss-every), in KiB.
+type trace struct {
+	EveryMs float64 `json:"every_ms"`
+	First   int64   `json:"first_kib"`
+	Last    int64   `json:"last_kib"`
+	Max     int64   `json:"max_kib"`
+	Samples []int64 `json:"samples_kib"`
 }
 
 type phase struct {
@@ -131,6 +142,9 @@ func lost(ps ...*phase) string {
 // (memory, connect, latency at 2 msg/s, burst) and "rate10" (latency at 10 msg/s), and
 // the stall comparison if any.
 func writeTable(w io.Writer, rs []result) {
+	if !slices.ContainsFunc(rs, func(r result) bool { return r.Scenario == "rate2" || r.Scenario == "rate10" }) {
+		return // a run of the dashboard scenario alone
+	}
 	fmt.Fprintln(w, "| server / transport | clients | idle KiB per conn | connect (s) | p50 / p99 ms at 2 msg/s | p50 / p99 ms at 10 msg/s | burst deliveries/s | server CPU µs per delivery (2 / 10 msg/s / burst) | lost or duplicated |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, l := range labels(rs) {
@@ -193,6 +207,41 @@ func writeTable(w io.Writer, rs []result) {
 	}
 }
 
+// writeDashboard writes the table of the "dashboard" scenario (bench/run.sh
+// SCALE_EVENTS): as many readers as one node holds, a slow steady rate, and the server's
+// memory sampled from the end of the connect phase to the end of the run.
+func writeDashboard(w io.Writer, rs []result) {
+	var ds []result
+	for _, r := range rs {
+		if r.Scenario == "dashboard" {
+			ds = append(ds, r)
+		}
+	}
+	if len(ds) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Dashboard scale: readers held on one node at a slow rate; the server's memory sampled from the end of the connect phase to the end of the run (MiB).")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| server / transport | readers | rate (msg/s) | published | p50 / p99 ms | dropped readers | memory first / last / max | lost or duplicated |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range ds {
+		readers := fmt.Sprintf("%d", r.Connected)
+		if r.Connected < r.Clients {
+			readers = fmt.Sprintf("%d of %d", r.Connected, r.Clients)
+		}
+		rate, published := "–", "–"
+		if r.Steady != nil {
+			rate, published = num(r.Steady.Rate), fmt.Sprintf("%d", r.Steady.Published)
+		}
+		mem := "–"
+		if t := r.RSS; t != nil && len(t.Samples) > 0 {
+			mem = fmt.Sprintf("%.1f / %.1f / %.1f", float64(t.First)/1024, float64(t.Last)/1024, float64(t.Max)/1024)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %d | %s | %s |\n", r.Label, readers, rate, published, lat(r.Steady), r.Disconnected, mem, lost(r.Steady))
+	}
+}
+
 // point is one (subscribers, p99) of a series.
 type point struct {
 	x int
@@ -224,7 +273,8 @@ func series(rs []result) (map[string][]point, []string) {
 	return out, order
 }
 
-var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"}
+// palette has a colour for each of bench/run.sh's peers, base-* included.
+var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#e7969c"}
 
 // niceCeil rounds v up to 1, 2 or 5 times a power of ten.
 func niceCeil(v float64) float64 {
@@ -358,6 +408,7 @@ func main() {
 				fmt.Fprintln(w)
 			}
 			writeTable(w, rs)
+			writeDashboard(w, rs)
 			return nil
 		})
 	}

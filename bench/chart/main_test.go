@@ -13,6 +13,8 @@ const sample = `{"label":"ferry/websocket","scenario":"rate2","clients":10000,"c
 {"label":"ferry/websocket","scenario":"scale","clients":1000,"connected":1000,"steady":{"rate":2,"expected":20000,"delivered":20000,"p99_ms":12}}
 {"label":"ferry/websocket","scenario":"stall","clients":10000,"stalled":1,"connected":10000,"steady":{"rate":2,"expected":1999800,"delivered":1999800,"p50_ms":61,"p99_ms":118}}
 {"label":"socket.io/websocket","scenario":"rate2","clients":10000,"connected":9000,"kib_per_conn":15.5,"steady":{"rate":2,"expected":180000,"delivered":180000,"p50_ms":61,"p99_ms":131}}
+{"label":"ferry/events","scenario":"rate2","clients":5000,"connected":5000,"connect_seconds":1.5,"kib_per_conn":9.5,"steady":{"rate":2,"expected":200000,"delivered":200000,"p50_ms":20,"p99_ms":40}}
+{"label":"ferry/events","scenario":"dashboard","clients":19900,"connected":19900,"disconnected":0,"rss_trace":{"every_ms":1000,"first_kib":204800,"last_kib":205824,"max_kib":209920,"samples_kib":[204800,209920,205824]},"steady":{"rate":1,"published":60,"expected":1194000,"delivered":1194000,"p50_ms":30,"p99_ms":80}}
 `
 
 func TestTableAndChart(t *testing.T) {
@@ -22,17 +24,20 @@ func TestTableAndChart(t *testing.T) {
 	}
 	var md bytes.Buffer
 	writeTable(&md, rs)
+	writeDashboard(&md, rs)
 	for _, want := range []string{
 		"| ferry/websocket | 10000 | 11.5 | 3.2 | 50.0 / 90.0 | 60.0 / 120 | 1235 k | 9.50 / – / 2.10 | 10 (0.00%) |",
 		"| socket.io/websocket | 9000 of 10000 | 15.5 |",
 		"| ferry/websocket | 10000 | 1 | 61.0 / 118 | 50.0 / 90.0 | 0 |",
+		"| ferry/events | 5000 | 9.5 | 1.5 | 20.0 / 40.0 | – | – | – / – / – | 0 |",
+		"| ferry/events | 19900 | 1.00 | 60 | 30.0 / 80.0 | 0 | 200.0 / 201.0 / 205.0 | 0 |",
 	} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, md.String())
 		}
 	}
 	data, order := series(rs)
-	if len(order) != 2 || len(data["ferry/websocket"]) != 2 || data["ferry/websocket"][0].x != 1000 {
+	if len(order) != 3 || len(data["ferry/websocket"]) != 2 || len(data["ferry/events"]) != 1 || data["ferry/websocket"][0].x != 1000 {
 		t.Errorf("series: %v %v", order, data)
 	}
 	var svg bytes.Buffer
@@ -46,6 +51,28 @@ func TestTableAndChart(t *testing.T) {
 		} else if err != nil {
 			t.Fatalf("chart is not well-formed XML: %v", err)
 		}
+	}
+}
+
+func TestDashboardAlone(t *testing.T) {
+	rs, err := readResults(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var alone []result
+	for _, r := range rs {
+		if r.Scenario == "dashboard" {
+			alone = append(alone, r)
+		}
+	}
+	var md bytes.Buffer
+	writeTable(&md, alone)
+	if md.Len() != 0 {
+		t.Errorf("a main table with no rows:\n%s", md.String())
+	}
+	writeDashboard(&md, alone)
+	if !strings.Contains(md.String(), "| ferry/events | 19900 |") {
+		t.Errorf("no dashboard row:\n%s", md.String())
 	}
 }
 

@@ -99,7 +99,7 @@ func TestParseOptions(t *testing.T) {
 	for _, bad := range [][]string{
 		{"--target", "nats"},
 		{"--target", "gorilla", "--transport", "sse"},
-		{"--clients", "20000"},
+		{"--clients", strconv.Itoa(maxClients() + 1)}, // over the open-file limit
 		{"--stall", "5", "--clients", "5"},
 		{"--api-key", ""}, // ferry publishes by default: the key is needed
 	} {

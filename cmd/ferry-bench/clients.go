@@ -64,6 +64,8 @@ func (e *env) newClient(i int, stalled bool) client {
 		return &ferrySSE{clientConf: cc}
 	case "ferry/longpoll":
 		return &ferryPoll{clientConf: cc}
+	case "ferry/events":
+		return &ferryEvents{clientConf: cc}
 	case "socketio/websocket":
 		return &sioWS{clientConf: cc}
 	case "socketio/polling":

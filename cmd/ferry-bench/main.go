@@ -5,7 +5,8 @@
 // second, losses and errors, and, for a local server named by --server-pid, its resident
 // memory per connection and its CPU time per delivery.
 //
-// It speaks to Ferry (WebSocket, SSE, long-polling) and to the two peers of
+// It speaks to Ferry (WebSocket, SSE, long-polling, and the session-less /events stream
+// of dashboards, read as a plain EventSource reads it) and to the two peers of
 // docs/BENCHMARKS.md in their own protocols: a Socket.IO 4 server (bench/socketio, over
 // WebSocket or polling) and a bare gorilla/websocket broadcast server (bench/gorilla-floor),
 // so that the same load runs against each.
@@ -53,6 +54,7 @@ type options struct {
 	maxTime   time.Duration
 
 	serverPID int
+	rssEvery  time.Duration
 	jsonOut   string
 	label     string
 	scenario  string
@@ -72,7 +74,7 @@ type options struct {
 
 // transports lists what each target speaks.
 var transports = map[string][]string{
-	"ferry":    {"websocket", "sse", "longpoll"},
+	"ferry":    {"websocket", "sse", "longpoll", "events"},
 	"socketio": {"websocket", "polling"},
 	"gorilla":  {"websocket"},
 }
@@ -106,12 +108,12 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("ferry-bench", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&o.target, "target", "ferry", "server under test: ferry, socketio or gorilla")
-	fs.StringVar(&o.transport, "transport", "websocket", "ferry: websocket, sse or longpoll; socketio: websocket or polling; gorilla: websocket")
+	fs.StringVar(&o.transport, "transport", "websocket", "ferry: websocket, sse, longpoll or events (GET /events, no session: a dashboard's EventSource); socketio: websocket or polling; gorilla: websocket")
 	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080", "server address (scheme and host)")
 	fs.StringVar(&o.base, "base", "/ferry", "ferry: path prefix of the endpoints")
 	fs.StringVar(&o.apiKey, "api-key", "", "ferry: API key of the publish API (--api-key of the server)")
 	fs.StringVar(&o.channel, "channel", "bench", "ferry: channel the clients subscribe to")
-	fs.IntVar(&o.clients, "clients", 100, "clients to open (at most 15000: the open-file limit is 20000)")
+	fs.IntVar(&o.clients, "clients", 100, "clients to open (at most the open-file limit less 100: every client holds a descriptor)")
 	fs.IntVar(&o.stall, "stall", 0, "clients among --clients that stop reading once subscribed")
 	fs.IntVar(&o.sources, "sources", 200, "source addresses 127.0.0.2... to spread connections over (0: one); servers that limit connections or sessions per address see each as a client")
 	fs.IntVar(&o.connConc, "connect-concurrency", 64, "connections being opened at once")
@@ -125,6 +127,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.drain, "drain", 15*time.Second, "longest wait for the last deliveries after a phase's last publish")
 	fs.DurationVar(&o.maxTime, "max-time", 5*time.Minute, "bound of the whole run")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "pid of a local server: report its memory per connection and CPU per delivery")
+	fs.DurationVar(&o.rssEvery, "rss-every", 0, "with --server-pid: sample the server's memory at this interval from the end of --settle to the end of the last phase, and report the first, last and largest sample (0: no sampling)")
 	fs.StringVar(&o.jsonOut, "json", "", "append the result as one JSON line to this file")
 	fs.StringVar(&o.label, "label", "", "name of this run in the JSON result (default target/transport)")
 	fs.StringVar(&o.scenario, "scenario", "", "name of the scenario this run belongs to, kept in the JSON result (bench/chart groups by it)")
@@ -155,8 +158,8 @@ func (o *options) validateBroadcast() error {
 		return fmt.Errorf("--transport %q: %s speaks %v", o.transport, o.target, tr)
 	}
 	switch {
-	case o.clients < 1 || o.clients > 15000:
-		return errors.New("--clients: want 1 to 15000")
+	case o.clients < 1 || o.clients > maxClients():
+		return fmt.Errorf("--clients: want 1 to %d (the open-file limit less 100)", maxClients())
 	case o.stall < 0 || o.stall >= o.clients:
 		return errors.New("--stall: want 0 to --clients - 1")
 	case o.connConc < 1:
@@ -171,6 +174,8 @@ func (o *options) validateBroadcast() error {
 		return errors.New("--payload: want 0 to 60000")
 	case o.maxTime <= 0 || o.maxTime > 30*time.Minute:
 		return errors.New("--max-time: want at most 30m")
+	case o.rssEvery < 0 || (o.rssEvery > 0 && o.rssEvery < 10*time.Millisecond):
+		return errors.New("--rss-every: want 0 or at least 10ms")
 	case o.sources < 0 || o.sources > 250:
 		return errors.New("--sources: want 0 to 250")
 	case o.target == "ferry" && o.apiKey == "" && (o.rate > 0 || o.burst > 0):

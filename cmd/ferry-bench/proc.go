@@ -72,6 +72,18 @@ func raiseFileLimit() (uint64, error) {
 	return rl.Cur, nil
 }
 
+// maxClients is the most clients a broadcast run opens: one descriptor each under the
+// hard open-file limit (which raiseFileLimit lifts the soft one to), leaving 100 for the
+// publisher, the probe and the runtime. The server holds one per client too, under its
+// own limit.
+func maxClients() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Max < 1100 {
+		return 1000
+	}
+	return int(min(rl.Max-100, 1_000_000))
+}
+
 // probe reads a local server's memory and CPU; with no pid it reports nothing.
 type probe struct{ pid int }
 
@@ -105,4 +117,47 @@ func selfCPU() time.Duration {
 		return -1
 	}
 	return v
+}
+
+// sampleRSS samples the server's memory every interval until stop is called, which
+// returns what it saw (nil without samples). The first sample is taken at once.
+func (p *probe) sampleRSS(every time.Duration) (stop func() *RSSTrace) {
+	done := make(chan struct{})
+	out := make(chan *RSSTrace, 1)
+	go func() {
+		t := &RSSTrace{EveryMs: ms(every)}
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			if v := p.rss(); v > 0 {
+				t.add(v)
+			}
+			select {
+			case <-tick.C:
+			case <-done:
+				if v := p.rss(); v > 0 {
+					t.add(v)
+				}
+				if len(t.Samples) == 0 {
+					t = nil
+				}
+				out <- t
+				return
+			}
+		}
+	}()
+	return func() *RSSTrace {
+		close(done)
+		return <-out
+	}
+}
+
+func (t *RSSTrace) add(v int64) {
+	if len(t.Samples) == 0 {
+		t.First, t.Min, t.Max = v, v, v
+	}
+	t.Samples = append(t.Samples, v)
+	t.Last = v
+	t.Min = min(t.Min, v)
+	t.Max = max(t.Max, v)
 }

@@ -29,6 +29,9 @@ type Result struct {
 	RSSBeforeKiB int64   `json:"rss_before_kib"`
 	RSSAfterKiB  int64   `json:"rss_after_kib"`
 	KiBPerConn   float64 `json:"kib_per_conn"`
+	// With --rss-every: the server's resident memory sampled from the end of the settle
+	// to the end of the last phase, whether memory stays flat while the readers are held.
+	RSS *RSSTrace `json:"rss_trace,omitempty"`
 
 	Steady *PhaseResult `json:"steady,omitempty"`
 	Burst  *PhaseResult `json:"burst,omitempty"`
@@ -36,6 +39,16 @@ type Result struct {
 	Disconnected int64          `json:"disconnected"`
 	Unknown      int64          `json:"unknown_messages"`
 	Errors       map[string]int `json:"errors,omitempty"`
+}
+
+// RSSTrace is the server's memory sampled through a run, in KiB.
+type RSSTrace struct {
+	EveryMs float64 `json:"every_ms"`
+	First   int64   `json:"first_kib"`
+	Last    int64   `json:"last_kib"`
+	Max     int64   `json:"max_kib"`
+	Min     int64   `json:"min_kib"`
+	Samples []int64 `json:"samples_kib"`
 }
 
 // PhaseResult is one phase: what was published, what arrived, how late.
@@ -74,6 +87,10 @@ func (r *Result) print(w io.Writer) {
 		r.Connected, r.ConnectErrors, r.ConnectSeconds, r.ConnectP50Ms, r.ConnectP99Ms, r.ConnectMaxMs)
 	if r.RSSAfterKiB > 0 {
 		fmt.Fprintf(w, "memory      server RSS %d KiB -> %d KiB: %.1f KiB per connection\n", r.RSSBeforeKiB, r.RSSAfterKiB, r.KiBPerConn)
+	}
+	if t := r.RSS; t != nil && len(t.Samples) > 0 {
+		fmt.Fprintf(w, "memory      through the run, %d samples every %.0f ms: first %d KiB, last %d KiB, min %d KiB, max %d KiB\n",
+			len(t.Samples), t.EveryMs, t.First, t.Last, t.Min, t.Max)
 	}
 	for _, p := range []struct {
 		name string

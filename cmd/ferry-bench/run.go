@@ -50,6 +50,10 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Result, error) {
 		res.KiBPerConn = round1(float64(res.RSSAfterKiB-res.RSSBeforeKiB) / float64(res.Connected))
 	}
 	active := func() int64 { return cr.active(res.Connected) }
+	if o.rssEvery > 0 && o.serverPID > 0 {
+		stopRSS := srv.sampleRSS(o.rssEvery)
+		defer func() { res.RSS = stopRSS() }()
+	}
 
 	if o.rate > 0 && o.duration > 0 {
 		logf("steady phase: %.4g msg/s for %s to %d readers", o.rate, o.duration, active())

@@ -189,6 +189,10 @@ test('presence: listening to join shows who subscribes; presence() lists the mem
     const subA = a.subscribe(channel, () => {});
     await when(subA, 'subscribed');
     const joined = when(subA, 'join', (m) => m.session === b.sid);
+    // Listening to join subscribed A to the presence feed from now: B joins only once that
+    // subscription stands, or its join could come before it.
+    const feed = a.subscription(`$presence:${channel}`);
+    if (feed?.state !== 'subscribed') await when(feed, 'subscribed');
     const subB = b.subscribe(channel, () => {});
     await when(subB, 'subscribed');
     await joined;

@@ -149,19 +149,20 @@ type Broker struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu        sync.Mutex
-	deliver   func(*session.Message)
-	supersede func(sid, attachID string)
-	started   bool
-	closed    bool
-	ps        *goredis.PubSub // the current pub/sub connection; nil while there is none
-	up        bool            // ps is subscribed to everything in want
-	downErr   error           // why the subscription is not up
-	lastSeen  time.Time       // last reply on ps
-	want      map[string]struct{}
-	last      map[string]session.Position // last delivered, per channel in want
-	waiters   map[string]chan struct{}    // pub/sub ping token → subscriber waiting for it
-	tokenSeq  uint64
+	mu         sync.Mutex
+	deliver    func(*session.Message)
+	supersede  func(sid, attachID string)
+	started    bool
+	closed     bool
+	ps         *goredis.PubSub // the current pub/sub connection; nil while there is none
+	up         bool            // ps is subscribed to everything in want
+	downErr    error           // why the subscription is not up
+	lastSeen   time.Time       // last reply on ps
+	unanswered int             // health pings sent on ps since its last reply
+	want       map[string]struct{}
+	last       map[string]session.Position // last delivered, per channel in want
+	waiters    map[string]chan struct{}    // pub/sub ping token → subscriber waiting for it
+	tokenSeq   uint64
 	// The outcome of the latest publish that reached Redis: a Redis that answers PING
 	// can still refuse writes (out of memory, a read-only replica after a failover).
 	pubErr   error

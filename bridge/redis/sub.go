@@ -164,7 +164,7 @@ func (b *Broker) subscribeOnce() (wasUp bool, err error) {
 		b.mu.Unlock()
 		return false, broker.ErrBrokerClosed
 	}
-	b.ps, b.lastSeen = ps, time.Now()
+	b.ps, b.lastSeen, b.unanswered = ps, time.Now(), 0
 	names := make([]string, 0, len(b.want)+1)
 	names = append(names, b.keys.control())
 	for ch := range b.want {
@@ -190,7 +190,7 @@ func (b *Broker) subscribeOnce() (wasUp bool, err error) {
 			return wasUp, err
 		}
 		b.mu.Lock()
-		b.lastSeen = time.Now()
+		b.lastSeen, b.unanswered = time.Now(), 0
 		b.mu.Unlock()
 		switch m := msg.(type) {
 		case *goredis.Message:
@@ -237,6 +237,12 @@ func (b *Broker) markDown(err error) {
 
 // runHealth pings the pub/sub connection, and closes it when Redis stops answering, so
 // that a connection that died silently (no reset, no error) is noticed and replaced.
+//
+// Silent means three health pings in a row without any reply and three intervals
+// without one, counted in pings this loop sent, not only in time since the last reply:
+// a process that the machine stalls (a busy CPU, GOMAXPROCS=1) reads a pong late and
+// would otherwise take a stall of three intervals for a dead connection, while a ping
+// whose pong is waiting to be read is answered as soon as the process runs.
 func (b *Broker) runHealth() {
 	every := b.cfg.HealthInterval
 	t := time.NewTicker(every)
@@ -248,20 +254,23 @@ func (b *Broker) runHealth() {
 		case <-t.C:
 		}
 		b.mu.Lock()
-		ps, seen, up := b.ps, b.lastSeen, b.up
+		ps, seen, up, unanswered := b.ps, b.lastSeen, b.up, b.unanswered
 		b.mu.Unlock()
 		if ps == nil {
 			continue
 		}
-		limit := 3 * every
-		if !up {
-			limit = max(limit, connectTimeout) // dialing, subscribing, catching up
-		}
-		if time.Since(seen) > limit {
-			b.log.Warn("redis pub/sub connection silent; replacing it", "silent_for", time.Since(seen).Round(time.Millisecond))
+		silent := time.Since(seen)
+		if up && unanswered >= 3 && silent > 3*every || silent > max(3*every, connectTimeout) {
+			// Not up: dialing, subscribing, catching up, bounded by connectTimeout.
+			b.log.Warn("redis pub/sub connection silent; replacing it", "silent_for", silent.Round(time.Millisecond), "pings_unanswered", unanswered)
 			ps.Close()
 			continue
 		}
+		b.mu.Lock()
+		if b.ps == ps {
+			b.unanswered++
+		}
+		b.mu.Unlock()
 		ctx, cancel := context.WithTimeout(b.ctx, every)
 		if err := ps.Ping(ctx, "health"); err != nil {
 			ps.Close()

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -190,4 +192,47 @@ func (t *KeyTable) PublishOnce(ctx context.Context, now time.Time, channel strin
 	}
 	t.recordLocked(full, digest, m, now)
 	return m, nil
+}
+
+// KeyRecord is one idempotency key of a KeyTable, as a broker saves it across a restart
+// (KeyTable.Records, KeyTable.Restore).
+type KeyRecord struct {
+	Channel string
+	Key     string
+	Expires time.Time
+	// Digest is the PayloadDigest of the first publish with Key.
+	Digest string
+	// Message is what the first publish with Key returned, and what a retry returns.
+	Message *session.Message
+}
+
+// Records returns the keys of t that have not expired at now, oldest publish first.
+func (t *KeyTable) Records(now time.Time) []KeyRecord {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expireLocked(now)
+	out := make([]KeyRecord, 0, len(t.entries))
+	for e := t.order.Front(); e != nil; e = e.Next() {
+		ie := e.Value.(*idemEntry)
+		ch, key, _ := strings.Cut(ie.key, "\x00")
+		out = append(out, KeyRecord{Channel: ch, Key: key, Expires: ie.expires, Digest: ie.digest, Message: ie.msg})
+	}
+	return out
+}
+
+// Restore replaces the keys of t with recs (as Records returned them), leaving out those
+// expired at now and, beyond t's bound, those that expire first. Each keeps its own
+// expiry.
+func (t *KeyTable) Restore(recs []KeyRecord, now time.Time) {
+	recs = slices.DeleteFunc(slices.Clone(recs), func(r KeyRecord) bool { return !r.Expires.After(now) })
+	slices.SortStableFunc(recs, func(x, y KeyRecord) int { return x.Expires.Compare(y.Expires) })
+	recs = recs[max(0, len(recs)-t.max):]
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.entries = make(map[string]*list.Element, len(recs))
+	t.order.Init()
+	for _, r := range recs {
+		full := r.Channel + "\x00" + r.Key
+		t.entries[full] = t.order.PushBack(&idemEntry{key: full, expires: r.Expires, msg: r.Message, digest: r.Digest})
+	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/ferryrt/ferry/bridge/broker"
 	"github.com/ferryrt/ferry/session"
 )
 
@@ -20,6 +21,19 @@ type memoryState struct {
 	Channels map[string]channelState `json:"channels"`
 	Sessions map[string]sessionState `json:"sessions"`
 	Dedupe   map[string]dedupeState  `json:"dedupe,omitempty"`
+	// Idempotency holds the idempotency keys of publishes still in their window, so that
+	// a backend's retry across a graceful restart lands once.
+	Idempotency []idempotencyState `json:"idempotency,omitempty"`
+}
+
+// idempotencyState is one idempotency key and the answer of its first publish.
+type idempotencyState struct {
+	Channel string `json:"ch"`
+	Key     string `json:"key"`
+	Expires int64  `json:"expires"` // Unix ms
+	Digest  string `json:"digest"`
+	Epoch   string `json:"ep"`
+	messageState
 }
 
 type channelState struct {
@@ -48,7 +62,7 @@ type dedupeState struct {
 	session.LedgerState
 }
 
-// Save writes the broker's channels and sessions to w. Call it when nothing publishes any
+// Save writes the broker's channels, sessions, dedupe windows and idempotency keys to w. Call it when nothing publishes any
 // more (after Server.Shutdown); messages published during Save may or may not be in it.
 func (b *Broker) Save(w io.Writer) error {
 	st := memoryState{Version: 1, Channels: map[string]channelState{}, Sessions: map[string]sessionState{},
@@ -83,10 +97,16 @@ func (b *Broker) Save(w io.Writer) error {
 		st.Dedupe[key] = dedupeState{Expires: d.expires.UnixMilli(), LedgerState: d.ledger.State()}
 	}
 	b.smu.Unlock()
+	for _, r := range b.idem.Records(b.cfg.Now()) {
+		m := r.Message
+		st.Idempotency = append(st.Idempotency, idempotencyState{Channel: r.Channel, Key: r.Key, Expires: r.Expires.UnixMilli(),
+			Digest: r.Digest, Epoch: m.Pos.Epoch, messageState: messageState{Offset: m.Pos.Offset, Time: m.Time, Data: m.Data, Bin: m.Bin}})
+	}
 	return json.NewEncoder(w).Encode(st)
 }
 
-// Load replaces the broker's channels and sessions with a state written by Save. Expired
+// Load replaces the broker's channels, sessions, dedupe windows and idempotency keys with
+// a state written by Save. Expired
 // sessions and history are dropped as usual, by the sweeper or on first use.
 func (b *Broker) Load(r io.Reader) error {
 	var st memoryState
@@ -128,6 +148,15 @@ func (b *Broker) Load(r io.Reader) error {
 		l.SetState(ds.LedgerState)
 		windows = append(windows, &memDedupe{key: key, expires: time.UnixMilli(ds.Expires), ledger: l})
 	}
+	recs := make([]broker.KeyRecord, 0, len(st.Idempotency))
+	for _, is := range st.Idempotency {
+		if !session.ValidChannel(is.Channel) || !session.ValidEpoch(is.Epoch) || broker.CheckIdempotencyKey(is.Key) != nil {
+			return fmt.Errorf("memory: load state: bad idempotency key %.140q of channel %.140q", is.Key, is.Channel)
+		}
+		recs = append(recs, broker.KeyRecord{Channel: is.Channel, Key: is.Key, Expires: time.UnixMilli(is.Expires), Digest: is.Digest,
+			Message: &session.Message{Channel: is.Channel, Pos: session.Position{Epoch: is.Epoch, Offset: is.Offset},
+				Data: is.Data, Bin: is.Bin, Time: is.Time}})
+	}
 	// The LRU list is in expiry order, as MarkUpstream keeps it; beyond MaxDedupeKeys the
 	// windows that expire first are left out.
 	slices.SortFunc(windows, func(x, y *memDedupe) int { return x.expires.Compare(y.expires) })
@@ -154,5 +183,6 @@ func (b *Broker) Load(r io.Reader) error {
 		b.dedupe[d.key] = b.dedupeLRU.PushBack(d)
 	}
 	b.smu.Unlock()
+	b.idem.Restore(recs, b.cfg.Now())
 	return nil
 }

@@ -128,9 +128,11 @@ func (c Config) withDefaults() (Config, error) {
 // through Redis. It is safe for concurrent use.
 //
 // Publish runs one Lua script that assigns the position, appends to the channel's log (a
-// stream bounded by count and age) and PUBLISHes to the nodes, all atomically. Each node
-// holds one pub/sub connection, subscribed to the channels its sessions need and to a
-// control channel for attachment notices. When that connection is lost, Ready fails
+// stream bounded by count and age) and PUBLISHes to the nodes (SPUBLISH on a Redis
+// Cluster, in the channel's own slot), all atomically. Each node holds one pub/sub
+// connection, subscribed to the channels its sessions need and to a control channel for
+// attachment notices; on a cluster the channels go on one more connection per master,
+// each subscribed (SSUBSCRIBE) to the channels of its slots. When that connection is lost, Ready fails
 // until a new one is subscribed; the node then delivers the latest message of every
 // channel it serves, so that attachments notice what they missed and read it from
 // history. Errors talking to Redis are returned to the caller: nothing is "accepted and
@@ -154,14 +156,26 @@ type Broker struct {
 	supersede func(sid, attachID string)
 	started   bool
 	closed    bool
-	ps        *goredis.PubSub // the current pub/sub connection; nil while there is none
-	up        bool            // ps is subscribed to everything in want
-	downErr   error           // why the subscription is not up
-	lastSeen  time.Time       // last reply on ps
-	want      map[string]struct{}
-	last      map[string]session.Position // last delivered, per channel in want
-	waiters   map[string]chan struct{}    // pub/sub ping token → subscriber waiting for it
-	tokenSeq  uint64
+	// The current generation of pub/sub connections (sub.go); all nil while there is
+	// none. main carries the control channel, and every channel on a single Redis;
+	// on a Redis Cluster (sharded) each master has a shard connection of its own for
+	// the channels of its slots (SSUBSCRIBE).
+	sharded   bool
+	main      *subConn
+	shards    map[string]*subConn     // per master address
+	shardOf   map[string]*subConn     // per wanted channel subscribed on a shard connection
+	unsubbing map[string]int          // SUNSUBSCRIBEs sent and not answered yet, per pub/sub name
+	failGen   context.CancelCauseFunc // ends the generation, with why
+	syncing   int                     // connections of the generation not confirmed yet
+	up        bool                    // the generation is subscribed to everything in want
+	downErr   error                   // why the subscription is not up
+	// passMu orders deliveries: channels arrive on several connections at once on a
+	// cluster, and catch-up runs beside them.
+	passMu   sync.Mutex
+	want     map[string]struct{}
+	last     map[string]session.Position // last delivered, per channel in want
+	waiters  map[string]chan struct{}    // pub/sub ping token → subscriber waiting for it
+	tokenSeq uint64
 	// The outcome of the latest publish that reached Redis: a Redis that answers PING
 	// can still refuse writes (out of memory, a read-only replica after a failover).
 	pubErr   error
@@ -213,6 +227,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 			}
 		}
 	}
+	_, b.sharded = b.rdb.(*goredis.ClusterClient)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	return b, nil
 }
@@ -259,13 +274,9 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
-	ps := b.ps
 	b.releaseWaitersLocked()
 	b.mu.Unlock()
-	b.cancel()
-	if ps != nil {
-		ps.Close()
-	}
+	b.cancel()    // ends the generation of pub/sub connections, which closes them
 	b.blk.Close() // interrupts a blocking read of the publish stream
 	b.wg.Wait()
 	b.forgetConsumer()
@@ -349,7 +360,7 @@ func (b *Broker) Publish(ctx context.Context, channel string, data json.RawMessa
 	}
 	size, hist, idle := b.historyArgs()
 	res, err := luaPublish.Run(ctx, b.rdb, []string{b.keys.meta(channel), b.keys.log(channel), b.keys.pubID(channel, id)},
-		broker.NewEpoch(), kind, p, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest).Slice()
+		broker.NewEpoch(), kind, p, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest, b.pubCmd()).Slice()
 	b.notePublish(ctx, err)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: redis publish to %s: %w", channel, err)
@@ -359,6 +370,17 @@ func (b *Broker) Publish(ctx context.Context, channel string, data json.RawMessa
 		return nil, fmt.Errorf("bridge: redis publish to %s: %w", channel, err)
 	}
 	return &session.Message{Channel: channel, Pos: pos, Data: data, Bin: bin, Time: ms}, nil
+}
+
+// pubCmd is the command of the publishing scripts' fan-out: SPUBLISH on a cluster, which
+// carries a message only through the shard of its channel (the pub/sub name carries the
+// channel's hash tag, so it is in the script's own slot), PUBLISH elsewhere (Redis
+// before 7 has no SPUBLISH).
+func (b *Broker) pubCmd() string {
+	if b.sharded {
+		return "SPUBLISH"
+	}
+	return "PUBLISH"
 }
 
 // publishID returns the id of a publish with idempotency key key ("" for none) and how

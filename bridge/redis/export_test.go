@@ -18,5 +18,22 @@ const RetryIDTTL = retryIDTTL
 func PubSub(b *Broker) (*goredis.PubSub, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.ps, b.up
+	if b.main == nil {
+		return nil, b.up
+	}
+	return b.main.ps, b.up
+}
+
+// PubSubName is the pub/sub channel of ch.
+func PubSubName(b *Broker, ch string) string { return b.keys.pubsub(ch) }
+
+// ShardConnections returns the masters of b's shard connections (none on a single Redis).
+func ShardConnections(b *Broker) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for addr := range b.shards {
+		out = append(out, addr)
+	}
+	return out
 }

@@ -18,7 +18,7 @@ import goredis "github.com/redis/go-redis/v9"
 //	ferry:ch:{<channel>}        hash   epoch, top (latest offset)
 //	ferry:log:{<channel>}       stream entries "<offset>-0" with fields t (ms), d (JSON) or b (bytes)
 //	ferry:pid:{<channel>}:<id>  string "<epoch>:<offset>:<ms>:<digest>" of the publish with id
-//	ferry:msg:{<channel>}       pub/sub "<epoch>:<offset>:<ms>:<d|b>:<payload>"
+//	ferry:msg:{<channel>}       pub/sub "<epoch>:<offset>:<ms>:<d|b>:<payload>" (a shard channel on a cluster)
 
 // luaLib is prepended to every script that needs it.
 const luaLib = `
@@ -79,21 +79,25 @@ local function trim(log, cutoff)
   end
 end
 
--- publish appends a message to the channel of meta and log and fans it out on pubchan.
-local function publish(meta, log, candidate, kind, payload, size, ttl, idle, pubchan, now)
+-- publish appends a message to the channel of meta and log and fans it out on pubchan
+-- with pubcmd: PUBLISH, or SPUBLISH on a cluster (pubchan is in the slot of meta).
+local function publish(meta, log, candidate, kind, payload, size, ttl, idle, pubchan, now, pubcmd)
   local ep = state(meta, log, candidate)
   local top = redis.call('HINCRBY', meta, 'top', 1)
   redis.call('XADD', log, 'MAXLEN', size, int(top) .. '-0', 't', int(now), kind, payload)
   trim(log, now - ttl)
   redis.call('PEXPIRE', log, ttl)
   redis.call('PEXPIRE', meta, idle)
-  redis.call('PUBLISH', pubchan, ep .. ':' .. int(top) .. ':' .. int(now) .. ':' .. kind .. ':' .. payload)
+  if pubcmd ~= 'SPUBLISH' then
+    pubcmd = 'PUBLISH'
+  end
+  redis.call(pubcmd, pubchan, ep .. ':' .. int(top) .. ':' .. int(now) .. ':' .. kind .. ':' .. payload)
   return ep, top
 end
 `
 
 // luaPublish: KEYS meta, log, id; ARGV candidate, kind, payload, size, ttl ms, idle ms,
-// pubsub channel, id ttl ms, payload digest. Returns {epoch, offset, time ms}, or
+// pubsub channel, id ttl ms, payload digest, fan-out command (Broker.pubCmd). Returns {epoch, offset, time ms}, or
 // {"<epoch>:<offset>:<time ms>:<digest>"} when the id was already used: a publish sent
 // again (a retry by go-redis, by a node or by a backend) answers the first one's
 // position and publishes nothing.
@@ -103,7 +107,7 @@ if seen then
   return {seen}
 end
 local now = now_ms()
-local ep, top = publish(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], now)
+local ep, top = publish(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], now, ARGV[10])
 redis.call('SET', KEYS[3], ep .. ':' .. int(top) .. ':' .. int(now) .. ':' .. ARGV[9], 'PX', ARGV[8])
 return {ep, top, now}
 `)

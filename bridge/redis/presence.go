@@ -30,7 +30,7 @@ import (
 // entries that name nobody.
 
 // luaPresenceJoin: KEYS presence, meta, log of one channel. ARGV member, ttl ms, candidate
-// epoch, size, history ttl, idle, join event, pub/sub channel. Returns {1, expiry} if the
+// epoch, size, history ttl, idle, join event, pub/sub channel, fan-out command. Returns {1, expiry} if the
 // member joined, {0, expiry} if it was present already (its expiry renewed).
 var luaPresenceJoin = goredis.NewScript(luaLib + `
 local now = now_ms()
@@ -38,7 +38,7 @@ local exp = now + tonumber(ARGV[2])
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], int(exp), ARGV[1])
 if not old or tonumber(old) <= now then
-  publish(KEYS[2], KEYS[3], ARGV[3], 'd', ARGV[7], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[8], now)
+  publish(KEYS[2], KEYS[3], ARGV[3], 'd', ARGV[7], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[8], now, ARGV[9])
   return {1, exp}
 end
 return {0, exp}
@@ -49,7 +49,7 @@ return {0, exp}
 var luaPresenceLeave = goredis.NewScript(luaLib + `
 local now = now_ms()
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  publish(KEYS[2], KEYS[3], ARGV[3], 'd', ARGV[7], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[8], now)
+  publish(KEYS[2], KEYS[3], ARGV[3], 'd', ARGV[7], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[8], now, ARGV[9])
   return 1
 end
 return 0
@@ -68,7 +68,7 @@ if tonumber(s) > now then
   return tonumber(s)
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
-publish(KEYS[2], KEYS[3], ARGV[3], 'd', ARGV[7], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[8], now)
+publish(KEYS[2], KEYS[3], ARGV[3], 'd', ARGV[7], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[8], now, ARGV[9])
 return 1
 `)
 
@@ -160,7 +160,7 @@ func (p *Presence) change(ctx context.Context, script *goredis.Script, event str
 			}
 		}
 		res, err := script.Run(ctx, p.b.rdb, []string{k.presence(ch), k.meta(pc), k.log(pc)},
-			member, p.cfg.TTL.Milliseconds(), broker.NewEpoch(), size, ttl, idle, string(presence.EventData(event, ch, m)), k.pubsub(pc)).Result()
+			member, p.cfg.TTL.Milliseconds(), broker.NewEpoch(), size, ttl, idle, string(presence.EventData(event, ch, m)), k.pubsub(pc), p.b.pubCmd()).Result()
 		if err != nil {
 			return fmt.Errorf("bridge: redis presence %s: %w", event, err)
 		}
@@ -236,7 +236,7 @@ func (p *Presence) Sweep(ctx context.Context) (int, error) {
 			}
 			pc := presence.Channel(ch)
 			n, err := luaPresenceExpire.Run(ctx, p.b.rdb, []string{k.presence(ch), k.meta(pc), k.log(pc)},
-				member, 0, broker.NewEpoch(), size, ttl, idle, string(presence.EventData(presence.Leave, ch, m)), k.pubsub(pc)).Int64()
+				member, 0, broker.NewEpoch(), size, ttl, idle, string(presence.EventData(presence.Leave, ch, m)), k.pubsub(pc), p.b.pubCmd()).Int64()
 			if err != nil {
 				return left, fmt.Errorf("bridge: presence sweep: %w", err)
 			}

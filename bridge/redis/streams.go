@@ -282,7 +282,7 @@ func (b *Broker) queueEntries(p goredis.Pipeliner, msgs []goredis.XMessage, logD
 			kind, pl = kindBinary, string(bin)
 		}
 		p.EvalSha(ctx, luaPublish.Hash(), []string{b.keys.meta(channel), b.keys.log(channel), b.keys.pubID(channel, id)},
-			broker.NewEpoch(), kind, pl, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest)
+			broker.NewEpoch(), kind, pl, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest, b.pubCmd())
 		queued = append(queued, e.ID)
 	}
 	return queued, dropped

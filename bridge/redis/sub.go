@@ -1,11 +1,13 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -34,8 +36,22 @@ const (
 // first (the channel stays wanted: the SUBSCRIBE may yet take effect, and a new
 // connection subscribes it). Called again for a wanted channel, it confirms the earlier
 // SUBSCRIBE. While the connection is down it only records the channel: the next
-// connection subscribes it and catches up.
+// connection subscribes it and catches up. On a cluster the channel goes on the shard
+// connection of the master of its slot (SSUBSCRIBE); a master the current connections
+// do not know (the cluster changed) makes them all be replaced, with the channel.
 func (b *Broker) Subscribe(ctx context.Context, channel string) error {
+	name := b.keys.pubsub(channel)
+	master := ""
+	if cc, ok := b.rdb.(*goredis.ClusterClient); ok && !b.isClosed() {
+		m, err := cc.MasterForKey(ctx, name)
+		if err != nil {
+			b.mu.Lock()
+			b.want[channel] = struct{}{}
+			b.mu.Unlock()
+			return fmt.Errorf("bridge: redis subscribe %s: the master of its slot: %w", channel, err)
+		}
+		master = m.Options().Addr
+	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -43,20 +59,34 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 	}
 	_, wanted := b.want[channel]
 	b.want[channel] = struct{}{}
-	ps := b.ps
-	if ps == nil {
+	c := b.main
+	if c == nil {
 		b.mu.Unlock()
 		return nil
 	}
 	// Under mu, so that a new connection either sees channel in want or gets this
 	// SUBSCRIBE after its own. It is a write: no answer is awaited under mu.
-	if !wanted {
-		if err := ps.Subscribe(ctx, b.keys.pubsub(channel)); err != nil {
+	var err error
+	switch {
+	case b.sharded && b.shardOf[channel] != nil:
+		c = b.shardOf[channel]
+	case b.sharded:
+		if c = b.shards[master]; c == nil {
+			b.failGen(fmt.Errorf("the master %s of channel %s is new to this node: the cluster changed", master, channel))
 			b.mu.Unlock()
-			// The connection is broken; runSubscriber replaces it, with channel.
-			b.log.Debug("redis subscribe failed; resubscribing with the next connection", "channel", channel, "err", err)
 			return nil
 		}
+		if err = c.ps.SSubscribe(ctx, name); err == nil {
+			b.shardOf[channel] = c
+		}
+	case !wanted:
+		err = c.ps.Subscribe(ctx, name)
+	}
+	if err != nil {
+		b.mu.Unlock()
+		// The connection is broken; runSubscriber replaces it, with channel.
+		b.log.Debug("redis subscribe failed; resubscribing with the next connection", "channel", channel, "err", err)
+		return nil
 	}
 	token, done := b.waiterLocked()
 	b.mu.Unlock()
@@ -64,7 +94,7 @@ func (b *Broker) Subscribe(ctx context.Context, channel string) error {
 	// Redis answers in order: the answer to this ping means the SUBSCRIBE is in effect.
 	// A connection lost meanwhile releases the waiter: its successor subscribes channel
 	// and catches up.
-	if err := ps.Ping(ctx, token); err != nil {
+	if err := c.ps.Ping(ctx, token); err != nil {
 		return nil
 	}
 	select {
@@ -84,9 +114,14 @@ func (b *Broker) Unsubscribe(ctx context.Context, channel string) error {
 	}
 	delete(b.want, channel)
 	delete(b.last, channel)
-	if b.ps != nil {
-		// An error means a broken connection, which is replaced without channel.
-		b.ps.Unsubscribe(ctx, b.keys.pubsub(channel))
+	name := b.keys.pubsub(channel)
+	// An error means a broken connection, which is replaced without channel.
+	if c := b.shardOf[channel]; c != nil {
+		delete(b.shardOf, channel)
+		b.unsubbing[name]++
+		c.ps.SUnsubscribe(ctx, name)
+	} else if b.main != nil && !b.sharded {
+		b.main.ps.Unsubscribe(ctx, name)
 	}
 	return nil
 }
@@ -124,7 +159,7 @@ func (b *Broker) releaseWaitersLocked() {
 	}
 }
 
-// runSubscriber keeps a subscribed pub/sub connection until Close.
+// runSubscriber keeps a subscribed generation of pub/sub connections until Close.
 func (b *Broker) runSubscriber() {
 	wait, failures := retryMin, 0
 	for {
@@ -153,57 +188,165 @@ func (b *Broker) runSubscriber() {
 	}
 }
 
-// subscribeOnce runs one pub/sub connection: it subscribes the control channel and every
-// wanted channel, catches up once Redis has confirmed them, and delivers until the
-// connection fails. wasUp reports whether it got that far.
+// subConn is one pub/sub connection of a generation. Its fields are under Broker.mu.
+type subConn struct {
+	ps         *goredis.PubSub
+	addr       string // the master of a shard connection; "" for the main one
+	sync       string // token of the ping that confirms the generation's first subscriptions on it
+	lastSeen   time.Time
+	unanswered int // health pings sent since its last reply
+}
+
+// subscribeOnce runs one generation of pub/sub connections: the main one, subscribed to
+// the control channel (and on a single Redis to every wanted channel), and on a cluster
+// one per master, subscribed to the wanted channels of its slots. Once Redis has
+// confirmed them all it catches up and delivers, until any of them fails (or a slot of
+// a wanted channel moves); then it closes them all. wasUp reports whether it got that
+// far. Replacing every connection when one fails costs each channel one catch-up
+// script, and keeps one rule for every failure: what a node may have missed, it reads.
 func (b *Broker) subscribeOnce() (wasUp bool, err error) {
-	ps := b.rdb.Subscribe(b.ctx)
-	defer ps.Close()
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return false, broker.ErrBrokerClosed
+	gctx, fail := context.WithCancelCause(b.ctx)
+	defer fail(nil)
+	var masters map[string]*goredis.Client
+	if cc, ok := b.rdb.(*goredis.ClusterClient); ok {
+		if masters, err = clusterMasters(gctx, cc); err != nil {
+			return false, fmt.Errorf("cluster masters: %w", err)
+		}
 	}
-	b.ps, b.lastSeen = ps, time.Now()
+	conns, err := b.openGeneration(gctx, fail, masters)
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() { b.receive(gctx, c, fail) })
+	}
+	if err != nil {
+		fail(err)
+	}
+	for _, c := range conns {
+		if gctx.Err() != nil {
+			break
+		}
+		if err := c.ps.Ping(gctx, c.sync); err != nil {
+			fail(fmt.Errorf("ping %s: %w", cmp.Or(c.addr, "main connection"), err))
+		}
+	}
+	<-gctx.Done()
+	for _, c := range conns {
+		c.ps.Close()
+	}
+	wg.Wait()
+	b.mu.Lock()
+	wasUp = b.up
+	b.mu.Unlock()
+	return wasUp, context.Cause(gctx)
+}
+
+// clusterMasters returns a client of every master of the cluster, by address, from a
+// fresh slot map.
+func clusterMasters(ctx context.Context, cc *goredis.ClusterClient) (map[string]*goredis.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	var mu sync.Mutex
+	masters := map[string]*goredis.Client{}
+	err := cc.ForEachMaster(ctx, func(_ context.Context, c *goredis.Client) error {
+		mu.Lock()
+		masters[c.Options().Addr] = c
+		mu.Unlock()
+		return nil
+	})
+	return masters, err
+}
+
+// openGeneration makes the connections of a generation and sends their subscriptions.
+// The connections it returns are the generation's even with an error.
+func (b *Broker) openGeneration(gctx context.Context, fail context.CancelCauseFunc, masters map[string]*goredis.Client) ([]*subConn, error) {
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, broker.ErrBrokerClosed
+	}
+	main := &subConn{ps: b.rdb.Subscribe(gctx), lastSeen: now}
+	conns := []*subConn{main}
+	b.main, b.failGen, b.up = main, fail, false
+	b.shards, b.shardOf, b.unsubbing = map[string]*subConn{}, map[string]*subConn{}, map[string]int{}
+	for addr, m := range masters {
+		c := &subConn{ps: m.SSubscribe(gctx), addr: addr, lastSeen: now}
+		b.shards[addr] = c
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		b.tokenSeq++
+		c.sync = "sync:" + strconv.FormatUint(b.tokenSeq, 10)
+	}
+	b.syncing = len(conns)
 	names := make([]string, 0, len(b.want)+1)
 	names = append(names, b.keys.control())
 	for ch := range b.want {
-		names = append(names, b.keys.pubsub(ch))
+		name := b.keys.pubsub(ch)
+		if !b.sharded {
+			names = append(names, name)
+			continue
+		}
+		// The slot map was loaded by clusterMasters: no round trip under mu.
+		m, err := b.rdb.(*goredis.ClusterClient).MasterForKey(gctx, name)
+		if err != nil {
+			return conns, fmt.Errorf("the master of %s: %w", ch, err)
+		}
+		c := b.shards[m.Options().Addr]
+		if c == nil {
+			return conns, fmt.Errorf("the master %s of %s is not among the masters: the cluster changed", m.Options().Addr, ch)
+		}
+		// One channel a command: the channels of one SSUBSCRIBE must share a slot.
+		if err := c.ps.SSubscribe(gctx, name); err != nil {
+			return conns, fmt.Errorf("ssubscribe on %s: %w", c.addr, err)
+		}
+		b.shardOf[ch] = c
 	}
-	for len(names) > 0 && err == nil {
+	for len(names) > 0 {
 		n := min(len(names), subscribeBatch)
-		err = ps.Subscribe(b.ctx, names[:n]...)
+		if err := main.ps.Subscribe(gctx, names[:n]...); err != nil {
+			return conns, fmt.Errorf("subscribe: %w", err)
+		}
 		names = names[n:]
 	}
-	b.tokenSeq++
-	sync := "sync:" + strconv.FormatUint(b.tokenSeq, 10)
-	b.mu.Unlock()
-	if err != nil {
-		return false, fmt.Errorf("subscribe: %w", err)
-	}
-	if err := ps.Ping(b.ctx, sync); err != nil {
-		return false, fmt.Errorf("ping: %w", err)
-	}
+	return conns, nil
+}
+
+// receive reads connection c of a generation until it fails, and then fails the
+// generation.
+func (b *Broker) receive(gctx context.Context, c *subConn, fail context.CancelCauseFunc) {
 	for {
-		msg, err := ps.Receive(b.ctx)
+		msg, err := c.ps.Receive(gctx)
 		if err != nil {
-			return wasUp, err
+			fail(fmt.Errorf("%s: %w", cmp.Or(c.addr, "main connection"), err))
+			return
 		}
 		b.mu.Lock()
-		b.lastSeen = time.Now()
+		c.lastSeen, c.unanswered = time.Now(), 0
 		b.mu.Unlock()
 		switch m := msg.(type) {
 		case *goredis.Message:
 			b.handle(m)
+		case *goredis.Subscription:
+			if m.Kind == "sunsubscribe" && b.lostShardChannel(c, m.Channel) {
+				// Redis unsubscribes a shard channel whose slot its node no longer
+				// serves (a slot migration, a failover): the generation is replaced,
+				// subscribing the channel where it lives now and catching up.
+				fail(fmt.Errorf("%s no longer serves %s: its slot moved", c.addr, m.Channel))
+				return
+			}
 		case *goredis.Pong:
-			if m.Payload == sync {
-				// Every SUBSCRIBE sent before the ping is in effect: what was published
+			if m.Payload == c.sync {
+				if !b.syncedLast() {
+					continue
+				}
+				// Every SUBSCRIBE of the generation is in effect: what was published
 				// before them, this node may have missed.
-				if err := b.catchUp(); err != nil {
-					return false, fmt.Errorf("catch up: %w", err)
+				if err := b.catchUp(gctx, c); err != nil {
+					fail(fmt.Errorf("catch up: %w", err))
+					return
 				}
 				b.markUp()
-				wasUp = true
 				continue
 			}
 			b.mu.Lock()
@@ -216,11 +359,37 @@ func (b *Broker) subscribeOnce() (wasUp bool, err error) {
 	}
 }
 
+// syncedLast counts one more connection of the generation confirmed, and reports
+// whether it was the last one.
+func (b *Broker) syncedLast() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.syncing--
+	return b.syncing == 0
+}
+
+// lostShardChannel reports whether a SUNSUBSCRIBE of name that came on c was Redis's
+// own (the slot moved away), not the answer to one that Unsubscribe sent.
+func (b *Broker) lostShardChannel(c *subConn, name string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n := b.unsubbing[name]; n > 0 {
+		if n == 1 {
+			delete(b.unsubbing, name)
+		} else {
+			b.unsubbing[name] = n - 1
+		}
+		return false
+	}
+	ch, ok := b.keys.channelOf(name)
+	return ok && b.shardOf[ch] == c
+}
+
 func (b *Broker) markUp() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.up {
-		b.log.Info("redis subscription up", "channels", len(b.want))
+		b.log.Info("redis subscription up", "channels", len(b.want), "shard_connections", len(b.shards))
 	}
 	b.up, b.downErr = true, nil
 }
@@ -231,16 +400,41 @@ func (b *Broker) markDown(err error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.up, b.downErr, b.ps = false, err, nil
+	b.up, b.downErr, b.main, b.failGen = false, err, nil, nil
+	b.shards, b.shardOf, b.unsubbing = nil, nil, nil
 	b.releaseWaitersLocked()
 }
 
-// runHealth pings the pub/sub connection, and closes it when Redis stops answering, so
-// that a connection that died silently (no reset, no error) is noticed and replaced.
+// connsLocked returns the connections of the current generation.
+func (b *Broker) connsLocked() []*subConn {
+	if b.main == nil {
+		return nil
+	}
+	conns := []*subConn{b.main}
+	for _, c := range b.shards {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// runHealth pings the pub/sub connections, and closes one when Redis stops answering on
+// it, so that a connection that died silently (no reset, no error) is noticed and its
+// generation replaced.
+//
+// Silent means three health pings in a row without any reply and three intervals
+// without one, counted in pings this loop sent, not only in time since the last reply:
+// a process that the machine stalls (a busy CPU, GOMAXPROCS=1) reads a pong late and
+// would otherwise take a stall of three intervals for a dead connection, while a ping
+// whose pong is waiting to be read is answered as soon as the process runs.
 func (b *Broker) runHealth() {
 	every := b.cfg.HealthInterval
 	t := time.NewTicker(every)
 	defer t.Stop()
+	type check struct {
+		c          *subConn
+		seen       time.Time
+		unanswered int
+	}
 	for {
 		select {
 		case <-b.ctx.Done():
@@ -248,25 +442,30 @@ func (b *Broker) runHealth() {
 		case <-t.C:
 		}
 		b.mu.Lock()
-		ps, seen, up := b.ps, b.lastSeen, b.up
+		up := b.up
+		var checks []check
+		for _, c := range b.connsLocked() {
+			checks = append(checks, check{c, c.lastSeen, c.unanswered})
+		}
 		b.mu.Unlock()
-		if ps == nil {
-			continue
+		for _, k := range checks {
+			silent := time.Since(k.seen)
+			if up && k.unanswered >= 3 && silent > 3*every || silent > max(3*every, connectTimeout) {
+				// Not up: dialing, subscribing, catching up, bounded by connectTimeout.
+				b.log.Warn("redis pub/sub connection silent; replacing it", "conn", cmp.Or(k.c.addr, "main"),
+					"silent_for", silent.Round(time.Millisecond), "pings_unanswered", k.unanswered)
+				k.c.ps.Close()
+				continue
+			}
+			b.mu.Lock()
+			k.c.unanswered++
+			b.mu.Unlock()
+			ctx, cancel := context.WithTimeout(b.ctx, every)
+			if err := k.c.ps.Ping(ctx, "health"); err != nil {
+				k.c.ps.Close()
+			}
+			cancel()
 		}
-		limit := 3 * every
-		if !up {
-			limit = max(limit, connectTimeout) // dialing, subscribing, catching up
-		}
-		if time.Since(seen) > limit {
-			b.log.Warn("redis pub/sub connection silent; replacing it", "silent_for", time.Since(seen).Round(time.Millisecond))
-			ps.Close()
-			continue
-		}
-		ctx, cancel := context.WithTimeout(b.ctx, every)
-		if err := ps.Ping(ctx, "health"); err != nil {
-			ps.Close()
-		}
-		cancel()
 	}
 }
 
@@ -301,6 +500,8 @@ func (b *Broker) handle(m *goredis.Message) {
 // pass delivers m unless it is not newer than what this node delivered on its channel
 // (catch-up and pub/sub can both bring it).
 func (b *Broker) pass(m *session.Message) {
+	b.passMu.Lock()
+	defer b.passMu.Unlock()
 	b.mu.Lock()
 	if _, ok := b.want[m.Channel]; !ok {
 		b.mu.Unlock()
@@ -322,7 +523,7 @@ func (b *Broker) pass(m *session.Message) {
 // delivered. An attachment behind it sees a gap and reads the rest from history; that is
 // how messages published while the node had no subscription reach its sessions, even
 // when nothing else is published on their channels afterwards.
-func (b *Broker) catchUp() error {
+func (b *Broker) catchUp(gctx context.Context, c *subConn) error {
 	b.mu.Lock()
 	chans := make([]string, 0, len(b.want))
 	for ch := range b.want {
@@ -333,7 +534,7 @@ func (b *Broker) catchUp() error {
 		batch := chans[:min(len(chans), catchUpBatch)]
 		chans = chans[len(batch):]
 		// One script per channel, pipelined: each names one channel's keys, in its slot.
-		ctx, cancel := context.WithTimeout(b.ctx, connectTimeout)
+		ctx, cancel := context.WithTimeout(gctx, connectTimeout)
 		if err := luaCatchUp.Load(ctx, b.rdb).Err(); err != nil {
 			cancel()
 			return err
@@ -369,7 +570,7 @@ func (b *Broker) catchUp() error {
 			b.pass(m)
 		}
 		b.mu.Lock()
-		b.lastSeen = time.Now() // a long catch-up is not a silent connection
+		c.lastSeen = time.Now() // a long catch-up is not a silent connection
 		b.mu.Unlock()
 	}
 	return nil

@@ -43,6 +43,7 @@ type options struct {
 	queueBytes     int
 	historySize    int
 	historyTTL     time.Duration
+	idempotencyTTL time.Duration
 	drainTimeout   time.Duration
 	logLevel       string
 	logFormat      string
@@ -125,6 +126,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.queueBytes, "queue-bytes", session.DefaultQueueBytes, "bytes queued per connection before it is dropped as a slow consumer")
 	fs.IntVar(&o.historySize, "history-size", broker.DefaultHistorySize, "messages kept per channel for resume")
 	fs.DurationVar(&o.historyTTL, "history-ttl", broker.DefaultHistoryTTL, "age after which messages leave a channel's history")
+	fs.DurationVar(&o.idempotencyTTL, "idempotency-ttl", broker.DefaultIdempotencyTTL, "how long a publish's Idempotency-Key (POST <base>/api/publish, the id of a --redis publish stream entry) is remembered: a retry with it within this window publishes nothing and gets the first answer")
 	fs.StringVar(&o.redisURL, "redis", "", "Redis URL shared by several nodes: redis://host:port/db (rediss:// for TLS), or redis+cluster://host1:port1,host2:port2,... for a Redis Cluster; empty: the in-memory broker, one node")
 	fs.StringVar(&o.presence, "presence", "room:*,chat:*", "channel patterns that keep presence (who is subscribed), comma-separated (empty: none)")
 	fs.StringVar(&o.upstreamStream, "upstream-stream", "", "Redis stream that receives what clients send, for backends reading with consumer groups (needs --redis)")
@@ -229,6 +231,7 @@ func (o *options) checkRanges() error {
 		{"queue-bytes", o.queueBytes >= 1024},
 		{"history-size", o.historySize >= 1},
 		{"history-ttl", o.historyTTL >= time.Second},
+		{"idempotency-ttl", o.idempotencyTTL >= time.Second},
 		{"drain-timeout", o.drainTimeout >= 0},
 		{"ticker", o.ticker >= 0},
 		{"header-timeout", o.headerTimeout >= 10*time.Millisecond},

@@ -2,13 +2,18 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferryrt/ferry/bridge"
+	"github.com/ferryrt/ferry/internal/await"
 )
 
 // A valid value for every flag, different from its default. A new flag without a sample
@@ -18,7 +23,7 @@ var samples = map[string]string{
 	"allowed-origins": "https://a.example", "transports": "sse,longpoll", "client-publish": "x:*",
 	"heartbeat": "5s", "poll-hold": "7s", "poll-linger": "3s", "session-ttl": "30s", "dedupe-ttl": "5m0s", "store-timeout": "2s", "max-message": "1024",
 	"max-channels": "4", "queue-messages": "64", "queue-bytes": "65536", "history-size": "10",
-	"history-ttl": "1m0s", "drain-timeout": "3s", "log-level": "debug", "log-format": "json",
+	"history-ttl": "1m0s", "idempotency-ttl": "30m0s", "drain-timeout": "3s", "log-level": "debug", "log-format": "json",
 	"demo": "false", "ticker": "2s", "state-file": "/tmp/ferry-state.json", "data-dir": "/tmp/ferry-data",
 	"token-key": "jwtkey", "allow-anonymous": "true", "tls-cert": "", "tls-key": "",
 	"max-conns": "10", "max-conns-per-ip": "5", "max-sessions": "500", "negotiate-rate": "2", "negotiate-burst": "9", "upstream-rate": "7",
@@ -112,6 +117,7 @@ func TestInvalidValuesNameTheFlag(t *testing.T) {
 		{[]string{"--transports", "websocket,carrier-pigeon"}, nil, "--transports"},
 		{[]string{"--heartbeat", "40s"}, nil, "--session-ttl"},
 		{[]string{"--dedupe-ttl", "30s"}, nil, "--dedupe-ttl"},
+		{[]string{"--idempotency-ttl", "0s"}, nil, "--idempotency-ttl"},
 		{[]string{"extra"}, nil, "unexpected argument"},
 	} {
 		_, err := parseOptions(tc.args, func(k string) string { return tc.env[k] }, io.Discard)
@@ -156,5 +162,37 @@ func TestConfigFile(t *testing.T) {
 	if _, err := parseOptions([]string{"--config", name}, func(string) string { return "" }, io.Discard); err == nil ||
 		!strings.Contains(err.Error(), `"no-such-knob"`) {
 		t.Fatalf("unknown setting: %v", err)
+	}
+}
+
+// --idempotency-ttl reaches the broker: a publish retried with its Idempotency-Key is
+// answered with the first position until the window ends, and published anew only after
+// it (well before the default ten minutes).
+func TestIdempotencyTTLReachesTheBroker(t *testing.T) {
+	addr := startServer(t, "--api-key", "k", "--idempotency-ttl", "1s")
+	publish := func() uint64 {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/ferry/api/publish", strings.NewReader(`{"channel":"room:idem","data":1}`))
+		req.Header.Set("Authorization", "Bearer k")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "retry-1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var pr bridge.PublishResponse
+		if err := json.NewDecoder(resp.Body).Decode(&pr); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("publish: %d %v", resp.StatusCode, err)
+		}
+		return pr.Offset
+	}
+	start := time.Now()
+	if first, again := publish(), publish(); first != 1 || again != 1 {
+		t.Fatalf("a retry within the window: offsets %d then %d, want 1 twice", first, again)
+	}
+	await.Until(t, "the key's window to end", func() bool { return publish() == 2 })
+	if d := time.Since(start); d < time.Second {
+		t.Fatalf("the key was forgotten after %v, before its --idempotency-ttl of 1s", d)
 	}
 }

@@ -77,7 +77,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 	if o.redisURL != "" {
 		var err error
 		rb, err = ferryredis.New(ctx, ferryredis.Config{URL: o.redisURL, NodeID: o.nodeID,
-			History: history, MaxMessageBytes: o.maxMessage, Logger: log})
+			History: history, MaxMessageBytes: o.maxMessage, IdempotencyTTL: o.idempotencyTTL, Logger: log})
 		if err != nil {
 			return fmt.Errorf("--redis: %w", err)
 		}
@@ -85,7 +85,7 @@ func run(ctx context.Context, o *options, logw io.Writer) error {
 	} else {
 		// The bound of bridge.Config.MaxSessions, set on the broker itself: the binary makes
 		// its broker (to load and save --state-file), and bridge bounds only one it makes.
-		memory = ferrymemory.New(ferrymemory.Config{History: history, MaxSessions: o.maxSessions})
+		memory = ferrymemory.New(ferrymemory.Config{History: history, MaxSessions: o.maxSessions, IdempotencyTTL: o.idempotencyTTL})
 		if keep.stateFile != "" {
 			if err := loadState(memory, keep.stateFile); err != nil {
 				return err

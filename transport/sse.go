@@ -1,12 +1,11 @@
 package transport
 
 import (
-	"bufio"
+	"context"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ferryrt/ferry/session"
@@ -72,55 +71,33 @@ func (h *SSEHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.cfg.Manager.Detach(a)
+	h.cfg.streamFrames(ctx, w, rc, a, writeEvent, SSE)
+}
+
+// streamFrames writes what a's Next returns to w until a ends or ctx is cancelled, with
+// encode, and counts the frames as sent on transport (none for ""): the plain path of
+// /sse and /events, on net/http's handler goroutine.
+func (c *Config) streamFrames(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, a *session.Attachment, encode encodeFunc, transport string) {
 	for {
 		out, err := a.Next(ctx, time.Time{})
 		if err != nil {
 			return
 		}
 		bytes := 0
-		// A stream waits far longer than it writes: its buffer is lent for the batch only.
 		bw := getSSEWriter(w)
 		for _, o := range out {
-			writeEvent(bw, o)
+			encode(bw, o)
 			bytes += len(o.JSON)
 		}
-		h.cfg.obs().Sent(SSE, len(out), bytes)
+		if transport != "" {
+			c.obs().Sent(transport, len(out), bytes)
+		}
 		rc.SetWriteDeadline(time.Now().Add(writeWait))
 		if putSSEWriter(bw) != nil || rc.Flush() != nil {
 			a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 			return
 		}
 	}
-}
-
-var sseWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
-
-func getSSEWriter(w io.Writer) *bufio.Writer {
-	bw := sseWriters.Get().(*bufio.Writer)
-	bw.Reset(w)
-	return bw
-}
-
-// putSSEWriter flushes bw and returns it to the pool.
-func putSSEWriter(bw *bufio.Writer) error {
-	err := bw.Flush()
-	bw.Reset(nil)
-	sseWriters.Put(bw)
-	return err
-}
-
-// writeEvent writes one frame as an SSE event. Frames are single-line JSON (payloads are
-// compacted, and JSON escapes CR and LF in strings), and event ids come from restricted
-// character sets, so no field can break out of its line.
-func writeEvent(bw *bufio.Writer, o session.Outgoing) {
-	if o.EventID != "" {
-		bw.WriteString("id: ")
-		bw.WriteString(o.EventID)
-		bw.WriteByte('\n')
-	}
-	bw.WriteString("data: ")
-	bw.Write(o.JSON)
-	bw.WriteString("\n\n")
 }
 
 // applyLastEventID lets a browser's own reconnect resume: an id "<channel>=<position>" newer

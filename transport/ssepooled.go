@@ -82,7 +82,8 @@ func streamHead(hdr http.Header, first string) []byte {
 	return b.Bytes()
 }
 
-// sseStream is a stream on a hijacked connection. A client sends nothing after its
+// sseStream is a stream on a hijacked connection: a session's (/sse) or a watch's
+// (/events), which differ only in how they encode frames. A client sends nothing after its
 // request, so reading only notices it leaving: pooled, the stream.Reader's poller reports
 // that without a goroutine (a reader goroutine blocks in Read where the connection can't
 // be watched). A writer goroutine runs while there are frames (see wsSession), heartbeats
@@ -101,6 +102,8 @@ type sseStream struct {
 	reader stream.Reader // owns the reading, and with it the teardown
 }
 
+// newSSEStream returns the stream on conn of an attachment still to be set (a, before
+// ready is closed), whose frames encode writes and which counts them as sent on tr.
 func newSSEStream(cfg *Config, conn net.Conn, encode encodeFunc, tr string) *sseStream {
 	return &sseStream{cfg: cfg, encode: encode, tr: tr, conn: conn, ready: make(chan struct{}), closed: make(chan struct{})}
 }

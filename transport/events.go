@@ -43,6 +43,7 @@ type EventsHandler struct{ cfg *Config }
 // NewEvents returns the /events handler.
 func NewEvents(cfg Config) *EventsHandler { return &EventsHandler{cfg: cfg.withDefaults()} }
 
+// ServeHTTP answers GET /events with the stream, or with the error that refuses it.
 func (h *EventsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A stream holds a connection as an SSE attachment does, so it takes a slot of the
 	// same caps before anything else is looked at: a flood costs an HTTP answer only.

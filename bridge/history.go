@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -111,4 +112,32 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 		resp.More = true
 	}
 	httpx.WriteJSON(w, resp)
+}
+
+// oldestCovered returns the smallest offset p in (lo, top] such that history covers
+// everything after p-1, probing the broker by binary search: Since answers "covered or
+// not" for any position, which is all a Broker promises.
+func oldestCovered(ctx context.Context, b Broker, ch string, top session.Position, lo uint64) (uint64, error) {
+	covered := func(after uint64) (bool, error) {
+		_, _, ok, err := b.Since(ctx, ch, session.Position{Epoch: top.Epoch, Offset: after}, 1)
+		return ok, err
+	}
+	ok, err := covered(lo)
+	if err != nil || ok {
+		return lo, err
+	}
+	hi := top.Offset // covered(top) is always true
+	for lo+1 < hi {
+		mid := lo + (hi-lo)/2
+		ok, err := covered(mid)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return hi, nil
 }

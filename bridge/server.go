@@ -147,29 +147,8 @@ type Server struct {
 	// Whether the server drains is the Manager's state (Manager.Draining), which
 	// transports read too. mu orders it against active: a request that found the
 	// Manager not draining has joined active before Shutdown takes mu and waits.
-	active  sync.WaitGroup
-	mu      sync.Mutex
-	streams map[*session.Stream]struct{} // session-less /events streams, closed by Shutdown
-}
-
-// trackStream registers a dashboard stream for Shutdown; false if already draining.
-func (s *Server) trackStream(c *session.Stream) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.mgr.Draining() {
-		return false
-	}
-	if s.streams == nil {
-		s.streams = map[*session.Stream]struct{}{}
-	}
-	s.streams[c] = struct{}{}
-	return true
-}
-
-func (s *Server) untrackStream(c *session.Stream) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.streams, c)
+	active sync.WaitGroup
+	mu     sync.Mutex
 }
 
 // New returns a Server for cfg.
@@ -259,11 +238,26 @@ func (s *Server) mount(tc transport.Config) {
 	s.mux.Handle(b+"/send", transport.NewSend(tc))
 	s.mux.HandleFunc(b+"/api/publish", s.withCORS(s.servePublish))
 	s.mux.HandleFunc(b+"/api/history", s.withCORS(s.serveHistory))
-	s.mux.HandleFunc(b+"/events", s.withCORS(s.serveEvents))
+	s.mux.Handle(b+"/events", transport.NewEvents(tc))
 	if s.cfg.Presence != nil {
 		s.mux.HandleFunc(b+"/api/presence", s.withCORS(s.servePresence))
 	}
 	mountClient(s.mux, b)
+}
+
+// identify returns the identity of a session-less request (history, presence), refusing
+// anonymous ones unless they are allowed, and lapsed ones as a session's are refused.
+// (/events identifies its requests in transport, the same way.)
+func (s *Server) identify(r *http.Request) (session.Identity, error) {
+	// The gate hides the cookies of pages let in by "*" only (transport.Config).
+	id, ok, err := s.gate.Authenticate(r)
+	if err == nil && !ok && s.cfg.Authenticate != nil && !s.cfg.AllowAnonymous {
+		err = session.Errorf(session.CodeUnauthorized, "authentication required: send a token (Authorization: Bearer, ?token= or cookie)")
+	}
+	if err == nil {
+		err = s.mgr.Lapsed(r.Context(), id)
+	}
+	return id, err
 }
 
 // Base returns the path prefix the server answers under.
@@ -401,17 +395,11 @@ func (s *Server) Ready(ctx context.Context) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mgr.Shutdown(session.ErrShutdown)
 	// Taking mu after the Manager drains fences the requests that found it not draining:
-	// they have joined active (or tracked their stream) by now, and later ones see it.
+	// they have joined active by now, and later ones see it. The Manager has closed every
+	// attachment, the dashboard streams' watches among them.
 	s.mu.Lock()
-	streams := make([]*session.Stream, 0, len(s.streams))
-	for c := range s.streams {
-		streams = append(streams, c)
-	}
 	s.mu.Unlock()
 	s.poll.Shutdown()
-	for _, c := range streams {
-		c.Close(session.ErrShutdown)
-	}
 	done := make(chan struct{})
 	go func() {
 		s.active.Wait()

@@ -53,6 +53,9 @@ type Attachment struct {
 	// attachment (guarded by the Manager's mu): Resume refreshes it once a heartbeat
 	// interval has passed, not on every poll.
 	presentAt time.Time
+	// watch marks a session-less attachment (Watch): it has no session to keep alive,
+	// and the Manager keeps it apart from the sessions' attachments.
+	watch bool
 }
 
 // newAttachID returns an id that sorts by the client's attachment sequence, then by
@@ -120,12 +123,15 @@ func (m *Manager) newAttachment(req AttachRequest, now time.Time) *Attachment {
 }
 
 // heartbeat keeps a's session alive in the shared store while it is attached here, and
-// closes a when the session expired or its identity expired or was revoked.
+// closes a when the session expired or its identity expired or was revoked. A watch has
+// only its identity checked.
 func (m *Manager) heartbeat(a *Attachment) {
 	ctx, cancel := context.WithTimeout(context.Background(), min(m.cfg.Heartbeat, m.cfg.StoreTimeout))
 	defer cancel()
 	sid := a.Claims.SID
-	if alive, err := m.cfg.Store.TouchSession(ctx, sid, m.cfg.SessionTTL); err == nil && !alive {
+	if a.watch {
+		// No session: the identity is all there is to check.
+	} else if alive, err := m.cfg.Store.TouchSession(ctx, sid, m.cfg.SessionTTL); err == nil && !alive {
 		m.cfg.Logger.Info("session expired", "sid", sid, "transport", a.Transport, "remote", a.Remote)
 		a.Close(ErrSession)
 	}
@@ -134,7 +140,9 @@ func (m *Manager) heartbeat(a *Attachment) {
 		a.Close(err)
 		return
 	}
-	m.present(ctx, a)
+	if !a.watch {
+		m.present(ctx, a)
+	}
 }
 
 // install makes a its session's attachment on this node and closes the one it replaces,
@@ -204,6 +212,10 @@ func refusal(err error, what string) *Error {
 
 // Detach ends a's turn: it is closed and, if still current, forgotten.
 func (m *Manager) Detach(a *Attachment) {
+	if a.watch {
+		m.unwatch(a)
+		return
+	}
 	m.mu.Lock()
 	if m.attached[a.Claims.SID] == a {
 		delete(m.attached, a.Claims.SID)

@@ -258,16 +258,38 @@ type Outgoing struct {
 	EventID string
 	Msg     *Message
 	Kind    FrameKind
-	// at is the channel and position of a sub or reset frame that carries one; nil for
-	// every other frame (msg frames have Msg). A pointer keeps Outgoing small for the
-	// queues: frames that carry a position besides msg frames are rare.
-	at *channelPos
+	// ctl is what a sub, reset, ping or close frame says besides its type (see Control);
+	// nil for every other frame (msg frames have Msg). A pointer keeps Outgoing small for
+	// the queues: such frames are rare next to msg frames.
+	ctl *control
 }
 
-// channelPos is a channel and a position in it.
-type channelPos struct {
-	ch  string
-	pos Position
+// Control is what a control frame says, for a transport that writes it in a form of its
+// own instead of its JSON: the dashboard stream (PROTOCOL.md §5) writes resets and closes
+// as events named after them, and pings as comments. The zero value is what a frame
+// without these details says.
+type Control struct {
+	Channel string   // of a sub or reset frame
+	Pos     Position // of a sub or reset frame
+	Code    Code     // of a close frame
+	Reason  string   // of a reset or close frame
+	TS      int64    // of a ping frame: its time, Unix milliseconds
+}
+
+// control is a Control and whether the frame moves a client's cursor (Moves).
+type control struct {
+	Control
+	moves bool
+}
+
+// Control returns what o says besides its type: the channel and position of a sub or
+// reset frame, the code and reason of a close, the time of a ping. It is zero for every
+// other frame; a msg frame's details are its Msg.
+func (o Outgoing) Control() Control {
+	if o.ctl == nil {
+		return Control{}
+	}
+	return o.ctl.Control
 }
 
 // FrameKind is the type of a server frame, known from its creation.
@@ -323,16 +345,26 @@ type errBody struct {
 }
 
 // Encode marshals f. Control frames are rare next to msg frames, so encoding/json is fine.
-// The frame keeps its kind and, for a sub or reset frame with a position, that position
-// (see Outgoing.Moves).
+// The frame keeps its kind and what a transport may need of it without reading the JSON
+// again (see Outgoing.Moves and Outgoing.Control).
 func (f *ServerFrame) Encode() Outgoing {
 	b, err := json.Marshal(f)
 	if err != nil {
 		panic("session: encoding a server frame: " + err.Error()) // only plain types inside
 	}
 	o := Outgoing{JSON: b, Kind: frameKinds[f.T]}
-	if (o.Kind == KindSub || o.Kind == KindReset) && f.Off != nil && f.Ep != "" {
-		o.at = &channelPos{ch: f.Ch, pos: Position{Epoch: f.Ep, Offset: *f.Off}}
+	switch o.Kind {
+	case KindSub, KindReset:
+		c := &control{Control: Control{Channel: f.Ch, Reason: f.Reason}}
+		if f.Off != nil {
+			c.Pos = Position{Epoch: f.Ep, Offset: *f.Off}
+			c.moves = f.Ep != ""
+		}
+		o.ctl = c
+	case KindPing:
+		o.ctl = &control{Control: Control{TS: f.TS}}
+	case KindClose:
+		o.ctl = &control{Control: Control{Code: f.Code, Reason: f.Reason}}
 	}
 	return o
 }
@@ -343,8 +375,8 @@ func (o Outgoing) Moves() (ch string, pos Position, ok bool) {
 	if o.Msg != nil {
 		return o.Msg.Channel, o.Msg.Pos, true
 	}
-	if o.at != nil {
-		return o.at.ch, o.at.pos, true
+	if o.ctl != nil && o.ctl.moves {
+		return o.ctl.Channel, o.ctl.Pos, true
 	}
 	return "", Position{}, false
 }

@@ -45,3 +45,36 @@ func TestOutgoingKindAndPosition(t *testing.T) {
 		})
 	}
 }
+
+// A control frame's details come with it, as its JSON says them: what the dashboard
+// stream writes as events and comments of its own.
+func TestOutgoingControl(t *testing.T) {
+	off := uint64(9)
+	cases := []struct {
+		name string
+		o    Outgoing
+		want Control
+	}{
+		{"sub", posFrame(FrameSub, "a", Position{Epoch: "e1", Offset: 4}), Control{Channel: "a", Pos: Position{Epoch: "e1", Offset: 4}}},
+		{"reset", (&ServerFrame{T: FrameReset, Ch: "b", Ep: "e2", Off: &off, Reason: "gone"}).Encode(), Control{Channel: "b", Pos: Position{Epoch: "e2", Offset: 9}, Reason: "gone"}},
+		{"ping", (&ServerFrame{T: FramePing, Seq: 3, TS: 1234}).Encode(), Control{TS: 1234}},
+		{"close", closeFrame(ErrRevoked), Control{Code: ErrRevoked.Code, Reason: ErrRevoked.Reason}},
+		{"msg", MessageFrame(&Message{Channel: "c", Pos: Position{Epoch: "e", Offset: 1}, Data: json.RawMessage(`1`)}), Control{}},
+		{"ack", Ack{Seq: 1}.Frame(), Control{}},
+	}
+	for _, c := range cases {
+		if got := c.o.Control(); got != c.want {
+			t.Errorf("%s: Control() = %+v, want %+v", c.name, got, c.want)
+		}
+		var f struct {
+			Ch     string `json:"ch"`
+			Code   Code   `json:"code"`
+			Reason string `json:"reason"`
+			TS     int64  `json:"ts"`
+		}
+		json.Unmarshal(c.o.JSON, &f)
+		if c.o.Kind != KindMsg && (f.Ch != c.want.Channel || f.Code != c.want.Code || f.Reason != c.want.Reason || f.TS != c.want.TS) {
+			t.Errorf("%s: JSON %s says otherwise than %+v", c.name, c.o.JSON, c.want)
+		}
+	}
+}

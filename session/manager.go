@@ -110,13 +110,14 @@ type Manager struct {
 	rate *keyrate.Table // upstream frames per session id, on this node; nil without a limit
 
 	mu       sync.Mutex
-	attached map[string]*Attachment // by session id
+	attached map[string]*Attachment   // by session id
+	watches  map[*Attachment]struct{} // session-less attachments (Watch)
 	closing  *Error
 }
 
 // NewManager returns a Manager. cfg.Store, cfg.Source and cfg.Handler are required.
 func NewManager(cfg Config) *Manager {
-	m := &Manager{cfg: cfg.WithDefaults(), attached: make(map[string]*Attachment)}
+	m := &Manager{cfg: cfg.WithDefaults(), attached: make(map[string]*Attachment), watches: make(map[*Attachment]struct{})}
 	if m.cfg.UpstreamRate > 0 {
 		m.rate = keyrate.New(m.cfg.UpstreamRate, m.cfg.UpstreamBurst)
 	}
@@ -236,8 +237,8 @@ func (m *Manager) Verify(ctx context.Context, cred string, user *string) (Claims
 	return c, nil
 }
 
-// Shutdown refuses new attachments and negotiations with e and closes every attachment
-// with it. It does not wait: the transports end their requests as their writers see the
+// Shutdown refuses new attachments, watches and negotiations with e and closes every
+// attachment, watches included, with it. It does not wait: the transports end their requests as their writers see the
 // close.
 func (m *Manager) Shutdown(e *Error) {
 	m.mu.Lock()
@@ -252,6 +253,9 @@ func (m *Manager) Shutdown(e *Error) {
 			parked = append(parked, a)
 		}
 		delete(m.attached, sid)
+	}
+	for a := range m.watches {
+		all = append(all, a)
 	}
 	m.mu.Unlock()
 	for _, a := range all {

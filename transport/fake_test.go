@@ -18,16 +18,19 @@ import (
 // "cred:<sid>", an attachment is a real session.Stream over a source without messages,
 // a newer attachment of a session supersedes the older one (4001), send and pub frames
 // are acknowledged (refused with 4103 on a channel named "forbidden"), and tests queue
-// frames to an attachment with push. It lets the handlers be tested at the HTTP level
-// without bridge.
+// frames to an attachment with push; a watch (GET /events) is a Stream likewise, see
+// Watch. It lets the handlers be tested at the HTTP level without bridge.
 type fakeSessions struct {
 	params session.Params
 
 	mu       sync.Mutex
 	next     int
 	attached map[string]*session.Attachment // by session id
+	watches  map[*session.Attachment]bool
 	draining bool
+	revoked  bool
 	attachCh chan *session.Attachment // each new attachment, when not nil
+	watchCh  chan *session.Attachment // each new watch, when not nil
 }
 
 var _ transport.Sessions = (*fakeSessions)(nil)
@@ -37,6 +40,7 @@ func newFakeSessions() *fakeSessions {
 		params: session.Params{Heartbeat: time.Hour, PollHold: time.Hour, SessionTTL: time.Minute,
 			StoreTimeout: time.Second, MaxMessageBytes: 1024, MaxChannels: 8},
 		attached: map[string]*session.Attachment{},
+		watches:  map[*session.Attachment]bool{},
 	}
 }
 
@@ -92,11 +96,69 @@ func (f *fakeSessions) Attach(_ context.Context, req session.AttachRequest) (*se
 	return a, nil
 }
 
+// Watch refuses a channel named "forbidden" (a Refusal, 4103) and an identity whose user
+// is "lapsed" (4101), and otherwise watches the channels with a heartbeat that closes
+// the watch with ErrRevoked once revoke has been called.
+func (f *fakeSessions) Watch(_ context.Context, req session.WatchRequest) (*session.Attachment, error) {
+	if req.Identity.User == "lapsed" {
+		return nil, session.ErrRevoked
+	}
+	for _, e := range req.Cursor {
+		if e.Channel == "forbidden" {
+			return nil, &session.Refusal{Channel: e.Channel, Err: session.Errorf(session.CodeForbidden, "not %s", e.Channel)}
+		}
+	}
+	a := &session.Attachment{
+		Stream: session.NewStream(emptySource{}, session.StreamConfig{QueueMessages: 64, QueueBytes: 1 << 20,
+			BatchMessages: 64, BatchBytes: 1 << 20, PageSize: 32}), // tests send heartbeats with Ping
+		Claims: session.Claims{User: req.Identity.User}, Transport: req.Transport, Started: time.Now(),
+	}
+	a.OnClose, a.OnWake = req.OnClose, req.OnWake
+	a.OnHeartbeat = func() {
+		f.mu.Lock()
+		revoked := f.revoked
+		f.mu.Unlock()
+		if revoked {
+			a.Close(session.ErrRevoked)
+		}
+	}
+	f.mu.Lock()
+	if f.draining {
+		f.mu.Unlock()
+		return nil, session.ErrShutdown
+	}
+	f.watches[a] = true
+	ch := f.watchCh
+	f.mu.Unlock()
+	for _, e := range req.Cursor {
+		a.Subscribe(e.Channel, e.Position, false)
+	}
+	if ch != nil {
+		ch <- a
+	}
+	return a, nil
+}
+
+// revoke makes every later heartbeat of a watch close it as revoked.
+func (f *fakeSessions) revoke() {
+	f.mu.Lock()
+	f.revoked = true
+	f.mu.Unlock()
+}
+
+// watching returns the number of watches not yet detached.
+func (f *fakeSessions) watching() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.watches)
+}
+
 func (f *fakeSessions) Detach(a *session.Attachment) {
 	f.mu.Lock()
 	if f.attached[a.Claims.SID] == a {
 		delete(f.attached, a.Claims.SID)
 	}
+	delete(f.watches, a)
 	f.mu.Unlock()
 	a.Done()
 }
@@ -137,12 +199,15 @@ func (f *fakeSessions) attachment(sid string) *session.Attachment {
 	return f.attached[sid]
 }
 
-// shutdown refuses new attachments and closes every current one with 4003.
+// shutdown refuses new attachments and watches and closes every current one with 4003.
 func (f *fakeSessions) shutdown() {
 	f.mu.Lock()
 	f.draining = true
 	all := make([]*session.Attachment, 0, len(f.attached))
 	for _, a := range f.attached {
+		all = append(all, a)
+	}
+	for a := range f.watches {
 		all = append(all, a)
 	}
 	f.mu.Unlock()
@@ -223,6 +288,7 @@ func newTestServer(t *testing.T, tune func(*transport.Config)) *testServer {
 	mux.Handle("/ferry/negotiate", transport.NewNegotiate(cfg))
 	mux.Handle("/ferry/ws", transport.NewWebSocket(cfg))
 	mux.Handle("/ferry/sse", transport.NewSSE(cfg))
+	mux.Handle("/ferry/events", transport.NewEvents(cfg))
 	mux.Handle("/ferry/poll", poll)
 	mux.Handle("/ferry/send", transport.NewSend(cfg))
 	hs := httptest.NewServer(mux)

@@ -1,10 +1,11 @@
 package transport
 
-// The pooled I/O of an SSE stream (Config.IO, IOPooled): an HTTP/1.1 stream is served on
-// the hijacked connection, where an idle one holds no goroutine. SSEHandler.ServeHTTP in
-// sse.go is the plain path (net/http's handler goroutine), which serves the stream
-// wherever this one can't, and in the plain mode; TestSSEModesAnswerTheSameBytes in
-// bridge checks that both write the same events.
+// The pooled I/O of an event stream, /sse and /events alike (Config.IO, IOPooled): an
+// HTTP/1.1 stream is served on the hijacked connection, where an idle one holds no
+// goroutine. SSEHandler.ServeHTTP in sse.go and EventsHandler.ServeHTTP in events.go are
+// the plain path (net/http's handler goroutine), which serves the stream wherever this
+// one can't, and in the plain mode; TestSSEModesAnswerTheSameBytes and
+// TestEventsModesAnswerTheSameBytes in bridge check that both write the same events.
 
 import (
 	"bytes"
@@ -39,18 +40,12 @@ func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, relea
 	// net/http leaves the deadlines of a hijacked connection unspecified; a stream lasts
 	// longer than any ReadTimeout, and its reads only watch for the client leaving.
 	conn.SetReadDeadline(time.Time{})
-	s := &sseStream{h: h, conn: conn, ready: make(chan struct{}), closed: make(chan struct{})}
+	s := newSSEStream(h.cfg, conn, writeEvent, SSE)
 	req.OnClose = func(*session.Error) { conn.SetWriteDeadline(time.Now().Add(h.cfg.CloseGrace)) }
 	req.OnWake = s.wake
 	// The request's context stays valid after Hijack until this handler returns.
 	a, err := h.cfg.Manager.Attach(r.Context(), req)
-	SetStreamHeaders(hdr)
-	hdr.Set("Connection", "close") // the stream ends with the connection
-	b := []byte("HTTP/1.1 200 OK\r\n")
-	var hb bytes.Buffer
-	hdr.Write(&hb)
-	b = append(b, hb.Bytes()...)
-	b = append(b, "\r\nretry: "+strconv.Itoa(h.cfg.SSERetry)+"\n\n"...)
+	b := streamHead(hdr, "retry: "+strconv.Itoa(h.cfg.SSERetry)+"\n\n")
 	if err != nil {
 		close(s.ready)
 		h.cfg.logFailure(r, "sse attach", err)
@@ -74,13 +69,29 @@ func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, relea
 	return true
 }
 
-// sseStream is a stream on a hijacked connection. A client sends nothing after its
+// streamHead is the response head of a hijacked stream with its headers hdr, followed by
+// the stream's first bytes.
+func streamHead(hdr http.Header, first string) []byte {
+	SetStreamHeaders(hdr)
+	hdr.Set("Connection", "close") // the stream ends with the connection
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 200 OK\r\n")
+	hdr.Write(&b)
+	b.WriteString("\r\n")
+	b.WriteString(first)
+	return b.Bytes()
+}
+
+// sseStream is a stream on a hijacked connection: a session's (/sse) or a watch's
+// (/events), which differ only in how they encode frames. A client sends nothing after its
 // request, so reading only notices it leaving: pooled, the stream.Reader's poller reports
 // that without a goroutine (a reader goroutine blocks in Read where the connection can't
 // be watched). A writer goroutine runs while there are frames (see wsSession), heartbeats
 // come from a timer.
 type sseStream struct {
-	h      *SSEHandler
+	cfg    *Config
+	encode encodeFunc
+	tr     string // the transport its frames are counted as sent on; "" counts none
 	conn   net.Conn
 	a      *session.Attachment // set before ready is closed
 	ready  chan struct{}       // the response header is out
@@ -89,6 +100,12 @@ type sseStream struct {
 	end    func() // releases the connection slot once the stream is torn down
 	once   sync.Once
 	reader stream.Reader // owns the reading, and with it the teardown
+}
+
+// newSSEStream returns the stream on conn of an attachment still to be set (a, before
+// ready is closed), whose frames encode writes and which counts them as sent on tr.
+func newSSEStream(cfg *Config, conn net.Conn, encode encodeFunc, tr string) *sseStream {
+	return &sseStream{cfg: cfg, encode: encode, tr: tr, conn: conn, ready: make(chan struct{}), closed: make(chan struct{})}
 }
 
 // wake runs under the attachment's lock when frames are ready and no writer runs.
@@ -106,7 +123,7 @@ func (s *sseStream) closeConn() {
 
 func (s *sseStream) start(end func()) {
 	s.end = end
-	every := s.h.cfg.Manager.Params().Heartbeat
+	every := s.cfg.Manager.Params().Heartbeat
 	s.hb = time.AfterFunc(time.Hour, func() {
 		select {
 		case <-s.closed:
@@ -133,7 +150,7 @@ func (s *sseStream) teardown() {
 	s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "connection lost"})
 	<-s.closed
 	s.hb.Stop()
-	s.h.cfg.Manager.Detach(s.a)
+	s.cfg.Manager.Detach(s.a)
 	s.end()
 }
 
@@ -154,11 +171,13 @@ func (s *sseStream) flush() {
 		bw := getSSEWriter(s.conn)
 		n, last := 0, false
 		for _, o := range out {
-			writeEvent(bw, o)
+			s.encode(bw, o)
 			n += len(o.JSON)
 			last = last || o.Kind == session.KindClose
 		}
-		s.h.cfg.obs().Sent(SSE, len(out), n)
+		if s.tr != "" {
+			s.cfg.obs().Sent(s.tr, len(out), n)
+		}
 		s.conn.SetWriteDeadline(time.Now().Add(writeWait))
 		if putSSEWriter(bw) != nil || last {
 			s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})

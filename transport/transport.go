@@ -1,5 +1,6 @@
 // Package transport moves Ferry frames over HTTP: one http.Handler per transport
-// (WebSocket, Server-Sent Events, long-polling), plus negotiation and the upstream POST.
+// (WebSocket, Server-Sent Events, long-polling), plus negotiation, the upstream POST and
+// the dashboard stream of GET /events (an event stream without a session, EventsHandler).
 // A transport knows nothing of channels: it authenticates the request, asks its Sessions
 // (a *session.Manager) for an attachment, writes what the attachment's Next returns, and
 // hands client frames back.
@@ -50,6 +51,9 @@ type Sessions interface {
 	Negotiate(ctx context.Context, prev string, id session.Identity, cid string) (session.Negotiated, error)
 	Verify(ctx context.Context, cred string, user *string) (session.Claims, error)
 	Attach(ctx context.Context, req session.AttachRequest) (*session.Attachment, error)
+	// Watch returns a session-less attachment of a dashboard stream (GET /events); Detach
+	// ends it.
+	Watch(ctx context.Context, req session.WatchRequest) (*session.Attachment, error)
 	Detach(a *session.Attachment)
 	Park(a *session.Attachment, expect session.Cursor)
 	Resume(claims session.Claims, seq uint64, cur session.Cursor) *session.Attachment
@@ -117,7 +121,7 @@ type Config struct {
 	// IO selects pooled I/O (the default) or plain goroutine-per-connection I/O for
 	// WebSocket, SSE and long-polling alike; see IOMode.
 	IO IOMode
-	// CloseGrace is how long a WebSocket or SSE client that is behind (a slow consumer,
+	// CloseGrace is how long a WebSocket, SSE or /events client that is behind (a slow consumer,
 	// say) gets to take the write under way and the close frame once its attachment is
 	// closed, before the connection is cut; default DefaultCloseGrace.
 	CloseGrace time.Duration
@@ -416,13 +420,12 @@ func (c *Config) admitGET(w http.ResponseWriter, r *http.Request, what string) (
 	return release, true
 }
 
-// Gate applies a Config's origin policy, CORS and connection limits to endpoints served
-// outside this package (bridge's /events, /api/history and /api/presence), so that every
-// endpoint that reads a token answers foreign pages and floods as the transports do.
+// Gate applies a Config's origin policy and CORS, and its Authenticator, to endpoints
+// served outside this package (bridge's /api/history and /api/presence), so that every
+// endpoint that reads a token answers foreign pages as the transports do.
 type Gate struct{ cfg *Config }
 
-// NewGate returns a Gate for cfg. For the connection limits to be shared with the
-// transports, cfg.Limiter must be the Limiter they were given.
+// NewGate returns a Gate for cfg.
 func NewGate(cfg Config) *Gate { return &Gate{cfg: cfg.withDefaults()} }
 
 // CORS refuses a foreign Origin with 403, sets the CORS headers of an allowed one and
@@ -437,18 +440,4 @@ func (g *Gate) Authenticate(r *http.Request) (id session.Identity, ok bool, err 
 		return session.Identity{}, false, nil
 	}
 	return g.cfg.Authenticate(r)
-}
-
-// Acquire takes a connection slot of r's address for a response that stays open, such
-// as an event stream. If none is free it answers 503 (node full, code 4000) or 429 (too
-// many from this address, code 4029) and reports false; otherwise release must be called
-// once when the response ends.
-func (g *Gate) Acquire(w http.ResponseWriter, r *http.Request, what string) (release func(), ok bool) {
-	release, err := g.cfg.Limiter.acquire(r)
-	if err != nil {
-		g.cfg.logFailure(r, what, err)
-		writeError(w, err)
-		return nil, false
-	}
-	return release, true
 }

@@ -1,4 +1,4 @@
-package bridge
+package transport
 
 import (
 	"bufio"
@@ -111,20 +111,20 @@ func FuzzEventsEncoding(f *testing.F) {
 		start, resetAt := off, off/2
 		frames := []session.Outgoing{
 			(&session.ServerFrame{T: session.FrameSub, Ch: channel, Ep: epoch, Off: &start}).Encode(),
-			{JSON: m.Frame(), EventID: m.EventID(), Msg: m},
+			session.MessageFrame(m),
 			(&session.ServerFrame{T: session.FrameReset, Ch: channel, Ep: epoch, Off: &resetAt, Reason: reason}).Encode(),
 			(&session.ServerFrame{T: session.FramePing, Seq: 1, TS: int64(off)}).Encode(),
 			(&session.ServerFrame{T: session.FrameClose, Code: session.CodeShutdown, Reason: reason}).Encode(),
 		}
 		var buf bytes.Buffer
 		bw := bufio.NewWriter(&buf)
-		pos := map[string]session.Position{}
+		enc := newChannelEvents(cur)
 		for _, o := range frames {
-			writeChannelEvent(bw, o, cur, pos)
+			enc.write(bw, o)
 		}
 		bw.Flush()
 
-		// The ids, built here by hand rather than by cursorID: the channel's position,
+		// The ids, built here by hand rather than by channelEvents: the channel's position,
 		// then "other" with none (unless the channel is "other" itself).
 		id := func(p session.Position) string {
 			s := channel + "=" + epoch + "." + strconv.FormatUint(p.Offset, 10)

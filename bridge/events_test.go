@@ -352,6 +352,7 @@ func TestEventsStartingIDAndDrain(t *testing.T) {
 // stream is written on the hijacked connection; plain, by net/http. Only the channel's
 // epoch (each server has a broker of its own) differs, and is masked.
 func TestEventsModesAnswerTheSameBytes(t *testing.T) {
+	pooledOnly(t)
 	epoch := regexp.MustCompile(`=([0-9a-z]+)\.`)
 	stream := func(mode transport.IOMode) (*http.Response, string) {
 		ts := newTestServer(t, Config{IO: mode, Heartbeat: time.Minute})

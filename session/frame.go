@@ -248,20 +248,29 @@ func (m *Message) encode() {
 	m.eventID = m.Channel + "=" + m.Pos.String()
 }
 
-// Outgoing is one frame on its way to a client. It is made by Message (a msg frame, with
-// Msg and EventID set: EventID becomes the SSE id line) or by ServerFrame.Encode (every
+// Outgoing is one frame on its way to a client. It is made by MessageFrame (a msg frame,
+// with Msg set, whose EventID becomes the SSE id line) or by ServerFrame.Encode (every
 // other frame), and carries from then on what transports and cursors need to know of it
 // without decoding JSON: its Kind and, for a frame that moves a client's cursor, the
 // channel and position it moves it to (see Moves).
 type Outgoing struct {
-	JSON    []byte
-	EventID string
-	Msg     *Message
-	Kind    FrameKind
+	JSON []byte
+	Msg  *Message
+	Kind FrameKind
 	// ctl is what a sub, reset, ping or close frame says besides its type (see Control);
 	// nil for every other frame (msg frames have Msg). A pointer keeps Outgoing small for
 	// the queues: such frames are rare next to msg frames.
 	ctl *control
+}
+
+// EventID is the SSE id of o: its message's (Message.EventID) for a msg frame, "" for
+// every other frame. It is derived rather than stored: every queued frame is copied by
+// each batch, so Outgoing stays at 48 bytes.
+func (o Outgoing) EventID() string {
+	if o.Msg == nil {
+		return ""
+	}
+	return o.Msg.EventID()
 }
 
 // Control is what a control frame says, for a transport that writes it in a form of its
@@ -318,7 +327,7 @@ var frameKinds = map[string]FrameKind{
 
 // MessageFrame returns the msg frame of m on its way to a client.
 func MessageFrame(m *Message) Outgoing {
-	return Outgoing{JSON: m.Frame(), EventID: m.EventID(), Msg: m, Kind: KindMsg}
+	return Outgoing{JSON: m.Frame(), Msg: m, Kind: KindMsg}
 }
 
 // ServerFrame is the generic form of the server's control frames (everything but msg).

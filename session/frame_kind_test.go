@@ -3,6 +3,7 @@ package session
 import (
 	"encoding/json"
 	"testing"
+	"unsafe"
 )
 
 // Every frame knows its kind from its creation, and a frame that moves a client's cursor
@@ -76,5 +77,22 @@ func TestOutgoingControl(t *testing.T) {
 		if c.o.Kind != KindMsg && (f.Ch != c.want.Channel || f.Code != c.want.Code || f.Reason != c.want.Reason || f.TS != c.want.TS) {
 			t.Errorf("%s: JSON %s says otherwise than %+v", c.name, c.o.JSON, c.want)
 		}
+	}
+}
+
+// Every queued frame is copied by each batch a writer takes (Stream.Next), so what an
+// Outgoing holds is paid per delivery: it stays at three words and a slice. A field that
+// grows it belongs behind ctl, or derived from Msg as EventID is.
+func TestOutgoingStaysSmall(t *testing.T) {
+	if size := unsafe.Sizeof(Outgoing{}); size > 48 {
+		t.Fatalf("Outgoing is %d bytes, want at most 48", size)
+	}
+	m := &Message{Channel: "room:a", Pos: Position{Epoch: "ep", Offset: 3}, Data: []byte(`1`)}
+	if id := MessageFrame(m).EventID(); id != "room:a=ep.3" {
+		t.Errorf("msg frame's event id %q", id)
+	}
+	ping := ServerFrame{T: FramePing, Seq: 1}
+	if id := ping.Encode().EventID(); id != "" {
+		t.Errorf("ping frame's event id %q, want none", id)
 	}
 }

@@ -73,7 +73,7 @@ func FuzzSSEEventEncoding(f *testing.F) {
 		m := &session.Message{Channel: "room:a", Pos: session.Position{Epoch: "ep", Offset: 9}, Data: data}
 		var buf bytes.Buffer
 		bw := bufio.NewWriter(&buf)
-		writeEvent(bw, session.Outgoing{JSON: m.Frame(), EventID: m.EventID()})
+		writeEvent(bw, session.MessageFrame(m))
 		writeEvent(bw, session.Outgoing{JSON: []byte(`{"t":"ping","seq":1,"ts":1}`)})
 		bw.Flush()
 		r := sse.NewEventStreamReader(&buf, 1<<20)

@@ -43,9 +43,9 @@ func putSSEWriter(bw *bufio.Writer) error {
 // writeEvent writes one frame of a session as an event of /sse: its id, if it has one,
 // and the frame as the data.
 func writeEvent(bw *bufio.Writer, o session.Outgoing) {
-	if o.EventID != "" {
+	if id := o.EventID(); id != "" {
 		bw.WriteString("id: ")
-		bw.WriteString(o.EventID)
+		bw.WriteString(id)
 		bw.WriteByte('\n')
 	}
 	bw.WriteString("data: ")

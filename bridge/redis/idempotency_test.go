@@ -56,12 +56,8 @@ func startRedisServer(t *testing.T, args ...string) (addr string, pid int) {
 	addr = fmt.Sprintf("127.0.0.1:%d", port)
 	rdb := goredis.NewClient(&goredis.Options{Addr: addr, MaxRetries: -1})
 	defer rdb.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for rdb.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s did not answer: %s", addr, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !await.Holds(t, "redis-server on "+addr+" to answer", func() bool { return rdb.Ping(context.Background()).Err() == nil }) {
+		t.Fatalf("redis-server said: %s", out.String())
 	}
 	return addr, cmd.Process.Pid
 }

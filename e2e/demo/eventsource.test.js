@@ -219,6 +219,10 @@ describe('bare EventSource on /ferry/events', () => {
     const ch = channel('quiet');
     const s = await openStream(`${ngLive.url}/healthz`, streamURL(ngLive.url, [ch]), [ch], { name: 'heartbeat' });
     const c = await openStream(`${ngSlow.url}/healthz`, streamURL(ngSlow.url, [ch]), [ch], { name: 'heartbeat-control' });
+    // A stream without a position starts at the channel's tail when Ferry takes it, which is
+    // before its response head: once open, a publish can't fall before it.
+    await until(s, (x) => x.opens.length === 1, 'the stream to open');
+    await until(c, (x) => x.opens.length === 1, 'the control stream to open');
     await publish(live, ch, { seq: 1 });
     await publish(slow, ch, { seq: 1 });
     await until(s, (x) => of(x, ch).length === 1, 'the first message');

@@ -1,9 +1,12 @@
 // Command ferry-bench is Ferry's load generator. It opens N clients on one transport
-// against a running server, subscribes them to one channel, publishes through the
-// server's publish API at a steady rate and then in a burst, and reports connect time,
-// broadcast latency percentiles (from a send timestamp in every payload), deliveries per
-// second, losses and errors, and, for a local server named by --server-pid, its resident
-// memory per connection and its CPU time per delivery.
+// against a running server, subscribes them to one channel (or spreads them over
+// --channels, and over several nodes with a comma-separated --url), publishes through
+// the server's publish API at a steady rate and then in a burst (and, with
+// --publish-rate-test, as fast as it can), and reports connect time, broadcast latency
+// percentiles (from a send timestamp in every payload), deliveries per second,
+// publishes per second, losses and errors, and, for a local server named by
+// --server-pid (several processes: Ferry's nodes and Redis), its resident memory per
+// connection and its CPU time per delivery, in all and per process.
 //
 // It speaks to Ferry (WebSocket, SSE, long-polling, and the session-less /events stream
 // of dashboards, read as a plain EventSource reads it) and to the two peers of

@@ -127,6 +127,11 @@ func TestProbeSumsProcesses(t *testing.T) {
 	if len(pr.Procs) != 2 || pr.Procs[0].PID != self || pr.Procs[0].Name == "" || pr.ServerCPUSecs < pr.Procs[0].CPUSecs {
 		t.Errorf("per-process CPU %+v", pr)
 	}
+	var single PhaseResult
+	single.measureCPU(one, []time.Duration{0}, selfCPU(), time.Second)
+	if len(single.Procs) != 1 || single.Procs[0].CPUSecs != single.ServerCPUSecs {
+		t.Errorf("one process: %+v", single)
+	}
 }
 
 func TestSchedulesPublishToEveryChannel(t *testing.T) {

@@ -155,7 +155,7 @@ func awaitDeliveries(ctx context.Context, p *phase, expected int64, pubEnd time.
 
 // measureCPU fills in the server's CPU (read by srv, cpu0 at the phase's start: one per
 // process) and the generator's own (self0 at the start) over the phase's wall time. The
-// server's figures are summed over its processes; with several, each has its own too.
+// server's figures are summed over its processes, and each has its own in Procs.
 func (pr *PhaseResult) measureCPU(srv *probe, cpu0 []time.Duration, self0, wall time.Duration) {
 	cpu1 := srv.cpus()
 	var sum time.Duration
@@ -169,12 +169,10 @@ func (pr *PhaseResult) measureCPU(srv *probe, cpu0 []time.Duration, self0, wall 
 	}
 	if ok {
 		pr.ServerCPUSecs, pr.ServerCPUPercent, pr.ServerCPUPerDeliveryUs = cpuFigures(sum, pr.Delivered, wall)
-		if len(cpu0) > 1 {
-			for i, pid := range srv.pids {
-				pc := ProcCPU{PID: pid, Name: procName(pid)}
-				pc.CPUSecs, pc.CPUPercent, pc.CPUPerDeliveryUs = cpuFigures(cpu1[i]-cpu0[i], pr.Delivered, wall)
-				pr.Procs = append(pr.Procs, pc)
-			}
+		for i, pid := range srv.pids {
+			pc := ProcCPU{PID: pid, Name: procName(pid)}
+			pc.CPUSecs, pc.CPUPercent, pc.CPUPerDeliveryUs = cpuFigures(cpu1[i]-cpu0[i], pr.Delivered, wall)
+			pr.Procs = append(pr.Procs, pc)
 		}
 	}
 	if self1 := selfCPU(); self0 >= 0 && self1 >= 0 {

@@ -92,8 +92,8 @@ type PhaseResult struct {
 	ServerCPUPercent       float64 `json:"server_cpu_percent"`
 	ServerCPUPerDeliveryUs float64 `json:"server_cpu_us_per_delivery"`
 	GenCPUPercent          float64 `json:"generator_cpu_percent"`
-	// Procs is the server's CPU per process when --server-pid named several (the
-	// Server* figures are their sum): where the CPU goes, Ferry's nodes or Redis.
+	// Procs is the server's CPU per process of --server-pid (the Server* figures are
+	// their sum): where the CPU goes, Ferry's nodes or Redis.
 	Procs []ProcCPU `json:"server_procs,omitempty"`
 }
 
@@ -143,8 +143,11 @@ func (r *Result) print(w io.Writer) {
 				p.r.PublishesPerSec, p.r.PublishSecs, p.r.PublishP50Ms, p.r.PublishP99Ms)
 		}
 		for _, pc := range p.r.Procs {
-			fmt.Fprintf(w, "            process %d %s: CPU %.2fs (%.0f%%, %.2f µs per delivery)\n", pc.PID, pc.Name, pc.CPUSecs, pc.CPUPercent, pc.CPUPerDeliveryUs)
+			if len(p.r.Procs) > 1 { // one process is the server CPU above
+				fmt.Fprintf(w, "            process %d %s: CPU %.2fs (%.0f%%, %.2f µs per delivery)\n", pc.PID, pc.Name, pc.CPUSecs, pc.CPUPercent, pc.CPUPerDeliveryUs)
+			}
 		}
+
 	}
 	if r.Disconnected > 0 || r.Unknown > 0 {
 		fmt.Fprintf(w, "other       %d connections ended early, %d unreadable messages\n", r.Disconnected, r.Unknown)

@@ -63,11 +63,30 @@ func TestClientsSpreadOverNodesAndChannels(t *testing.T) {
 	for i, want := range []struct {
 		host, channel string
 		ch            int
-	}{{"127.0.0.1:1", "bench-0", 0}, {"127.0.0.1:2", "bench-1", 1}, {"127.0.0.1:1", "bench-2", 2}, {"127.0.0.1:2", "bench-0", 0}} {
+	}{{"127.0.0.1:1", "bench-0", 0}, {"127.0.0.1:2", "bench-0", 0}, {"127.0.0.1:1", "bench-1", 1}, {"127.0.0.1:2", "bench-1", 1},
+		{"127.0.0.1:1", "bench-2", 2}, {"127.0.0.1:2", "bench-2", 2}, {"127.0.0.1:1", "bench-0", 0}} {
 		c := e.newClient(i, false).(*ferryWS)
 		if c.u.Host != want.host || c.channel != want.channel || c.cs.ch != want.ch {
 			t.Errorf("client %d on %s channel %s (%d), want %s %s (%d)", i, c.u.Host, c.channel, c.cs.ch, want.host, want.channel, want.ch)
 		}
+	}
+	// With an even count of channels on two nodes, every channel still has readers on both.
+	for c := range 1000 {
+		nodes := map[int]bool{}
+		for i := c * 2; i < 10000; i += 2000 {
+			for _, j := range []int{i, i + 1} {
+				if clientChannel(j, 1000, 2) != c {
+					t.Fatalf("client %d on channel %d, want %d", j, clientChannel(j, 1000, 2), c)
+				}
+				nodes[j%2] = true
+			}
+		}
+		if len(nodes) != 2 {
+			t.Fatalf("channel %d read on nodes %v only", c, nodes)
+		}
+	}
+	if clientChannel(7, 3, 1) != 1 {
+		t.Error("one node: client i is not on channel i mod n")
 	}
 	if got := channelName("bench", 0, 1); got != "bench" {
 		t.Errorf("the one channel is %q, want the prefix itself", got)

@@ -55,10 +55,10 @@ func newEnv(o *options) (*env, error) {
 	return e, nil
 }
 
-// newClient returns client i of the run, on node i mod len(--url) and channel i mod
-// --channels; stalled clients stop reading once subscribed.
+// newClient returns client i of the run, on node i mod len(--url) and on the channel
+// clientChannel gives it; stalled clients stop reading once subscribed.
 func (e *env) newClient(i int, stalled bool) client {
-	ch := clientChannel(i, e.o.channels)
+	ch := clientChannel(i, e.o.channels, len(e.us))
 	cc := clientConf{e: e, u: e.us[i%len(e.us)], laddr: e.d.source(i), channel: channelName(e.o.channel, ch, e.o.channels)}
 	cc.cs.ch = ch
 	if stalled {
@@ -94,8 +94,11 @@ type clientConf struct {
 	cs      seqState
 }
 
-// clientChannel is the channel index of client i among n channels.
-func clientChannel(i, n int) int { return i % max(n, 1) }
+// clientChannel is the channel index of client i among n channels when the clients go
+// to nodes in turn: each run of nodes clients (one on each node) shares a channel, the
+// runs take the channels in turn, so that every channel has readers on every node (as
+// behind a load balancer) whatever the two counts are.
+func clientChannel(i, n, nodes int) int { return i / max(nodes, 1) % max(n, 1) }
 
 // channelName is the name of channel ch of n: prefix itself for one channel, else
 // prefix-ch.

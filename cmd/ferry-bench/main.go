@@ -122,7 +122,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.base, "base", "/ferry", "ferry: path prefix of the endpoints")
 	fs.StringVar(&o.apiKey, "api-key", "", "ferry: API key of the publish API (--api-key of the server)")
 	fs.StringVar(&o.channel, "channel", "bench", "ferry: channel the clients subscribe to (with --channels above 1, the prefix of the channels' names)")
-	fs.IntVar(&o.channels, "channels", 1, "ferry: channels the clients are spread over round-robin (client i on channel i mod n), named <channel>-0 to <channel>-<n-1>; 1: just <channel>")
+	fs.IntVar(&o.channels, "channels", 1, "ferry: channels the clients are spread over, named <channel>-0 to <channel>-<n-1> (1: just <channel>): client i reads channel (i div nodes) mod n, so that each channel has readers on every node of --url")
 	fs.IntVar(&o.clients, "clients", 100, "clients to open (at most the open-file limit less 100: every client holds a descriptor)")
 	fs.IntVar(&o.stall, "stall", 0, "clients among --clients that stop reading once subscribed")
 	fs.IntVar(&o.sources, "sources", 200, "source addresses 127.0.0.2... to spread connections over (0: one); servers that limit connections or sessions per address see each as a client")

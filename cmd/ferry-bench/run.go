@@ -189,7 +189,7 @@ func (cr *crowd) connect(ctx context.Context, res *Result) {
 		}
 		stalled := i >= o.clients-o.stall
 		c := cr.e.newClient(i, stalled)
-		ch := clientChannel(i, o.channels)
+		ch := clientChannel(i, o.channels, len(cr.e.us))
 		launched.Add(1)
 		cr.wg.Add(1)
 		go func() {

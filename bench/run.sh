@@ -19,7 +19,9 @@
 #   DURATION      length of each steady phase, default 20s
 #   BURST         messages of the burst phase, default 200
 #   SETTLE        rest before the idle memory is measured (rate2 runs), default 35s
-#   QUICK=1       a short smoke run (300 and 200 clients, 5 s phases) to check the set-up
+#   QUICK=1       a short smoke run (300 and 200 clients, 5 s phases) to check the set-up;
+#                 for the broker peers also CHANNELS "1 20", BURST_CHANNELS 5 and
+#                 PUBLISH_TEST 2s unless they are set
 #   OUT           output folder, default docs/benchmarks
 #   BASELINE      a git revision (e.g. a commit before a change): builds Ferry from it too,
 #                 so the peers base-ws, base-sse, base-longpoll and base-events run it in
@@ -64,15 +66,16 @@ SCALE_RATE=${SCALE_RATE:-1}
 SCALE_DURATION=${SCALE_DURATION:-60s}
 SCALE_PEERS=${SCALE_PEERS:-ferry-events}
 OUT=${OUT:-docs/benchmarks}
-CHANNELS=${CHANNELS:-"1 1000"}
 BROKER_RATE=${BROKER_RATE:-10}
-BURST_CHANNELS=${BURST_CHANNELS:-20}
-PUBLISH_TEST=${PUBLISH_TEST:-10s}
 PUBLISH_CONCURRENCY=${PUBLISH_CONCURRENCY:-16}
 if [ "${QUICK:-}" = 1 ]; then
   WS_CLIENTS=300 HTTP_CLIENTS=200 SCALE=100 DURATION=5s BURST=50 SETTLE=3s
-  CHANNELS="1 20" BURST_CHANNELS=5 PUBLISH_TEST=2s
+  # The broker peers' own sizes shrink too, unless set.
+  CHANNELS=${CHANNELS:-"1 20"} BURST_CHANNELS=${BURST_CHANNELS:-5} PUBLISH_TEST=${PUBLISH_TEST:-2s}
 fi
+CHANNELS=${CHANNELS:-"1 1000"}
+BURST_CHANNELS=${BURST_CHANNELS:-20}
+PUBLISH_TEST=${PUBLISH_TEST:-10s}
 PORT=18700
 URL=http://127.0.0.1:$PORT
 KEY=bench

@@ -19,7 +19,9 @@
 #   DURATION      length of each steady phase, default 20s
 #   BURST         messages of the burst phase, default 200
 #   SETTLE        rest before the idle memory is measured (rate2 runs), default 35s
-#   QUICK=1       a short smoke run (300 and 200 clients, 5 s phases) to check the set-up
+#   QUICK=1       a short smoke run (300 and 200 clients, 5 s phases) to check the set-up;
+#                 for the broker peers also CHANNELS "1 20", BURST_CHANNELS 5 and
+#                 PUBLISH_TEST 2s unless they are set
 #   OUT           output folder, default docs/benchmarks
 #   BASELINE      a git revision (e.g. a commit before a change): builds Ferry from it too,
 #                 so the peers base-ws, base-sse, base-longpoll and base-events run it in
@@ -31,6 +33,24 @@
 #                 from the end of the connect phase to the end; default none
 #   SCALE_PEERS   the peers of the scale scenario, default "ferry-events"; "ferry-sse
 #                 ferry-events" sets /sse's figures beside them (base-events with BASELINE)
+#
+# The broker peers (issue #16: Ferry on Redis), not in the default PEERS, all on WebSocket,
+# WS_CLIENTS subscribers spread over the nodes and the channels, one run per CHANNELS:
+#   ferry-mem     one node, the in-memory broker: the reference
+#   ferry-redis   two nodes sharing one redis-server (started here, --save '', on a free
+#                 loopback port)
+#   ferry-cluster two nodes on a Redis Cluster of 3 masters and 3 replicas
+#                 (scripts/redis-cluster.sh, on free loopback ports)
+# Ferry's nodes and Redis all run on core 0, the generator on core 1; the CPU reported
+# is summed over them and given per process (ferry, redis-server).
+#   CHANNELS        channel counts of the broker peers, one run each, default "1 1000"
+#   BROKER_RATE     messages per second per channel of their steady phase (DURATION
+#                   long), default 10: every subscriber gets 10 msg/s, 1,000 channels
+#                   take 10,000 publishes a second
+#   BURST_CHANNELS  messages per channel of their burst with more than one channel,
+#                   default 20 (one channel: BURST)
+#   PUBLISH_TEST    their publish-rate test: POST /api/publish as fast as
+#                   PUBLISH_CONCURRENCY (default 16) requests in flight allow, default 10s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,9 +66,16 @@ SCALE_RATE=${SCALE_RATE:-1}
 SCALE_DURATION=${SCALE_DURATION:-60s}
 SCALE_PEERS=${SCALE_PEERS:-ferry-events}
 OUT=${OUT:-docs/benchmarks}
+BROKER_RATE=${BROKER_RATE:-10}
+PUBLISH_CONCURRENCY=${PUBLISH_CONCURRENCY:-16}
 if [ "${QUICK:-}" = 1 ]; then
   WS_CLIENTS=300 HTTP_CLIENTS=200 SCALE=100 DURATION=5s BURST=50 SETTLE=3s
+  # The broker peers' own sizes shrink too, unless set.
+  CHANNELS=${CHANNELS:-"1 20"} BURST_CHANNELS=${BURST_CHANNELS:-5} PUBLISH_TEST=${PUBLISH_TEST:-2s}
 fi
+CHANNELS=${CHANNELS:-"1 1000"}
+BURST_CHANNELS=${BURST_CHANNELS:-20}
+PUBLISH_TEST=${PUBLISH_TEST:-10s}
 PORT=18700
 URL=http://127.0.0.1:$PORT
 KEY=bench
@@ -79,11 +106,31 @@ if [ -n "$SCALE_EVENTS" ]; then
   fi
 fi
 
+case " $PEERS " in *" ferry-redis "* | *" ferry-cluster "*) need_redis=1 ;; *) need_redis= ;; esac
+if [ -n "$need_redis" ]; then
+  for tool in redis-server redis-cli; do
+    command -v "$tool" >/dev/null || { echo "bench/run.sh: $tool is needed for ferry-redis and ferry-cluster" >&2; exit 1; }
+  done
+fi
+
 BIN=$(mktemp -d)
 SERVER_PID=
+NODE_PIDS=()  # the second and further Ferry nodes of a broker peer
+REDIS_PIDS=() # the redis-server processes of a broker peer
 cleanup() {
+  stop_brokers
   if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
   rm -rf "$BIN"
+}
+# stop_brokers stops the extra nodes and Redis of a broker peer, by PID.
+stop_brokers() {
+  local pid
+  for pid in "${NODE_PIDS[@]}" "${REDIS_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${NODE_PIDS[@]}" "${REDIS_PIDS[@]}"; do
+    # The cluster's servers are not this shell's children: wait for them by polling.
+    wait "$pid" 2>/dev/null || while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  done
+  NODE_PIDS=() REDIS_PIDS=()
 }
 trap cleanup EXIT
 
@@ -128,9 +175,91 @@ RESULTS=$OUT/results.jsonl
 } >"$OUT/machine.md"
 cat "$OUT/machine.md" >&2
 
+# port_free PORT: whether nothing listens on 127.0.0.1:PORT.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# free_ports N: the first port from 18800 up with N free ports above it, and their cluster
+# bus ports (+10000) free too: for Redis and the broker peers' Ferry nodes.
+free_ports() {
+  local p=18800 i ok
+  while [ "$p" -lt 19800 ]; do
+    ok=1
+    for ((i = 0; i < $1; i++)); do
+      port_free $((p + i)) && port_free $((p + i + 10000)) || { ok=; break; }
+    done
+    [ -n "$ok" ] && { echo "$p"; return 0; }
+    p=$((p + $1))
+  done
+  echo "bench/run.sh: no free loopback ports for Redis" >&2
+  exit 1
+}
+
+# wait_port PORT PID NAME LOG: waits for PID to listen on PORT (with ss, PID itself: on a
+# shared machine another program may hold the port, and PID then fails to bind).
+wait_port() {
+  for _ in $(seq 1 100); do
+    if command -v ss >/dev/null; then
+      ss -Hltnp "sport = :$1" 2>/dev/null | grep -q "pid=$2," && return 0
+    elif (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+      return 0
+    fi
+    kill -0 "$2" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "bench/run.sh: $3 did not start:" >&2
+  cat "$4" >&2
+  exit 1
+}
+
+# start_brokers PEER: starts Redis (ferry-redis, ferry-cluster) and the Ferry nodes of a
+# broker peer on core 0; the first node is SERVER_PID, URLS and PIDS name them all.
+start_brokers() {
+  local redis_url= nodes=1 p
+  case $1 in
+  ferry-redis)
+    p=$(free_ports 1)
+    taskset -c 0 redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no \
+      --dir "$BIN" >"$BIN/redis.log" 2>&1 &
+    REDIS_PIDS+=("$!")
+    wait_port "$p" "${REDIS_PIDS[0]}" redis-server "$BIN/redis.log"
+    redis_url=redis://127.0.0.1:$p/0 nodes=2
+    ;;
+  ferry-cluster)
+    p=$(free_ports 6)
+    rm -rf "$BIN/cluster"
+    local addrs
+    # The script starts 3 masters and 3 replicas and returns once every slot is served;
+    # its servers keep its core.
+    addrs=$(taskset -c 0 scripts/redis-cluster.sh "$BIN/cluster" "$p") || {
+      mapfile -t REDIS_PIDS <"$BIN/cluster/pids" 2>/dev/null || true
+      echo "bench/run.sh: the Redis Cluster did not start" >&2
+      exit 1
+    }
+    mapfile -t REDIS_PIDS <"$BIN/cluster/pids"
+    redis_url=redis+cluster://$addrs nodes=2
+    ;;
+  esac
+  local i port pid flags first
+  URLS= PIDS=
+  first=$(free_ports "$nodes")
+  for ((i = 0; i < nodes; i++)); do
+    port=$((first + i))
+    flags=("${FERRY_FLAGS[@]}")
+    flags[1]=127.0.0.1:$port # the value of --addr
+    [ -n "$redis_url" ] && flags+=(--redis "$redis_url" --secret "$SECRET" --node-id "node$i")
+    taskset -c 0 "$BIN/ferry" "${flags[@]}" >"$BIN/server$i.log" 2>&1 &
+    pid=$!
+    if [ "$i" = 0 ]; then SERVER_PID=$pid; else NODE_PIDS+=("$pid"); fi
+    wait_port "$port" "$pid" "ferry node $i" "$BIN/server$i.log"
+    URLS+=${URLS:+,}http://127.0.0.1:$port PIDS+=${PIDS:+,}$pid
+  done
+  for p in "${REDIS_PIDS[@]}"; do PIDS+=,$p; done
+}
+
 # start_server PEER: starts the server of PEER on core 0 and waits for its port.
 start_server() {
   case $1 in
+  ferry-mem | ferry-redis | ferry-cluster) start_brokers "$1"; return 0 ;;
   ferry-*) taskset -c 0 "$BIN/ferry" "${FERRY_FLAGS[@]}" >"$BIN/server.log" 2>&1 & ;;
   base-*)
     [ -x "$BIN/ferry-base" ] || { echo "bench/run.sh: $1 needs BASELINE=<revision>" >&2; exit 1; }
@@ -153,6 +282,7 @@ stop_server() {
   kill "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
+  stop_brokers
   sleep 1 # let the sockets of the last run close
 }
 
@@ -173,18 +303,38 @@ run() {
   base-sse) target=ferry transport=sse label=ferry@$BASE_REV/sse ;;
   base-longpoll) target=ferry transport=longpoll label=ferry@$BASE_REV/longpoll ;;
   base-events) target=ferry transport=events label=ferry@$BASE_REV/events ;;
+  ferry-mem) target=ferry transport=websocket label=ferry/memory ;;
+  ferry-redis) target=ferry transport=websocket label=ferry/redis ;;
+  ferry-cluster) target=ferry transport=websocket label=ferry/redis-cluster ;;
   *) echo "bench/run.sh: unknown peer $peer" >&2; exit 1 ;;
   esac
-  log "$label: $scenario, $clients clients"
+  log "$label: $scenario, $clients clients $*"
+  URLS=$URL PIDS=
   start_server "$peer"
+  [ -n "$PIDS" ] || PIDS=$SERVER_PID
   # A failed run is reported in its JSON line and the table; the comparison goes on.
-  taskset -c 1 "$BIN/ferry-bench" --target "$target" --transport "$transport" --url "$URL" \
-    --api-key "$KEY" --clients "$clients" --server-pid "$SERVER_PID" --max-time 5m \
+  taskset -c 1 "$BIN/ferry-bench" --target "$target" --transport "$transport" --url "$URLS" \
+    --api-key "$KEY" --clients "$clients" --server-pid "$PIDS" --max-time 5m \
     --label "$label" --scenario "$scenario" --json "$RESULTS" --quiet "$@" || true
   stop_server
 }
 
+SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') # one for every node of a run
+
 for peer in $PEERS; do
+  case $peer in
+  ferry-mem | ferry-redis | ferry-cluster)
+    # The broker comparison: the same subscribers on 1 and on many channels, a steady
+    # rate per channel, a burst, then publishes as fast as they go.
+    for c in $CHANNELS; do
+      b=$BURST
+      [ "$c" -gt 1 ] && b=$BURST_CHANNELS
+      run "$peer" brokers "$WS_CLIENTS" --channels "$c" --rate "$BROKER_RATE" --duration "$DURATION" \
+        --burst "$b" --burst-concurrency "$PUBLISH_CONCURRENCY" --publish-rate-test "$PUBLISH_TEST"
+    done
+    continue
+    ;;
+  esac
   n=$WS_CLIENTS
   case $peer in *-sse | *-longpoll | *-polling | *-events) n=$HTTP_CLIENTS ;; esac
   # The idle memory of the table is measured here, after SETTLE of rest: long enough for
@@ -210,8 +360,11 @@ if [ -n "$SCALE_EVENTS" ]; then
   done
 fi
 
-log "writing $OUT/results.md and $OUT/p99.svg"
+log "writing $OUT/results.md (and $OUT/p99.svg with the transport peers)"
 chart=(--in "$RESULTS" --md "$OUT/results.md" --machine "$OUT/machine.md")
-[ -n "$PEERS" ] && chart+=(--svg "$OUT/p99.svg") # the chart is of the peers' 2 msg/s runs
+# The chart is of the 2 msg/s runs of the peers other than the broker ones.
+for peer in $PEERS; do
+  case $peer in ferry-mem | ferry-redis | ferry-cluster) ;; *) chart+=(--svg "$OUT/p99.svg"); break ;; esac
+done
 "$BIN/chart" "${chart[@]}"
 cat "$OUT/results.md"

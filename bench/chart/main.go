@@ -1,6 +1,7 @@
 // Command chart turns the JSON lines written by ferry-bench --json into the results
-// table (markdown) and the latency chart (SVG) of docs/BENCHMARKS.md, with no plotting
-// dependency: the SVG is written by hand.
+// tables (markdown: the transports, the dashboard scale, the brokers) and the latency
+// chart (SVG) of docs/BENCHMARKS.md, with no plotting dependency: the SVG is written by
+// hand.
 //
 //	chart --in results.jsonl --md results.md --svg p99.svg [--machine machine.txt]
 package main
@@ -32,8 +33,11 @@ type result struct {
 	ConnectErrors  int     `json:"connect_errors"`
 	ConnectSeconds float64 `json:"connect_seconds"`
 	KiBPerConn     float64 `json:"kib_per_conn"`
+	Nodes          int     `json:"nodes"`    // 0: one
+	Channels       int     `json:"channels"` // 0: one
 	Steady         *phase  `json:"steady"`
 	Burst          *phase  `json:"burst"`
+	PublishTest    *phase  `json:"publish_test"`
 	Disconnected   int64   `json:"disconnected"`
 	RSS            *trace  `json:"rss_trace"`
 }
@@ -59,7 +63,20 @@ type phase struct {
 	MaxMs            float64 `json:"max_ms"`
 	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
 	CPUPerDelivery   float64 `json:"server_cpu_us_per_delivery"`
+	CPUPercent       float64 `json:"server_cpu_percent"`
 	GenCPUPercent    float64 `json:"generator_cpu_percent"`
+	Skipped          int64   `json:"skipped"`
+	PublishesPerSec  float64 `json:"publishes_per_sec"`
+	PublishP50Ms     float64 `json:"publish_p50_ms"`
+	PublishP99Ms     float64 `json:"publish_p99_ms"`
+	Procs            []proc  `json:"server_procs"`
+}
+
+// proc is one server process's CPU over a phase (ferry-bench with several --server-pid).
+type proc struct {
+	Name           string  `json:"name"`
+	CPUPercent     float64 `json:"cpu_percent"`
+	CPUPerDelivery float64 `json:"cpu_us_per_delivery"`
 }
 
 func readResults(r io.Reader) ([]result, error) {
@@ -242,6 +259,79 @@ func writeDashboard(w io.Writer, rs []result) {
 	}
 }
 
+// writeBrokers writes the table of the "brokers" scenario (bench/run.sh's ferry-mem,
+// ferry-redis and ferry-cluster): one row per run, the same subscribers over one node or
+// two, one channel or many, and where the server's CPU went, per process name.
+func writeBrokers(w io.Writer, rs []result) {
+	var bs []result
+	for _, r := range rs {
+		if r.Scenario == "brokers" {
+			bs = append(bs, r)
+		}
+	}
+	if len(bs) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Brokers: the same subscribers on the in-memory broker (one node) and on Redis and a Redis Cluster (two nodes), steady rate per channel, a burst, and publishes as fast as they go. Server CPU is summed over Ferry's nodes and Redis, then split by process (µs per delivery, and % of one core) in the steady phase.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "A steady phase whose publishes fell behind its schedule skips a publish when a second's worth are already in flight: its publishes per second show how many got through, and its latency includes the wait.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| server / broker | nodes | channels | subscribers | p50 / p99 ms steady | steady deliveries/s | steady publishes/s (skipped) | p50 / p99 ms burst | burst deliveries/s | publishes/s flat out (request p50 / p99 ms) | server CPU µs per delivery (steady / burst) | steady CPU per process | lost or duplicated |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+	for _, r := range bs {
+		subs := fmt.Sprintf("%d", r.Connected)
+		if r.Connected < r.Clients {
+			subs = fmt.Sprintf("%d of %d", r.Connected, r.Clients)
+		}
+		rate := func(p *phase) string {
+			if p == nil || p.DeliveriesPerSec == 0 {
+				return "–"
+			}
+			return fmt.Sprintf("%.0f k", p.DeliveriesPerSec/1000)
+		}
+		steadyPubs := "–"
+		if p := r.Steady; p != nil && p.PublishesPerSec > 0 {
+			steadyPubs = fmt.Sprintf("%.0f (%d)", p.PublishesPerSec, p.Skipped)
+		}
+		pubs := "–"
+		if p := r.PublishTest; p != nil && p.PublishesPerSec > 0 {
+			pubs = fmt.Sprintf("%.0f (%s / %s)", p.PublishesPerSec, num(p.PublishP50Ms), num(p.PublishP99Ms))
+		}
+		cpu := []string{"–", "–"}
+		for i, p := range []*phase{r.Steady, r.Burst} {
+			if p != nil && p.CPUPerDelivery > 0 {
+				cpu[i] = num(p.CPUPerDelivery)
+			}
+		}
+		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.Label, max(r.Nodes, 1), max(r.Channels, 1), subs, lat(r.Steady), rate(r.Steady), steadyPubs, lat(r.Burst), rate(r.Burst),
+			pubs, strings.Join(cpu, " / "), byProcess(r.Steady), lost(r.Steady, r.Burst, r.PublishTest))
+	}
+}
+
+// byProcess sums a phase's per-process CPU by process name, in the order the names
+// first appear: "ferry 8.10 (45%), redis-server 3.20 (18%)".
+func byProcess(p *phase) string {
+	if p == nil || len(p.Procs) == 0 {
+		return "–"
+	}
+	var names []string
+	us, pct := map[string]float64{}, map[string]float64{}
+	for _, pc := range p.Procs {
+		if _, ok := us[pc.Name]; !ok {
+			names = append(names, pc.Name)
+		}
+		us[pc.Name] += pc.CPUPerDelivery
+		pct[pc.Name] += pc.CPUPercent
+	}
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s %s (%.0f%%)", n, num(us[n]), pct[n])
+	}
+	return strings.Join(parts, ", ")
+}
+
 // point is one (subscribers, p99) of a series.
 type point struct {
 	x int
@@ -409,6 +499,7 @@ func main() {
 			}
 			writeTable(w, rs)
 			writeDashboard(w, rs)
+			writeBrokers(w, rs)
 			return nil
 		})
 	}

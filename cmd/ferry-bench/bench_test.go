@@ -145,7 +145,8 @@ func checkRun(t *testing.T, o *options) *Result {
 			t.Fatalf("no %s phase", name)
 		}
 		readers := int64(o.clients - o.stall)
-		if p.Readers != readers || p.Published == 0 || p.Expected != p.Published*readers {
+		// With several channels each has its own readers: the caller checks Expected.
+		if p.Readers != readers || p.Published == 0 || (o.channels == 1 && p.Expected != p.Published*readers) {
 			t.Errorf("%s: published %d to %d readers, expected %d", name, p.Published, p.Readers, p.Expected)
 		}
 		if p.Delivered != p.Expected || p.Lost != 0 || p.Dups != 0 {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -25,21 +26,24 @@ type client interface {
 // env is what every client of a run shares.
 type env struct {
 	o      *options
-	u      *url.URL // server base URL (scheme, host)
+	u      *url.URL   // server base URL (scheme, host): the first of --url
+	us     []*url.URL // every node of --url, clients spread over them in turn
 	d      *dialer
 	wsDial websocket.Dialer
 }
 
 func newEnv(o *options) (*env, error) {
-	u, err := url.Parse(o.url)
-	if err != nil {
-		return nil, fmt.Errorf("--url: %w", err)
+	if o.urls == nil {
+		if err := o.parseLists(); err != nil {
+			return nil, err
+		}
 	}
-	if u.Scheme != "http" {
-		return nil, fmt.Errorf("--url: want http://host:port, got %q", o.url)
+	e := &env{o: o, u: o.urls[0], us: o.urls, d: &dialer{timeout: 10 * time.Second}}
+	all := true
+	for _, u := range o.urls {
+		all = all && loopback(u.Hostname())
 	}
-	e := &env{o: o, u: u, d: &dialer{timeout: 10 * time.Second}}
-	if loopback(u.Hostname()) && o.sources > 0 {
+	if all && o.sources > 0 {
 		e.d.sources = o.sources
 	}
 	e.wsDial = websocket.Dialer{
@@ -51,9 +55,12 @@ func newEnv(o *options) (*env, error) {
 	return e, nil
 }
 
-// newClient returns client i of the run; stalled clients stop reading once subscribed.
+// newClient returns client i of the run, on node i mod len(--url) and on the channel
+// clientChannel gives it; stalled clients stop reading once subscribed.
 func (e *env) newClient(i int, stalled bool) client {
-	cc := clientConf{e: e, laddr: e.d.source(i)}
+	ch := clientChannel(i, e.o.channels, len(e.us))
+	cc := clientConf{e: e, u: e.us[i%len(e.us)], laddr: e.d.source(i), channel: channelName(e.o.channel, ch, e.o.channels)}
+	cc.cs.ch = ch
 	if stalled {
 		cc.rcvbuf = 4096
 	}
@@ -76,12 +83,30 @@ func (e *env) newClient(i int, stalled bool) client {
 	panic("unreachable: options are validated")
 }
 
-// clientConf is what every client has: the run's env, its source address, and for a
-// stalled client a small receive buffer.
+// clientConf is what every client has: the run's env, its node and channel, its source
+// address, what it has received (cs), and for a stalled client a small receive buffer.
 type clientConf struct {
-	e      *env
-	laddr  *net.TCPAddr
-	rcvbuf int
+	e       *env
+	u       *url.URL // the node it connects to
+	channel string   // the channel it subscribes to (ferry)
+	laddr   *net.TCPAddr
+	rcvbuf  int
+	cs      seqState
+}
+
+// clientChannel is the channel index of client i among n channels when the clients go
+// to nodes in turn: each run of nodes clients (one on each node) shares a channel, the
+// runs take the channels in turn, so that every channel has readers on every node (as
+// behind a load balancer) whatever the two counts are.
+func clientChannel(i, n, nodes int) int { return i / max(nodes, 1) % max(n, 1) }
+
+// channelName is the name of channel ch of n: prefix itself for one channel, else
+// prefix-ch.
+func channelName(prefix string, ch, n int) string {
+	if n <= 1 {
+		return prefix
+	}
+	return prefix + "-" + strconv.Itoa(ch)
 }
 
 // wsDialer returns a WebSocket dialer for the client's connections.
@@ -95,7 +120,7 @@ func (cc *clientConf) wsDialer() *websocket.Dialer {
 
 // httpConn returns a new HTTP connection of the client.
 func (cc *clientConf) httpConn(ctx context.Context, rcvbuf int) *httpConn {
-	return newHTTPConn(ctx, cc.e.d, cc.e.u, cc.laddr, rcvbuf)
+	return newHTTPConn(ctx, cc.e.d, cc.u, cc.laddr, rcvbuf)
 }
 
 // wsConn wraps a client WebSocket: reading into one reused buffer (gorilla's

@@ -19,12 +19,11 @@ type ferryEvents struct {
 	clientConf
 	h  *httpConn
 	sr sseReader
-	cs seqState
 }
 
 func (c *ferryEvents) connect(ctx context.Context) error {
 	c.h = c.httpConn(ctx, c.rcvbuf)
-	resp, err := c.h.Stream(c.e.o.base+"/events?"+url.Values{"channel": {c.e.o.channel}}.Encode(), map[string]string{"Accept": "text/event-stream"})
+	resp, err := c.h.Stream(c.e.o.base+"/events?"+url.Values{"channel": {c.channel}}.Encode(), map[string]string{"Accept": "text/event-stream"})
 	if err != nil {
 		return fmt.Errorf("events: %w", err)
 	}
@@ -55,7 +54,7 @@ func (c *ferryEvents) read(ctx context.Context, s *stats) error {
 			return err
 		}
 		switch string(ev.name) {
-		case c.e.o.channel:
+		case c.channel:
 			s.deliver(&c.cs, ev.data, time.Now())
 		case "close":
 			return fmt.Errorf("closed by server: %s", ev.data)

@@ -72,7 +72,6 @@ func closeError(b []byte) error {
 type ferryWS struct {
 	clientConf
 	ws *wsConn
-	cs seqState
 }
 
 func (c *ferryWS) connect(ctx context.Context) error {
@@ -82,7 +81,7 @@ func (c *ferryWS) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	u := "ws://" + c.e.u.Host + c.e.o.base + "/ws?" + c.e.ferryQuery(cred, c.e.o.channel+"=")
+	u := "ws://" + c.u.Host + c.e.o.base + "/ws?" + c.e.ferryQuery(cred, c.channel+"=")
 	c.ws, err = dialWS(ctx, c.wsDialer(), u)
 	if err != nil {
 		return err
@@ -124,7 +123,6 @@ type ferrySSE struct {
 	h    *httpConn
 	br   *bufio.Reader
 	body io.Closer
-	cs   seqState
 }
 
 func (c *ferrySSE) connect(ctx context.Context) error {
@@ -133,7 +131,7 @@ func (c *ferrySSE) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.h.Stream(c.e.o.base+"/sse?"+c.e.ferryQuery(cred, c.e.o.channel+"="), map[string]string{"Accept": "text/event-stream"})
+	resp, err := c.h.Stream(c.e.o.base+"/sse?"+c.e.ferryQuery(cred, c.channel+"="), map[string]string{"Accept": "text/event-stream"})
 	if err != nil {
 		return fmt.Errorf("sse: %w", err)
 	}
@@ -196,7 +194,6 @@ type ferryPoll struct {
 	h    *httpConn
 	cred string
 	pos  string // epoch.offset of the last frame
-	cs   seqState
 	// query is the start of every poll's path and query, up to the cursor's value.
 	query string
 }
@@ -214,7 +211,7 @@ func (c *ferryPoll) poll(hello bool) ([]pollFrame, error) {
 	if c.query == "" {
 		c.query = c.e.o.base + "/poll?session=" + url.QueryEscape(c.cred) + "&cursor="
 	}
-	q := c.query + url.QueryEscape(c.e.o.channel+"="+c.pos)
+	q := c.query + url.QueryEscape(c.channel+"="+c.pos)
 	if hello {
 		q += "&hello=1"
 	}

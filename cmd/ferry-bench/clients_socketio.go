@@ -28,12 +28,11 @@ const sioPath = "/socket.io/?EIO=4&transport="
 type sioWS struct {
 	clientConf
 	ws *wsConn
-	cs seqState
 }
 
 func (c *sioWS) connect(ctx context.Context) error {
 	var err error
-	c.ws, err = dialWS(ctx, c.wsDialer(), "ws://"+c.e.u.Host+sioPath+"websocket")
+	c.ws, err = dialWS(ctx, c.wsDialer(), "ws://"+c.u.Host+sioPath+"websocket")
 	if err != nil {
 		return err
 	}
@@ -90,7 +89,6 @@ type sioPoll struct {
 	clientConf
 	h   *httpConn
 	sid string
-	cs  seqState
 }
 
 // get performs one polling GET and returns its packets.

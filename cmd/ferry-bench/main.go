@@ -1,9 +1,12 @@
 // Command ferry-bench is Ferry's load generator. It opens N clients on one transport
-// against a running server, subscribes them to one channel, publishes through the
-// server's publish API at a steady rate and then in a burst, and reports connect time,
-// broadcast latency percentiles (from a send timestamp in every payload), deliveries per
-// second, losses and errors, and, for a local server named by --server-pid, its resident
-// memory per connection and its CPU time per delivery.
+// against a running server, subscribes them to one channel (or spreads them over
+// --channels, and over several nodes with a comma-separated --url), publishes through
+// the server's publish API at a steady rate and then in a burst (and, with
+// --publish-rate-test, as fast as it can), and reports connect time, broadcast latency
+// percentiles (from a send timestamp in every payload), deliveries per second,
+// publishes per second, losses and errors, and, for a local server named by
+// --server-pid (several processes: Ferry's nodes and Redis), its resident memory per
+// connection and its CPU time per delivery, in all and per process.
 //
 // It speaks to Ferry (WebSocket, SSE, long-polling, and the session-less /events stream
 // of dashboards, read as a plain EventSource reads it) and to the two peers of
@@ -23,8 +26,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -34,9 +39,11 @@ type options struct {
 	target    string
 	transport string
 	url       string
+	urls      []*url.URL // --url, split at commas and parsed
 	base      string
 	apiKey    string
 	channel   string
+	channels  int
 
 	clients     int
 	stall       int
@@ -49,16 +56,18 @@ type options struct {
 	duration  time.Duration
 	burst     int
 	burstConc int
+	pubTest   time.Duration
 	payload   int
 	drain     time.Duration
 	maxTime   time.Duration
 
-	serverPID int
-	rssEvery  time.Duration
-	jsonOut   string
-	label     string
-	scenario  string
-	quiet     bool
+	serverPID  string
+	serverPIDs []int // --server-pid, split at commas and parsed
+	rssEvery   time.Duration
+	jsonOut    string
+	label      string
+	scenario   string
+	quiet      bool
 
 	// --mode storm (storm.go)
 	mode         string
@@ -109,25 +118,27 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.SetOutput(out)
 	fs.StringVar(&o.target, "target", "ferry", "server under test: ferry, socketio or gorilla")
 	fs.StringVar(&o.transport, "transport", "websocket", "ferry: websocket, sse, longpoll or events (GET /events, no session: a dashboard's EventSource); socketio: websocket or polling; gorilla: websocket")
-	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080", "server address (scheme and host)")
+	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080", "server address (scheme and host); ferry: several nodes' addresses, comma-separated, over which the clients and the publishes are spread round-robin (client i on node i mod n)")
 	fs.StringVar(&o.base, "base", "/ferry", "ferry: path prefix of the endpoints")
 	fs.StringVar(&o.apiKey, "api-key", "", "ferry: API key of the publish API (--api-key of the server)")
-	fs.StringVar(&o.channel, "channel", "bench", "ferry: channel the clients subscribe to")
+	fs.StringVar(&o.channel, "channel", "bench", "ferry: channel the clients subscribe to (with --channels above 1, the prefix of the channels' names)")
+	fs.IntVar(&o.channels, "channels", 1, "ferry: channels the clients are spread over, named <channel>-0 to <channel>-<n-1> (1: just <channel>): client i reads channel (i div nodes) mod n, so that each channel has readers on every node of --url")
 	fs.IntVar(&o.clients, "clients", 100, "clients to open (at most the open-file limit less 100: every client holds a descriptor)")
 	fs.IntVar(&o.stall, "stall", 0, "clients among --clients that stop reading once subscribed")
 	fs.IntVar(&o.sources, "sources", 200, "source addresses 127.0.0.2... to spread connections over (0: one); servers that limit connections or sessions per address see each as a client")
 	fs.IntVar(&o.connConc, "connect-concurrency", 64, "connections being opened at once")
 	fs.DurationVar(&o.connTimeout, "connect-timeout", 2*time.Minute, "bound of the whole connect phase")
 	fs.DurationVar(&o.settle, "settle", 3*time.Second, "wait after connecting before measuring memory and publishing")
-	fs.Float64Var(&o.rate, "rate", 2, "messages per second of the steady phase (0: no steady phase)")
+	fs.Float64Var(&o.rate, "rate", 2, "messages per second per channel of the steady phase, so every subscriber receives this rate whatever --channels is: each tick publishes once to every channel, --rate × --channels publishes a second (0: no steady phase)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of the steady phase")
-	fs.IntVar(&o.burst, "burst", 200, "messages published back to back in the burst phase (0: none)")
-	fs.IntVar(&o.burstConc, "burst-concurrency", 4, "publish requests in flight during the burst")
+	fs.IntVar(&o.burst, "burst", 200, "messages per channel published back to back in the burst phase, --burst × --channels publishes in all (0: none)")
+	fs.IntVar(&o.burstConc, "burst-concurrency", 4, "publish requests in flight during the burst and the publish-rate test")
+	fs.DurationVar(&o.pubTest, "publish-rate-test", 0, "after the burst, publish for this long as fast as --burst-concurrency requests in flight allow, over the channels in turn, and report publishes per second and the publish requests' latency beside the deliveries (0: none)")
 	fs.IntVar(&o.payload, "payload", 64, "padding bytes in each payload (about 60 bytes of fields come on top)")
 	fs.DurationVar(&o.drain, "drain", 15*time.Second, "longest wait for the last deliveries after a phase's last publish")
 	fs.DurationVar(&o.maxTime, "max-time", 5*time.Minute, "bound of the whole run")
-	fs.IntVar(&o.serverPID, "server-pid", 0, "pid of a local server: report its memory per connection and CPU per delivery")
-	fs.DurationVar(&o.rssEvery, "rss-every", 0, "with --server-pid: sample the server's memory at this interval from the end of --settle to the end of the last phase, and report the first, last and largest sample (0: no sampling)")
+	fs.StringVar(&o.serverPID, "server-pid", "", "pids of the local server's processes, comma-separated (Ferry's nodes, and Redis's): report their memory per connection and CPU per delivery, summed over them, and with several the CPU of each too")
+	fs.DurationVar(&o.rssEvery, "rss-every", 0, "with --server-pid: sample the server's memory (summed over its processes) at this interval from the end of --settle to the end of the last phase, and report the first, last and largest sample (0: no sampling)")
 	fs.StringVar(&o.jsonOut, "json", "", "append the result as one JSON line to this file")
 	fs.StringVar(&o.label, "label", "", "name of this run in the JSON result (default target/transport)")
 	fs.StringVar(&o.scenario, "scenario", "", "name of the scenario this run belongs to, kept in the JSON result (bench/chart groups by it)")
@@ -181,10 +192,63 @@ func (o *options) validateBroadcast() error {
 	case o.target == "ferry" && o.apiKey == "" && (o.rate > 0 || o.burst > 0):
 		return errors.New("--api-key: ferry's publish API needs the server's key")
 	}
+	if err := o.parseLists(); err != nil {
+		return err
+	}
+	switch {
+	case o.channels < 1 || o.channels > 100000:
+		return errors.New("--channels: want 1 to 100000")
+	case o.target != "ferry" && (o.channels > 1 || len(o.urls) > 1):
+		return fmt.Errorf("--channels and several --url: ferry only (%s broadcasts to every client of one server)", o.target)
+	case o.rate*float64(o.channels) > 100000:
+		return errors.New("--rate × --channels: want at most 100000 publishes a second")
+	case o.burst*o.channels > 1000000:
+		return errors.New("--burst × --channels: want at most 1000000 publishes")
+	case o.pubTest < 0 || o.pubTest > 10*time.Minute:
+		return errors.New("--publish-rate-test: want 0 to 10m")
+	}
 	if o.label == "" {
 		o.label = o.target + "/" + o.transport
 	}
 	return nil
+}
+
+// parseLists splits --url and --server-pid at commas and checks each part.
+func (o *options) parseLists() error {
+	o.urls = nil
+	for _, s := range strings.Split(o.url, ",") {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("--url: %w", err)
+		}
+		if u.Scheme != "http" || u.Host == "" {
+			return fmt.Errorf("--url: want http://host:port, comma-separated, got %q", s)
+		}
+		o.urls = append(o.urls, u)
+	}
+	pids, err := parsePIDs(o.serverPID)
+	if err != nil {
+		return err
+	}
+	o.serverPIDs = pids
+	return nil
+}
+
+// parsePIDs reads a comma-separated list of process ids; "" and "0" are none.
+func parsePIDs(s string) ([]int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "0" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		pid, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || pid <= 0 {
+			return nil, fmt.Errorf("--server-pid: want process ids, comma-separated, got %q", s)
+		}
+		out = append(out, pid)
+	}
+	return out, nil
 }
 
 func main() {

@@ -84,31 +84,62 @@ func maxClients() int {
 	return int(min(rl.Max-100, 1_000_000))
 }
 
-// probe reads a local server's memory and CPU; with no pid it reports nothing.
-type probe struct{ pid int }
+// probe reads a local server's memory and CPU, summed over its processes (Ferry's
+// nodes, Redis's); with no pid it reports nothing.
+type probe struct{ pids []int }
 
-func newProbe(pid int) *probe { return &probe{pid: pid} }
+func newProbe(pids []int) *probe { return &probe{pids: pids} }
 
+// rss returns the resident memory of every process, summed; 0 if one cannot be read.
 func (p *probe) rss() int64 {
-	if p.pid <= 0 {
-		return 0
+	var sum int64
+	for _, pid := range p.pids {
+		v, err := rssKiB(pid)
+		if err != nil {
+			return 0
+		}
+		sum += v
 	}
-	v, err := rssKiB(p.pid)
-	if err != nil {
-		return 0
-	}
-	return v
+	return sum
 }
 
+// cpu returns the CPU time of every process, summed; -1 without pids or if one cannot
+// be read.
 func (p *probe) cpu() time.Duration {
-	if p.pid <= 0 {
+	each := p.cpus()
+	if len(each) == 0 {
 		return -1
 	}
-	v, err := cpuTime(strconv.Itoa(p.pid))
+	var sum time.Duration
+	for _, v := range each {
+		if v < 0 {
+			return -1
+		}
+		sum += v
+	}
+	return sum
+}
+
+// cpus returns the CPU time of each process, -1 for one that cannot be read.
+func (p *probe) cpus() []time.Duration {
+	out := make([]time.Duration, len(p.pids))
+	for i, pid := range p.pids {
+		v, err := cpuTime(strconv.Itoa(pid))
+		if err != nil {
+			v = -1
+		}
+		out[i] = v
+	}
+	return out
+}
+
+// procName returns the command name of process pid (its /proc comm), "?" if unknown.
+func procName(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 	if err != nil {
-		return -1
+		return "?"
 	}
-	return v
+	return strings.TrimSpace(string(b))
 }
 
 func selfCPU() time.Duration {

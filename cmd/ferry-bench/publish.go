@@ -9,21 +9,36 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 )
 
 // publisher publishes through the server's HTTP API: Ferry's POST {base}/api/publish
-// with the API key, or the peers' POST /publish whose body is the payload itself.
+// with the API key, or the peers' POST /publish whose body is the payload itself. With
+// several nodes (--url) it sends to each in turn, over keep-alive connections.
 type publisher struct {
 	o      *options
-	url    string
+	urls   []string
+	names  [][]byte // the channels' names, JSON-quoted
+	next   atomic.Uint64
 	client *http.Client
 }
 
-func newPublisher(o *options, u *url.URL) (*publisher, error) {
-	p := &publisher{o: o, url: u.Scheme + "://" + u.Host + "/publish"}
-	if o.target == "ferry" {
-		p.url = u.Scheme + "://" + u.Host + o.base + "/api/publish"
+func newPublisher(o *options, us []*url.URL) (*publisher, error) {
+	p := &publisher{o: o}
+	for _, u := range us {
+		if o.target == "ferry" {
+			p.urls = append(p.urls, u.Scheme+"://"+u.Host+o.base+"/api/publish")
+		} else {
+			p.urls = append(p.urls, u.Scheme+"://"+u.Host+"/publish")
+		}
+	}
+	for c := range max(o.channels, 1) {
+		name, err := json.Marshal(channelName(o.channel, c, o.channels))
+		if err != nil {
+			return nil, err
+		}
+		p.names = append(p.names, name)
 	}
 	p.client = &http.Client{
 		Timeout: 30 * time.Second,
@@ -37,21 +52,25 @@ func newPublisher(o *options, u *url.URL) (*publisher, error) {
 	return p, nil
 }
 
-// publish sends one payload of phase ph, timestamped now.
-func (p *publisher) publish(ctx context.Context, ph int, seq uint64, pad int) error {
-	buf := make([]byte, 0, 96+pad)
+// publish sends one payload of phase ph to channel ch, timestamped now.
+func (p *publisher) publish(ctx context.Context, ph, ch int, seq uint64, pad int) error {
+	buf := make([]byte, 0, 128+pad)
 	var body []byte
+	tag := -1 // the channel's index goes in the payload only when there are several
+	if p.o.channels > 1 {
+		tag = ch
+	}
 	if p.o.target == "ferry" {
 		buf = append(buf, `{"channel":`...)
-		ch, _ := json.Marshal(p.o.channel)
-		buf = append(buf, ch...)
+		buf = append(buf, p.names[ch]...)
 		buf = append(buf, `,"data":`...)
-		buf = appendPayload(buf, ph, seq, time.Now().UnixNano(), pad)
+		buf = appendChannelPayload(buf, ph, tag, seq, time.Now().UnixNano(), pad)
 		body = append(buf, '}')
 	} else {
-		body = appendPayload(buf, ph, seq, time.Now().UnixNano(), pad)
+		body = appendChannelPayload(buf, ph, tag, seq, time.Now().UnixNano(), pad)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
+	target := p.urls[int(p.next.Add(1)-1)%len(p.urls)]
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

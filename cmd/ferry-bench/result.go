@@ -15,6 +15,11 @@ type Result struct {
 	Transport string `json:"transport"`
 	Time      string `json:"time"`
 
+	// Nodes is how many server addresses --url named, Channels how many channels the
+	// clients were spread over (both left out when 1: the runs before them had one).
+	Nodes    int `json:"nodes,omitempty"`
+	Channels int `json:"channels,omitempty"`
+
 	Clients        int     `json:"clients"`
 	Stalled        int     `json:"stalled"`
 	Connected      int     `json:"connected"`
@@ -35,6 +40,9 @@ type Result struct {
 
 	Steady *PhaseResult `json:"steady,omitempty"`
 	Burst  *PhaseResult `json:"burst,omitempty"`
+	// PublishTest is the --publish-rate-test phase: publishes as fast as
+	// --burst-concurrency requests in flight allow, its PublishesPerSec the figure.
+	PublishTest *PhaseResult `json:"publish_test,omitempty"`
 
 	Disconnected int64          `json:"disconnected"`
 	Unknown      int64          `json:"unknown_messages"`
@@ -71,7 +79,12 @@ type PhaseResult struct {
 	MaxMs  float64 `json:"max_ms"`
 	MeanMs float64 `json:"mean_ms"`
 
-	PublishSecs      float64 `json:"publish_seconds"`
+	PublishSecs float64 `json:"publish_seconds"`
+	// Publishes per second over PublishSecs, and the latency of the publish requests
+	// (sent to answered) that succeeded.
+	PublishesPerSec  float64 `json:"publishes_per_sec"`
+	PublishP50Ms     float64 `json:"publish_p50_ms"`
+	PublishP99Ms     float64 `json:"publish_p99_ms"`
 	Seconds          float64 `json:"seconds"` // first publish to last delivery
 	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
 
@@ -79,10 +92,26 @@ type PhaseResult struct {
 	ServerCPUPercent       float64 `json:"server_cpu_percent"`
 	ServerCPUPerDeliveryUs float64 `json:"server_cpu_us_per_delivery"`
 	GenCPUPercent          float64 `json:"generator_cpu_percent"`
+	// Procs is the server's CPU per process of --server-pid (the Server* figures are
+	// their sum): where the CPU goes, Ferry's nodes or Redis.
+	Procs []ProcCPU `json:"server_procs,omitempty"`
+}
+
+// ProcCPU is one server process's CPU over a phase.
+type ProcCPU struct {
+	PID              int     `json:"pid"`
+	Name             string  `json:"name"`
+	CPUSecs          float64 `json:"cpu_seconds"`
+	CPUPercent       float64 `json:"cpu_percent"`
+	CPUPerDeliveryUs float64 `json:"cpu_us_per_delivery"`
 }
 
 func (r *Result) print(w io.Writer) {
-	fmt.Fprintf(w, "== %s: %d clients (%d stalled)\n", r.Label, r.Clients, r.Stalled)
+	fmt.Fprintf(w, "== %s: %d clients (%d stalled)", r.Label, r.Clients, r.Stalled)
+	if r.Nodes > 1 || r.Channels > 1 {
+		fmt.Fprintf(w, " on %d nodes, %d channels", max(r.Nodes, 1), max(r.Channels, 1))
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "connect     %d connected, %d errors, %.1fs; per client p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
 		r.Connected, r.ConnectErrors, r.ConnectSeconds, r.ConnectP50Ms, r.ConnectP99Ms, r.ConnectMaxMs)
 	if r.RSSAfterKiB > 0 {
@@ -95,7 +124,7 @@ func (r *Result) print(w io.Writer) {
 	for _, p := range []struct {
 		name string
 		r    *PhaseResult
-	}{{"steady", r.Steady}, {"burst", r.Burst}} {
+	}{{"steady", r.Steady}, {"burst", r.Burst}, {"publish", r.PublishTest}} {
 		if p.r == nil {
 			continue
 		}
@@ -109,6 +138,16 @@ func (r *Result) print(w io.Writer) {
 			p.r.P50Ms, p.r.P90Ms, p.r.P99Ms, p.r.P999Ms, p.r.MaxMs, p.r.MeanMs)
 		fmt.Fprintf(w, "            %.0f deliveries/s over %.2fs; server CPU %.2fs (%.0f%%, %.2f µs per delivery); generator CPU %.0f%%\n",
 			p.r.DeliveriesPerSec, p.r.Seconds, p.r.ServerCPUSecs, p.r.ServerCPUPercent, p.r.ServerCPUPerDeliveryUs, p.r.GenCPUPercent)
+		if p.r.Published > 0 {
+			fmt.Fprintf(w, "            %.0f publishes/s over %.2fs; publish request p50 %.1f  p99 %.1f ms\n",
+				p.r.PublishesPerSec, p.r.PublishSecs, p.r.PublishP50Ms, p.r.PublishP99Ms)
+		}
+		for _, pc := range p.r.Procs {
+			if len(p.r.Procs) > 1 { // one process is the server CPU above
+				fmt.Fprintf(w, "            process %d %s: CPU %.2fs (%.0f%%, %.2f µs per delivery)\n", pc.PID, pc.Name, pc.CPUSecs, pc.CPUPercent, pc.CPUPerDeliveryUs)
+			}
+		}
+
 	}
 	if r.Disconnected > 0 || r.Unknown > 0 {
 		fmt.Fprintf(w, "other       %d connections ended early, %d unreadable messages\n", r.Disconnected, r.Unknown)

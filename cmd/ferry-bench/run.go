@@ -20,19 +20,22 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	pub, err := newPublisher(o, e.u)
+	pub, err := newPublisher(o, e.us)
 	if err != nil {
 		return nil, err
 	}
 	defer pub.close()
 
 	res := &Result{Label: o.label, Scenario: o.scenario, Target: o.target, Transport: o.transport, Clients: o.clients, Stalled: o.stall, Time: time.Now().UTC().Format(time.RFC3339)}
+	if len(e.us) > 1 || o.channels > 1 {
+		res.Nodes, res.Channels = len(e.us), max(o.channels, 1)
+	}
 	st := newStats()
-	srv := newProbe(o.serverPID)
+	srv := newProbe(o.serverPIDs)
 	res.RSSBeforeKiB = srv.rss()
 
 	cr := newCrowd(o, e, st, logf)
-	logf("connecting %d %s clients to %s (%d at a time)", o.clients, res.Label, o.url, o.connConc)
+	logf("connecting %d %s clients to %s on %d channel(s) (%d at a time)", o.clients, res.Label, o.url, max(o.channels, 1), o.connConc)
 	cr.connect(ctx, res)
 	logf("connected %d of %d in %.1fs (%d errors)", res.Connected, o.clients, res.ConnectSeconds, res.ConnectErrors)
 	defer cr.teardown()
@@ -50,14 +53,15 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Result, error) {
 		res.KiBPerConn = round1(float64(res.RSSAfterKiB-res.RSSBeforeKiB) / float64(res.Connected))
 	}
 	active := func() int64 { return cr.active(res.Connected) }
-	if o.rssEvery > 0 && o.serverPID > 0 {
+	readers := cr.readers
+	if o.rssEvery > 0 && len(o.serverPIDs) > 0 {
 		stopRSS := srv.sampleRSS(o.rssEvery)
 		defer func() { res.RSS = stopRSS() }()
 	}
 
 	if o.rate > 0 && o.duration > 0 {
-		logf("steady phase: %.4g msg/s for %s to %d readers", o.rate, o.duration, active())
-		pr, err := runPhase(ctx, o, st, pub, srv, phaseRate, active, steadyRate(o.rate, o.duration))
+		logf("steady phase: %.4g msg/s per channel for %s to %d readers", o.rate, o.duration, active())
+		pr, err := runPhase(ctx, o, st, pub, srv, phaseRate, readers, steadyRate(o.rate, o.duration, o.channels))
 		pr.Rate = o.rate
 		res.Steady = pr
 		if err != nil {
@@ -66,9 +70,18 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Result, error) {
 		}
 	}
 	if o.burst > 0 {
-		logf("burst phase: %d messages to %d readers", o.burst, active())
-		pr, err := runPhase(ctx, o, st, pub, srv, phaseBurst, active, burstOf(o.burst))
+		logf("burst phase: %d messages per channel to %d readers", o.burst, active())
+		pr, err := runPhase(ctx, o, st, pub, srv, phaseBurst, readers, burstOf(o.burst, o.channels))
 		res.Burst = pr
+		if err != nil {
+			res.Errors = st.errorCounts()
+			return res, err
+		}
+	}
+	if o.pubTest > 0 {
+		logf("publish-rate test: %s, %d publishes in flight, to %d readers", o.pubTest, o.burstConc, active())
+		pr, err := runPhase(ctx, o, st, pub, srv, phasePubTest, readers, publishFor(o.pubTest, o.channels))
+		res.PublishTest = pr
 		if err != nil {
 			res.Errors = st.errorCounts()
 			return res, err
@@ -83,9 +96,10 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Result, error) {
 	return res, nil
 }
 
-// steadyRate is the schedule of the steady phase: rate publishes a second for d.
-func steadyRate(rate float64, d time.Duration) func(ctx context.Context, send func()) {
-	return func(ctx context.Context, send func()) {
+// steadyRate is the schedule of the steady phase: rate ticks a second for d, each
+// publishing once to every one of the channels.
+func steadyRate(rate float64, d time.Duration, channels int) func(ctx context.Context, send func(ch int)) {
+	return func(ctx context.Context, send func(ch int)) {
 		interval := time.Duration(float64(time.Second) / rate)
 		n := int(math.Round(rate * d.Seconds()))
 		t := time.NewTicker(interval)
@@ -98,16 +112,32 @@ func steadyRate(rate float64, d time.Duration) func(ctx context.Context, send fu
 					return
 				}
 			}
-			send()
+			for c := range max(channels, 1) {
+				send(c)
+			}
 		}
 	}
 }
 
-// burstOf is the schedule of the burst phase: n publishes at once.
-func burstOf(n int) func(ctx context.Context, send func()) {
-	return func(ctx context.Context, send func()) {
+// burstOf is the schedule of the burst phase: n publishes to each of the channels at
+// once, the channels in turn.
+func burstOf(n, channels int) func(ctx context.Context, send func(ch int)) {
+	return func(ctx context.Context, send func(ch int)) {
 		for i := 0; i < n && ctx.Err() == nil; i++ {
-			send()
+			for c := 0; c < max(channels, 1) && ctx.Err() == nil; c++ {
+				send(c)
+			}
+		}
+	}
+}
+
+// publishFor is the schedule of the publish-rate test: publishes back to back for d,
+// the channels in turn (send waits for a free slot).
+func publishFor(d time.Duration, channels int) func(ctx context.Context, send func(ch int)) {
+	return func(ctx context.Context, send func(ch int)) {
+		end := time.Now().Add(d)
+		for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
+			send(i % max(channels, 1))
 		}
 	}
 }
@@ -129,10 +159,13 @@ type crowd struct {
 	connectErrs atomic.Int64
 	readEnded   atomic.Int64 // clients whose connection ended before teardown
 	tearingDown atomic.Bool
+	// chanReaders counts, per channel, the clients that read it: connected, not
+	// stalled, not ended.
+	chanReaders []atomic.Int64
 }
 
 func newCrowd(o *options, e *env, st *stats, logf func(format string, a ...any)) *crowd {
-	cr := &crowd{o: o, e: e, st: st, logf: logf}
+	cr := &crowd{o: o, e: e, st: st, logf: logf, chanReaders: make([]atomic.Int64, max(o.channels, 1))}
 	cr.ctx, cr.cancel = context.WithCancel(context.Background())
 	return cr
 }
@@ -156,11 +189,12 @@ func (cr *crowd) connect(ctx context.Context, res *Result) {
 		}
 		stalled := i >= o.clients-o.stall
 		c := cr.e.newClient(i, stalled)
+		ch := clientChannel(i, o.channels, len(cr.e.us))
 		launched.Add(1)
 		cr.wg.Add(1)
 		go func() {
 			defer cr.wg.Done()
-			cr.runClient(connCtx, c, stalled, func() { <-sem }, launched.Done)
+			cr.runClient(connCtx, c, ch, stalled, func() { <-sem }, launched.Done)
 		}()
 	}
 	launched.Wait()
@@ -173,11 +207,11 @@ func (cr *crowd) connect(ctx context.Context, res *Result) {
 	res.ConnectMaxMs = ms(cr.connectDur.Max())
 }
 
-// runClient connects c within the connect phase connCtx, calling connectEnded once it
-// has connected or failed and launched once it is counted, then reads (a stalled client
-// only waits) until teardown. Only this goroutine touches c, so it closes it too,
-// whatever happens.
-func (cr *crowd) runClient(connCtx context.Context, c client, stalled bool, connectEnded, launched func()) {
+// runClient connects c, a client of channel ch, within the connect phase connCtx,
+// calling connectEnded once it has connected or failed and launched once it is counted,
+// then reads (a stalled client only waits) until teardown. Only this goroutine touches
+// c, so it closes it too, whatever happens.
+func (cr *crowd) runClient(connCtx context.Context, c client, ch int, stalled bool, connectEnded, launched func()) {
 	t0 := time.Now()
 	defer c.close()
 	err := connectWithin(connCtx, cr.ctx, c)
@@ -192,12 +226,16 @@ func (cr *crowd) runClient(connCtx context.Context, c client, stalled bool, conn
 	}
 	cr.connectDur.Record(time.Since(t0))
 	cr.connected.Add(1)
+	if !stalled {
+		cr.chanReaders[ch].Add(1)
+	}
 	launched()
 	if stalled {
 		<-cr.ctx.Done()
 		return
 	}
 	if err := c.read(cr.ctx, cr.st); err != nil && !cr.tearingDown.Load() {
+		cr.chanReaders[ch].Add(-1)
 		cr.readEnded.Add(1)
 		cr.st.fail("connection ended", err)
 	}
@@ -206,6 +244,15 @@ func (cr *crowd) runClient(connCtx context.Context, c client, stalled bool, conn
 // active returns how many of the connected clients read: not stalled, not ended.
 func (cr *crowd) active(connected int) int64 {
 	return int64(connected) - int64(min(cr.o.stall, connected)) - cr.readEnded.Load()
+}
+
+// readers returns how many clients read each channel now.
+func (cr *crowd) readers() []int64 {
+	out := make([]int64, len(cr.chanReaders))
+	for i := range cr.chanReaders {
+		out[i] = cr.chanReaders[i].Load()
+	}
+	return out
 }
 
 // teardown cancels the clients' context, which fails every blocked read (each client

@@ -11,13 +11,25 @@ import (
 )
 
 // The payload of every published message: the phase it belongs to, a sequence number
-// (increasing across the run) and the send time in Unix nanoseconds, taken just before
-// the publish request leaves, so that latency covers the publish API, fan-out, the
-// transport and the client's parsing. "pad" brings it to the size asked for.
+// (increasing across the run, per channel) and the send time in Unix nanoseconds, taken
+// just before the publish request leaves, so that latency covers the publish API,
+// fan-out, the transport and the client's parsing. "pad" brings it to the size asked
+// for. With several channels (--channels) "c" is the channel's index, which the
+// subscriber checks against its own: a message is known by (channel, phase, seq).
 //
 //	{"p":1,"seq":42,"ts":1700000000000000000,"pad":"xxxx"}
+//	{"p":1,"c":7,"seq":42,"ts":1700000000000000000,"pad":"xxxx"}
 func appendPayload(b []byte, phase int, seq uint64, ts int64, pad int) []byte {
-	b = fmt.Appendf(b, `{"p":%d,"seq":%d,"ts":%d,"pad":"`, phase, seq, ts)
+	return appendChannelPayload(b, phase, -1, seq, ts, pad)
+}
+
+// appendChannelPayload is appendPayload with the channel index ch (none if negative).
+func appendChannelPayload(b []byte, phase, ch int, seq uint64, ts int64, pad int) []byte {
+	if ch >= 0 {
+		b = fmt.Appendf(b, `{"p":%d,"c":%d,"seq":%d,"ts":%d,"pad":"`, phase, ch, seq, ts)
+	} else {
+		b = fmt.Appendf(b, `{"p":%d,"seq":%d,"ts":%d,"pad":"`, phase, seq, ts)
+	}
 	for range pad {
 		b = append(b, 'x')
 	}
@@ -32,6 +44,12 @@ func payloadFields(b []byte) (phase int, seq uint64, ts int64, ok bool) {
 	s, ok2 := intField(b, `"seq":`)
 	t, ok3 := intField(b, `"ts":`)
 	return int(p), uint64(s), t, ok1 && ok2 && ok3
+}
+
+// payloadChannel returns the channel index of a payload, 0 if it names none.
+func payloadChannel(b []byte) int {
+	c, _ := intField(b, `"c":`)
+	return int(c)
 }
 
 func intField(b []byte, key string) (int64, bool) {
@@ -58,6 +76,7 @@ type phase struct {
 	lastArrive atomic.Int64 // Unix nanoseconds of the latest delivery
 	published  atomic.Int64
 	pubErrors  atomic.Int64
+	pubLat     hist // of the publish requests, sent to answered
 }
 
 func (p *phase) arrived(now time.Time, ts int64) {
@@ -73,10 +92,11 @@ func (p *phase) arrived(now time.Time, ts int64) {
 
 // Phase numbers carried in payloads.
 const (
-	phaseWarm  = 0 // not measured
-	phaseRate  = 1
-	phaseBurst = 2
-	numPhases  = 3
+	phaseWarm    = 0 // not measured
+	phaseRate    = 1
+	phaseBurst   = 2
+	phasePubTest = 3 // --publish-rate-test
+	numPhases    = 4
 )
 
 // stats is what every client reports into.
@@ -97,8 +117,11 @@ func newStats() *stats {
 // seqState is what one client remembers to count duplicates: the sequence numbers it
 // has seen, per phase, as bits from the phase's base. Publishes in flight together may
 // arrive in any order, so "not above the last one" would count reordering as
-// duplicates.
-type seqState struct{ seen [numPhases][]uint64 }
+// duplicates. A client is on one channel, ch, whose messages are numbered on their own.
+type seqState struct {
+	seen [numPhases][]uint64
+	ch   int
+}
 
 // first marks seq of phase ph seen and reports whether it is new.
 func (cs *seqState) first(ph int, seq uint64) bool {
@@ -129,6 +152,10 @@ func (s *stats) deliver(cs *seqState, b []byte, now time.Time) {
 	ph, seq, ts, ok := payloadFields(b)
 	if !ok || ph < 0 || ph >= numPhases {
 		s.unknown.Add(1)
+		return
+	}
+	if payloadChannel(b) != cs.ch {
+		s.unknown.Add(1) // another channel's message
 		return
 	}
 	p := &s.phases[ph]

@@ -45,8 +45,10 @@
 # is summed over them and given per process (ferry, redis-server).
 #   CHANNELS        channel counts of the broker peers, one run each, default "1 1000"
 #   BROKER_RATE     messages per second per channel of their steady phase (DURATION
-#                   long), default 10: every subscriber gets 10 msg/s, 1,000 channels
-#                   take 10,000 publishes a second
+#                   long) on one channel, default 10: every subscriber gets 10 msg/s
+#   BROKER_RATE_MANY the same with more than one channel, default 1: 1,000 channels take
+#                   1,000 publishes a second, as many as one generator core can send
+#                   (at 10 per channel it skipped two thirds of them)
 #   BURST_CHANNELS  messages per channel of their burst with more than one channel,
 #                   default 20 (one channel: BURST)
 #   PUBLISH_TEST    their publish-rate test: POST /api/publish as fast as
@@ -67,6 +69,7 @@ SCALE_DURATION=${SCALE_DURATION:-60s}
 SCALE_PEERS=${SCALE_PEERS:-ferry-events}
 OUT=${OUT:-docs/benchmarks}
 BROKER_RATE=${BROKER_RATE:-10}
+BROKER_RATE_MANY=${BROKER_RATE_MANY:-1}
 PUBLISH_CONCURRENCY=${PUBLISH_CONCURRENCY:-16}
 if [ "${QUICK:-}" = 1 ]; then
   WS_CLIENTS=300 HTTP_CLIENTS=200 SCALE=100 DURATION=5s BURST=50 SETTLE=3s
@@ -327,9 +330,9 @@ for peer in $PEERS; do
     # The broker comparison: the same subscribers on 1 and on many channels, a steady
     # rate per channel, a burst, then publishes as fast as they go.
     for c in $CHANNELS; do
-      b=$BURST
-      [ "$c" -gt 1 ] && b=$BURST_CHANNELS
-      run "$peer" brokers "$WS_CLIENTS" --channels "$c" --rate "$BROKER_RATE" --duration "$DURATION" \
+      b=$BURST rate=$BROKER_RATE
+      [ "$c" -gt 1 ] && b=$BURST_CHANNELS rate=$BROKER_RATE_MANY
+      run "$peer" brokers "$WS_CLIENTS" --channels "$c" --rate "$rate" --duration "$DURATION" \
         --burst "$b" --burst-concurrency "$PUBLISH_CONCURRENCY" --publish-rate-test "$PUBLISH_TEST"
     done
     continue

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -173,8 +174,9 @@ type Broker struct {
 	// cluster, and catch-up runs beside them.
 	passMu   sync.Mutex
 	want     map[string]struct{}
-	last     map[string]session.Position // last delivered, per channel in want
-	waiters  map[string]chan struct{}    // pub/sub ping token → subscriber waiting for it
+	seen     map[string]*delivered    // what this node delivered last, per channel in want (lost.go)
+	sumSeed  maphash.Seed             // of the digests in seen
+	waiters  map[string]chan struct{} // pub/sub ping token → subscriber waiting for it
 	tokenSeq uint64
 	// The outcome of the latest publish that reached Redis: a Redis that answers PING
 	// can still refuse writes (out of memory, a read-only replica after a failover).
@@ -199,7 +201,8 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		keys:    keyspace{cfg.Prefix},
 		log:     cfg.Logger.With("node", cfg.NodeID),
 		want:    make(map[string]struct{}),
-		last:    make(map[string]session.Position),
+		seen:    make(map[string]*delivered),
+		sumSeed: maphash.MakeSeed(),
 		waiters: make(map[string]chan struct{}),
 		downErr: errors.New("not started"),
 	}

@@ -136,8 +136,10 @@ func (c Config) withDefaults() (Config, error) {
 // each subscribed (SSUBSCRIBE) to the channels of its slots. When that connection is lost, Ready fails
 // until a new one is subscribed; the node then delivers the latest message of every
 // channel it serves, so that attachments notice what they missed and read it from
-// history. Errors talking to Redis are returned to the caller: nothing is "accepted and
-// lost".
+// history. Before that it checks, per channel, that Redis still holds the last message
+// the node delivered, and gives a channel whose history was lost with a failed master a
+// new epoch (lost.go). Errors talking to Redis are returned to the caller: nothing is
+// "accepted and lost".
 type Broker struct {
 	cfg     Config
 	rdb     goredis.UniversalClient

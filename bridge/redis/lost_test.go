@@ -191,11 +191,38 @@ func testRealRedisLostTail(t *testing.T, url, prefix string, rdb goredis.Univers
 		afterwards(ch, ep, newEp, want)
 	})
 
+	t.Run("trimmed, not lost", func(t *testing.T) {
+		// Messages published while the nodes were away pushed what they delivered last
+		// out of history: nothing to compare, and no new epoch.
+		ch := "room:trimmed"
+		ep, _ := publish5(ch)
+		for i := 6; i <= 8; i++ {
+			appendSilently(t, rdb, b, ch, fmt.Sprintf(`"%d"`, i))
+		}
+		if err := rdb.XTrimMinID(ctx, redis.LogKey(b, ch), "6-0").Err(); err != nil {
+			t.Fatal(err)
+		}
+		redis.Reconnect(b)
+		inB.WaitFor(t, "the latest message", func() bool { return len(inB.On(ch)) == 6 })
+		if got := inB.On(ch); got[5] != `8:"8"` {
+			t.Fatalf("delivered %v, want 8 last", got)
+		}
+		m := brokertest.MustPublish(t, pub, ch, `"9"`)
+		if m.Pos != (session.Position{Epoch: ep, Offset: 9}) {
+			t.Fatalf("the next publish got %v, want offset 9 of epoch %s", m.Pos, ep)
+		}
+	})
+
 	t.Run("nothing lost", func(t *testing.T) {
 		ch := "room:kept"
 		ep, _ := publish5(ch)
+		ps, _ := redis.PubSub(b)
 		redis.Reconnect(b)
-		// The node reconnects; what comes next is in the same epoch, after 5.
+		await.Until(t, "the node subscribed again", func() bool {
+			now, up := redis.PubSub(b)
+			return up && now != ps
+		})
+		// What comes next is in the same epoch, after 5.
 		m := brokertest.MustPublish(t, pub, ch, `"6"`)
 		inB.WaitFor(t, "the message after the reconnection", func() bool { return len(inB.On(ch)) == 6 })
 		if m.Pos != (session.Position{Epoch: ep, Offset: 6}) {

@@ -373,6 +373,34 @@ func processID(t *testing.T, c *goredis.Client) int {
 	return 0
 }
 
+// channelWithReplica returns the first of the channels stem0, stem1, ... whose master
+// has a connected replica, that master, and the replica's address: a test that kills a
+// master leaves its slots without a replica.
+func channelWithReplica(t *testing.T, cc *goredis.ClusterClient, b *redis.Broker, stem string) (string, *goredis.Client, string) {
+	t.Helper()
+	ctx := context.Background()
+	for i := range 64 {
+		ch := fmt.Sprintf("%s%d", stem, i)
+		m, err := cc.MasterForKey(ctx, redis.MetaKey(b, ch))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := m.ClusterMyID(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps, _ := m.ClusterSlaves(ctx, id).Result()
+		for _, r := range reps {
+			if f := strings.Fields(r); len(f) > 1 && strings.Contains(r, " connected") && !strings.Contains(r, "fail") {
+				addr, _, _ := strings.Cut(f[1], "@")
+				return ch, m, addr
+			}
+		}
+	}
+	t.Fatal("no master of the cluster has a connected replica left to fail over to: start the cluster again (scripts/redis-cluster.sh)")
+	return "", nil, ""
+}
+
 // TestRealRedisClusterLostTail loses the newest messages of a channel on the real
 // cluster as a failover does: the replica of the channel's master is stopped (SIGSTOP)
 // and cut off while two more messages are published and delivered, the master is killed (SIGKILL),
@@ -384,30 +412,7 @@ func TestRealRedisClusterLostTail(t *testing.T) {
 	cc, a, b, in := clusterPair(t)
 	ctx := context.Background()
 
-	// A channel whose master has a connected replica.
-	var ch, replicaAddr string
-	var master *goredis.Client
-	for i := 0; i < 64 && ch == ""; i++ {
-		c := fmt.Sprintf("room:lose%d", i)
-		m, err := cc.MasterForKey(ctx, redis.MetaKey(a, c))
-		if err != nil {
-			t.Fatal(err)
-		}
-		id, err := m.ClusterMyID(ctx).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		reps, _ := m.ClusterSlaves(ctx, id).Result()
-		for _, r := range reps {
-			if f := strings.Fields(r); len(f) > 1 && strings.Contains(r, " connected") && !strings.Contains(r, "fail") {
-				ch, master = c, m
-				replicaAddr, _, _ = strings.Cut(f[1], "@")
-			}
-		}
-	}
-	if ch == "" {
-		t.Fatal("no master of the cluster has a connected replica left to fail over to: start the cluster again (scripts/redis-cluster.sh)")
-	}
+	ch, master, replicaAddr := channelWithReplica(t, cc, a, "room:lose")
 	replica := goredis.NewClient(&goredis.Options{Addr: replicaAddr})
 	defer replica.Close()
 	masterPID, replicaPID := processID(t, master), processID(t, replica)

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -135,8 +136,10 @@ func (c Config) withDefaults() (Config, error) {
 // each subscribed (SSUBSCRIBE) to the channels of its slots. When that connection is lost, Ready fails
 // until a new one is subscribed; the node then delivers the latest message of every
 // channel it serves, so that attachments notice what they missed and read it from
-// history. Errors talking to Redis are returned to the caller: nothing is "accepted and
-// lost".
+// history. Before that it checks, per channel, that Redis still holds the last message
+// the node delivered, and gives a channel whose history was lost with a failed master a
+// new epoch (lost.go). Errors talking to Redis are returned to the caller: nothing is
+// "accepted and lost".
 type Broker struct {
 	cfg     Config
 	rdb     goredis.UniversalClient
@@ -173,8 +176,9 @@ type Broker struct {
 	// cluster, and catch-up runs beside them.
 	passMu   sync.Mutex
 	want     map[string]struct{}
-	last     map[string]session.Position // last delivered, per channel in want
-	waiters  map[string]chan struct{}    // pub/sub ping token → subscriber waiting for it
+	seen     map[string]*delivered    // what this node delivered last, per channel in want (lost.go)
+	sumSeed  maphash.Seed             // of the digests in seen
+	waiters  map[string]chan struct{} // pub/sub ping token → subscriber waiting for it
 	tokenSeq uint64
 	// The outcome of the latest publish that reached Redis: a Redis that answers PING
 	// can still refuse writes (out of memory, a read-only replica after a failover).
@@ -199,7 +203,8 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		keys:    keyspace{cfg.Prefix},
 		log:     cfg.Logger.With("node", cfg.NodeID),
 		want:    make(map[string]struct{}),
-		last:    make(map[string]session.Position),
+		seen:    make(map[string]*delivered),
+		sumSeed: maphash.MakeSeed(),
 		waiters: make(map[string]chan struct{}),
 		downErr: errors.New("not started"),
 	}

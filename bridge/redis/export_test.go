@@ -1,6 +1,10 @@
 package redis
 
-import goredis "github.com/redis/go-redis/v9"
+import (
+	"errors"
+
+	goredis "github.com/redis/go-redis/v9"
+)
 
 // The names of a broker's keys, for the tests of package redis_test, which look at Redis
 // directly.
@@ -36,4 +40,14 @@ func ShardConnections(b *Broker) []string {
 		out = append(out, addr)
 	}
 	return out
+}
+
+// Reconnect ends b's generation of pub/sub connections, as a failure would: b subscribes
+// again and catches up.
+func Reconnect(b *Broker) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.failGen != nil {
+		b.failGen(errors.New("reconnect asked by a test"))
+	}
 }

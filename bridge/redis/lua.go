@@ -293,10 +293,40 @@ return 1
 `)
 
 // luaCatchUp reads the position and the latest entry of one channel, atomically (an epoch
-// must not be paired with another epoch's entry). KEYS meta, log. Returns {epoch or false,
-// top, entry or false}.
+// must not be paired with another epoch's entry), and the entry at the offset the node
+// delivered last, so that the node can tell whether it is still the message it
+// delivered (Broker.verify). KEYS meta, log; ARGV the epoch and offset the node delivered
+// last (empty: none). Returns {epoch or false, top, latest entry or false, entry at the
+// offset or false (also when the epoch is another or the offset above the top)}.
 var luaCatchUp = goredis.NewScript(`
 local st = redis.call('HMGET', KEYS[1], 'epoch', 'top')
+local top = tonumber(st[2]) or 0
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-return {st[1], tonumber(st[2]) or 0, last[1] or false}
+local at = false
+local off = tonumber(ARGV[2])
+if st[1] and ARGV[1] == st[1] and off and off >= 1 and off <= top then
+  local id = string.format('%d', off) .. '-0'
+  local es = redis.call('XRANGE', KEYS[2], id, id)
+  at = es[1] or false
+end
+return {st[1], top, last[1] or false, at}
+`)
+
+// luaRebase starts a new epoch for a channel whose history was lost (a failover to a
+// replica that had not received the newest messages, whose offsets the new master then
+// assigns again), if the channel is still in the epoch found broken: two nodes that find
+// it at once make one new epoch. The offsets and the log stay, as the new epoch's: every
+// position of the broken epoch then gets a reset, and the log's messages, all of them
+// published on the surviving master, remain history. KEYS meta, log; ARGV broken epoch,
+// candidate. Returns {epoch or false (no state: the next publish or read starts an
+// epoch), top, latest entry or false}.
+var luaRebase = goredis.NewScript(`
+local st = redis.call('HMGET', KEYS[1], 'epoch', 'top')
+local ep = st[1]
+if ep and ep == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  ep = ARGV[2]
+end
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+return {ep or false, tonumber(st[2]) or 0, last[1] or false}
 `)

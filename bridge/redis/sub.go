@@ -113,7 +113,7 @@ func (b *Broker) Unsubscribe(ctx context.Context, channel string) error {
 		return nil
 	}
 	delete(b.want, channel)
-	delete(b.last, channel)
+	delete(b.seen, channel)
 	name := b.keys.pubsub(channel)
 	// An error means a broken connection, which is replaced without channel.
 	if c := b.shardOf[channel]; c != nil {
@@ -279,6 +279,12 @@ func (b *Broker) openGeneration(gctx context.Context, fail context.CancelCauseFu
 		c.sync = "sync:" + strconv.FormatUint(b.tokenSeq, 10)
 	}
 	b.syncing = len(conns)
+	for _, d := range b.seen {
+		// What this node delivered may have been lost with a master meanwhile: the
+		// generation's catch-up checks it (verify) before the channel's live messages
+		// pass again.
+		d.checked, d.held = false, nil
+	}
 	names := make([]string, 0, len(b.want)+1)
 	names = append(names, b.keys.control())
 	for ch := range b.want {
@@ -494,35 +500,15 @@ func (b *Broker) handle(m *goredis.Message) {
 		b.log.Warn("dropping a malformed pub/sub message", "err", err)
 		return
 	}
-	b.pass(msg)
-}
-
-// pass delivers m unless it is not newer than what this node delivered on its channel
-// (catch-up and pub/sub can both bring it).
-func (b *Broker) pass(m *session.Message) {
-	b.passMu.Lock()
-	defer b.passMu.Unlock()
-	b.mu.Lock()
-	if _, ok := b.want[m.Channel]; !ok {
-		b.mu.Unlock()
-		return
-	}
-	if last := b.last[m.Channel]; last.Epoch == m.Pos.Epoch && m.Pos.Offset <= last.Offset {
-		b.mu.Unlock()
-		return
-	}
-	b.last[m.Channel] = m.Pos
-	deliver := b.deliver
-	b.mu.Unlock()
-	if deliver != nil {
-		deliver(m)
-	}
+	b.pass(msg, true)
 }
 
 // catchUp delivers the latest message of every wanted channel that this node has not
 // delivered. An attachment behind it sees a gap and reads the rest from history; that is
 // how messages published while the node had no subscription reach its sessions, even
-// when nothing else is published on their channels afterwards.
+// when nothing else is published on their channels afterwards. It also checks that the
+// message the node delivered last on each channel is still in Redis at its position
+// (verify), and starts a new epoch for a channel whose history was lost.
 func (b *Broker) catchUp(gctx context.Context, c *subConn) error {
 	b.mu.Lock()
 	chans := make([]string, 0, len(b.want))
@@ -541,7 +527,9 @@ func (b *Broker) catchUp(gctx context.Context, c *subConn) error {
 		}
 		cmds, err := b.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			for _, ch := range batch {
-				p.EvalSha(ctx, luaCatchUp.Hash(), []string{b.keys.meta(ch), b.keys.log(ch)})
+				pos := b.lastDelivered(ch)
+				p.EvalSha(ctx, luaCatchUp.Hash(), []string{b.keys.meta(ch), b.keys.log(ch)},
+					pos.Epoch, strconv.FormatUint(min(pos.Offset, 1<<53), 10))
 			}
 			return nil
 		})
@@ -555,23 +543,42 @@ func (b *Broker) catchUp(gctx context.Context, c *subConn) error {
 		}
 		for i, ch := range batch {
 			r, ok := res[i].([]any)
-			if !ok || len(r) != 3 {
+			if !ok || len(r) != 4 {
 				return malformed("catch-up answer for %s", ch)
 			}
 			ep, _ := r[0].(string)
-			if ep == "" || r[2] == nil {
-				continue // no epoch, or no history: nothing to deliver
+			top, _ := r[1].(int64)
+			latest, at := b.entry(ch, ep, r[2]), b.entry(ch, ep, r[3])
+			broken, held := b.verify(ch, ep, uint64(max(top, 0)), at)
+			if broken != "" {
+				if latest, err = b.rebase(gctx, ch, broken); err != nil {
+					return err
+				}
 			}
-			m, err := decodeEntry(ch, ep, r[2])
-			if err != nil {
-				b.log.Warn("catch-up: skipping a malformed log entry", "channel", ch, "err", err)
-				continue
+			if latest != nil {
+				b.pass(latest, false)
 			}
-			b.pass(m)
+			if held != nil {
+				b.pass(held, false)
+			}
 		}
 		b.mu.Lock()
 		c.lastSeen = time.Now() // a long catch-up is not a silent connection
 		b.mu.Unlock()
 	}
 	return nil
+}
+
+// entry decodes a log entry of channel ch in epoch ep that a script returned: nil for
+// none (no epoch, no entry), and for a malformed one, which is logged.
+func (b *Broker) entry(ch, ep string, raw any) *session.Message {
+	if ep == "" || raw == nil {
+		return nil
+	}
+	m, err := decodeEntry(ch, ep, raw)
+	if err != nil {
+		b.log.Warn("catch-up: skipping a malformed log entry", "channel", ch, "err", err)
+		return nil
+	}
+	return m
 }

@@ -17,7 +17,7 @@ import (
 // attachments wakes their writers, which encode and write it, and each client reads its
 // event. One op is one frame through every stream; the figure to read is ns/event (the
 // whole round, divided by the events delivered). Pooled, the writer is a task of the
-// handler's pool; plain, net/http's handler goroutine waits in Next.
+// transports' writer pool; plain, net/http's handler goroutine waits in Next.
 func BenchmarkSSEWake(b *testing.B) {
 	for _, mode := range []transport.IOMode{transport.IOPooled, transport.IOPlain} {
 		for _, n := range []int{1, 100} {

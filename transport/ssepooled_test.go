@@ -29,6 +29,13 @@ func (l smallSendBuffers) Accept() (net.Conn, error) {
 	return c, err
 }
 
+// smallReceiveBuffer dials with a small receive buffer from the start, so that the window
+// the client offers stays small.
+var smallReceiveBuffer = &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+	rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	return nil
+}}
+
 // A stream whose client stops reading gets its batches whole and in order once it reads
 // again, in both I/O modes: pooled, a batch the kernel takes only part of is finished off
 // the pool (the writer's WriteRest) while the next frames queue up.
@@ -47,13 +54,7 @@ func TestSSEStalledClientGetsEveryEvent(t *testing.T) {
 				hs.Close()
 				streams.Wait()
 			}()
-			// The client's receive buffer is small from the start: the window it offers
-			// stays small.
-			d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-				rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-				return nil
-			}}
-			c, err := d.Dial("tcp", hs.Listener.Addr().String())
+			c, err := smallReceiveBuffer.Dial("tcp", hs.Listener.Addr().String())
 			if err != nil {
 				t.Fatal(err)
 			}

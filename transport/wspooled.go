@@ -1,9 +1,10 @@
 package transport
 
 // The pooled I/O of a WebSocket session (Config.IO, IOPooled): reading what the poller
-// reports without waiting for more, and writing on the handler's pool without waiting on
-// the network (DESIGN invariant 11: pool tasks never wait on the network). The plain path
-// of websocket.go does both with goroutines that may block; the conformance suite and the
+// reports without waiting for more, and writing on the writers' pool without waiting on
+// the network (DESIGN invariant 11: pool tasks never wait on the network): the Try and
+// WriteRest that stream.Writer calls there and off the pool. The plain path of
+// websocket.go does both with goroutines that may block; the conformance suite and the
 // bridge tests run both.
 
 import (

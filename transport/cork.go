@@ -98,7 +98,7 @@ func (c *corkConn) uncork() error {
 }
 
 // uncorkTry writes what was gathered without waiting, and returns what the kernel didn't
-// take, for writeRest.
+// take, for WriteRest (wsSession's, off the pool).
 func (c *corkConn) uncorkTry() (rest []byte, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

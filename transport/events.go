@@ -117,12 +117,12 @@ func (h *EventsHandler) serveHijacked(w http.ResponseWriter, a *session.Attachme
 	if _, err := conn.Write(streamHead(hdr, eventsPrelude(h.cfg.SSERetry))); err != nil {
 		a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 	}
-	close(s.ready)
+	s.writer.Start(h.cfg.writerPool(conn), s)
 	s.start(h.cfg.outliveHandler(release))
-	// The watch was made before the connection was known: from here on its frames wake a
-	// writer of their own, and what came meanwhile is written now.
-	a.SetOnWake(s.wake)
-	s.wake()
+	// The watch was made before the connection was known: from here on its frames wake
+	// the stream's writer, and what came meanwhile is written now.
+	a.SetOnWake(s.writer.Wake)
+	s.writer.Wake()
 	return true
 }
 

@@ -8,8 +8,8 @@ package transport
 // TestEventsModesAnswerTheSameBytes in bridge check that both write the same events.
 
 import (
+	"bufio"
 	"bytes"
-	"context"
 	"net"
 	"net/http"
 	"strconv"
@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ferryrt/ferry/session"
+	"github.com/ferryrt/ferry/transport/internal/netpoll"
 	"github.com/ferryrt/ferry/transport/internal/stream"
 )
 
@@ -42,12 +43,11 @@ func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, relea
 	conn.SetReadDeadline(time.Time{})
 	s := newSSEStream(h.cfg, conn, writeEvent, SSE)
 	req.OnClose = func(*session.Error) { conn.SetWriteDeadline(time.Now().Add(h.cfg.CloseGrace)) }
-	req.OnWake = s.wake
+	req.OnWake = s.writer.Wake // held until the writer starts, once the head is out
 	// The request's context stays valid after Hijack until this handler returns.
 	a, err := h.cfg.Manager.Attach(r.Context(), req)
 	b := streamHead(hdr, "retry: "+strconv.Itoa(h.cfg.SSERetry)+"\n\n")
 	if err != nil {
-		close(s.ready)
 		h.cfg.logFailure(r, "sse attach", err)
 		e := session.AsError(err)
 		bw := getSSEWriter(conn)
@@ -64,7 +64,7 @@ func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, relea
 	if _, err := conn.Write(b); err != nil {
 		a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 	}
-	close(s.ready)
+	s.writer.Start(h.cfg.writerPool(conn), s)
 	s.start(h.cfg.outliveHandler(release))
 	return true
 }
@@ -83,37 +83,41 @@ func streamHead(hdr http.Header, first string) []byte {
 }
 
 // sseStream is a stream on a hijacked connection: a session's (/sse) or a watch's
-// (/events), which differ only in how they encode frames. A client sends nothing after its
-// request, so reading only notices it leaving: pooled, the stream.Reader's poller reports
-// that without a goroutine (a reader goroutine blocks in Read where the connection can't
-// be watched). A writer goroutine runs while there are frames (see wsSession), heartbeats
+// (/events), which differ only in how they encode frames. It reads like the plain path
+// (Config.streamFrames): a writer that writes what the attachment has (Write), a
+// heartbeat, and a teardown once the client leaves.
+//
+// Who runs them is stream's, as for a WebSocket session. A client sends nothing after its
+// request, so reading only notices it leaving: the stream.Reader's poller reports that
+// without a goroutine (a reader goroutine blocks in Read where the connection can't be
+// watched). The stream.Writer runs only while there are frames: as a task of the pool,
+// which encodes a batch into one buffer and writes it with one non-blocking write (Try),
+// or, where writes can't be tried (TLS), on a goroutine of its own (Write). Heartbeats
 // come from a timer.
 type sseStream struct {
 	cfg    *Config
 	encode encodeFunc
 	tr     string // the transport its frames are counted as sent on; "" counts none
 	conn   net.Conn
-	a      *session.Attachment // set before ready is closed
-	ready  chan struct{}       // the response header is out
+	a      *session.Attachment // set before the writer starts
 	closed chan struct{}       // the connection is closed
 	hb     *time.Timer
 	end    func() // releases the connection slot once the stream is torn down
 	once   sync.Once
-	reader stream.Reader // owns the reading, and with it the teardown
+	writer stream.Writer[session.Outgoing] // owns the writing: wake-ups, pool or goroutine
+	reader stream.Reader                   // owns the reading, and with it the teardown
 }
 
 // newSSEStream returns the stream on conn of an attachment still to be set (a, before
-// ready is closed), whose frames encode writes and which counts them as sent on tr.
+// the writer starts), whose frames encode writes and which counts them as sent on tr.
 func newSSEStream(cfg *Config, conn net.Conn, encode encodeFunc, tr string) *sseStream {
-	return &sseStream{cfg: cfg, encode: encode, tr: tr, conn: conn, ready: make(chan struct{}), closed: make(chan struct{})}
+	return &sseStream{cfg: cfg, encode: encode, tr: tr, conn: conn, closed: make(chan struct{})}
 }
 
-// wake runs under the attachment's lock when frames are ready and no writer runs.
-func (s *sseStream) wake() { go s.flush() }
-
-// closeConn closes the connection, once. The reading stops first (a descriptor must
-// leave the epoll set before it is closed), and its end tears the stream down.
-func (s *sseStream) closeConn() {
+// Finish closes the connection, once the writing is over. The reading stops first (a
+// descriptor must leave the epoll set before it is closed), and its end tears the stream
+// down.
+func (s *sseStream) Finish() {
 	s.once.Do(func() {
 		s.reader.Stop()
 		s.conn.Close()
@@ -154,35 +158,79 @@ func (s *sseStream) teardown() {
 	s.end()
 }
 
-func (s *sseStream) flush() {
-	<-s.ready
-	if s.a == nil {
-		return
+// Next takes the attachment's next batch, for the writer.
+func (s *sseStream) Next(local bool) ([]session.Outgoing, error) { return nextBatch(s.a, local) }
+
+// Write writes one batch, one event per frame in one write, and reports whether the
+// stream goes on: not after the close frame, which ends it.
+func (s *sseStream) Write(out []session.Outgoing) bool {
+	bw := getSSEWriter(s.conn)
+	last := s.encodeBatch(bw, out)
+	s.conn.SetWriteDeadline(time.Now().Add(writeWait))
+	if putSSEWriter(bw) != nil || last {
+		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+		return false
 	}
-	for {
-		out, err := s.a.TryNext(context.Background())
-		if err != nil {
-			s.closeConn()
-			return
-		}
-		if len(out) == 0 {
-			return // idle: the next frame wakes a new writer
-		}
-		bw := getSSEWriter(s.conn)
-		n, last := 0, false
-		for _, o := range out {
-			s.encode(bw, o)
-			n += len(o.JSON)
-			last = last || o.Kind == session.KindClose
-		}
-		if s.tr != "" {
-			s.cfg.obs().Sent(s.tr, len(out), n)
-		}
-		s.conn.SetWriteDeadline(time.Now().Add(writeWait))
-		if putSSEWriter(bw) != nil || last {
-			s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
-			s.closeConn()
-			return
-		}
+	return true
+}
+
+// encodeBatch encodes out into bw, counts it as sent, and reports whether it ends with
+// the close frame.
+func (s *sseStream) encodeBatch(bw *bufio.Writer, out []session.Outgoing) (last bool) {
+	n := 0
+	for _, o := range out {
+		s.encode(bw, o)
+		n += len(o.JSON)
+		last = last || o.Kind == session.KindClose
 	}
+	if s.tr != "" {
+		s.cfg.obs().Sent(s.tr, len(out), n)
+	}
+	return last
+}
+
+// MayWait reports whether a batch may wait (see batchMayWait): the writer writes it off
+// the pool. 64 bytes a frame: the id, the event name and the field names around it.
+func (s *sseStream) MayWait(out []session.Outgoing) bool { return batchMayWait(out, 64) }
+
+// Try writes a batch on a pool worker (one MayWait refused): encoded into one buffer (a
+// corkConn's, lent for the batch), with one non-blocking write. It returns what the
+// kernel didn't take.
+func (s *sseStream) Try(out []session.Outgoing) (rest []byte, ok bool) {
+	buf := corkPool.Get().(*[]byte)
+	bw := getSSEWriter((*appendWriter)(buf))
+	s.encodeBatch(bw, out) // never the close: MayWait
+	putSSEWriter(bw)       // into buf: never fails
+	n, err := netpoll.TryWrite(s.conn, *buf)
+	if err == nil && n < len(*buf) {
+		rest = append([]byte(nil), (*buf)[n:]...)
+	}
+	if cap(*buf) <= maxCork {
+		*buf = (*buf)[:0]
+		corkPool.Put(buf)
+	}
+	if err != nil {
+		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+		return nil, false
+	}
+	return rest, true
+}
+
+// WriteRest writes what the kernel didn't take of a batch, waiting, and reports whether
+// the stream goes on.
+func (s *sseStream) WriteRest(rest []byte) bool {
+	s.conn.SetWriteDeadline(time.Now().Add(writeWait))
+	if _, err := s.conn.Write(rest); err != nil {
+		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+		return false
+	}
+	return true
+}
+
+// appendWriter is an io.Writer that appends to the slice it points to.
+type appendWriter []byte
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	*w = append(*w, p...)
+	return len(p), nil
 }

@@ -9,15 +9,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/ferryrt/ferry/session"
-	"github.com/ferryrt/ferry/transport/internal/netpoll"
 	"github.com/ferryrt/ferry/transport/internal/stream"
-	"github.com/ferryrt/ferry/transport/internal/workers"
 )
 
 // writeWait bounds one write to a client; a client that doesn't read for this long is gone.
@@ -35,7 +32,6 @@ var writeBufferPool = &sync.Pool{}
 type WebSocketHandler struct {
 	cfg      *Config
 	upgrader websocket.Upgrader
-	pool     *workers.Pool // writers of connections that take non-blocking writes
 }
 
 // NewWebSocket returns the WebSocket handler. Compression is off, so the read limit
@@ -52,7 +48,7 @@ func NewWebSocket(cfg Config) *WebSocketHandler {
 		EnableCompression: false,
 		CheckOrigin:       c.originAllowed,
 		HandshakeTimeout:  10 * time.Second,
-	}, pool: workers.New(wsWriters, 250*time.Millisecond)}
+	}}
 }
 
 func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -100,21 +96,16 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// half, and the close frame after it would be garbage to a client that reads again;
 	// closeGrace lets a client that is only behind take the frame and the close code.
 	req.OnClose = func(*session.Error) { conn.UnderlyingConn().SetWriteDeadline(time.Now().Add(h.cfg.CloseGrace)) }
-	s := &wsSession{h: h, conn: conn, cork: hj.conn, guard: hj.guard, attached: make(chan struct{}), done: make(chan struct{})}
-	_, raw := hj.conn.Conn.(syscall.Conn) // not over TLS: records buffered above the socket
-	s.pooled = raw && netpoll.Supported() && h.cfg.pooled()
-	s.flushFn = s.flush
-	req.OnWake = s.wake
+	s := &wsSession{h: h, conn: conn, cork: hj.conn, guard: hj.guard, done: make(chan struct{})}
+	req.OnWake = s.writer.Wake // held until the writer starts
 	a, err := h.cfg.Manager.Attach(ctx, req)
 	if err != nil {
-		close(s.attached) // a writer started by an early wake finds no attachment and ends
 		h.cfg.logFailure(r, "websocket attach", err)
 		writeClose(conn, session.AsError(err))
-		return
+		return // the writer never starts: nothing runs
 	}
 	s.a = a
-	s.isAttached.Store(true)
-	close(s.attached)
+	s.writer.Start(h.cfg.writerPool(hj.conn.Conn), s)
 	// The connection is hijacked: net/http's request, response and buffers are of no more
 	// use, but they stay reachable as long as this handler runs. Returning lets them go
 	// (about 12 KiB and a deep stack per connection); the session lives on in callbacks.
@@ -125,37 +116,32 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // wsSession is one WebSocket attachment. It reads like a plain handler: a read loop
-// (read, readOne), a writer that writes what the attachment has (flush, write), a
-// heartbeat, and a teardown (endRead) once the writer has sent the close frame.
+// (read, readOne), a writer that writes what the attachment has (Write), a heartbeat,
+// and a teardown (endRead) once the writer has sent the close frame (Finish).
 //
-// Pooled (Config.IO), an idle one has no goroutine at all: a writer exists only while
-// there are frames to write (the attachment's OnWake starts one on the handler's pool,
-// which drains with TryNextLocal and ends when nothing is left), a reader only while the
-// client has sent something (the stream.Reader's poller reports it; see readPolled), and
-// heartbeats come from a timer. Plain, or where the connection can't be watched (TLS,
-// other platforms), one reader goroutine blocks in Read and writers run on goroutines of
-// their own. The pooled-only parts are in wspooled.go.
+// Who runs them is stream's: the reader (stream.Reader) and the writer (stream.Writer,
+// which takes the attachment's batches with Next). Pooled (Config.IO), an idle session
+// has no goroutine at all: a writer exists only while there are frames to write, as a
+// task of the pool that never waits (Try, in wspooled.go), a reader only while the client
+// has sent something (readPolled), and heartbeats come from a timer. Plain, or where the
+// connection can't be watched (TLS, other platforms), one reader goroutine blocks in
+// Read and every wake-up of the writer is a goroutine of its own.
 type wsSession struct {
 	h        *WebSocketHandler
 	conn     *websocket.Conn
 	cork     *corkConn
 	guard    *closeGuard         // under br: takes the client's close frame out (wsclose.go)
 	br       *bufio.Reader       // gorilla's read buffer: what it holds, no poller sees
-	a        *session.Attachment // set before attached is closed
-	attached chan struct{}
-	// pooled: the connection takes non-blocking writes, so wakes run the writer on the
-	// handler's pool (isAttached, once s.a is set) rather than on a new goroutine.
-	pooled     bool
-	isAttached atomic.Bool
-	flushFn    func()
-	end        func() // releases the connection slot, once the session is torn down
-	idle       time.Duration
-	hb         *time.Timer
-	lastRead   atomic.Int64 // UnixNano of the last frame or pong from the client
+	a        *session.Attachment // set before the writer starts
+	end      func()              // releases the connection slot, once the session is torn down
+	idle     time.Duration
+	hb       *time.Timer
+	lastRead atomic.Int64 // UnixNano of the last frame or pong from the client
 
 	done   chan struct{} // closed once the writer has sent the close frame, or failed
 	once   sync.Once
-	reader stream.Reader // owns the reading, and with it the teardown (endRead)
+	writer stream.Writer[session.Outgoing] // owns the writing: wake-ups, pool or goroutine
+	reader stream.Reader                   // owns the reading, and with it the teardown (endRead)
 }
 
 // start arms the heartbeat and the reading side.
@@ -205,56 +191,17 @@ func (s *wsSession) heartbeat(every time.Duration) {
 
 func (s *wsSession) touch() { s.lastRead.Store(time.Now().UnixNano()) }
 
-// wake runs under the attachment's lock when frames are ready and no writer runs.
-func (s *wsSession) wake() {
-	if s.pooled && s.isAttached.Load() {
-		s.h.pool.Go(s.flushFn)
-	} else {
-		go s.flush()
-	}
-}
+// Next takes the attachment's next batch, for the writer.
+func (s *wsSession) Next(local bool) ([]session.Outgoing, error) { return nextBatch(s.a, local) }
 
-// finish ends the writing side: after the close frame (or a failed write) the reader gets
+// Finish ends the writing side: after the close frame (or a failed write) the reader gets
 // closeHandshake for the client's answer, as in the close handshake, and ends (endRead).
-func (s *wsSession) finish() {
+func (s *wsSession) Finish() {
 	s.once.Do(func() {
 		s.conn.SetReadDeadline(time.Now().Add(time.Duration(closeHandshake.Load())))
 		close(s.done)
 		s.reader.Stop()
 	})
-}
-
-// flush writes what the attachment has until nothing is left, then ends; after the close
-// frame or a failed write it finishes without asking for more, so no writer starts again.
-func (s *wsSession) flush() {
-	<-s.attached
-	if s.a == nil {
-		return
-	}
-	s.drain(s.pooled)
-}
-
-// drain is the writer's loop: what the attachment has, written until nothing is left.
-// Pooled, it runs on a pool worker (drainPooled).
-func (s *wsSession) drain(pooled bool) {
-	if pooled {
-		s.drainPooled()
-		return
-	}
-	for {
-		out, err := s.a.TryNext(context.Background())
-		if err != nil {
-			s.finish()
-			return
-		}
-		if len(out) == 0 {
-			return // idle: the next frame wakes a new writer
-		}
-		if !s.write(out) {
-			s.finish()
-			return
-		}
-	}
 }
 
 // closeGrace bounds a write that holds up a close, and (closeHandshake) the wait for the
@@ -338,10 +285,10 @@ func readError(err error) *session.Error {
 	return &session.Error{Code: session.CodeAbnormal, Reason: "connection lost"}
 }
 
-// write sends one batch, one WebSocket message per frame gathered into one write to the
+// Write sends one batch, one WebSocket message per frame gathered into one write to the
 // socket, and reports whether the connection goes on. A ping frame also sends a
 // WebSocket ping, whose pong keeps the reader's deadline moving.
-func (s *wsSession) write(out []session.Outgoing) (ok bool) {
+func (s *wsSession) Write(out []session.Outgoing) (ok bool) {
 	s.conn.SetWriteDeadline(time.Now().Add(writeWait))
 	s.sent(out)
 	// A ping frame is followed by a WebSocket ping: corked, the two go in one write too.

@@ -1,31 +1,19 @@
 package transport
 
 // The pooled I/O of a WebSocket session (Config.IO, IOPooled): reading what the poller
-// reports without waiting for more, and writing on the handler's pool without waiting on
-// the network (DESIGN invariant 11: pool tasks never wait on the network). The plain path
-// of websocket.go does both with goroutines that may block; the conformance suite and the
+// reports without waiting for more, and writing on the writers' pool without waiting on
+// the network (DESIGN invariant 11: pool tasks never wait on the network): the Try and
+// WriteRest that stream.Writer calls there and off the pool. The plain path of
+// websocket.go does both with goroutines that may block; the conformance suite and the
 // bridge tests run both.
 
 import (
-	"errors"
-	"runtime"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/ferryrt/ferry/session"
 )
-
-// wsWriters bounds the pool that writes to WebSocket clients. A write there never waits
-// (what the kernel doesn't take at once is finished on a goroutine of the session's own),
-// so a few workers per core keep the cores busy; more would only take turns with them,
-// and with everything else the process must do (the publish that starts the next
-// fan-out among it).
-var wsWriters = 2*runtime.GOMAXPROCS(0) + 2
-
-// wsTryBytes is the largest batch a pool worker writes; a larger one (or the close) is
-// written by a goroutine of its own, which may wait.
-const wsTryBytes = 32 << 10
 
 // readPolled runs on a goroutine of its own when the client has sent something. It
 // handles what has arrived and reports whether to wait for the next report (false: the
@@ -70,53 +58,13 @@ func (s *wsSession) readPolled() bool {
 	return true
 }
 
-// drainPooled is the writer's loop on a pool worker, whose time is shared: it never
-// waits. A batch goes out with one non-blocking write, and the writer moves to a
-// goroutine of its own (offPool) before anything that could wait: a history read, the
-// rest of a write the kernel didn't take, a large batch, the close.
-func (s *wsSession) drainPooled() {
-	for {
-		out, err := s.a.TryNextLocal()
-		switch {
-		case errors.Is(err, session.ErrNeedsSource):
-			s.offPool(nil) // a history read (a new channel, a gap) waits on the store
-			return
-		case err != nil:
-			s.finish()
-			return
-		case len(out) == 0:
-			return // idle: the next frame wakes a new writer
-		case !tryable(out):
-			s.offPool(func() bool { return s.write(out) })
-			return
-		}
-		rest, ok := s.writeNow(out)
-		if !ok {
-			s.finish()
-			return
-		}
-		if rest != nil {
-			s.offPool(func() bool { return s.writeRest(rest) })
-			return
-		}
-	}
-}
+// MayWait reports whether a batch may wait (see batchMayWait): the writer writes it off
+// the pool. 16 bytes a frame: its header, a ping's own WebSocket ping.
+func (s *wsSession) MayWait(out []session.Outgoing) bool { return batchMayWait(out, 16) }
 
-// offPool moves the writer to a goroutine of its own, which may wait: it runs first (if
-// set; false ends the writing) and then drains as the plain writer does.
-func (s *wsSession) offPool(first func() bool) {
-	go func() {
-		if first != nil && !first() {
-			s.finish()
-			return
-		}
-		s.drain(false)
-	}()
-}
-
-// writeRest writes what the kernel didn't take of a batch, waiting, and reports whether
+// WriteRest writes what the kernel didn't take of a batch, waiting, and reports whether
 // the connection goes on.
-func (s *wsSession) writeRest(rest []byte) bool {
+func (s *wsSession) WriteRest(rest []byte) bool {
 	if err := s.cork.writeRest(rest); err != nil {
 		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 		return false
@@ -124,22 +72,9 @@ func (s *wsSession) writeRest(rest []byte) bool {
 	return true
 }
 
-// tryable reports whether a batch can be written by a pool worker: small, and without the
-// close frame (whose handshake waits).
-func tryable(out []session.Outgoing) bool {
-	n := 0
-	for _, o := range out {
-		if o.Kind == session.KindClose {
-			return false
-		}
-		n += len(o.JSON) + 16 // the frame header, a ping's own WebSocket ping
-	}
-	return n <= wsTryBytes
-}
-
-// writeNow writes a batch (see tryable) corked, with one non-blocking write, and returns
-// what the kernel didn't take.
-func (s *wsSession) writeNow(out []session.Outgoing) (rest []byte, ok bool) {
+// Try writes a batch on a pool worker (one MayWait refused) corked, with one non-blocking
+// write, and returns what the kernel didn't take.
+func (s *wsSession) Try(out []session.Outgoing) (rest []byte, ok bool) {
 	s.sent(out)
 	// gorilla applies its own write deadline to every frame it writes, into the cork's
 	// buffer too. One left from an earlier blocking write (write sets it) has passed by

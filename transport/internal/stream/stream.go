@@ -1,13 +1,18 @@
-// Package stream owns the reading side of a long-lived connection (a WebSocket, an SSE
-// stream) and decides, once, which goroutine tears it down, in both of the transports'
-// I/O modes. A transport gives it what to do with what arrives (handle) and what to do
-// when reading is over (ended); the netpoll watch, its arming and the question of who
-// owns the connection when the writer stops the reading stay in here.
+// Package stream owns the I/O of a long-lived connection (a WebSocket, an SSE stream) in
+// both of the transports' I/O modes: its reading (Reader), its writing (Writer), and the
+// one decision of which goroutine tears it down. A transport gives it what to do with
+// what arrives (handle), what to do when reading is over (ended), and where its batches
+// come from and how they are written (Batches); the netpoll watch and its arming, the
+// wake-ups of the writer, the choice between a pool worker and a goroutine of its own,
+// and the question of who owns the connection when the writer stops the reading stay in
+// here.
 //
-// Pooled, the connection holds no goroutine while the client is silent: the kernel
-// reports readability (netpoll) and handle runs on a goroutine of its own only then.
+// Pooled, the connection holds no goroutine while idle: the kernel reports readability
+// (netpoll) and handle runs on a goroutine of its own only then; a writer is a task of
+// a worker pool, only while there is something to write, and never waits on the network.
 // Plain (the goroutine-per-connection twin, and the fallback where the socket can't be
-// watched, as over TLS), one goroutine calls handle in a loop, blocking in Read.
+// watched, as over TLS), one goroutine calls handle in a loop, blocking in Read, and
+// every wake-up of the writer is a goroutine that may block in Write.
 package stream
 
 import (

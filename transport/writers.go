@@ -1,0 +1,67 @@
+package transport
+
+// What the writers of WebSocket connections and hijacked SSE streams share: the pool they
+// write on in the pooled I/O, and the way they take a batch from an attachment. The
+// wake-ups, the drain loop and the move off the pool are stream.Writer's.
+
+import (
+	"context"
+	"errors"
+	"net"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/ferryrt/ferry/session"
+	"github.com/ferryrt/ferry/transport/internal/netpoll"
+	"github.com/ferryrt/ferry/transport/internal/stream"
+	"github.com/ferryrt/ferry/transport/internal/workers"
+)
+
+// writers is the pool that writes to WebSocket clients and SSE streams in the pooled I/O.
+// A write there never waits (what the kernel doesn't take at once is finished on a
+// goroutine of the connection's own), so a few workers per core keep the cores busy; more
+// would only take turns with them, and with everything else the process must do (the
+// publish that starts the next fan-out among it).
+var writers = workers.New(2*runtime.GOMAXPROCS(0)+2, 250*time.Millisecond)
+
+// writerPool returns the pool a writer of c runs on: writers in the pooled I/O when c
+// takes non-blocking writes, nil (goroutines of the writer's own) otherwise, as over TLS,
+// whose records are buffered above the socket.
+func (c *Config) writerPool(conn net.Conn) *workers.Pool {
+	if _, raw := conn.(syscall.Conn); raw && netpoll.Supported() && c.pooled() {
+		return writers
+	}
+	return nil
+}
+
+// tryBytes is the largest batch a pool worker writes; a larger one is written by a
+// goroutine of its own, which may wait.
+const tryBytes = 32 << 10
+
+// nextBatch is stream.Batches.Next of an attachment: TryNextLocal when the writer must
+// not wait (stream.ErrWait where a history read is due), TryNext otherwise.
+func nextBatch(a *session.Attachment, local bool) ([]session.Outgoing, error) {
+	if !local {
+		return a.TryNext(context.Background())
+	}
+	out, err := a.TryNextLocal()
+	if errors.Is(err, session.ErrNeedsSource) {
+		return nil, stream.ErrWait
+	}
+	return out, err
+}
+
+// batchMayWait is stream.Batches.MayWait of a transport that adds up to overhead bytes to
+// each frame: a batch larger than tryBytes, or one with the close frame (after which the
+// connection closes, or waits for the client's close frame), may wait.
+func batchMayWait(out []session.Outgoing, overhead int) bool {
+	n := 0
+	for _, o := range out {
+		if o.Kind == session.KindClose {
+			return true
+		}
+		n += len(o.JSON) + overhead
+	}
+	return n > tryBytes
+}

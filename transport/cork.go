@@ -35,7 +35,7 @@ type corkConn struct {
 func (c *corkConn) SetWriteDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
-	if !t.IsZero() && t.After(c.deadline) && t.Sub(c.deadline) < writeWait/4 && c.deadline.After(time.Now()) {
+	if !t.IsZero() && t.After(c.deadline) && t.Sub(c.deadline) < writeWait()/4 && c.deadline.After(time.Now()) {
 		return nil
 	}
 	c.deadline = t
@@ -121,7 +121,7 @@ func (c *corkConn) uncorkTry() (rest []byte, err error) {
 func (c *corkConn) writeRest(rest []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.SetWriteDeadline(time.Now().Add(writeWait))
+	c.SetWriteDeadline(time.Now().Add(writeWait()))
 	_, err := c.Conn.Write(rest)
 	return err
 }

@@ -113,7 +113,7 @@ func (h *EventsHandler) serveHijacked(w http.ResponseWriter, a *session.Attachme
 	cut.use(conn.SetWriteDeadline)
 	s := newSSEStream(h.cfg, conn, enc.write, "")
 	s.a = a
-	conn.SetWriteDeadline(time.Now().Add(writeWait))
+	conn.SetWriteDeadline(time.Now().Add(writeWait()))
 	if _, err := conn.Write(streamHead(hdr, eventsPrelude(h.cfg.SSERetry))); err != nil {
 		a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 	}

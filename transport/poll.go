@@ -90,7 +90,7 @@ func (h *PollHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer p.release()
 	rc := http.NewResponseController(w)
-	rc.SetWriteDeadline(time.Now().Add(p.hold + writeWait))
+	rc.SetWriteDeadline(time.Now().Add(p.hold + writeWait()))
 	rc.SetReadDeadline(time.Time{}) // a server ReadTimeout shorter than the hold would cancel it
 
 	out, err := p.a.Next(ctx, time.Now().Add(p.hold))

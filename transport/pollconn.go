@@ -238,7 +238,7 @@ func (pc *pollConn) serveOnce(r *http.Request) {
 		}
 	}
 	b := rw.appendTo(nil, false)
-	pc.conn.SetWriteDeadline(time.Now().Add(writeWait))
+	pc.conn.SetWriteDeadline(time.Now().Add(writeWait()))
 	if _, err := pc.conn.Write(b); err != nil {
 		pc.conn.Close()
 		return

@@ -329,7 +329,7 @@ func (pc *pollConn) answered(rw *pollResponse) (readOn bool) {
 		rest := append([]byte(nil), b[n:]...)
 		putResponseBuf(buf, b)
 		go func() {
-			pc.conn.SetWriteDeadline(time.Now().Add(writeWait))
+			pc.conn.SetWriteDeadline(time.Now().Add(writeWait()))
 			_, err := pc.conn.Write(rest)
 			if pc.afterAnswer(err, goAway) {
 				pc.h.pool.Go(pc.serveFn)

@@ -94,6 +94,9 @@ func (c *Config) streamFrames(ctx context.Context, w http.ResponseWriter, rc *ht
 		if err != nil {
 			return
 		}
+		// Before encoding: a batch larger than the writer's buffer reaches the connection
+		// while it is encoded, after an idle stream's last deadline has passed.
+		rc.SetWriteDeadline(time.Now().Add(writeWait()))
 		bytes := 0
 		bw := getSSEWriter(w)
 		for _, o := range out {
@@ -103,7 +106,6 @@ func (c *Config) streamFrames(ctx context.Context, w http.ResponseWriter, rc *ht
 		if transport != "" {
 			c.obs().Sent(transport, len(out), bytes)
 		}
-		rc.SetWriteDeadline(time.Now().Add(writeWait))
 		if putSSEWriter(bw) != nil || rc.Flush() != nil {
 			a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 			return

@@ -53,14 +53,14 @@ func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, relea
 		bw := getSSEWriter(conn)
 		bw.Write(b)
 		writeEvent(bw, (&session.ServerFrame{T: session.FrameClose, Code: e.Code, Reason: e.Reason}).Encode())
-		conn.SetWriteDeadline(time.Now().Add(writeWait))
+		conn.SetWriteDeadline(time.Now().Add(writeWait()))
 		putSSEWriter(bw)
 		conn.Close()
 		release()
 		return true
 	}
 	s.a = a
-	conn.SetWriteDeadline(time.Now().Add(writeWait))
+	conn.SetWriteDeadline(time.Now().Add(writeWait()))
 	if _, err := conn.Write(b); err != nil {
 		a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 	}
@@ -164,9 +164,12 @@ func (s *sseStream) Next(local bool) ([]session.Outgoing, error) { return nextBa
 // Write writes one batch, one event per frame in one write, and reports whether the
 // stream goes on: not after the close frame, which ends it.
 func (s *sseStream) Write(out []session.Outgoing) bool {
+	// Before encoding: a batch larger than the writer's buffer reaches the connection while
+	// it is encoded, and the deadline left by the last blocking write has long passed when
+	// the pool's non-blocking writes (which need none) came between.
+	s.conn.SetWriteDeadline(time.Now().Add(writeWait()))
 	bw := getSSEWriter(s.conn)
 	last := s.encodeBatch(bw, out)
-	s.conn.SetWriteDeadline(time.Now().Add(writeWait))
 	if putSSEWriter(bw) != nil || last {
 		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 		return false
@@ -219,7 +222,7 @@ func (s *sseStream) Try(out []session.Outgoing) (rest []byte, ok bool) {
 // WriteRest writes what the kernel didn't take of a batch, waiting, and reports whether
 // the stream goes on.
 func (s *sseStream) WriteRest(rest []byte) bool {
-	s.conn.SetWriteDeadline(time.Now().Add(writeWait))
+	s.conn.SetWriteDeadline(time.Now().Add(writeWait()))
 	if _, err := s.conn.Write(rest); err != nil {
 		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 		return false

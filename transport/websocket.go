@@ -17,8 +17,18 @@ import (
 	"github.com/ferryrt/ferry/transport/internal/stream"
 )
 
-// writeWait bounds one write to a client; a client that doesn't read for this long is gone.
-const writeWait = 10 * time.Second
+// defaultWriteWait bounds one write to a client; a client that doesn't read for this long
+// is gone.
+const defaultWriteWait = 10 * time.Second
+
+// writeWaitNs is the bound in force, defaultWriteWait but for tests, which shorten it to
+// see a stream outlive it (atomic, as closeHandshake).
+var writeWaitNs atomic.Int64
+
+func init() { writeWaitNs.Store(int64(defaultWriteWait)) }
+
+// writeWait returns the bound of one write to a client.
+func writeWait() time.Duration { return time.Duration(writeWaitNs.Load()) }
 
 // frameOverhead is what a send frame adds to its payload (type, seq, channel); the read
 // limit is the payload limit plus this.
@@ -289,7 +299,7 @@ func readError(err error) *session.Error {
 // socket, and reports whether the connection goes on. A ping frame also sends a
 // WebSocket ping, whose pong keeps the reader's deadline moving.
 func (s *wsSession) Write(out []session.Outgoing) (ok bool) {
-	s.conn.SetWriteDeadline(time.Now().Add(writeWait))
+	s.conn.SetWriteDeadline(time.Now().Add(writeWait()))
 	s.sent(out)
 	// A ping frame is followed by a WebSocket ping: corked, the two go in one write too.
 	if len(out) > 1 || out[0].Kind == session.KindPing {
@@ -311,7 +321,7 @@ func (s *wsSession) Write(out []session.Outgoing) (ok bool) {
 			return false
 		}
 		if o.Kind == session.KindPing {
-			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait())); err != nil {
 				s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 				return false
 			}

@@ -41,7 +41,7 @@ func (s *wsSession) readPolled() bool {
 			s.touch()
 			if f.op == wsOpPing {
 				// As gorilla's own ping handler: a failed pong shows on the next write.
-				s.conn.WriteControl(websocket.PongMessage, f.payload, time.Now().Add(writeWait))
+				s.conn.WriteControl(websocket.PongMessage, f.payload, time.Now().Add(writeWait()))
 			}
 			continue
 		}
@@ -79,13 +79,13 @@ func (s *wsSession) Try(out []session.Outgoing) (rest []byte, ok bool) {
 	// gorilla applies its own write deadline to every frame it writes, into the cork's
 	// buffer too. One left from an earlier blocking write (write sets it) has passed by
 	// now, and the non-blocking write below honours it: every batch would fail.
-	s.conn.SetWriteDeadline(time.Now().Add(writeWait))
+	s.conn.SetWriteDeadline(time.Now().Add(writeWait()))
 	s.cork.cork()
 	for _, o := range out {
 		// Into the cork's buffer: these don't reach the connection.
 		s.conn.WriteMessage(websocket.TextMessage, o.JSON)
 		if o.Kind == session.KindPing {
-			s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait))
+			s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait()))
 		}
 	}
 	rest, err := s.cork.uncorkTry()

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -20,9 +21,10 @@ import (
 	"github.com/ferryrt/ferry/transport"
 )
 
-// A client that stops reading gets its frames whole and in order once it reads again, on
-// WebSocket and on SSE, in both I/O modes: pooled, a batch the kernel takes only part of
-// is finished off the pool (the writer's WriteRest) while the next frames queue up.
+// Clients that read late. One that stops reading gets its frames whole and in order once
+// it reads again, on WebSocket and on SSE, in both I/O modes: pooled, a batch the kernel
+// takes only part of is finished off the pool (the writer's WriteRest) while the next
+// frames queue up.
 
 // smallSendBuffers hands out accepted connections whose kernel send buffer is small, so
 // that a write of a few KiB is not taken whole while the client doesn't read.
@@ -49,9 +51,9 @@ const stalledFrames = 24
 
 var stalledPad = strings.Repeat("x", 1000)
 
-// serveStalled runs t in both I/O modes against the handler newHandler makes, on a server
+// serveModes runs test in both I/O modes against the handler newHandler makes, on a server
 // whose connections have small send buffers; t gets the fake sessions and the address.
-func serveStalled(t *testing.T, newHandler func(transport.Config) http.Handler, test func(t *testing.T, fake *fakeSessions, hs *httptest.Server)) {
+func serveModes(t *testing.T, newHandler func(transport.Config) http.Handler, test func(t *testing.T, fake *fakeSessions, hs *httptest.Server)) {
 	for _, mode := range []transport.IOMode{transport.IOPooled, transport.IOPlain} {
 		t.Run(mode.String(), func(t *testing.T) {
 			fake := newFakeSessions()
@@ -88,7 +90,7 @@ func checkStalled(t *testing.T, i int, frame string) {
 
 func TestWebSocketStalledClientGetsEveryFrame(t *testing.T) {
 	newWS := func(c transport.Config) http.Handler { return transport.NewWebSocket(c) }
-	serveStalled(t, newWS, func(t *testing.T, fake *fakeSessions, hs *httptest.Server) {
+	serveModes(t, newWS, func(t *testing.T, fake *fakeSessions, hs *httptest.Server) {
 		d := websocket.Dialer{NetDial: smallReceiveBuffer.Dial}
 		c, _, err := d.Dial("ws"+strings.TrimPrefix(hs.URL, "http")+"/?session=cred:w1", nil)
 		if err != nil {
@@ -111,7 +113,7 @@ func TestWebSocketStalledClientGetsEveryFrame(t *testing.T) {
 
 func TestSSEStalledClientGetsEveryEvent(t *testing.T) {
 	newSSE := func(c transport.Config) http.Handler { return transport.NewSSE(c) }
-	serveStalled(t, newSSE, func(t *testing.T, fake *fakeSessions, hs *httptest.Server) {
+	serveModes(t, newSSE, func(t *testing.T, fake *fakeSessions, hs *httptest.Server) {
 		c, err := smallReceiveBuffer.Dial("tcp", hs.Listener.Addr().String())
 		if err != nil {
 			t.Fatal(err)
@@ -138,6 +140,48 @@ func TestSSEStalledClientGetsEveryEvent(t *testing.T) {
 		}
 		for i, data := range got[2:] {
 			checkStalled(t, i, data)
+		}
+	})
+}
+
+// A stream that outlived the write bound while idle still takes a frame larger than its
+// writer's buffer (which reaches the connection while it is encoded): every write gets a
+// bound of its own, in both I/O modes.
+func TestSSELargeFrameAfterIdle(t *testing.T) {
+	const wait = time.Second
+	defer transport.SetWriteWait(wait)()
+	newSSE := func(c transport.Config) http.Handler { return transport.NewSSE(c) }
+	serveModes(t, newSSE, func(t *testing.T, fake *fakeSessions, hs *httptest.Server) {
+		c, err := net.Dial("tcp", hs.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("GET /?session=cred:s1 HTTP/1.1\r\nHost: x\r\n\r\n"))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%v %v", resp, err)
+		}
+		br := bufio.NewReaderSize(resp.Body, 128<<10)
+		readData := func() string {
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					t.Fatal(err)
+				}
+				if data, ok := strings.CutPrefix(line, "data: "); ok {
+					return data
+				}
+			}
+		}
+		if hello := readData(); !strings.Contains(hello, `"t":"hello"`) {
+			t.Fatalf("first event %.80q, want hello", hello)
+		}
+		time.Sleep(2 * wait) // idle past the bound of the last write: what is under test
+		pad := strings.Repeat("y", 48<<10)
+		fake.attachment("s1").Enqueue((&session.ServerFrame{T: session.FrameUnsub, Ch: "big", Reason: pad}).Encode())
+		if data := readData(); !strings.Contains(data, pad) {
+			t.Fatalf("the large event came cut: %d bytes", len(data))
 		}
 	})
 }

@@ -20,26 +20,35 @@ type corkConn struct {
 	mu     sync.Mutex
 	corked bool
 	buf    *[]byte
-	// deadline is the write deadline last set on Conn. gorilla sets one before every
-	// frame it writes; moving the runtime's timer for each is a measurable part of a
-	// fan-out, so a later deadline is applied only once it moves by a quarter of writeWait
-	// (a write stays bounded by 3/4 to 1 writeWait). An earlier one is always applied (that
-	// is how a close cuts a stuck write), and so is any after a deadline has passed (the
-	// close frame that follows the cut gets its own second). Guarded by dmu, not mu,
-	// which a corked write holds while it blocks: a close must get through then.
-	dmu      sync.Mutex
-	deadline time.Time
+	wd     coarseDeadline // gorilla sets a deadline before every frame it writes
 }
 
 // SetWriteDeadline applies t, coarsely when it extends a deadline still ahead.
-func (c *corkConn) SetWriteDeadline(t time.Time) error {
-	c.dmu.Lock()
-	defer c.dmu.Unlock()
-	if !t.IsZero() && t.After(c.deadline) && t.Sub(c.deadline) < writeWait()/4 && c.deadline.After(time.Now()) {
+func (c *corkConn) SetWriteDeadline(t time.Time) error { return c.wd.set(c.Conn, t) }
+
+// coarseDeadline sets a connection's write deadline for writers that set one before every
+// write: moving the runtime's timer for each is a measurable part of a fan-out, so a later
+// deadline is applied only once it moves by a quarter of writeWait (a write stays bounded
+// by 3/4 to 1 writeWait). An earlier one is always applied (that is how a close cuts a
+// stuck write), and so is any after a deadline has passed (the close frame that follows
+// the cut gets its own second). Its lock is its own, not the writer's, which a blocked
+// write may hold: a close must get through then.
+//
+// A non-blocking write (netpoll.TryWrite) needs a deadline too: the runtime fails any
+// write, raw ones included, once the connection's deadline has passed.
+type coarseDeadline struct {
+	mu sync.Mutex
+	t  time.Time // the deadline last set on the connection
+}
+
+func (d *coarseDeadline) set(c net.Conn, t time.Time) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !t.IsZero() && t.After(d.t) && t.Sub(d.t) < writeWait()/4 && d.t.After(time.Now()) {
 		return nil
 	}
-	c.deadline = t
-	return c.Conn.SetWriteDeadline(t)
+	d.t = t
+	return c.SetWriteDeadline(t)
 }
 
 // Read reads through the close guard: every byte gorilla sees has passed it.

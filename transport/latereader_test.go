@@ -144,10 +144,11 @@ func TestSSEStalledClientGetsEveryEvent(t *testing.T) {
 	})
 }
 
-// A stream that outlived the write bound while idle still takes a frame larger than its
-// writer's buffer (which reaches the connection while it is encoded): every write gets a
-// bound of its own, in both I/O modes.
-func TestSSELargeFrameAfterIdle(t *testing.T) {
+// A stream that outlived the write bound while idle still takes the next event: a small
+// one (written by a pool worker without waiting, which the runtime fails as well once a
+// deadline has passed) and one larger than its writer's buffer (which reaches the
+// connection while it is encoded). Every write gets a bound of its own, in both I/O modes.
+func TestSSEEventAfterIdle(t *testing.T) {
 	const wait = time.Second
 	defer transport.SetWriteWait(wait)()
 	newSSE := func(c transport.Config) http.Handler { return transport.NewSSE(c) }
@@ -177,11 +178,13 @@ func TestSSELargeFrameAfterIdle(t *testing.T) {
 		if hello := readData(); !strings.Contains(hello, `"t":"hello"`) {
 			t.Fatalf("first event %.80q, want hello", hello)
 		}
-		time.Sleep(2 * wait) // idle past the bound of the last write: what is under test
-		pad := strings.Repeat("y", 48<<10)
-		fake.attachment("s1").Enqueue((&session.ServerFrame{T: session.FrameUnsub, Ch: "big", Reason: pad}).Encode())
-		if data := readData(); !strings.Contains(data, pad) {
-			t.Fatalf("the large event came cut: %d bytes", len(data))
+		for _, size := range []int{100, 48 << 10} {
+			time.Sleep(2 * wait) // idle past the bound of the last write: what is under test
+			pad := strings.Repeat("y", size)
+			fake.attachment("s1").Enqueue((&session.ServerFrame{T: session.FrameUnsub, Ch: "c", Reason: pad}).Encode())
+			if data := readData(); !strings.Contains(data, pad) {
+				t.Fatalf("the event of %d bytes came cut: %d bytes", size, len(data))
+			}
 		}
 	})
 }

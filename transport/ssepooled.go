@@ -106,6 +106,7 @@ type sseStream struct {
 	once   sync.Once
 	writer stream.Writer[session.Outgoing] // owns the writing: wake-ups, pool or goroutine
 	reader stream.Reader                   // owns the reading, and with it the teardown
+	wd     coarseDeadline                  // the writer's deadline, set before every write
 }
 
 // newSSEStream returns the stream on conn of an attachment still to be set (a, before
@@ -167,7 +168,7 @@ func (s *sseStream) Write(out []session.Outgoing) bool {
 	// Before encoding: a batch larger than the writer's buffer reaches the connection while
 	// it is encoded, and the deadline left by the last blocking write has long passed when
 	// the pool's non-blocking writes (which need none) came between.
-	s.conn.SetWriteDeadline(time.Now().Add(writeWait()))
+	s.wd.set(s.conn, time.Now().Add(writeWait()))
 	bw := getSSEWriter(s.conn)
 	last := s.encodeBatch(bw, out)
 	if putSSEWriter(bw) != nil || last {
@@ -202,8 +203,9 @@ func (s *sseStream) MayWait(out []session.Outgoing) bool { return batchMayWait(o
 func (s *sseStream) Try(out []session.Outgoing) (rest []byte, ok bool) {
 	buf := corkPool.Get().(*[]byte)
 	bw := getSSEWriter((*appendWriter)(buf))
-	s.encodeBatch(bw, out) // never the close: MayWait
-	putSSEWriter(bw)       // into buf: never fails
+	s.encodeBatch(bw, out)                        // never the close: MayWait
+	putSSEWriter(bw)                              // into buf: never fails
+	s.wd.set(s.conn, time.Now().Add(writeWait())) // raw writes fail past it too
 	n, err := netpoll.TryWrite(s.conn, *buf)
 	if err == nil && n < len(*buf) {
 		rest = append([]byte(nil), (*buf)[n:]...)
@@ -222,7 +224,7 @@ func (s *sseStream) Try(out []session.Outgoing) (rest []byte, ok bool) {
 // WriteRest writes what the kernel didn't take of a batch, waiting, and reports whether
 // the stream goes on.
 func (s *sseStream) WriteRest(rest []byte) bool {
-	s.conn.SetWriteDeadline(time.Now().Add(writeWait()))
+	s.wd.set(s.conn, time.Now().Add(writeWait()))
 	if _, err := s.conn.Write(rest); err != nil {
 		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
 		return false

@@ -23,13 +23,17 @@ type PollHandler struct {
 	cfg   *Config
 	conns pollConns
 	pool  *workers.Pool
-	store chan struct{} // a place for each request of a taken-over connection in the store
+	// starts runs the requests of taken-over connections that may wait on the store
+	// (pollConn.run), on goroutines kept between them: a goroutine for each would cost
+	// its start and the growth of its stack on every poll.
+	starts *workers.Pool
+	store  chan struct{} // a place for each request of a taken-over connection in the store
 }
 
 // NewPoll returns the long-polling handler.
 func NewPoll(cfg Config) *PollHandler {
 	return &PollHandler{cfg: cfg.withDefaults(), pool: workers.New(pollWorkers, 250*time.Millisecond),
-		store: make(chan struct{}, storeConcurrency)}
+		starts: workers.New(storeConcurrency, 250*time.Millisecond), store: make(chan struct{}, storeConcurrency)}
 }
 
 // storeContext bounds the part of a poll that may wait on the session store (and on

@@ -104,7 +104,9 @@ func (pc *pollConn) begin(r *http.Request, rw *pollResponse, ad admitted, async 
 		return
 	}
 	if async {
-		go pc.run(ctx, cancel, r, rw, ad)
+		// Its own pool, whose tasks may wait: at most storeConcurrency of them run at
+		// once, as many as may wait on the store; the rest wait their turn there.
+		pc.h.starts.Go(func() { pc.run(ctx, cancel, r, rw, ad) })
 	} else {
 		pc.run(ctx, cancel, r, rw, ad)
 	}

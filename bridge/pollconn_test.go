@@ -349,10 +349,9 @@ func (l opaqueListener) Accept() (net.Conn, error) {
 	return opaqueConn{c}, nil
 }
 
-// A connection the poller can't watch is not held by the take-over: each poll on it is
-// answered while its handler waits, and the connection goes back to net/http, which serves
-// what follows on it.
-func TestPollOnUnwatchableConnection(t *testing.T) {
+// listenedServer is a test server whose listener wrap wraps (newTestServer's, with the
+// take-over of poll connections serving).
+func listenedServer(t *testing.T, wrap func(net.Listener) net.Listener) *testServer {
 	srv, err := New(Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -360,7 +359,7 @@ func TestPollOnUnwatchableConnection(t *testing.T) {
 	mux := http.NewServeMux()
 	srv.Mount(mux)
 	hs := httptest.NewUnstartedServer(mux)
-	hs.Listener = opaqueListener{hs.Listener}
+	hs.Listener = wrap(hs.Listener)
 	hs.Start()
 	handoff := make(chan struct{})
 	go func() {
@@ -377,7 +376,14 @@ func TestPollOnUnwatchableConnection(t *testing.T) {
 		hs.CloseClientConnections()
 		hs.Close()
 	})
-	ts := &testServer{Server: srv, URL: hs.URL + srv.Base(), http: hs, seen: map[string]int{}}
+	return &testServer{Server: srv, URL: hs.URL + srv.Base(), http: hs, seen: map[string]int{}}
+}
+
+// A connection the poller can't watch is not held by the take-over: each poll on it is
+// answered while its handler waits, and the connection goes back to net/http, which serves
+// what follows on it.
+func TestPollOnUnwatchableConnection(t *testing.T) {
+	ts := listenedServer(t, func(l net.Listener) net.Listener { return opaqueListener{l} })
 	c := subscribed(t, ts, "room:a")
 	r := dialRaw(t, ts)
 	r.poll(c, "hello=1")
@@ -685,4 +691,42 @@ func TestTakenOverStoreStallHoldsNoWorker(t *testing.T) {
 			t.Fatalf("poll %d waiting on the store answered %d %s, want 503 with code 4000", i, resp.StatusCode, b)
 		}
 	}
+}
+
+// An answer the kernel takes only part of at once is finished off the pool under a write
+// deadline; the connection's next answers, written without waiting, still go out once
+// that deadline has passed (the runtime fails any write past a connection's deadline,
+// non-blocking ones too). The wait is the write bound of the transport (10 s): what is
+// under test is that time passes.
+func TestTakenOverPollAfterPartialAnswer(t *testing.T) {
+	pooledOnly(t)
+	needTakeOver(t)
+	ts := listenedServer(t, func(l net.Listener) net.Listener { return smallSendBuffers{l} })
+	c := subscribed(t, ts, "room:big")
+	r := dialRaw(t, ts)
+	r.poll(c, "hello=1")
+	pad := strings.Repeat("p", 60<<10)
+	for i := range 8 {
+		ts.publish(t, "room:big", fmt.Sprint(i, pad)) // more than the small buffers hold
+	}
+	if got := msgData(r.poll(c, "hold=0")); len(got) != 8 {
+		t.Fatalf("the large answer held %d messages, want 8", len(got))
+	}
+	time.Sleep(11 * time.Second) // past the deadline of the rest's write
+	ts.publish(t, "room:big", "after")
+	if got := msgData(r.poll(c, "hold=0")); len(got) != 1 || got[0] != `"after"` {
+		t.Fatalf("the answer after the write bound: %q", got)
+	}
+}
+
+// smallSendBuffers hands out connections whose kernel send buffer is small, so that an
+// answer of some KiB is not taken whole at once.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(4096)
+	}
+	return c, err
 }

@@ -20,7 +20,8 @@ type corkConn struct {
 	mu     sync.Mutex
 	corked bool
 	buf    *[]byte
-	wd     coarseDeadline // gorilla sets a deadline before every frame it writes
+	wd     coarseDeadline  // gorilla sets a deadline before every frame it writes
+	tw     *netpoll.Writer // uncorkTry's writes, made at the first (under mu)
 }
 
 // SetWriteDeadline applies t, coarsely when it extends a deadline still ahead.
@@ -106,13 +107,25 @@ func (c *corkConn) uncork() error {
 	return err
 }
 
+// tryWriteLocked writes what the kernel takes of b without waiting (netpoll.Writer).
+func (c *corkConn) tryWriteLocked(b []byte) (int, error) {
+	if c.tw == nil {
+		tw, err := netpoll.NewWriter(c.Conn)
+		if err != nil {
+			return 0, err
+		}
+		c.tw = tw
+	}
+	return c.tw.TryWrite(b)
+}
+
 // uncorkTry writes what was gathered without waiting, and returns what the kernel didn't
 // take, for WriteRest (wsSession's, off the pool).
 func (c *corkConn) uncorkTry() (rest []byte, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b := *c.buf
-	n, err := netpoll.TryWrite(c.Conn, b)
+	n, err := c.tryWriteLocked(b)
 	if err == nil && n < len(b) {
 		rest = append([]byte(nil), b[n:]...)
 	}

@@ -73,9 +73,28 @@ var ErrWouldBlock = errors.New("netpoll: would block")
 func TryRead(c net.Conn, b []byte) (int, error) { return tryRead(c, b) }
 
 // TryWrite writes what the kernel takes of b without waiting and returns how much that
-// was (possibly 0, with a nil error). It bypasses c's deadlines and must not race with
-// other writes of c.
+// was (possibly 0, with a nil error). It never waits for c's write deadline, but fails
+// once that has passed, as every write of c does (set one before writing). It must not
+// race with other writes of c. A writer of many batches to one connection uses a Writer,
+// which allocates nothing per write.
 func TryWrite(c net.Conn, b []byte) (int, error) { return tryWrite(c, b) }
+
+// Writer makes TryWrite's writes to one connection without allocating for each: it takes
+// the connection's descriptor access once. Its writes must not race with each other or
+// with other writes of the connection.
+type Writer struct{ w *writer }
+
+// NewWriter returns the Writer of c, or ErrUnsupported where TryWrite is.
+func NewWriter(c net.Conn) (*Writer, error) {
+	w, err := newWriter(c)
+	if err != nil {
+		return nil, err
+	}
+	return &Writer{w: w}, nil
+}
+
+// TryWrite is TryWrite of the Writer's connection.
+func (w *Writer) TryWrite(b []byte) (int, error) { return w.w.tryWrite(b) }
 
 // Supported reports whether connections can be watched here at all (Linux, with epoll
 // available); a particular connection may still be refused by Start.

@@ -321,13 +321,53 @@ func tryRead(c net.Conn, b []byte) (int, error) {
 }
 
 func tryWrite(c net.Conn, b []byte) (int, error) {
-	raw, err := rawConn(c)
+	w, err := newWriter(c)
 	if err != nil {
 		return 0, err
 	}
-	n, err := once(raw.Write, func(fd int) (int, error) { return unix.Write(fd, b) })
-	if err == unix.EAGAIN {
-		return 0, nil
+	return w.tryWrite(b)
+}
+
+// writer is Writer's: the connection's RawConn and the function its Write calls, made
+// once, so that a write allocates nothing.
+type writer struct {
+	raw syscall.RawConn
+	fn  func(fd uintptr) bool // w.write
+	b   []byte                // what fn writes, during tryWrite only
+	n   int
+	err error
+}
+
+func newWriter(c net.Conn) (*writer, error) {
+	raw, err := rawConn(c)
+	if err != nil {
+		return nil, err
 	}
-	return n, err
+	w := &writer{raw: raw}
+	w.fn = w.write
+	return w, nil
+}
+
+func (w *writer) write(fd uintptr) bool {
+	for {
+		if w.n, w.err = unix.Write(int(fd), w.b); w.err != unix.EINTR {
+			return true
+		}
+	}
+}
+
+func (w *writer) tryWrite(b []byte) (int, error) {
+	w.b = b
+	err := w.raw.Write(w.fn)
+	w.b = nil
+	if err == nil {
+		err = w.err
+	}
+	switch {
+	case err == unix.EAGAIN:
+		return 0, nil
+	case err != nil:
+		return 0, err
+	}
+	return w.n, nil
 }

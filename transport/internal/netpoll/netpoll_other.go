@@ -17,3 +17,8 @@ func supported() bool { return false }
 
 func tryRead(net.Conn, []byte) (int, error)  { return 0, ErrUnsupported }
 func tryWrite(net.Conn, []byte) (int, error) { return 0, ErrUnsupported }
+
+type writer struct{}
+
+func newWriter(net.Conn) (*writer, error)    { return nil, ErrUnsupported }
+func (*writer) tryWrite([]byte) (int, error) { return 0, ErrUnsupported }

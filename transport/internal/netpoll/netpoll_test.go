@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"testing"
@@ -176,5 +177,50 @@ func TestUnsupportedConnections(t *testing.T) {
 	// says nothing about what a Read returns.
 	if _, err := Start(tls.Server(server, &tls.Config{}), func() {}); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("Start on a TLS connection: %v, want ErrUnsupported", err)
+	}
+}
+
+// A Writer writes what the kernel takes without waiting: all of a small write, nothing
+// (and no error) once the buffers of a peer that doesn't read are full, an error once the
+// write deadline has passed; and it allocates nothing per write.
+func TestWriter(t *testing.T) {
+	skipUnsupported(t)
+	server, client := pair(t)
+	w, err := NewWriter(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := w.TryWrite([]byte("hello")); n != 5 || err != nil {
+		t.Fatalf("small write: %d %v", n, err)
+	}
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(client, got); err != nil || string(got) != "hello" {
+		t.Fatalf("read %q %v", got, err)
+	}
+	x := []byte{'x'}
+	if allocs := testing.AllocsPerRun(100, func() { w.TryWrite(x) }); allocs != 0 {
+		t.Errorf("%v allocations per write, want 0", allocs)
+	}
+	// The peer reads nothing more: writes take what fits, then nothing, without waiting
+	// and without an error.
+	big := make([]byte, 1<<20)
+	total, full := 0, false
+	for range 1000 {
+		n, err := w.TryWrite(big)
+		if err != nil || n < 0 || n > len(big) {
+			t.Fatalf("write %d: %d %v", total, n, err)
+		}
+		if n == 0 {
+			full = true
+			break
+		}
+		total += n
+	}
+	if !full || total == 0 {
+		t.Fatalf("wrote %d bytes to a peer that reads nothing and never found the buffers full", total)
+	}
+	server.SetWriteDeadline(time.Now().Add(-time.Second))
+	if _, err := w.TryWrite([]byte("late")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("write past the deadline: %v, want os.ErrDeadlineExceeded", err)
 	}
 }

@@ -153,6 +153,7 @@ type Broker struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	pubq   chan *pubCall // publishes waiting for a pipeline (pipeline.go)
 
 	mu        sync.Mutex
 	deliver   func(*session.Message)
@@ -234,6 +235,10 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	_, b.sharded = b.rdb.(*goredis.ClusterClient)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.pubq = make(chan *pubCall)
+	for range publishers {
+		b.wg.Go(b.publisher)
+	}
 	return b, nil
 }
 
@@ -342,7 +347,8 @@ func (b *Broker) historyArgs() (size, ttl, idle int64) {
 // IdempotencyTTL, or else a random one, kept long enough for go-redis's retries. So a
 // publish sent twice (go-redis retries a command whose answer did not come within
 // ReadTimeout, and the first attempt may still be queued in a stalled Redis) lands once,
-// and either attempt's answer is the first one's position.
+// and either attempt's answer is the first one's position. Publishes in flight at once go
+// to Redis in one pipeline, a round trip for all of them (pipeline.go).
 func (b *Broker) Publish(ctx context.Context, channel string, data json.RawMessage, bin []byte) (*session.Message, error) {
 	if b.isClosed() {
 		return nil, broker.ErrBrokerClosed
@@ -364,8 +370,8 @@ func (b *Broker) Publish(ctx context.Context, channel string, data json.RawMessa
 		kind, p = kindBinary, string(bin)
 	}
 	size, hist, idle := b.historyArgs()
-	res, err := luaPublish.Run(ctx, b.rdb, []string{b.keys.meta(channel), b.keys.log(channel), b.keys.pubID(channel, id)},
-		broker.NewEpoch(), kind, p, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest, b.pubCmd()).Slice()
+	res, err := b.runPublish(ctx, []string{b.keys.meta(channel), b.keys.log(channel), b.keys.pubID(channel, id)},
+		broker.NewEpoch(), kind, p, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest, b.pubCmd())
 	b.notePublish(ctx, err)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: redis publish to %s: %w", channel, err)

@@ -51,7 +51,7 @@
 #                   (at 10 per channel it skipped two thirds of them)
 #   BURST_CHANNELS  messages per channel of their burst with more than one channel,
 #                   default 20 (one channel: BURST)
-#   PUBLISH_TEST    their publish-rate test: POST /api/publish as fast as
+#   PUBLISH_TEST    their publish-rate test, with several channels: POST /api/publish as fast as
 #                   PUBLISH_CONCURRENCY (default 16) requests in flight allow, default 10s
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -330,10 +330,13 @@ for peer in $PEERS; do
     # The broker comparison: the same subscribers on 1 and on many channels, a steady
     # rate per channel, a burst, then publishes as fast as they go.
     for c in $CHANNELS; do
-      b=$BURST rate=$BROKER_RATE
-      [ "$c" -gt 1 ] && b=$BURST_CHANNELS rate=$BROKER_RATE_MANY
+      # The publish-rate test runs on several channels only: on one, publishes as fast
+      # as they go outrun the fan-out to every subscriber, which is the burst's measure,
+      # and what is still queued when the drain ends would show as lost.
+      b=$BURST rate=$BROKER_RATE ptest=0
+      [ "$c" -gt 1 ] && b=$BURST_CHANNELS rate=$BROKER_RATE_MANY ptest=$PUBLISH_TEST
       run "$peer" brokers "$WS_CLIENTS" --channels "$c" --rate "$rate" --duration "$DURATION" \
-        --burst "$b" --burst-concurrency "$PUBLISH_CONCURRENCY" --publish-rate-test "$PUBLISH_TEST"
+        --burst "$b" --burst-concurrency "$PUBLISH_CONCURRENCY" --publish-rate-test "$ptest"
     done
     continue
     ;;

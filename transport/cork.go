@@ -20,8 +20,8 @@ type corkConn struct {
 	mu     sync.Mutex
 	corked bool
 	buf    *[]byte
-	wd     coarseDeadline  // gorilla sets a deadline before every frame it writes
-	tw     *netpoll.Writer // uncorkTry's writes, made at the first (under mu)
+	wd     coarseDeadline // gorilla sets a deadline before every frame it writes
+	tw     netpoll.Writer // uncorkTry's writes (under mu)
 }
 
 // SetWriteDeadline applies t, coarsely when it extends a deadline still ahead.
@@ -107,25 +107,13 @@ func (c *corkConn) uncork() error {
 	return err
 }
 
-// tryWriteLocked writes what the kernel takes of b without waiting (netpoll.Writer).
-func (c *corkConn) tryWriteLocked(b []byte) (int, error) {
-	if c.tw == nil {
-		tw, err := netpoll.NewWriter(c.Conn)
-		if err != nil {
-			return 0, err
-		}
-		c.tw = tw
-	}
-	return c.tw.TryWrite(b)
-}
-
 // uncorkTry writes what was gathered without waiting, and returns what the kernel didn't
 // take, for WriteRest (wsSession's, off the pool).
 func (c *corkConn) uncorkTry() (rest []byte, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b := *c.buf
-	n, err := c.tryWriteLocked(b)
+	n, err := c.tw.TryWrite(c.Conn, b)
 	if err == nil && n < len(b) {
 		rest = append([]byte(nil), b[n:]...)
 	}

@@ -73,6 +73,23 @@ func serveModes(t *testing.T, newHandler func(transport.Config) http.Handler, te
 	}
 }
 
+// openSSEStream opens the SSE stream of session s1 on hs through d, and returns its body,
+// read through a buffer of size bytes; the connection closes when t ends.
+func openSSEStream(t *testing.T, d *net.Dialer, hs *httptest.Server, size int) *bufio.Reader {
+	t.Helper()
+	c, err := d.Dial("tcp", hs.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.Write([]byte("GET /?session=cred:s1 HTTP/1.1\r\nHost: x\r\n\r\n"))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	return bufio.NewReaderSize(resp.Body, size)
+}
+
 // enqueueStalled queues the frames one by one on a, while its client reads nothing.
 func enqueueStalled(a *session.Attachment) {
 	for i := range stalledFrames {
@@ -114,17 +131,7 @@ func TestWebSocketStalledClientGetsEveryFrame(t *testing.T) {
 func TestSSEStalledClientGetsEveryEvent(t *testing.T) {
 	newSSE := func(c transport.Config) http.Handler { return transport.NewSSE(c) }
 	serveModes(t, newSSE, func(t *testing.T, fake *fakeSessions, hs *httptest.Server) {
-		c, err := smallReceiveBuffer.Dial("tcp", hs.Listener.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.Write([]byte("GET /?session=cred:s1 HTTP/1.1\r\nHost: x\r\n\r\n"))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("%v %v", resp, err)
-		}
-		br := bufio.NewReader(resp.Body)
+		br := openSSEStream(t, smallReceiveBuffer, hs, 4096)
 		enqueueStalled(fake.attachment("s1"))
 		var got []string
 		for len(got) < stalledFrames+2 { // the retry hint, hello and the frames
@@ -153,17 +160,7 @@ func TestSSEEventAfterIdle(t *testing.T) {
 	defer transport.SetWriteWait(wait)()
 	newSSE := func(c transport.Config) http.Handler { return transport.NewSSE(c) }
 	serveModes(t, newSSE, func(t *testing.T, fake *fakeSessions, hs *httptest.Server) {
-		c, err := net.Dial("tcp", hs.Listener.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.Write([]byte("GET /?session=cred:s1 HTTP/1.1\r\nHost: x\r\n\r\n"))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("%v %v", resp, err)
-		}
-		br := bufio.NewReaderSize(resp.Body, 128<<10)
+		br := openSSEStream(t, &net.Dialer{}, hs, 128<<10)
 		readData := func() string {
 			for {
 				line, err := br.ReadString('\n')

@@ -82,12 +82,12 @@ type pollConn struct {
 	remote   string
 	target   string // how the request line of a poll begins: "GET /ferry/poll"
 	watch    *netpoll.Watch
-	tw       *netpoll.Writer // its answers' non-blocking writes, made at the first
-	wd       coarseDeadline  // the write deadline of each answer
-	timer    *time.Timer     // the hold while holding, the idle timeout while idle
-	wakeFn   func()          // pc.wake, made once
-	onWakeFn func()          // pc.onWake, likewise
-	serveFn  func()          // pc.serve, likewise
+	tw       netpoll.Writer // its answers' non-blocking writes
+	wd       coarseDeadline // the write deadline of each answer
+	timer    *time.Timer    // the hold while holding, the idle timeout while idle
+	wakeFn   func()         // pc.wake, made once
+	onWakeFn func()         // pc.onWake, likewise
+	serveFn  func()         // pc.serve, likewise
 
 	// in holds the bytes of the next request read so far (incomplete, or pipelined, or
 	// what net/http had read ahead), in a buffer lent by inBufs (inBuf) when it has

@@ -329,7 +329,7 @@ func (pc *pollConn) answered(rw *pollResponse) (readOn bool) {
 	// The runtime fails a non-blocking write too once the deadline has passed: each
 	// answer gets one (coarsely: it moves the runtime's timer once in a while only).
 	pc.wd.set(pc.conn, time.Now().Add(writeWait()))
-	n, err := pc.tryWrite(b)
+	n, err := pc.tw.TryWrite(pc.conn, b)
 	if err == nil && n < len(b) {
 		rest := append([]byte(nil), b[n:]...)
 		putResponseBuf(buf, b)
@@ -344,18 +344,6 @@ func (pc *pollConn) answered(rw *pollResponse) (readOn bool) {
 	}
 	putResponseBuf(buf, b)
 	return pc.afterAnswer(err, goAway)
-}
-
-// tryWrite writes what the kernel takes of b without waiting (netpoll.Writer).
-func (pc *pollConn) tryWrite(b []byte) (int, error) {
-	if pc.tw == nil {
-		tw, err := netpoll.NewWriter(pc.conn)
-		if err != nil {
-			return 0, err
-		}
-		pc.tw = tw
-	}
-	return pc.tw.TryWrite(b)
 }
 
 // afterAnswer moves on once an answer is written (err nil) or has failed.

@@ -107,7 +107,7 @@ type sseStream struct {
 	writer stream.Writer[session.Outgoing] // owns the writing: wake-ups, pool or goroutine
 	reader stream.Reader                   // owns the reading, and with it the teardown
 	wd     coarseDeadline                  // the writer's deadline, set before every write
-	tw     *netpoll.Writer                 // the pool's non-blocking writes, made at the first
+	tw     netpoll.Writer                  // the pool's non-blocking writes
 }
 
 // newSSEStream returns the stream on conn of an attachment still to be set (a, before
@@ -207,7 +207,7 @@ func (s *sseStream) Try(out []session.Outgoing) (rest []byte, ok bool) {
 	s.encodeBatch(bw, out)                        // never the close: MayWait
 	putSSEWriter(bw)                              // into buf: never fails
 	s.wd.set(s.conn, time.Now().Add(writeWait())) // raw writes fail past it too
-	n, err := s.tryWrite(*buf)
+	n, err := s.tw.TryWrite(s.conn, *buf)
 	if err == nil && n < len(*buf) {
 		rest = append([]byte(nil), (*buf)[n:]...)
 	}
@@ -220,18 +220,6 @@ func (s *sseStream) Try(out []session.Outgoing) (rest []byte, ok bool) {
 		return nil, false
 	}
 	return rest, true
-}
-
-// tryWrite writes what the kernel takes of b without waiting (netpoll.Writer).
-func (s *sseStream) tryWrite(b []byte) (int, error) {
-	if s.tw == nil {
-		tw, err := netpoll.NewWriter(s.conn)
-		if err != nil {
-			return 0, err
-		}
-		s.tw = tw
-	}
-	return s.tw.TryWrite(b)
 }
 
 // WriteRest writes what the kernel didn't take of a batch, waiting, and reports whether

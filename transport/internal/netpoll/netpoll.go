@@ -80,21 +80,22 @@ func TryRead(c net.Conn, b []byte) (int, error) { return tryRead(c, b) }
 func TryWrite(c net.Conn, b []byte) (int, error) { return tryWrite(c, b) }
 
 // Writer makes TryWrite's writes to one connection without allocating for each: it takes
-// the connection's descriptor access once. Its writes must not race with each other or
-// with other writes of the connection.
+// the connection's descriptor access at its first write and keeps it. Its zero value is
+// ready; its writes must not race with each other or with other writes of the connection,
+// and all must be to the same connection.
 type Writer struct{ w *writer }
 
-// NewWriter returns the Writer of c, or ErrUnsupported where TryWrite is.
-func NewWriter(c net.Conn) (*Writer, error) {
-	w, err := newWriter(c)
-	if err != nil {
-		return nil, err
+// TryWrite is TryWrite(c, b); c must be the connection of every earlier call.
+func (w *Writer) TryWrite(c net.Conn, b []byte) (int, error) {
+	if w.w == nil {
+		ww, err := newWriter(c)
+		if err != nil {
+			return 0, err
+		}
+		w.w = ww
 	}
-	return &Writer{w: w}, nil
+	return w.w.tryWrite(b)
 }
-
-// TryWrite is TryWrite of the Writer's connection.
-func (w *Writer) TryWrite(b []byte) (int, error) { return w.w.tryWrite(b) }
 
 // Supported reports whether connections can be watched here at all (Linux, with epoll
 // available); a particular connection may still be refused by Start.

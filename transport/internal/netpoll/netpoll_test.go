@@ -186,11 +186,8 @@ func TestUnsupportedConnections(t *testing.T) {
 func TestWriter(t *testing.T) {
 	skipUnsupported(t)
 	server, client := pair(t)
-	w, err := NewWriter(server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, err := w.TryWrite([]byte("hello")); n != 5 || err != nil {
+	var w Writer
+	if n, err := w.TryWrite(server, []byte("hello")); n != 5 || err != nil {
 		t.Fatalf("small write: %d %v", n, err)
 	}
 	got := make([]byte, 5)
@@ -198,7 +195,7 @@ func TestWriter(t *testing.T) {
 		t.Fatalf("read %q %v", got, err)
 	}
 	x := []byte{'x'}
-	if allocs := testing.AllocsPerRun(100, func() { w.TryWrite(x) }); allocs != 0 {
+	if allocs := testing.AllocsPerRun(100, func() { w.TryWrite(server, x) }); allocs != 0 {
 		t.Errorf("%v allocations per write, want 0", allocs)
 	}
 	// The peer reads nothing more: writes take what fits, then nothing, without waiting
@@ -206,7 +203,7 @@ func TestWriter(t *testing.T) {
 	big := make([]byte, 1<<20)
 	total, full := 0, false
 	for range 1000 {
-		n, err := w.TryWrite(big)
+		n, err := w.TryWrite(server, big)
 		if err != nil || n < 0 || n > len(big) {
 			t.Fatalf("write %d: %d %v", total, n, err)
 		}
@@ -220,7 +217,7 @@ func TestWriter(t *testing.T) {
 		t.Fatalf("wrote %d bytes to a peer that reads nothing and never found the buffers full", total)
 	}
 	server.SetWriteDeadline(time.Now().Add(-time.Second))
-	if _, err := w.TryWrite([]byte("late")); !errors.Is(err, os.ErrDeadlineExceeded) {
+	if _, err := w.TryWrite(server, []byte("late")); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("write past the deadline: %v, want os.ErrDeadlineExceeded", err)
 	}
 }

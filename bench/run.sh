@@ -271,14 +271,7 @@ start_server() {
   gorilla-*) taskset -c 0 "$BIN/gorilla-floor" --addr "127.0.0.1:$PORT" >"$BIN/server.log" 2>&1 & ;;
   esac
   SERVER_PID=$!
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "bench/run.sh: $1 did not start:" >&2
-  cat "$BIN/server.log" >&2
-  exit 1
+  wait_port "$PORT" "$SERVER_PID" "$1" "$BIN/server.log"
 }
 
 stop_server() {

@@ -224,16 +224,22 @@ func writeTable(w io.Writer, rs []result) {
 	}
 }
 
+// ofScenario returns the results of scenario, in their order.
+func ofScenario(rs []result, scenario string) []result {
+	var out []result
+	for _, r := range rs {
+		if r.Scenario == scenario {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // writeDashboard writes the table of the "dashboard" scenario (bench/run.sh
 // SCALE_EVENTS): as many readers as one node holds, a slow steady rate, and the server's
 // memory sampled from the end of the connect phase to the end of the run.
 func writeDashboard(w io.Writer, rs []result) {
-	var ds []result
-	for _, r := range rs {
-		if r.Scenario == "dashboard" {
-			ds = append(ds, r)
-		}
-	}
+	ds := ofScenario(rs, "dashboard")
 	if len(ds) == 0 {
 		return
 	}
@@ -263,12 +269,7 @@ func writeDashboard(w io.Writer, rs []result) {
 // ferry-redis and ferry-cluster): one row per run, the same subscribers over one node or
 // two, one channel or many, and where the server's CPU went, per process name.
 func writeBrokers(w io.Writer, rs []result) {
-	var bs []result
-	for _, r := range rs {
-		if r.Scenario == "brokers" {
-			bs = append(bs, r)
-		}
-	}
+	bs := ofScenario(rs, "brokers")
 	if len(bs) == 0 {
 		return
 	}

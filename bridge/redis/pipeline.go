@@ -82,25 +82,21 @@ func (b *Broker) sendPublishes(calls []*pubCall) {
 	// Not a caller's context: one caller giving up must not fail the others' calls. Each
 	// attempt is bounded by go-redis's timeouts, and the retries by its MaxRetries.
 	ctx := b.ctx
-	var cmds []goredis.Cmder
 	if len(calls) == 1 {
 		c := calls[0]
 		c.res, c.err = luaPublish.Run(ctx, b.rdb, c.keys, c.args...).Slice()
 		close(c.done)
 		return
 	}
-	cmds, _ = b.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+	// Pipelined returns every command, each with its own answer or error.
+	cmds, _ := b.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for _, c := range calls {
 			luaPublish.EvalSha(ctx, p, c.keys, c.args...)
 		}
 		return nil
 	})
 	for i, c := range calls {
-		if i < len(cmds) {
-			c.res, c.err = cmds[i].(*goredis.Cmd).Slice()
-		} else {
-			c.err = broker.ErrBrokerClosed
-		}
+		c.res, c.err = cmds[i].(*goredis.Cmd).Slice()
 		if c.err != nil && goredis.HasErrorPrefix(c.err, "NOSCRIPT") {
 			c.res, c.err = luaPublish.Run(ctx, b.rdb, c.keys, c.args...).Slice()
 		}

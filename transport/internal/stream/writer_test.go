@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/ferryrt/ferry/internal/await"
 	"github.com/ferryrt/ferry/transport/internal/workers"
 )
 
@@ -163,11 +164,7 @@ func (f *fakeBatches) expect(n int) []int {
 // waitIdle waits until no writer runs.
 func (f *fakeBatches) waitIdle() {
 	f.t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); f.w.state.Load() != idle; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			f.t.Fatalf("writer state %d for 5 s, want idle", f.w.state.Load())
-		}
-	}
+	await.Until(f.t, "the writer idle", func() bool { return f.w.state.Load() == idle })
 }
 
 // end closes the batches and waits for Finish.

@@ -32,8 +32,8 @@ type PollHandler struct {
 
 // NewPoll returns the long-polling handler.
 func NewPoll(cfg Config) *PollHandler {
-	return &PollHandler{cfg: cfg.withDefaults(), pool: workers.New(pollWorkers, 250*time.Millisecond),
-		starts: workers.New(storeConcurrency, 250*time.Millisecond), store: make(chan struct{}, storeConcurrency)}
+	return &PollHandler{cfg: cfg.withDefaults(), pool: workers.New(pollWorkers, 250*time.Millisecond, 0),
+		starts: workers.New(storeConcurrency, 250*time.Millisecond, 0), store: make(chan struct{}, storeConcurrency)}
 }
 
 // storeContext bounds the part of a poll that may wait on the session store (and on

@@ -183,7 +183,7 @@ func forEachWriterMode(t *testing.T, test func(t *testing.T, pool *workers.Pool)
 	forEachMode(t, func(t *testing.T, pooled bool) {
 		var pool *workers.Pool
 		if pooled {
-			pool = workers.New(1, time.Millisecond)
+			pool = workers.New(1, time.Millisecond, 0)
 		}
 		test(t, pool)
 	})
@@ -265,7 +265,7 @@ func TestWriterMovesOffPoolToWait(t *testing.T) {
 		{"history", "next", func(f *fakeBatches) { f.needWait = 1 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pool := workers.New(1, time.Millisecond)
+			pool := workers.New(1, time.Millisecond, 0)
 			f := newFake(t)
 			tc.set(f)
 			waiting, release := make(chan struct{}), make(chan struct{})
@@ -306,7 +306,7 @@ func TestWriterMovesOffPoolToWait(t *testing.T) {
 // A pooled writer gives its worker up after a bounded turn: a task queued behind it runs
 // before it has written everything it has.
 func TestWriterTurnIsBounded(t *testing.T) {
-	pool := workers.New(1, time.Millisecond)
+	pool := workers.New(1, time.Millisecond, 0)
 	f := newFake(t)
 	f.batch = 1
 	queued := make(chan struct{})

@@ -1,6 +1,7 @@
 package workers
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,7 +13,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestPoolRunsEveryTaskInOrderOnOneWorker(t *testing.T) {
-	p := New(1, 50*time.Millisecond)
+	p := New(1, 50*time.Millisecond, 0)
 	const n = 1000
 	var mu sync.Mutex
 	var got []int
@@ -35,7 +36,7 @@ func TestPoolRunsEveryTaskInOrderOnOneWorker(t *testing.T) {
 }
 
 func TestPoolBoundsWorkersAndEndsThemWhenIdle(t *testing.T) {
-	p := New(4, 20*time.Millisecond)
+	p := New(4, 20*time.Millisecond, 0)
 	var running, peak atomic.Int32
 	release := make(chan struct{})
 	var wg sync.WaitGroup
@@ -74,7 +75,7 @@ func TestPoolBoundsWorkersAndEndsThemWhenIdle(t *testing.T) {
 
 func TestPoolTaskQueuedAsWorkerTimesOutStillRuns(t *testing.T) {
 	// A worker whose keep time ends just as a task comes must not strand it.
-	p := New(2, time.Millisecond)
+	p := New(2, time.Millisecond, 0)
 	for i := range 2000 {
 		done := make(chan struct{})
 		p.Go(func() { close(done) })
@@ -91,8 +92,36 @@ func TestPoolTaskQueuedAsWorkerTimesOutStillRuns(t *testing.T) {
 	}
 }
 
+// TestPoolTurnLetsOthersRun runs a long queue on one processor, with a goroutine made
+// runnable just before: it must get its turn within one turn of tasks, not after the whole
+// queue (without the yield it waits until the worker runs out of tasks, or for the
+// scheduler's 10 ms preemption, far more than the tasks take here).
+func TestPoolTurnLetsOthersRun(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	for _, turn := range []int{1, 16, 128} {
+		p := New(1, time.Millisecond, turn)
+		const n = 4096
+		var done atomic.Int64
+		var wg sync.WaitGroup
+		wg.Add(n)
+		started, gate := make(chan struct{}), make(chan struct{})
+		p.Go(func() { close(started); <-gate; done.Add(1); wg.Done() })
+		for range n - 1 {
+			p.Go(func() { done.Add(1); wg.Done() })
+		}
+		<-started // the worker is waiting at the gate, with every task queued
+		seen := make(chan int64, 1)
+		go func() { seen <- done.Load() }()
+		close(gate) // the worker runs next, the goroutine above is queued behind it
+		wg.Wait()
+		if got := <-seen; got > int64(turn) {
+			t.Errorf("turn %d: a runnable goroutine waited for %d tasks of a busy worker", turn, got)
+		}
+	}
+}
+
 func BenchmarkPool(b *testing.B) {
-	p := New(8, time.Second)
+	p := New(8, time.Second, 0)
 	var wg sync.WaitGroup
 	b.ReportAllocs()
 	for b.Loop() {

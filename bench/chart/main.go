@@ -266,7 +266,7 @@ func writeDashboard(w io.Writer, rs []result) {
 }
 
 // writeBrokers writes the table of the "brokers" scenario (bench/run.sh's ferry-mem,
-// ferry-redis and ferry-cluster): one row per run, the same subscribers over one node or
+// ferry-redis, ferry-redis1 and ferry-cluster): one row per run, the same subscribers over one node or
 // two, one channel or many, and where the server's CPU went, per process name.
 func writeBrokers(w io.Writer, rs []result) {
 	bs := ofScenario(rs, "brokers")
@@ -274,7 +274,7 @@ func writeBrokers(w io.Writer, rs []result) {
 		return
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Brokers: the same subscribers on the in-memory broker (one node) and on Redis and a Redis Cluster (two nodes), steady rate per channel, a burst, and publishes as fast as they go. Server CPU is summed over Ferry's nodes and Redis, then split by process (µs per delivery, and % of one core) in the steady phase.")
+	fmt.Fprintln(w, "Brokers: the same subscribers on the in-memory broker (one node) and on Redis (two nodes, or one: redis-1node) and a Redis Cluster (two nodes), steady rate per channel, a burst, and publishes as fast as they go. Server CPU is summed over Ferry's nodes and Redis, then split by process (µs per delivery, and % of one core) in the steady phase.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "A steady phase whose publishes fell behind its schedule skips a publish when a second's worth are already in flight: its publishes per second show how many got through, and its latency includes the wait.")
 	fmt.Fprintln(w)

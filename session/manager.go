@@ -150,8 +150,15 @@ func storeFailure(op string, err error) error {
 	return &storeError{op: op, err: err}
 }
 
-// storeCtx bounds the part of a request that waits on the store: see StoreTimeout.
+// storeCtx bounds the part of a request that waits on the store: see StoreTimeout. A
+// ctx that ends within StoreTimeout already is that bound (the transports give the
+// request's store calls one such context), and is returned as it is: a context derived
+// from it would end no sooner, and costs an allocation and a place among ctx's children
+// on every poll.
 func (m *Manager) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Deadline(); ok && time.Until(d) <= m.cfg.StoreTimeout {
+		return ctx, func() {}
+	}
 	return context.WithTimeout(ctx, m.cfg.StoreTimeout)
 }
 

@@ -74,6 +74,37 @@ func TestStoreTimeoutFailsRequestsWithRetry(t *testing.T) {
 	check("upstream", err)
 }
 
+// A request whose context ends within StoreTimeout already (a transport's store bound)
+// is not given another, later one; one without a bound, or a later one, is bounded by
+// StoreTimeout. Either way a stuck store fails it in time.
+func TestStoreCtxBound(t *testing.T) {
+	m := NewManager(Config{Store: stuckStore{}, Source: newFakeSource(), Handler: allowAll{}, StoreTimeout: time.Hour})
+	sooner, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	ctx, done := m.storeCtx(sooner)
+	done()
+	if ctx != sooner {
+		t.Errorf("a context ending before StoreTimeout got another bound")
+	}
+	if ctx.Err() != nil {
+		t.Errorf("the store bound's cancel ended the request's context")
+	}
+	later, cancel2 := context.WithTimeout(context.Background(), 2*time.Hour)
+	defer cancel2()
+	for _, parent := range []context.Context{context.Background(), later} {
+		ctx, done := m.storeCtx(parent)
+		d, ok := ctx.Deadline()
+		done()
+		if !ok || time.Until(d) > time.Hour {
+			t.Errorf("store bound %v (set: %v), want within StoreTimeout", time.Until(d), ok)
+		}
+	}
+	claims := Claims{SID: NewSessionID(), Issued: time.Now()}
+	if _, err := m.Verify(sooner, m.cfg.Signer.Issue(claims), nil); err == nil {
+		t.Errorf("verify on a stuck store succeeded")
+	}
+}
+
 // blockingSource has no answer for history reads: Since waits for its context.
 type blockingSource struct{ *fakeSource }
 

@@ -84,6 +84,11 @@ func (c *Stream) Ping() { c.ping(time.Now()) }
 // After the attachment is closed, Next returns the close frame once and then the close
 // reason as the error. A cancelled ctx returns ctx.Err().
 func (c *Stream) Next(ctx context.Context, holdUntil time.Time) ([]Outgoing, error) {
+	// From here on wakes reach notify; one that came before found what it woke for
+	// queued, where the ready below looks first.
+	c.mu.Lock()
+	c.waits = true
+	c.mu.Unlock()
 	var hb, hold *time.Timer
 	defer func() {
 		if hb != nil {

@@ -79,6 +79,7 @@ type Stream struct {
 	closeSent  bool
 	closeFired bool
 	busy       bool // a writer woken by OnWake hasn't yet found TryNext empty
+	waits      bool // Next has been called: wakes go to notify too
 	pingSeq    uint64
 	nextPing   time.Time // owned by the writer (Next): when the next heartbeat is due
 }
@@ -111,10 +112,16 @@ func NewStream(src Source, cfg StreamConfig) *Stream {
 	}
 }
 
+// wake tells the writer there is something to do: through notify if it ever waited in
+// Next, through OnWake if it is idle. A writer started by OnWake that never calls Next
+// (a pooled one) leaves notify alone: a send there, even one that finds it full, reads
+// a cache line of each attachment's channel on every fan-out, 12 % of a burst's profile.
 func (c *Stream) wake() {
-	select {
-	case c.notify <- struct{}{}:
-	default:
+	if c.waits {
+		select {
+		case c.notify <- struct{}{}:
+		default:
+		}
 	}
 	if c.OnWake != nil && !c.busy {
 		c.busy = true

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferryrt/ferry/session"
 	"github.com/ferryrt/ferry/transport/internal/netpoll"
 )
 
@@ -20,8 +21,10 @@ type corkConn struct {
 	mu     sync.Mutex
 	corked bool
 	buf    *[]byte
-	wd     coarseDeadline // gorilla sets a deadline before every frame it writes
-	tw     netpoll.Writer // uncorkTry's writes (under mu)
+	// closeSent: a close frame went through Write (see appendFrames).
+	closeSent bool
+	wd        coarseDeadline // gorilla sets a deadline before every frame it writes
+	tw        netpoll.Writer // uncorkTry's writes (under mu)
 }
 
 // SetWriteDeadline applies t, coarsely when it extends a deadline still ahead.
@@ -63,6 +66,9 @@ var corkPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return 
 func (c *corkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(p) >= 2 && p[0] == wsFin|wsOpClose && int(p[1]) == len(p)-2 {
+		c.closeSent = true // see appendFrames
+	}
 	if !c.corked {
 		return c.Conn.Write(p)
 	}
@@ -76,6 +82,37 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	}
 	*c.buf = append(*c.buf, p...)
 	return len(p), nil
+}
+
+// appendFrames frames out as text messages into the gathered bytes, each ping frame of
+// the heartbeat followed by a WebSocket ping (what the client's browser answers), in one
+// copy of each payload (appendServerFrame) where gorilla's WriteMessage makes two and
+// keeps books around them. The connection must be corked. Nothing is appended once a
+// close frame has gone through Write: after the close, nothing may follow (RFC 6455
+// §5.5.1), which gorilla enforced for its own writes (ErrCloseSent) and the cork now
+// enforces for these.
+//
+// gorilla still writes control frames on the connection, and one of them may be the
+// close it sends by itself when a client breaks the protocol, from the reader, at any
+// moment. Write recognises a close frame by its first two bytes, which is exact only if
+// every write through the cork is a whole frame: gorilla's WriteControl makes one Write
+// of a whole control frame, but WriteMessage writes a large message in two parts. So a
+// connection that uses appendFrames must frame all its data messages with it (the pooled
+// WebSocket writer: wsSession.framed).
+func (c *corkConn) appendFrames(out []session.Outgoing) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeSent {
+		return
+	}
+	b := *c.buf
+	for _, o := range out {
+		b = appendServerFrame(b, wsOpText, o.JSON)
+		if o.Kind == session.KindPing {
+			b = appendServerFrame(b, wsOpPing, nil)
+		}
+	}
+	*c.buf = b
 }
 
 func (c *corkConn) flushLocked() error {

@@ -115,7 +115,9 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the writer never starts: nothing runs
 	}
 	s.a = a
-	s.writer.Start(h.cfg.writerPool(hj.conn.Conn), s)
+	pool := h.cfg.writerPool(hj.conn.Conn)
+	s.framed = pool != nil
+	s.writer.Start(pool, s)
 	// The connection is hijacked: net/http's request, response and buffers are of no more
 	// use, but they stay reachable as long as this handler runs. Returning lets them go
 	// (about 12 KiB and a deep stack per connection); the session lives on in callbacks.
@@ -140,6 +142,7 @@ type wsSession struct {
 	h        *WebSocketHandler
 	conn     *websocket.Conn
 	cork     *corkConn
+	framed   bool                // pooled I/O: data frames are framed here, not by gorilla (cork.go)
 	guard    *closeGuard         // under br: takes the client's close frame out (wsclose.go)
 	br       *bufio.Reader       // gorilla's read buffer: what it holds, no poller sees
 	a        *session.Attachment // set before the writer starts
@@ -301,6 +304,9 @@ func readError(err error) *session.Error {
 func (s *wsSession) Write(out []session.Outgoing) (ok bool) {
 	s.conn.SetWriteDeadline(time.Now().Add(writeWait()))
 	s.sent(out)
+	if s.framed {
+		return s.writeFramed(out)
+	}
 	// A ping frame is followed by a WebSocket ping: corked, the two go in one write too.
 	if len(out) > 1 || out[0].Kind == session.KindPing {
 		s.cork.cork()

@@ -23,6 +23,7 @@ import (
 
 // Frame opcodes and header bits (RFC 6455 §5.2).
 const (
+	wsOpText   = 0x1
 	wsOpClose  = 0x8
 	wsOpPing   = 0x9
 	wsOpPong   = 0xA
@@ -78,6 +79,26 @@ func peekFrame(b []byte) (peekKind, ctrlFrame) {
 		payload[i] = b[2+wsMaskSize+i] ^ mask[i%wsMaskSize]
 	}
 	return peekControl, ctrlFrame{op: op, size: size, payload: payload}
+}
+
+// appendServerFrame appends a final, unmasked frame of opcode op holding payload to b:
+// the bytes gorilla's WriteMessage (and WriteControl) put on a server connection without
+// compression, which is how this package's connections run. The pooled writer frames a
+// batch with it straight into the cork's buffer, one copy of each payload, where
+// WriteMessage copies it into a writer of its own first; the plain I/O mode keeps
+// WriteMessage, and TestAppendServerFrameMatchesGorilla holds the two to the same bytes.
+func appendServerFrame(b []byte, op byte, payload []byte) []byte {
+	n := len(payload)
+	switch {
+	case n <= 125:
+		b = append(b, wsFin|op, byte(n))
+	case n <= 0xffff:
+		b = append(b, wsFin|op, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, wsFin|op, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, payload...)
 }
 
 // badControlHeader reports whether the first two bytes of a control frame break the

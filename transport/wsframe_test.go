@@ -2,7 +2,15 @@ package transport
 
 import (
 	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/ferryrt/ferry/session"
+	"github.com/gorilla/websocket"
 )
 
 // clientFrame encodes a masked frame as a client sends it.
@@ -78,4 +86,159 @@ func FuzzPeekFrame(f *testing.F) {
 			t.Fatalf("re-encoded %x, buffer %x", got, b[:fr.size])
 		}
 	})
+}
+
+// The pooled writer frames its batches itself (appendFrames); the plain one calls
+// gorilla's WriteMessage, and WriteControl after a ping frame. Both must put the same
+// bytes on the connection: compared here on a real upgraded connection, corked so that
+// gorilla's writes gather where appendFrames's do, for payloads at the bounds of each
+// length encoding (up to what the cork gathers before it writes; past it, below). And
+// after a close frame neither writes anything.
+func TestAppendServerFrameMatchesGorilla(t *testing.T) {
+	h := NewWebSocket(Config{})
+	result := make(chan error, 1)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		result <- func() error {
+			hj := &corkHijacker{ResponseWriter: w}
+			conn, err := h.upgrader.Upgrade(hj, r, nil)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			c := hj.conn
+			for _, n := range []int{0, 1, 125, 126, 127, 1000, tryBytes, 60000} {
+				payload := make([]byte, n)
+				for i := range payload {
+					payload[i] = byte('a' + i%26)
+				}
+				for _, kind := range []session.FrameKind{session.KindMsg, session.KindPing} {
+					out := []session.Outgoing{{JSON: payload, Kind: kind}, {JSON: []byte(`{"t":"ack","seq":1}`), Kind: session.KindAck}}
+					c.cork()
+					for _, o := range out { // as wsSession.Write does
+						if err := conn.WriteMessage(websocket.TextMessage, o.JSON); err != nil {
+							return err
+						}
+						if o.Kind == session.KindPing {
+							if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)); err != nil {
+								return err
+							}
+						}
+					}
+					want := bytes.Clone(*c.buf)
+					*c.buf = (*c.buf)[:0]
+					c.appendFrames(out)
+					got := bytes.Clone(*c.buf)
+					*c.buf = (*c.buf)[:0]
+					if err := c.uncork(); err != nil {
+						return err
+					}
+					if !bytes.Equal(got, want) {
+						return fmt.Errorf("payload of %d bytes, kind %v: appendFrames wrote %d bytes (% x...), gorilla %d (% x...)",
+							n, kind, len(got), got[:min(len(got), 12)], len(want), want[:min(len(want), 12)])
+					}
+				}
+			}
+			// Nothing follows a close frame, as gorilla refuses to write after its own: a
+			// close gathered in the cork before a batch...
+			ack := []session.Outgoing{{JSON: []byte(`{"t":"ack","seq":2}`), Kind: session.KindAck}}
+			c.cork()
+			if err := conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1002, "x"), time.Now().Add(time.Second)); err != nil {
+				return err
+			}
+			gathered := len(*c.buf)
+			c.appendFrames(ack)
+			after := len(*c.buf)
+			if err := c.uncork(); err != nil {
+				return err
+			}
+			if after != gathered {
+				return fmt.Errorf("%d bytes framed after a close frame", after-gathered)
+			}
+			// ...and a close written at once, before the batch was corked.
+			c.cork()
+			c.appendFrames(ack)
+			after = len(*c.buf)
+			c.uncork()
+			if after != 0 {
+				return fmt.Errorf("%d bytes framed after a close frame had gone out", after)
+			}
+			return nil
+		}()
+	}))
+	defer hs.Close()
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := <-result; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Past 65,535 bytes the length takes 8 bytes (RFC 6455 §5.2).
+func TestAppendServerFrameLongLength(t *testing.T) {
+	got := appendServerFrame(nil, wsOpText, make([]byte, 0x10000))
+	want := []byte{wsFin | wsOpText, 127, 0, 0, 0, 0, 0, 1, 0, 0}
+	if !bytes.Equal(got[:10], want) || len(got) != 10+0x10000 {
+		t.Fatalf("header % x, length %d; want % x and %d", got[:10], len(got), want, 10+0x10000)
+	}
+}
+
+// BenchmarkFrameBatch frames a batch of 8 messages of 150 bytes into the cork, as the
+// plain writer does (gorilla) and as the pooled one does (append); the write itself is
+// left out.
+func BenchmarkFrameBatch(b *testing.B) {
+	h := NewWebSocket(Config{})
+	type server struct {
+		conn *websocket.Conn
+		cork *corkConn
+	}
+	got := make(chan server, 1)
+	release := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hj := &corkHijacker{ResponseWriter: w}
+		conn, err := h.upgrader.Upgrade(hj, r, nil)
+		if err != nil {
+			close(got)
+			return
+		}
+		defer conn.Close()
+		got <- server{conn, hj.conn}
+		<-release
+	}))
+	defer hs.Close()
+	defer close(release)
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	s, ok := <-got
+	if !ok {
+		b.Fatal("upgrade failed")
+	}
+	out := make([]session.Outgoing, 8)
+	for i := range out {
+		out[i] = session.Outgoing{JSON: bytes.Repeat([]byte("x"), 150), Kind: session.KindMsg}
+	}
+	frame := map[string]func(){
+		"gorilla": func() {
+			for _, o := range out {
+				s.conn.WriteMessage(websocket.TextMessage, o.JSON)
+			}
+		},
+		"append": func() { s.cork.appendFrames(out) },
+	}
+	for _, mode := range []string{"gorilla", "append"} {
+		b.Run(mode, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s.cork.cork()
+				frame[mode]()
+				*s.cork.buf = (*s.cork.buf)[:0]
+				s.cork.uncork()
+			}
+		})
+	}
 }

@@ -58,6 +58,29 @@ func (s *wsSession) readPolled() bool {
 	return true
 }
 
+// writeFramed is Write for a pooled connection, off the pool: the batch framed into the
+// cork as Try frames it (so that gorilla writes no data frame on the connection, see
+// corkConn.appendFrames), the close frame through gorilla, then one write that may wait.
+func (s *wsSession) writeFramed(out []session.Outgoing) bool {
+	end := len(out)
+	for i, o := range out {
+		if o.Kind == session.KindClose {
+			end = i
+			break
+		}
+	}
+	s.cork.cork()
+	s.cork.appendFrames(out[:end])
+	if end < len(out) {
+		writeClose(s.conn, s.a.Err())
+	}
+	if err := s.cork.uncork(); err != nil {
+		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+		return false
+	}
+	return end == len(out)
+}
+
 // MayWait reports whether a batch may wait (see batchMayWait): the writer writes it off
 // the pool. 16 bytes a frame: its header, a ping's own WebSocket ping.
 func (s *wsSession) MayWait(out []session.Outgoing) bool { return batchMayWait(out, 16) }
@@ -81,13 +104,7 @@ func (s *wsSession) Try(out []session.Outgoing) (rest []byte, ok bool) {
 	// now, and the non-blocking write below honours it: every batch would fail.
 	s.conn.SetWriteDeadline(time.Now().Add(writeWait()))
 	s.cork.cork()
-	for _, o := range out {
-		// Into the cork's buffer: these don't reach the connection.
-		s.conn.WriteMessage(websocket.TextMessage, o.JSON)
-		if o.Kind == session.KindPing {
-			s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait()))
-		}
-	}
+	s.cork.appendFrames(out) // what the plain mode's WriteMessage calls write, framed once
 	rest, err := s.cork.uncorkTry()
 	if err != nil {
 		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // Builds the client as the server serves it: one minified ES module, bundled from
-// client-js/src by esbuild, with its gzip and brotli forms precompressed beside it; and the
-// sharing entry (src/share.js) as a second module that imports the first.
+// client-js/src by esbuild, with its gzip and brotli forms precompressed beside it; the
+// sharing entry (src/share.js) as a second module that imports the first; and the close-code
+// table (src/codes.js), a module of its own.
 //
-//   npm run build:client        (writes client-js/dist/{client,share}.js{,.gz,.br}; commit them)
+//   npm run build:client        (writes client-js/dist/{client,share,codes}.js{,.gz,.br}; commit them)
 //
 // client-js/test/build.test.js fails when the committed files differ from a fresh build, so
 // a change to src/ that is committed without running this is caught.
@@ -19,7 +20,7 @@ const SRC = fileURLToPath(new URL('./src/', import.meta.url));
 // The modules of the base client that share.js imports: in its own build they come from
 // ./client.js (the base bundle beside it), so a page that loads both has one Ferry, one
 // FerryError. Only names that client.js exports may be imported from them.
-const BASE = new Set(['index.js', 'ferry.js', 'errors.js', 'codes.js', 'subscription.js'].map((f) => SRC + f));
+const BASE = new Set(['index.js', 'ferry.js', 'errors.js', 'reconnect.js', 'subscription.js'].map((f) => SRC + f));
 
 /** @param {Uint8Array} contents */
 function forms(contents) {
@@ -32,8 +33,9 @@ function forms(contents) {
 }
 
 /**
- * The bundles and their compressed forms, as Buffers: `client` (the base client, src/index.js)
- * and `share` (src/share.js, which imports the base from ./client.js).
+ * The bundles and their compressed forms, as Buffers: `client` (the base client, src/index.js),
+ * `share` (src/share.js, which imports the base from ./client.js) and `codes` (src/codes.js,
+ * the close-code table with its names, which imports nothing).
  */
 export async function bundles() {
   const options = {
@@ -63,7 +65,12 @@ export async function bundles() {
       },
     }],
   });
-  return { client: forms(client.outputFiles[0].contents), share: forms(share.outputFiles[0].contents) };
+  const codes = await build({ ...options, entryPoints: [SRC + 'codes.js'] });
+  return {
+    client: forms(client.outputFiles[0].contents),
+    share: forms(share.outputFiles[0].contents),
+    codes: forms(codes.outputFiles[0].contents),
+  };
 }
 
 /** The base client's bundle and its compressed forms (what /ferry/client.js serves). */

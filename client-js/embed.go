@@ -7,6 +7,8 @@
 //   - Share (dist/share.js) exports the same API with tabs that share one connection
 //     (`share: true`); it imports the base module as "./client.js", so it is served
 //     beside it.
+//   - Codes (dist/codes.js) exports the close-code table with each code's names
+//     (CloseCodes), which the base module leaves out; it imports nothing.
 package clientjs
 
 import (
@@ -44,12 +46,20 @@ var (
 	shareGz []byte
 	//go:embed dist/share.js.br
 	shareBr []byte
+	//go:embed dist/codes.js
+	codesJS []byte
+	//go:embed dist/codes.js.gz
+	codesGz []byte
+	//go:embed dist/codes.js.br
+	codesBr []byte
 )
 
-// Client is the base client; Share the client with tabs that share one connection.
+// Client is the base client; Share the client with tabs that share one connection; Codes
+// the close-code table.
 var (
 	Client = newBundle("client.js", clientJS, clientGz, clientBr)
 	Share  = newBundle("share.js", shareJS, shareGz, shareBr)
+	Codes  = newBundle("codes.js", codesJS, codesGz, codesBr)
 )
 
 // File is the base module's content-hashed file name, "client.<Hash>.js", which the server

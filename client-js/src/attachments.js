@@ -1,4 +1,4 @@
-import { shouldReconnect } from './codes.js';
+import { shouldReconnect } from './reconnect.js';
 import { equalJitter } from './backoff.js';
 import { Detector } from './detector.js';
 import { data } from './codec.js';

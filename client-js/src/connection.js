@@ -1,4 +1,4 @@
-import { shouldReconnect } from './codes.js';
+import { shouldReconnect } from './reconnect.js';
 import { FerryError } from './errors.js';
 import { Emitter } from './emitter.js';
 import { fullJitter } from './backoff.js';

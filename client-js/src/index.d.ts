@@ -11,7 +11,7 @@ export interface Position {
   offset: number;
 }
 
-/** Codes of errors that the client detects itself (server codes are numbers, see CloseCodes). */
+/** Codes of errors that the client detects itself (server codes are numbers: the close codes of PROTOCOL.md §7, named in the `codes` entry). */
 export type ClientErrorCode = 'timeout' | 'queue-full' | 'closed' | 'network' | 'no-transport' | 'already-subscribed';
 
 export declare class FerryError extends Error {
@@ -30,15 +30,7 @@ export declare class FerryError extends Error {
 
 export type Delivery = 'not-sent' | 'unknown';
 
-export interface CloseCode {
-  readonly name: string;
-  /** Whether a client reconnects (and resumes) after this code. */
-  readonly reconnect: boolean;
-}
-
-/** The close-code table of PROTOCOL.md §7, shared with the server. */
-export declare const CloseCodes: { readonly [code: number]: CloseCode };
-/** Whether to reconnect after `code`; codes outside the table follow the ranges of §7. */
+/** Whether to reconnect (and resume) after `code`, by the table and the ranges of PROTOCOL.md §7. */
 export declare function shouldReconnect(code: number): boolean;
 export declare function isTerminal(code: number): boolean;
 

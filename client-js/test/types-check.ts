@@ -1,6 +1,7 @@
 // Compiled by tsc --noEmit (test/types.test.js): the public API as an app uses it. The
 // expected errors at the end are misuses the declarations must refuse.
-import { Ferry, FerryError, CloseCodes, isTerminal, type Position, type Subscription, type TransportEvent } from '../src/index.js';
+import { Ferry, FerryError, isTerminal, type Position, type Subscription, type TransportEvent } from '../src/index.js';
+import { CloseCodes } from '../src/codes.js';
 
 const ferry = new Ferry('https://example.com/ferry', {
   transports: ['websocket', 'sse', 'longpoll'],

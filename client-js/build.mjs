@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // Builds the client as the server serves it: one minified ES module, bundled from
 // client-js/src by esbuild, with its gzip and brotli forms precompressed beside it; the
-// sharing entry (src/share.js) as a second module that imports the first; and the close-code
-// table (src/codes.js), a module of its own.
+// sharing entry (src/share.js) as a second module that imports the first; and the entries
+// that import nothing, each a module of its own: the close-code table (src/codes.js) and the
+// transport memory (src/memory.js).
 //
-//   npm run build:client        (writes client-js/dist/{client,share,codes}.js{,.gz,.br}; commit them)
+//   npm run build:client        (writes client-js/dist/{client,share,codes,memory}.js{,.gz,.br}; commit them)
 //
 // client-js/test/build.test.js fails when the committed files differ from a fresh build, so
 // a change to src/ that is committed without running this is caught.
@@ -34,8 +35,9 @@ function forms(contents) {
 
 /**
  * The bundles and their compressed forms, as Buffers: `client` (the base client, src/index.js),
- * `share` (src/share.js, which imports the base from ./client.js) and `codes` (src/codes.js,
- * the close-code table with its names, which imports nothing).
+ * `share` (src/share.js, which imports the base from ./client.js), and those that import
+ * nothing: `codes` (src/codes.js, the close-code table with its names) and `memory`
+ * (src/memory.js, the transport memory).
  */
 export async function bundles() {
   const options = {
@@ -65,11 +67,12 @@ export async function bundles() {
       },
     }],
   });
-  const codes = await build({ ...options, entryPoints: [SRC + 'codes.js'] });
+  const alone = async (/** @type {string} */ file) => forms((await build({ ...options, entryPoints: [SRC + file] })).outputFiles[0].contents);
   return {
     client: forms(client.outputFiles[0].contents),
     share: forms(share.outputFiles[0].contents),
-    codes: forms(codes.outputFiles[0].contents),
+    codes: await alone('codes.js'),
+    memory: await alone('memory.js'),
   };
 }
 

@@ -8,7 +8,8 @@
 //     (`share: true`); it imports the base module as "./client.js", so it is served
 //     beside it.
 //   - Codes (dist/codes.js) exports the close-code table with each code's names
-//     (CloseCodes), which the base module leaves out; it imports nothing.
+//     (CloseCodes), which the base module leaves out; Memory (dist/memory.js) exports
+//     rememberTransport, the opt-in transport memory. Neither imports anything.
 package clientjs
 
 import (
@@ -52,14 +53,21 @@ var (
 	codesGz []byte
 	//go:embed dist/codes.js.br
 	codesBr []byte
+	//go:embed dist/memory.js
+	memoryJS []byte
+	//go:embed dist/memory.js.gz
+	memoryGz []byte
+	//go:embed dist/memory.js.br
+	memoryBr []byte
 )
 
 // Client is the base client; Share the client with tabs that share one connection; Codes
-// the close-code table.
+// the close-code table; Memory the transport memory.
 var (
 	Client = newBundle("client.js", clientJS, clientGz, clientBr)
 	Share  = newBundle("share.js", shareJS, shareGz, shareBr)
 	Codes  = newBundle("codes.js", codesJS, codesGz, codesBr)
+	Memory = newBundle("memory.js", memoryJS, memoryGz, memoryBr)
 )
 
 // File is the base module's content-hashed file name, "client.<Hash>.js", which the server

@@ -115,6 +115,12 @@ export interface SubscribeOptions {
 /** Anything JSON.stringify accepts, or bytes (sent as base64, delivered as Uint8Array). */
 export type Payload = unknown;
 
+/** Remembers the transport that last proved itself for a base URL (the `memory` entry). */
+export interface TransportMemory {
+  get(base: string): TransportName | null;
+  set(base: string, transport: TransportName): void;
+}
+
 export interface StorageLike {
   getItem(key: string): string | null;
   setItem(key: string, value: string): void;
@@ -188,10 +194,11 @@ export interface FerryOptions {
    * DedupeTTL (cmd/ferry: twice --session-ttl, 120 s by default): a frame is never resent later.
    */
   sendTimeout?: number;
-  /** ms the transport that worked is remembered per origin; 0 turns it off. Default 600000. */
-  rememberTransport?: number;
-  /** Where the transport is remembered. Default localStorage when there is one. */
-  storage?: StorageLike | null;
+  /**
+   * Where the transport that worked is remembered, so that the next client of this origin
+   * starts there: rememberTransport() of the `memory` entry. Default none.
+   */
+  transportMemory?: TransportMemory;
   /** The buffering detector, or false to turn it off. */
   buffering?: false | BufferingOptions;
   /** ms a long-poll asks the server to hold at most (&hold=). Default: the server's pollHoldMs. */

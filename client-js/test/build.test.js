@@ -41,3 +41,10 @@ test('the codes bundle is the close-code table alone, and the base holds no copy
   assert.doesNotMatch(readFileSync(DIST + 'codes.js', 'utf8'), /import|require\(/);
   assert.doesNotMatch(readFileSync(DIST + 'client.js', 'utf8'), /going away/);
 });
+
+test('the memory bundle is rememberTransport alone', async () => {
+  const mod = await import(DIST + 'memory.js');
+  assert.deepEqual(Object.keys(mod), ['rememberTransport']);
+  assert.doesNotMatch(readFileSync(DIST + 'memory.js', 'utf8'), /import|require\(|node:/);
+  assert.doesNotMatch(readFileSync(DIST + 'client.js', 'utf8'), /ferry:transport:/);
+});

@@ -32,3 +32,8 @@ export const sharedFerry = SharedFerry;
 /** @typedef {typeof import('../src/codes.js')} DeclaredCodes src/codes.d.ts */
 /** @type {DeclaredCodes['CloseCodes']} */
 export const closeCodes = CloseCodes;
+
+import { rememberTransport } from '../src/memory.js';
+/** @typedef {typeof import('../src/memory.js')} DeclaredMemory src/memory.d.ts (the same resolution) */
+/** @type {DeclaredMemory['rememberTransport']} */
+export const remember = rememberTransport;

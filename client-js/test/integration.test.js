@@ -94,7 +94,6 @@ for (const transport of ['websocket', 'sse', 'longpoll']) {
       transports: [transport],
       WebSocket,
       EventSource,
-      storage: null,
       online: null,
     });
     const errors = [];
@@ -149,7 +148,6 @@ test('moving up from long-polling to WebSocket against the real server loses and
   const ferry = new Ferry(base, {
     transports: ['websocket', 'longpoll'],
     WebSocket: FlakyWebSocket,
-    storage: null,
     online: null,
     upgradeProbe: { min: 300, max: 300 },
   });
@@ -181,7 +179,7 @@ test('moving up from long-polling to WebSocket against the real server loses and
 });
 
 test('presence: listening to join shows who subscribes; presence() lists the members', LIMIT, async () => {
-  const opts = { transports: ['websocket'], WebSocket, EventSource, storage: null, online: null };
+  const opts = { transports: ['websocket'], WebSocket, EventSource, online: null };
   const a = new Ferry(base, opts);
   const b = new Ferry(base, { ...opts, transports: ['sse'] });
   try {
@@ -242,9 +240,9 @@ test('a frame processed before its ack was lost, then 4005: resent with its seq 
     }
   }
   const lossyFetch = (url, init) => (blocked ? Promise.reject(new TypeError('network down')) : fetch(url, init));
-  const opts = { transports: ['websocket'], WebSocket: LossyWebSocket, fetch: lossyFetch, storage: null, online: null, backoff: { min: 50, max: 200 } };
+  const opts = { transports: ['websocket'], WebSocket: LossyWebSocket, fetch: lossyFetch, online: null, backoff: { min: 50, max: 200 } };
   const ferry = new Ferry(s.base, opts);
-  const observer = new Ferry(s.base, { transports: ['websocket'], WebSocket, storage: null, online: null });
+  const observer = new Ferry(s.base, { transports: ['websocket'], WebSocket, online: null });
   const channel = 'room:it-cid';
   const seen = [];
   try {

@@ -2,6 +2,7 @@
 // expected errors at the end are misuses the declarations must refuse.
 import { Ferry, FerryError, isTerminal, type Position, type Subscription, type TransportEvent } from '../src/index.js';
 import { CloseCodes } from '../src/codes.js';
+import { rememberTransport } from '../src/memory.js';
 
 const ferry = new Ferry('https://example.com/ferry', {
   transports: ['websocket', 'sse', 'longpoll'],
@@ -11,7 +12,7 @@ const ferry = new Ferry('https://example.com/ferry', {
   WebSocket,
   EventSource,
   fetch: (url, init) => fetch(url, init),
-  storage: localStorage,
+  transportMemory: rememberTransport({ ttl: 60000, storage: localStorage }),
   online: window,
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (id) => clearTimeout(id as number),

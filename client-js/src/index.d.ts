@@ -94,13 +94,9 @@ export interface SubscriptionEvents {
   reset: (e: ResetEvent) => void;
   /** The server refused or ended the subscription. */
   error: (e: FerryError) => void;
-  /** A session started to be present on the channel (listening starts the presence feed). */
-  join: (m: PresenceMember) => void;
-  /** A session left the channel, or its presence expired. */
-  leave: (m: PresenceMember) => void;
 }
 
-/** A session present on a channel (when the server keeps presence on it). */
+/** A session present on a channel (when the server keeps presence on it): the `presence` entry. */
 export interface PresenceMember {
   session: string;
   /** The identity, when the session has one. */
@@ -227,9 +223,6 @@ export declare class Subscription {
   readonly state: 'subscribing' | 'subscribed' | 'unsubscribed';
   on<E extends keyof SubscriptionEvents>(event: E, fn: SubscriptionEvents[E]): this;
   off<E extends keyof SubscriptionEvents>(event?: E, fn?: SubscriptionEvents[E]): this;
-  /** Who is present on the channel now (GET {base}/api/presence). Rejects with a
-   * FerryError when the server keeps no presence there or the session may not see it. */
-  presence(): Promise<PresenceMember[]>;
   unsubscribe(): void;
 }
 

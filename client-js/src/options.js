@@ -19,7 +19,6 @@ const g = /** @type {any} */ (globalThis);
 // Every default in one place; see index.d.ts for what each option means.
 const DEFAULTS = {
   transports: ['websocket', 'sse', 'longpoll'],
-  token: null,
   proofTimeout: 3000,
   requestTimeout: 15000,
   backoff: { min: 250, max: 15000 },
@@ -27,7 +26,6 @@ const DEFAULTS = {
   maxQueue: 1000,
   sendTimeout: 30000,
   buffering: { slack: 2000, pings: 3, ratio: 0.25 },
-  pollHold: undefined,
   autoConnect: true,
 };
 

@@ -48,3 +48,13 @@ test('the memory bundle is rememberTransport alone', async () => {
   assert.doesNotMatch(readFileSync(DIST + 'memory.js', 'utf8'), /import|require\(|node:/);
   assert.doesNotMatch(readFileSync(DIST + 'client.js', 'utf8'), /ferry:transport:/);
 });
+
+test('the presence bundle imports the base from ./client.js and holds no copy of it', async () => {
+  await import(DIST + 'client.js');
+  const mod = await import(DIST + 'presence.js');
+  assert.deepEqual(Object.keys(mod).sort(), ['presence', 'presenceFeed']);
+  const src = readFileSync(DIST + 'presence.js', 'utf8');
+  assert.deepEqual([...new Set(src.match(/from\s*"[^"]*"/g))], ['from"./client.js"']);
+  assert.doesNotMatch(src, /require\(|node:|class /);
+  assert.doesNotMatch(readFileSync(DIST + 'client.js', 'utf8'), /api\/presence/);
+});

@@ -37,3 +37,10 @@ import { rememberTransport } from '../src/memory.js';
 /** @typedef {typeof import('../src/memory.js')} DeclaredMemory src/memory.d.ts (the same resolution) */
 /** @type {DeclaredMemory['rememberTransport']} */
 export const remember = rememberTransport;
+
+import { presence, presenceFeed } from '../src/presence.js';
+/** @typedef {typeof import('../src/presence.js')} DeclaredPresence src/presence.d.ts (the same resolution) */
+/** @type {DeclaredPresence['presence']} */
+export const presenceNow = presence;
+/** @type {DeclaredPresence['presenceFeed']} */
+export const feed = presenceFeed;

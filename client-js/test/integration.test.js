@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import WebSocket from 'ws';
 import { EventSource } from 'eventsource';
 import { Ferry as Base } from '../src/index.js';
+import { presence, presenceFeed } from '../src/presence.js';
 
 // Every client a test opens is closed after it, also when the test fails or times out: a
 // client left open keeps reconnecting (to a server that `after` has stopped) and keeps this
@@ -178,7 +179,7 @@ test('moving up from long-polling to WebSocket against the real server loses and
   }
 });
 
-test('presence: listening to join shows who subscribes; presence() lists the members', LIMIT, async () => {
+test('presence: the feed join shows who subscribes; presence() lists the members', LIMIT, async () => {
   const opts = { transports: ['websocket'], WebSocket, EventSource, online: null };
   const a = new Ferry(base, opts);
   const b = new Ferry(base, { ...opts, transports: ['sse'] });
@@ -186,15 +187,15 @@ test('presence: listening to join shows who subscribes; presence() lists the mem
     const channel = 'room:presence-it';
     const subA = a.subscribe(channel, () => {});
     await when(subA, 'subscribed');
-    const joined = when(subA, 'join', (m) => m.session === b.sid);
-    // Listening to join subscribed A to the presence feed from now: B joins only once that
-    // subscription stands, or its join could come before it.
-    const feed = a.subscription(`$presence:${channel}`);
-    if (feed?.state !== 'subscribed') await when(feed, 'subscribed');
+    // The feed is subscribed from now: B joins only once that subscription stands, or its
+    // join could come before it.
+    const feed = presenceFeed(subA);
+    const joined = when(feed, 'join', (m) => m.session === b.sid);
+    if (feed.state !== 'subscribed') await when(feed, 'subscribed');
     const subB = b.subscribe(channel, () => {});
     await when(subB, 'subscribed');
     await joined;
-    const members = (await subA.presence()).map((m) => m.session).sort();
+    const members = (await presence(subA)).map((m) => m.session).sort();
     assert.deepEqual(members, [a.sid, b.sid].sort());
   } finally {
     a.close();

@@ -9,7 +9,7 @@ import { bundles } from '../build.mjs';
 // the base is at 7,204 as built (build.mjs also shortens the `_`-suffixed internal names;
 // 7,577 by the plain command of issue 18), the sharing entry at 2,513 on top. Each budget
 // holds what is reached, less than 100 bytes above it.
-const BUDGET = { client: 6900, share: 2560, codes: 400, memory: 400 };
+const BUDGET = { client: 6700, share: 2560, presence: 450, codes: 400, memory: 400 };
 
 for (const [name, budget] of Object.entries(BUDGET)) {
   test(`the ${name} bundle stays under ${budget} bytes gzipped`, async () => {

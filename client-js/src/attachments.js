@@ -314,13 +314,13 @@ export class Attachments extends Connection {
       if (a.unconfirmed_(subs)) return void (a.syncWhenConfirmed_ = true);
       return this.#attach(a.name_, RESUBSCRIBE, [], RESUBSCRIBE);
     }
-    for (const ch of del) a.channels_.delete(ch);
-    for (const ch of add) a.channels_.add(ch);
+    a.channels_ = new Set(subs.keys());
     /** @type {import('./transports/index.js').Transport} */ (a.transport_).send_([
       ...del.map((ch) => ({ t: 'unsub', ch })),
       ...add.map((ch) => {
-        const p = /** @type {import('./subscription.js').Subscription} */ (subs.get(ch)).position;
-        return p ? { t: 'sub', ch, ep: p.epoch, off: p.offset } : { t: 'sub', ch };
+        // Without a position, ep and off are left out of the frame (JSON drops undefined).
+        const p = subs.get(ch)?.position;
+        return { t: 'sub', ch, ep: p?.epoch, off: p?.offset };
       }),
     ]);
   }

@@ -52,14 +52,13 @@ export class Subscription extends Emitter {
     const p = this.position;
     // Same epoch and not past our position: old news from an attachment that overlapped.
     const old = p && p.epoch === f.ep && f.off <= p.offset;
+    if (!old) this.position = { epoch: f.ep, offset: f.off };
     if (f.t !== 'msg') this.state = 'subscribed';
     if (f.t === 'sub') {
-      if (!old) this.position = { epoch: f.ep, offset: f.off };
       this.emit_('subscribed', { ...this.position });
       return false;
     }
     if (old) return false;
-    this.position = { epoch: f.ep, offset: f.off };
     if (f.t === 'reset') {
       this.emit_('reset', { epoch: f.ep, offset: f.off, reason: f.reason ?? '' });
       return false;

@@ -4,7 +4,7 @@ import { Emitter } from './emitter.js';
 import { fullJitter } from './backoff.js';
 import { Upstream } from './upstream.js';
 import { transports } from './transports/index.js';
-import { call, auth } from './transports/http.js';
+import { call } from './transports/http.js';
 import { withDefaults, platform, logger } from './options.js';
 
 /**
@@ -146,10 +146,7 @@ export class Connection extends Emitter {
    * @param {string} path @param {object} [body] @returns {Promise<any>}
    */
   request_(path, body) {
-    const headers = auth(this.token_);
-    return call(this.env_, this.base_ + path, body
-      ? { method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify(body) }
-      : { headers }, this.o_.requestTimeout);
+    return call(this.env_, this.base_ + path, this.token_, body, this.o_.requestTimeout);
   }
 
   /** A transport proved itself: the session is CONNECTED on it (the caller sets the state). @param {TransportName} name */

@@ -15,7 +15,8 @@ import (
 //   - {base}/client.js: the same module at a stable URL, revalidated on every use
 //     (Cache-Control: no-cache) against its strong ETag, which answers 304 when unchanged;
 //   - {base}/share.js: the client with tabs that share one connection, which imports
-//     ./client.js beside it, revalidated likewise.
+//     ./client.js beside it, revalidated likewise; and the other opt-in entries likewise:
+//     presence.js (imports ./client.js), codes.js and memory.js.
 //
 // Every one answers in the best precompressed form the request accepts (brotli, gzip or
 // none), with Vary: Accept-Encoding.
@@ -24,6 +25,9 @@ func mountClient(mux *http.ServeMux, base string) {
 	mux.Handle(base+"/client.js", client)
 	mux.Handle(base+"/"+clientjs.File, moduleHandler(clientjs.Client, "public, max-age=31536000, immutable"))
 	mux.Handle(base+"/share.js", moduleHandler(clientjs.Share, "no-cache"))
+	for _, b := range []clientjs.Bundle{clientjs.Presence, clientjs.Codes, clientjs.Memory} {
+		mux.Handle(base+"/"+b.Name, moduleHandler(b, "no-cache"))
+	}
 }
 
 // moduleHandler serves the module b with the given Cache-Control.

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // Builds the client as the server serves it: one minified ES module, bundled from
-// client-js/src by esbuild, with its gzip and brotli forms precompressed beside it; and the
-// sharing entry (src/share.js) as a second module that imports the first.
+// client-js/src by esbuild, with its gzip and brotli forms precompressed beside it; the
+// entries on top of it, which import it from ./client.js: sharing (src/share.js) and presence
+// (src/presence.js); and the entries that import nothing, each a module of its own: the
+// close-code table (src/codes.js) and the transport memory (src/memory.js).
 //
-//   npm run build:client        (writes client-js/dist/{client,share}.js{,.gz,.br}; commit them)
+//   npm run build:client        (writes client-js/dist/{client,share,presence,codes,memory}.js{,.gz,.br}; commit them)
 //
 // client-js/test/build.test.js fails when the committed files differ from a fresh build, so
 // a change to src/ that is committed without running this is caught.
@@ -16,10 +18,10 @@ export const DIST = fileURLToPath(new URL('./dist/', import.meta.url));
 
 const SRC = fileURLToPath(new URL('./src/', import.meta.url));
 
-// The modules of the base client that share.js imports: in its own build they come from
-// ./client.js (the base bundle beside it), so a page that loads both has one Ferry, one
-// FerryError. Only names that client.js exports may be imported from them.
-const BASE = new Set(['index.js', 'ferry.js', 'errors.js', 'codes.js', 'subscription.js'].map((f) => SRC + f));
+// The modules of the base client that share.js and presence.js import: in their builds they
+// come from ./client.js (the base bundle beside it), so a page that loads both has one Ferry,
+// one FerryError. Only names that client.js exports may be imported from them.
+const BASE = new Set(['index.js', 'ferry.js', 'errors.js', 'reconnect.js', 'subscription.js'].map((f) => SRC + f));
 
 /** @param {Uint8Array} contents */
 function forms(contents) {
@@ -32,8 +34,11 @@ function forms(contents) {
 }
 
 /**
- * The bundles and their compressed forms, as Buffers: `client` (the base client, src/index.js)
- * and `share` (src/share.js, which imports the base from ./client.js).
+ * The bundles and their compressed forms, as Buffers: `client` (the base client, src/index.js),
+ * `share` and `presence` (src/share.js, src/presence.js, which import the base from
+ * ./client.js), and those that import
+ * nothing: `codes` (src/codes.js, the close-code table with its names) and `memory`
+ * (src/memory.js, the transport memory).
  */
 export async function bundles() {
   const options = {
@@ -41,29 +46,37 @@ export async function bundles() {
     minify: true,
     format: /** @type {const} */ ('esm'),
     legalComments: /** @type {const} */ ('none'),
-    // Members internal to the package end in `_` (emit_, apply_, presence_…: what one module
+    // Members internal to the package end in `_` (emit_, apply_, ferry_…: what one module
     // calls on another's object, where a #private name can't reach). Their names are
     // shortened like #private ones; nothing outside the bundle may use them, except
-    // share.js, which is built with the same names (mangleCache).
+    // the entries on top of it (share.js, presence.js), built with the same names (mangleCache).
     mangleProps: /_$/,
     write: false,
   };
   const client = await build({ ...options, entryPoints: [SRC + 'index.js'], mangleCache: {} });
-  const share = await build({
+  // An entry on top of the base: the base's modules come from ./client.js.
+  const onBase = async (/** @type {string} */ file) => forms((await build({
     ...options,
-    entryPoints: [SRC + 'share.js'],
+    entryPoints: [SRC + file],
     mangleCache: client.mangleCache,
     plugins: [{
       name: 'base-from-client.js',
       setup(b) {
         b.onResolve({ filter: /^\./ }, (args) => {
-          const file = fileURLToPath(new URL(args.path, `file://${args.resolveDir}/`));
-          return BASE.has(file) ? { path: './client.js', external: true } : undefined;
+          const path = fileURLToPath(new URL(args.path, `file://${args.resolveDir}/`));
+          return BASE.has(path) ? { path: './client.js', external: true } : undefined;
         });
       },
     }],
-  });
-  return { client: forms(client.outputFiles[0].contents), share: forms(share.outputFiles[0].contents) };
+  })).outputFiles[0].contents);
+  const alone = async (/** @type {string} */ file) => forms((await build({ ...options, entryPoints: [SRC + file] })).outputFiles[0].contents);
+  return {
+    client: forms(client.outputFiles[0].contents),
+    share: await onBase('share.js'),
+    presence: await onBase('presence.js'),
+    codes: await alone('codes.js'),
+    memory: await alone('memory.js'),
+  };
 }
 
 /** The base client's bundle and its compressed forms (what /ferry/client.js serves). */

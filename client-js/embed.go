@@ -7,6 +7,11 @@
 //   - Share (dist/share.js) exports the same API with tabs that share one connection
 //     (`share: true`); it imports the base module as "./client.js", so it is served
 //     beside it.
+//   - Presence (dist/presence.js) exports presence and presenceFeed, for subscriptions of
+//     either; it imports the base module as "./client.js" too.
+//   - Codes (dist/codes.js) exports the close-code table with each code's names
+//     (CloseCodes), which the base module leaves out; Memory (dist/memory.js) exports
+//     rememberTransport, the opt-in transport memory. Neither imports anything.
 package clientjs
 
 import (
@@ -44,12 +49,34 @@ var (
 	shareGz []byte
 	//go:embed dist/share.js.br
 	shareBr []byte
+	//go:embed dist/presence.js
+	presenceJS []byte
+	//go:embed dist/presence.js.gz
+	presenceGz []byte
+	//go:embed dist/presence.js.br
+	presenceBr []byte
+	//go:embed dist/codes.js
+	codesJS []byte
+	//go:embed dist/codes.js.gz
+	codesGz []byte
+	//go:embed dist/codes.js.br
+	codesBr []byte
+	//go:embed dist/memory.js
+	memoryJS []byte
+	//go:embed dist/memory.js.gz
+	memoryGz []byte
+	//go:embed dist/memory.js.br
+	memoryBr []byte
 )
 
-// Client is the base client; Share the client with tabs that share one connection.
+// Client is the base client; Share the client with tabs that share one connection; Presence
+// who is present on a channel; Codes the close-code table; Memory the transport memory.
 var (
-	Client = newBundle("client.js", clientJS, clientGz, clientBr)
-	Share  = newBundle("share.js", shareJS, shareGz, shareBr)
+	Client   = newBundle("client.js", clientJS, clientGz, clientBr)
+	Share    = newBundle("share.js", shareJS, shareGz, shareBr)
+	Presence = newBundle("presence.js", presenceJS, presenceGz, presenceBr)
+	Codes    = newBundle("codes.js", codesJS, codesGz, codesBr)
+	Memory   = newBundle("memory.js", memoryJS, memoryGz, memoryBr)
 )
 
 // File is the base module's content-hashed file name, "client.<Hash>.js", which the server

@@ -1,4 +1,4 @@
-import { shouldReconnect } from './codes.js';
+import { shouldReconnect } from './reconnect.js';
 import { equalJitter } from './backoff.js';
 import { Detector } from './detector.js';
 import { data } from './codec.js';
@@ -187,16 +187,13 @@ export class Attachments extends Connection {
     // 1007/1002: the platform refused what the transport carried (bytes that aren't UTF-8, a
     // frame a proxy corrupted): another transport may carry it, so it is no reason to stop.
     const corrupt = code === 1007 || code === 1002;
-    const terminal = !corrupt && !shouldReconnect(code);
-    const expired = code === 4005 || code === 4006;
+    const superseded = code === 4001;
+    const terminal = !corrupt && !superseded && !shouldReconnect(code);
     if (corrupt) this.#judge(a, code);
-    if (a === this.#candidate) {
-      this.#drop(a);
-      if (expired) return this.expired_(code);
-      if (terminal && code !== 4001) return this.terminate_(code, why);
-      return this.#failed(a, why);
-    }
-    if (this.#candidate && !expired && (code === 4001 || !terminal)) {
+    // Each way out below drops the attachments (expired_, terminate_ and lost_ reset them all).
+    if (code === 4005 || code === 4006) return this.expired_(code);
+    if (a === this.#candidate) return terminal ? this.terminate_(code, why) : this.#failed(a, why);
+    if (this.#candidate && !terminal) {
       // Usually our own swap superseded it; the swap decides what comes next.
       this.log_('attachment', a.id_, 'ended during a swap:', code, why);
       a.ended_ = true;
@@ -204,10 +201,8 @@ export class Attachments extends Connection {
       this.upstream_.use_(null);
       return a.transport_?.close_();
     }
-    this.#drop(a);
-    if (expired) return this.expired_(code);
     // Nothing of ours replaced it: the session was taken over elsewhere.
-    if (code === 4001) return this.terminate_(4001, 'superseded by another attachment of the session');
+    if (superseded) return this.terminate_(4001, 'superseded by another attachment of the session');
     if (terminal) return this.terminate_(code, why);
     if (!corrupt) this.#judge(a, code);
     this.lost_(code, why);
@@ -314,13 +309,13 @@ export class Attachments extends Connection {
       if (a.unconfirmed_(subs)) return void (a.syncWhenConfirmed_ = true);
       return this.#attach(a.name_, RESUBSCRIBE, [], RESUBSCRIBE);
     }
-    for (const ch of del) a.channels_.delete(ch);
-    for (const ch of add) a.channels_.add(ch);
+    a.channels_ = new Set(subs.keys());
     /** @type {import('./transports/index.js').Transport} */ (a.transport_).send_([
       ...del.map((ch) => ({ t: 'unsub', ch })),
       ...add.map((ch) => {
-        const p = /** @type {import('./subscription.js').Subscription} */ (subs.get(ch)).position;
-        return p ? { t: 'sub', ch, ep: p.epoch, off: p.offset } : { t: 'sub', ch };
+        // Without a position, ep and off are left out of the frame (JSON drops undefined).
+        const p = subs.get(ch)?.position;
+        return { t: 'sub', ch, ep: p?.epoch, off: p?.offset };
       }),
     ]);
   }

@@ -1,5 +1,8 @@
-// The close-code table of docs/PROTOCOL.md §7. session/close.go holds the same rows and a Go
-// test parses this literal to keep the two identical: keep one entry per line, in this form.
+// The close-code table of docs/PROTOCOL.md §7, with each code's name: the entry
+// `@ferryrt/client/codes` (dist/codes.js), for apps that show or log the names. The base client
+// only needs the reconnect rule, which reconnect.js holds without the names (a test checks
+// that both agree). session/close.go holds the same rows and a Go test parses this literal to
+// keep the two identical: keep one entry per line, in this form.
 /** @type {{ readonly [code: number]: { readonly name: string, readonly reconnect: boolean } }} */
 export const CloseCodes = {
   1000: { name: 'normal', reconnect: false },
@@ -23,18 +26,3 @@ export const CloseCodes = {
   4104: { name: 'no upstream handler', reconnect: false },
 };
 
-/**
- * Whether a client should reconnect (and resume) after `code`. Codes outside the table follow
- * the ranges of §7 (4000-4099 and 4500-4749 reconnect, the rest of 4000-4999 is terminal).
- * Codes below 4000 that the table doesn't list never come from Ferry but from a proxy or the
- * platform (1005, 1012, 1013...), so they are treated like a dropped connection.
- * @param {number} code
- */
-export function shouldReconnect(code) {
-  const row = CloseCodes[code];
-  if (row) return row.reconnect;
-  return code < 4100 || (code >= 4500 && code < 4750);
-}
-
-/** @param {number} code */
-export const isTerminal = (code) => !shouldReconnect(code);

@@ -1,12 +1,11 @@
-import { shouldReconnect } from './codes.js';
+import { shouldReconnect } from './reconnect.js';
 import { FerryError } from './errors.js';
 import { Emitter } from './emitter.js';
 import { fullJitter } from './backoff.js';
-import { memory } from './memory.js';
 import { Upstream } from './upstream.js';
 import { transports } from './transports/index.js';
-import { call, auth } from './transports/http.js';
-import { withDefaults, platform, localStorage, logger } from './options.js';
+import { call } from './transports/http.js';
+import { withDefaults, platform, logger } from './options.js';
 
 /**
  * @typedef {import('./index.js').TransportName} TransportName
@@ -42,7 +41,6 @@ const newCid = () => btoa(String.fromCharCode(...crypto.getRandomValues(new Uint
  * (attachments.js, ferry.js); the build shortens their names.
  */
 export class Connection extends Emitter {
-  #memory;
   /** @type {import('./index.js').OnlineTarget | null} */
   #online;
   #onOnline = () => this.#retryNow();
@@ -88,12 +86,6 @@ export class Connection extends Emitter {
     this.log_ = logger(options.debug);
     this.random_ = options.random ?? Math.random;
     this.base_ = new URL(url, /** @type {any} */ (globalThis).location?.href).href.replace(/\/+$/, '');
-    this.#memory = memory(
-      `ferry:transport:${new URL(this.base_).origin}`,
-      o.rememberTransport,
-      'storage' in options ? options.storage ?? null : localStorage(),
-      env.now,
-    );
     this.#online = 'online' in options ? options.online ?? null : typeof addEventListener === 'function' ? /** @type {any} */ (globalThis) : null;
     this.upstream_ = new Upstream(o, env, (n) => this.delay_(n), () => this.expired_(4005));
     if (o.autoConnect) queueMicrotask(() => this.#state === 'connecting' && this.phase_ === IDLE && this.connect());
@@ -154,10 +146,7 @@ export class Connection extends Emitter {
    * @param {string} path @param {object} [body] @returns {Promise<any>}
    */
   request_(path, body) {
-    const headers = auth(this.token_);
-    return call(this.env_, this.base_ + path, body
-      ? { method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify(body) }
-      : { headers }, this.o_.requestTimeout);
+    return call(this.env_, this.base_ + path, this.token_, body, this.o_.requestTimeout);
   }
 
   /** A transport proved itself: the session is CONNECTED on it (the caller sets the state). @param {TransportName} name */
@@ -166,7 +155,7 @@ export class Connection extends Emitter {
     this.failedRounds_ = 0;
     this.renewed_ = this.serverDraining_ = false;
     this.#everConnected = true;
-    this.#memory.set(name);
+    this.o_.transportMemory?.set(this.base_, name);
   }
 
   // ---- rounds: NEGOTIATING → ATTACHING → CONNECTED, or WAITING ----------------------------
@@ -211,7 +200,7 @@ export class Connection extends Emitter {
     // Benched transports go last (all of them benched: the list as it is).
     const benched = (/** @type {TransportName} */ t) => this.benched_(t);
     const order = [...list.filter((t) => !benched(t)), ...list.filter(benched)];
-    const mem = /** @type {TransportName | null} */ (this.#memory.get());
+    const mem = this.o_.transportMemory?.get(this.base_);
     this.phase_ = ATTACHING;
     if (mem && mem !== order[0] && order.includes(mem) && !benched(mem)) {
       this.walk_([mem, ...order.filter((t) => t !== mem)], 'remembered');

@@ -14,7 +14,7 @@ import { Attachments } from './attachments.js';
  *
  * The session is built in layers, one concern per file: connection.js (negotiation, rounds,
  * backoff: the state machine's phases), attachments.js (the transports' proofs and the swaps
- * while connected), and here what the app calls: subscriptions, upstream, presence.
+ * while connected), and here what the app calls: subscriptions and upstream.
  */
 export class Ferry extends Attachments {
   /**
@@ -46,16 +46,6 @@ export class Ferry extends Attachments {
   #push(frame) {
     if (this.state === 'disconnected') return Promise.reject(new FerryError('closed', 'client is closed', 'not-sent'));
     return this.upstream_.push_(frame);
-  }
-
-  /**
-   * GET {base}/api/presence for a channel, as this session (Subscription.presence).
-   * @param {string} channel @returns {Promise<import('./index.js').PresenceMember[]>}
-   */
-  async presence_(channel) {
-    if (!this.credential_) throw new FerryError('closed', 'no session yet: wait for the connected state');
-    const body = await this.request_(`/api/presence?${new URLSearchParams({ channel, session: this.credential_ })}`);
-    return body?.members ?? [];
   }
 
   /** Subscription.unsubscribe. @param {Subscription} sub */

@@ -11,7 +11,7 @@ export interface Position {
   offset: number;
 }
 
-/** Codes of errors that the client detects itself (server codes are numbers, see CloseCodes). */
+/** Codes of errors that the client detects itself (server codes are numbers: the close codes of PROTOCOL.md §7, named in the `codes` entry). */
 export type ClientErrorCode = 'timeout' | 'queue-full' | 'closed' | 'network' | 'no-transport' | 'already-subscribed';
 
 export declare class FerryError extends Error {
@@ -30,15 +30,7 @@ export declare class FerryError extends Error {
 
 export type Delivery = 'not-sent' | 'unknown';
 
-export interface CloseCode {
-  readonly name: string;
-  /** Whether a client reconnects (and resumes) after this code. */
-  readonly reconnect: boolean;
-}
-
-/** The close-code table of PROTOCOL.md §7, shared with the server. */
-export declare const CloseCodes: { readonly [code: number]: CloseCode };
-/** Whether to reconnect after `code`; codes outside the table follow the ranges of §7. */
+/** Whether to reconnect (and resume) after `code`, by the table and the ranges of PROTOCOL.md §7. */
 export declare function shouldReconnect(code: number): boolean;
 export declare function isTerminal(code: number): boolean;
 
@@ -102,13 +94,9 @@ export interface SubscriptionEvents {
   reset: (e: ResetEvent) => void;
   /** The server refused or ended the subscription. */
   error: (e: FerryError) => void;
-  /** A session started to be present on the channel (listening starts the presence feed). */
-  join: (m: PresenceMember) => void;
-  /** A session left the channel, or its presence expired. */
-  leave: (m: PresenceMember) => void;
 }
 
-/** A session present on a channel (when the server keeps presence on it). */
+/** A session present on a channel (when the server keeps presence on it): the `presence` entry. */
 export interface PresenceMember {
   session: string;
   /** The identity, when the session has one. */
@@ -122,6 +110,12 @@ export interface SubscribeOptions {
 
 /** Anything JSON.stringify accepts, or bytes (sent as base64, delivered as Uint8Array). */
 export type Payload = unknown;
+
+/** Remembers the transport that last proved itself for a base URL (the `memory` entry). */
+export interface TransportMemory {
+  get(base: string): TransportName | null;
+  set(base: string, transport: TransportName): void;
+}
 
 export interface StorageLike {
   getItem(key: string): string | null;
@@ -196,10 +190,11 @@ export interface FerryOptions {
    * DedupeTTL (cmd/ferry: twice --session-ttl, 120 s by default): a frame is never resent later.
    */
   sendTimeout?: number;
-  /** ms the transport that worked is remembered per origin; 0 turns it off. Default 600000. */
-  rememberTransport?: number;
-  /** Where the transport is remembered. Default localStorage when there is one. */
-  storage?: StorageLike | null;
+  /**
+   * Where the transport that worked is remembered, so that the next client of this origin
+   * starts there: rememberTransport() of the `memory` entry. Default none.
+   */
+  transportMemory?: TransportMemory;
   /** The buffering detector, or false to turn it off. */
   buffering?: false | BufferingOptions;
   /** ms a long-poll asks the server to hold at most (&hold=). Default: the server's pollHoldMs. */
@@ -228,9 +223,6 @@ export declare class Subscription {
   readonly state: 'subscribing' | 'subscribed' | 'unsubscribed';
   on<E extends keyof SubscriptionEvents>(event: E, fn: SubscriptionEvents[E]): this;
   off<E extends keyof SubscriptionEvents>(event?: E, fn?: SubscriptionEvents[E]): this;
-  /** Who is present on the channel now (GET {base}/api/presence). Rejects with a
-   * FerryError when the server keeps no presence there or the session may not see it. */
-  presence(): Promise<PresenceMember[]>;
   unsubscribe(): void;
 }
 

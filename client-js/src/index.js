@@ -1,4 +1,4 @@
 export { Ferry } from './ferry.js';
 export { Subscription } from './subscription.js';
 export { FerryError } from './errors.js';
-export { CloseCodes, isTerminal, shouldReconnect } from './codes.js';
+export { isTerminal, shouldReconnect } from './reconnect.js';

@@ -3,7 +3,7 @@
  * @typedef {{
  *   transports: import('./index.js').TransportName[], token: FerryOptions['token'],
  *   proofTimeout: number, requestTimeout: number, maxQueue: number, sendTimeout: number,
- *   rememberTransport: number, pollHold: number | undefined, autoConnect: boolean,
+ *   transportMemory: import('./index.js').TransportMemory | undefined, pollHold: number | undefined, autoConnect: boolean,
  *   backoff: Required<import('./index.js').Backoff>, upgradeProbe: Required<import('./index.js').Backoff>,
  *   buffering: Required<import('./index.js').BufferingOptions> | false,
  * }} Options every option the client reads, with its default filled in
@@ -19,16 +19,13 @@ const g = /** @type {any} */ (globalThis);
 // Every default in one place; see index.d.ts for what each option means.
 const DEFAULTS = {
   transports: ['websocket', 'sse', 'longpoll'],
-  token: null,
   proofTimeout: 3000,
   requestTimeout: 15000,
   backoff: { min: 250, max: 15000 },
   upgradeProbe: { min: 5000, max: 300000 },
   maxQueue: 1000,
   sendTimeout: 30000,
-  rememberTransport: 600000,
   buffering: { slack: 2000, pings: 3, ratio: 0.25 },
-  pollHold: undefined,
   autoConnect: true,
 };
 
@@ -60,11 +57,6 @@ export function platform(options) {
     WebSocket: given('WebSocket'),
     EventSource: given('EventSource'),
   };
-}
-
-/** The platform's localStorage, which throws in sandboxed frames and some privacy modes. */
-export function localStorage() {
-  try { return g.localStorage ?? null; } catch { return null; }
 }
 
 /** @param {FerryOptions['debug']} debug @returns {(...args: unknown[]) => void} */

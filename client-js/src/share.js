@@ -8,7 +8,7 @@
 // it imports the base from ./client.js beside it.
 import { Ferry as Base } from './ferry.js';
 import { FerryError } from './errors.js';
-import { shouldReconnect } from './codes.js';
+import { shouldReconnect } from './reconnect.js';
 
 export * from './index.js';
 

@@ -12,10 +12,7 @@ import { FerryError } from './errors.js';
  * anything at or before it is a duplicate from an overlapping attachment and is dropped.
  */
 export class Subscription extends Emitter {
-  #ferry;
   #onMessage;
-  /** @type {Subscription | undefined} the channel's presence feed, once join or leave is listened to */
-  #feed;
 
   /**
    * @param {import('./ferry.js').Ferry} ferry @param {string} channel
@@ -29,31 +26,14 @@ export class Subscription extends Emitter {
     this.position = since ? { epoch: since.epoch, offset: since.offset } : null;
     /** @type {'subscribing' | 'subscribed' | 'unsubscribed'} */
     this.state = 'subscribing';
-    this.#ferry = ferry;
+    /** The client it belongs to (presence.js asks the server as its session). */
+    this.ferry_ = ferry;
     this.#onMessage = onMessage;
   }
 
-  /**
-   * Listening to 'join' or 'leave' subscribes to the channel's presence feed.
-   * @param {string} event @param {Function} fn
-   */
-  on(event, fn) {
-    super.on(event, fn);
-    if ((event === 'join' || event === 'leave') && !this.#feed && this.state !== 'unsubscribed') {
-      this.#feed = this.#ferry.subscribe(`$presence:${this.channel}`, (e) => {
-        if (e?.event === 'join' || e?.event === 'leave') this.emit_(e.event, { session: e.session, user: e.user });
-      });
-    }
-    return this;
-  }
-
-  /** Who is present on the channel now. */
-  presence() { return this.#ferry.presence_(this.channel); }
-
   unsubscribe() {
     if (this.state === 'unsubscribed') return;
-    this.#feed?.unsubscribe();
-    this.#ferry.unsubscribe_(this);
+    this.ferry_.unsubscribe_(this);
     this.end_(1000, 'unsubscribed');
   }
 
@@ -72,14 +52,13 @@ export class Subscription extends Emitter {
     const p = this.position;
     // Same epoch and not past our position: old news from an attachment that overlapped.
     const old = p && p.epoch === f.ep && f.off <= p.offset;
+    if (!old) this.position = { epoch: f.ep, offset: f.off };
     if (f.t !== 'msg') this.state = 'subscribed';
     if (f.t === 'sub') {
-      if (!old) this.position = { epoch: f.ep, offset: f.off };
       this.emit_('subscribed', { ...this.position });
       return false;
     }
     if (old) return false;
-    this.position = { epoch: f.ep, offset: f.off };
     if (f.t === 'reset') {
       this.emit_('reset', { epoch: f.ep, offset: f.off, reason: f.reason ?? '' });
       return false;

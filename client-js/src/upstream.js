@@ -1,5 +1,5 @@
 import { FerryError } from './errors.js';
-import { shouldReconnect } from './codes.js';
+import { shouldReconnect } from './reconnect.js';
 
 // A POST carries at most this many frames; the rest follow in the next one.
 const BATCH = 256;

@@ -14,7 +14,7 @@ test('the committed dist/ is a fresh build of src/ (run `npm run build:client`)'
   }
 });
 
-const API = ['CloseCodes', 'Ferry', 'FerryError', 'Subscription', 'isTerminal', 'shouldReconnect'];
+const API = ['Ferry', 'FerryError', 'Subscription', 'isTerminal', 'shouldReconnect'];
 
 test('the bundle exports the public API and nothing reaches for Node', async () => {
   const mod = await import(DIST + 'client.js');
@@ -31,4 +31,30 @@ test('the sharing bundle exports the same API, imports the base from ./client.js
   const src = readFileSync(DIST + 'share.js', 'utf8');
   assert.deepEqual([...new Set(src.match(/from\s*"[^"]*"/g))], ['from"./client.js"']);
   assert.doesNotMatch(src, /require\(|node:|going away/);
+});
+
+test('the codes bundle is the close-code table alone, and the base holds no copy of it', async () => {
+  const { CloseCodes } = await import('../src/codes.js');
+  const mod = await import(DIST + 'codes.js');
+  assert.deepEqual(Object.keys(mod), ['CloseCodes']);
+  assert.deepEqual(mod.CloseCodes, CloseCodes);
+  assert.doesNotMatch(readFileSync(DIST + 'codes.js', 'utf8'), /import|require\(/);
+  assert.doesNotMatch(readFileSync(DIST + 'client.js', 'utf8'), /going away/);
+});
+
+test('the memory bundle is rememberTransport alone', async () => {
+  const mod = await import(DIST + 'memory.js');
+  assert.deepEqual(Object.keys(mod), ['rememberTransport']);
+  assert.doesNotMatch(readFileSync(DIST + 'memory.js', 'utf8'), /import|require\(|node:/);
+  assert.doesNotMatch(readFileSync(DIST + 'client.js', 'utf8'), /ferry:transport:/);
+});
+
+test('the presence bundle imports the base from ./client.js and holds no copy of it', async () => {
+  await import(DIST + 'client.js');
+  const mod = await import(DIST + 'presence.js');
+  assert.deepEqual(Object.keys(mod).sort(), ['presence', 'presenceFeed']);
+  const src = readFileSync(DIST + 'presence.js', 'utf8');
+  assert.deepEqual([...new Set(src.match(/from\s*"[^"]*"/g))], ['from"./client.js"']);
+  assert.doesNotMatch(src, /require\(|node:|class /);
+  assert.doesNotMatch(readFileSync(DIST + 'client.js', 'utf8'), /api\/presence/);
 });

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { CloseCodes, isTerminal, shouldReconnect } from '../src/index.js';
+import { isTerminal, shouldReconnect } from '../src/index.js';
+import { CloseCodes } from '../src/codes.js';
 
 const read = (p) => readFileSync(new URL(p, import.meta.url), 'utf8');
 
@@ -38,4 +39,11 @@ test('codes outside the table follow the ranges', () => {
 test('the table decides: terminal codes stop, the rest reconnect', () => {
   for (const c of [1000, 1007, 1008, 1009, 4001, 4100, 4101, 4103, 4104]) assert.ok(isTerminal(c), c);
   for (const c of [1001, 1006, 1011, 4000, 4002, 4003, 4004, 4005, 4029]) assert.ok(shouldReconnect(c), c);
+});
+
+test("the base client's reconnect rule (reconnect.js) agrees with every row of the table", () => {
+  for (const [code, { reconnect }] of Object.entries(CloseCodes)) {
+    assert.equal(shouldReconnect(Number(code)), reconnect, code);
+    assert.equal(isTerminal(Number(code)), !reconnect, code);
+  }
 });

@@ -216,7 +216,6 @@ export class FakeServer {
       clearTimeout: this.clock.clearTimeout,
       now: this.clock.now,
       random: () => 0.5,
-      storage: null,
       // The debug log, kept for tests: retries(server) lists the rounds scheduled after a backoff.
       debug: (...args) => this.log.push(args),
       online: null,

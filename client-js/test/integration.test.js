@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import WebSocket from 'ws';
 import { EventSource } from 'eventsource';
 import { Ferry as Base } from '../src/index.js';
+import { presence, presenceFeed } from '../src/presence.js';
 
 // Every client a test opens is closed after it, also when the test fails or times out: a
 // client left open keeps reconnecting (to a server that `after` has stopped) and keeps this
@@ -94,7 +95,6 @@ for (const transport of ['websocket', 'sse', 'longpoll']) {
       transports: [transport],
       WebSocket,
       EventSource,
-      storage: null,
       online: null,
     });
     const errors = [];
@@ -149,7 +149,6 @@ test('moving up from long-polling to WebSocket against the real server loses and
   const ferry = new Ferry(base, {
     transports: ['websocket', 'longpoll'],
     WebSocket: FlakyWebSocket,
-    storage: null,
     online: null,
     upgradeProbe: { min: 300, max: 300 },
   });
@@ -180,23 +179,23 @@ test('moving up from long-polling to WebSocket against the real server loses and
   }
 });
 
-test('presence: listening to join shows who subscribes; presence() lists the members', LIMIT, async () => {
-  const opts = { transports: ['websocket'], WebSocket, EventSource, storage: null, online: null };
+test('presence: the feed join shows who subscribes; presence() lists the members', LIMIT, async () => {
+  const opts = { transports: ['websocket'], WebSocket, EventSource, online: null };
   const a = new Ferry(base, opts);
   const b = new Ferry(base, { ...opts, transports: ['sse'] });
   try {
     const channel = 'room:presence-it';
     const subA = a.subscribe(channel, () => {});
     await when(subA, 'subscribed');
-    const joined = when(subA, 'join', (m) => m.session === b.sid);
-    // Listening to join subscribed A to the presence feed from now: B joins only once that
-    // subscription stands, or its join could come before it.
-    const feed = a.subscription(`$presence:${channel}`);
-    if (feed?.state !== 'subscribed') await when(feed, 'subscribed');
+    // The feed is subscribed from now: B joins only once that subscription stands, or its
+    // join could come before it.
+    const feed = presenceFeed(subA);
+    const joined = when(feed, 'join', (m) => m.session === b.sid);
+    if (feed.state !== 'subscribed') await when(feed, 'subscribed');
     const subB = b.subscribe(channel, () => {});
     await when(subB, 'subscribed');
     await joined;
-    const members = (await subA.presence()).map((m) => m.session).sort();
+    const members = (await presence(subA)).map((m) => m.session).sort();
     assert.deepEqual(members, [a.sid, b.sid].sort());
   } finally {
     a.close();
@@ -242,9 +241,9 @@ test('a frame processed before its ack was lost, then 4005: resent with its seq 
     }
   }
   const lossyFetch = (url, init) => (blocked ? Promise.reject(new TypeError('network down')) : fetch(url, init));
-  const opts = { transports: ['websocket'], WebSocket: LossyWebSocket, fetch: lossyFetch, storage: null, online: null, backoff: { min: 50, max: 200 } };
+  const opts = { transports: ['websocket'], WebSocket: LossyWebSocket, fetch: lossyFetch, online: null, backoff: { min: 50, max: 200 } };
   const ferry = new Ferry(s.base, opts);
-  const observer = new Ferry(s.base, { transports: ['websocket'], WebSocket, storage: null, online: null });
+  const observer = new Ferry(s.base, { transports: ['websocket'], WebSocket, online: null });
   const channel = 'room:it-cid';
   const seen = [];
   try {

@@ -1,6 +1,9 @@
 // Compiled by tsc --noEmit (test/types.test.js): the public API as an app uses it. The
 // expected errors at the end are misuses the declarations must refuse.
-import { Ferry, FerryError, CloseCodes, isTerminal, type Position, type Subscription, type TransportEvent } from '../src/index.js';
+import { Ferry, FerryError, isTerminal, type Position, type Subscription, type TransportEvent } from '../src/index.js';
+import { CloseCodes } from '../src/codes.js';
+import { rememberTransport } from '../src/memory.js';
+import { presence, presenceFeed } from '../src/presence.js';
 
 const ferry = new Ferry('https://example.com/ferry', {
   transports: ['websocket', 'sse', 'longpoll'],
@@ -10,7 +13,7 @@ const ferry = new Ferry('https://example.com/ferry', {
   WebSocket,
   EventSource,
   fetch: (url, init) => fetch(url, init),
-  storage: localStorage,
+  transportMemory: rememberTransport({ ttl: 60000, storage: localStorage }),
   online: window,
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (id) => clearTimeout(id as number),
@@ -63,10 +66,12 @@ new Ferry('/ferry', { transports: ['flash'] });
 new Ferry('/ferry', { token: 42 });
 // @ts-expect-error: subscription events are typed too
 sub.on('joined', () => {});
+// @ts-expect-error: presence events belong to the presence feed
+sub.on('join', () => {});
 // @ts-expect-error: a join carries a member, not a string
-sub.on('join', (m: string) => m);
-sub.on('join', (m) => m.session.toUpperCase());
-void (sub.presence() satisfies Promise<{ session: string; user?: string }[]>);
+presenceFeed(sub).on('join', (m: string) => m);
+presenceFeed(sub).on('join', (m) => m.session.toUpperCase()).on('subscribed', (p) => p.offset);
+void (presence(sub) satisfies Promise<{ session: string; user?: string }[]>);
 // @ts-expect-error: the position is read-only
 sub.position = null;
 // @ts-expect-error: offsets are numbers

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Clock, FakeServer, MemStorage, until } from './fakes.js';
+import { rememberTransport } from '../src/memory.js';
 
 const TEN_MIN = 10 * 60 * 1000;
 
@@ -9,7 +10,9 @@ function world(mode = {}) {
   const server = new FakeServer(clock);
   Object.assign(server.mode, mode);
   const storage = new MemStorage();
-  return { clock, server, storage };
+  /** A client with a transport memory (the memory entry) in storage, on the test's clock. */
+  const remembering = (options = {}, extra = {}) => server.client({ transportMemory: rememberTransport({ storage, now: clock.now, ...options }), ...extra });
+  return { clock, server, storage, remembering };
 }
 
 function watch(ferry) {
@@ -20,15 +23,15 @@ function watch(ferry) {
 }
 
 test('the transport that worked is remembered per origin and the next client starts there', async () => {
-  const { clock, server, storage } = world({ websocket: 'silent' });
-  const first = server.client({ storage });
+  const { clock, server, storage, remembering } = world({ websocket: 'silent' });
+  const first = remembering();
   await clock.tick(3000);
   await until(() => first.transport === 'sse');
   first.close();
   assert.deepEqual(JSON.parse(storage.getItem('ferry:transport:https://example.test')), { t: 'sse', at: clock.now() });
 
   const sockets = server.sockets.length;
-  const second = server.client({ storage });
+  const second = remembering();
   const log = watch(second);
   await until(() => second.state === 'connected');
   assert.equal(second.transport, 'sse');
@@ -38,41 +41,57 @@ test('the transport that worked is remembered per origin and the next client sta
 });
 
 test('a remembered transport older than the TTL is ignored', async () => {
-  const { clock, server, storage } = world();
+  const { clock, server, storage, remembering } = world();
   storage.setItem('ferry:transport:https://example.test', JSON.stringify({ t: 'longpoll', at: clock.now() }));
   await clock.tick(TEN_MIN);
-  const ferry = server.client({ storage });
+  const ferry = remembering();
   await until(() => ferry.state === 'connected');
   assert.equal(ferry.transport, 'websocket');
   ferry.close();
 
   storage.setItem('ferry:transport:https://example.test', JSON.stringify({ t: 'longpoll', at: clock.now() }));
   await clock.tick(TEN_MIN - 1);
-  const young = server.client({ storage });
+  const young = remembering();
   await until(() => young.state === 'connected');
   assert.equal(young.transport, 'longpoll');
   young.close();
 });
 
 test('the TTL is an option, and 0 turns the memory off', async () => {
-  const { clock, server, storage } = world();
+  const { clock, server, storage, remembering } = world();
   storage.setItem('ferry:transport:https://example.test', JSON.stringify({ t: 'sse', at: clock.now() - 1000 }));
-  const off = server.client({ storage, rememberTransport: 0 });
+  const off = remembering({ ttl: 0 });
   await until(() => off.state === 'connected');
   assert.equal(off.transport, 'websocket');
   off.close();
-  const short = server.client({ storage, rememberTransport: 999 });
+  const short = remembering({ ttl: 999 });
   await until(() => short.state === 'connected');
   assert.equal(short.transport, 'websocket');
   short.close();
 });
 
 test('a storage that throws only disables the memory', async () => {
-  const { server } = world();
+  const { clock, server } = world({ websocket: 'silent' });
   const storage = { getItem() { throw new Error('denied'); }, setItem() { throw new Error('quota'); } };
-  const ferry = server.client({ storage });
+  const memory = rememberTransport({ storage, now: clock.now });
+  const ferry = server.client({ transportMemory: memory });
+  await clock.tick(3000);
   await until(() => ferry.state === 'connected');
-  assert.equal(ferry.transport, 'websocket');
+  assert.equal(ferry.transport, 'sse');
+  ferry.close();
+  // The in-process copy still serves the clients that share the memory.
+  assert.equal(memory.get('https://example.test/ferry'), 'sse');
+});
+
+test('without a transport memory (the default) nothing is remembered', async () => {
+  const { clock, server, storage } = world({ websocket: 'silent' });
+  storage.setItem('ferry:transport:https://example.test', JSON.stringify({ t: 'longpoll', at: clock.now() }));
+  const ferry = server.client();
+  const log = watch(ferry);
+  await clock.tick(3000);
+  await until(() => ferry.transport === 'sse');
+  assert.equal(log.transport[0].reason, 'connect');
+  assert.deepEqual(JSON.parse(storage.getItem('ferry:transport:https://example.test')), { t: 'longpoll', at: clock.now() - 3000 });
   ferry.close();
 });
 

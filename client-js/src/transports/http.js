@@ -24,7 +24,7 @@ export const attachUrl = (o, path, params) =>
   url(o.base_, path, { session: o.session_, cursor: o.cursor_(), att: o.att_, from: o.from_, reason: o.reason_, ...params });
 
 /** @param {string | null | undefined} token @returns {Record<string, string>} */
-export const auth = (token) => (token ? { Authorization: `Bearer ${token}` } : {});
+const auth = (token) => (token ? { Authorization: `Bearer ${token}` } : {});
 
 /**
  * Parses one frame; null for anything that isn't a frame (the caller drops the transport).
@@ -40,23 +40,28 @@ export function parse(text) {
 }
 
 /**
- * One HTTP request with a deadline. Resolves with the JSON body, or null for 204. Rejects
- * with a FerryError: the close code of an error body (PROTOCOL.md §4), or 'network' for
- * anything a proxy or the network did (no response, a gateway error page).
+ * One HTTP request with a deadline, with the token as a Bearer header: a POST of `body` as
+ * JSON, or a GET without one. Resolves with the JSON body, or null for 204. Rejects with a
+ * FerryError: the close code of an error body (PROTOCOL.md §4), or 'network' for anything a
+ * proxy or the network did (no response, a gateway error page).
  * @param {Pick<TransportOptions, 'fetch' | 'setTimeout' | 'clearTimeout'>} env
- * @param {string} href @param {import('../index.js').FetchInit} init @param {number} timeout
+ * @param {string} href @param {string | null | undefined} token @param {object | undefined} body
+ * @param {number} timeout
  * @returns {Promise<any>}
  */
-export async function call(env, href, init, timeout, ctl = new AbortController()) {
+export async function call(env, href, token, body, timeout, ctl = new AbortController()) {
   const timer = env.setTimeout(() => ctl.abort(), timeout);
+  const headers = auth(token);
   try {
-    const res = await env.fetch(href, { ...init, signal: ctl.signal });
+    const res = await env.fetch(href, body
+      ? { method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify(body), signal: ctl.signal }
+      : { headers, signal: ctl.signal });
     if (res.status === 204) return null;
     /** @type {any} */
-    const body = await res.json().catch(() => null);
-    if (res.ok && body) return body;
-    throw typeof body?.code === 'number'
-      ? new FerryError(body.code, String(body.reason ?? ''))
+    const json = await res.json().catch(() => null);
+    if (res.ok && json) return json;
+    throw typeof json?.code === 'number'
+      ? new FerryError(json.code, String(json.reason ?? ''))
       : new FerryError('network', `HTTP ${res.status}`);
   } catch (e) {
     throw e instanceof FerryError ? e : new FerryError('network', String(/** @type {any} */ (e)?.message ?? e));
@@ -70,10 +75,6 @@ export async function call(env, href, init, timeout, ctl = new AbortController()
  * @param {TransportOptions} o @param {Frame[]} frames @returns {Promise<Frame[]>}
  */
 export async function post(o, frames) {
-  const body = await call(o, url(o.base_, '/send', { session: o.session_ }), {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json', ...auth(o.token_) },
-    body: JSON.stringify({ frames }),
-  }, o.timeout_);
+  const body = await call(o, url(o.base_, '/send', { session: o.session_ }), o.token_, { frames }, o.timeout_);
   return body?.acks ?? [];
 }

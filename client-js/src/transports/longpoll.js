@@ -1,4 +1,4 @@
-import { attachUrl, auth, call, post } from './http.js';
+import { attachUrl, call, post } from './http.js';
 
 // How long past the hold a poll may stay unanswered before it counts as cut.
 const SLACK = 10000;
@@ -27,7 +27,7 @@ export function longpoll(o) {
       let body;
       try {
         const href = attachUrl(o, '/poll', { hello: hello || null, hold: o.hold_ });
-        body = await call(o, href, { headers: auth(o.token_) }, o.holdMs_ + SLACK, (ctl = new AbortController()));
+        body = await call(o, href, o.token_, undefined, o.holdMs_ + SLACK, (ctl = new AbortController()));
       } catch (e) {
         const err = /** @type {import('../errors.js').FerryError} */ (e);
         if (done) return;

@@ -7,6 +7,8 @@ import { BASE } from './config.js';
 import { Lab } from './lab.js';
 import { $, el, ago } from './util.js';
 
+const { presence, presenceFeed } = await import(`${BASE}/presence.js`);
+
 const q = new URLSearchParams(location.search);
 const room = (q.get('room') || 'lobby').replace(/[^A-Za-z0-9_.@#-]/g, '') || 'lobby';
 const channel = `room:${room}`;
@@ -137,8 +139,8 @@ setInterval(people, 5000);
 // ---- presence: who is in the room ---------------------------------------------------------
 //
 // The members are the sessions subscribed to the channel, as the server keeps them. The page
-// listens to the subscription's join and leave events (which subscribes it to the presence
-// feed, $presence:<channel>) and takes a snapshot with sub.presence() each time the feed is
+// listens to the join and leave events of the subscription's presence feed ($presence:<channel>,
+// subscribed by presenceFeed) and takes a snapshot with presence(sub) each time the feed is
 // confirmed or reset: from then on every change arrives as an event. Events that come while
 // a snapshot is on its way are applied again on top of it, since the snapshot may have been
 // taken before them; joins and leaves set a state rather than toggle it, so applying one
@@ -173,16 +175,15 @@ function followPresence() {
   members.clear();
   inFlight = null;
   const mine = (fn) => (e) => { if (presenceSub === sub) fn(e); };
+  const feed = presenceFeed(sub);
   for (const event of ['join', 'leave']) {
-    sub.on(event, mine((m) => {
+    feed.on(event, mine((m) => {
       presenceLog.push({ event, session: m.session, user: m.user, at: Date.now() });
       inFlight?.push([event, m]);
       applyPresence(event, m);
       renderMembers();
     }));
   }
-  // Listening to join and leave subscribed the feed just now, so it exists.
-  const feed = ferry.subscription(`$presence:${channel}`);
   feed.on('subscribed', mine(() => snapshotPresence(sub)));
   feed.on('reset', mine(() => snapshotPresence(sub))); // events were lost: start over
   renderMembers();
@@ -193,7 +194,7 @@ async function snapshotPresence(sub) {
   inFlight = [];
   let list;
   try {
-    list = await sub.presence();
+    list = await presence(sub);
   } catch (err) {
     if (presenceSub !== sub || n !== snapshots) return;
     inFlight = null;

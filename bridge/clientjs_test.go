@@ -34,7 +34,8 @@ func getClient(t *testing.T, url string, header ...string) (*http.Response, []by
 
 // The client is one prebuilt module: at a content-hashed URL cached for a year, and at
 // client.js revalidated against a strong ETag; precompressed as the request accepts. The
-// sharing client, share.js, is served the same way at its stable URL, and imports the base
+// sharing client, share.js, and the other opt-in entries (presence.js, codes.js,
+// memory.js) are served the same way at their stable URLs; share.js imports the base
 // module beside it.
 func TestClientModuleServing(t *testing.T) {
 	ts := newTestServer(t, Config{})
@@ -50,6 +51,9 @@ func TestClientModuleServing(t *testing.T) {
 		{ts.URL + "/client.js", "no-cache", clientjs.Client},
 		{hashed, "public, max-age=31536000, immutable", clientjs.Client},
 		{ts.URL + "/share.js", "no-cache", clientjs.Share},
+		{ts.URL + "/presence.js", "no-cache", clientjs.Presence},
+		{ts.URL + "/codes.js", "no-cache", clientjs.Codes},
+		{ts.URL + "/memory.js", "no-cache", clientjs.Memory},
 	} {
 		resp, body := getClient(t, tc.url)
 		if resp.StatusCode != 200 || !bytes.Equal(body, tc.b.Module) {

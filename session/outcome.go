@@ -14,6 +14,7 @@ import (
 //	"p<ep>.<off>"   a pub published at that position
 //	"e<code> <why>" refused or failed with that error (the reason cut to 200 bytes)
 const (
+	outcomeOK        = ""
 	outcomePending   = "?"
 	maxOutcomeReason = 200
 )

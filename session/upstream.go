@@ -87,13 +87,13 @@ func (m *Manager) upstream(ctx context.Context, c Claims, f *ClientFrame) Ack {
 		return Ack{Seq: f.Seq, Err: errRateLimited}
 	}
 	key := DedupeKey(c)
-	// A pub's outcome is its position, known only once it is published: until then the
-	// mark says "pending". A send's is "ok" unless the handler fails.
-	initial := ""
-	if f.T == FramePub {
-		initial = outcomePending
-	}
-	first, recorded, err := m.cfg.Store.MarkUpstream(ctx, key, f.Seq, initial, m.cfg.DedupeTTL)
+	// Until its handler has returned, a frame's mark says "pending": a duplicate that
+	// comes meanwhile (the client resent it after its request failed) is told to resend
+	// later, and gets the outcome then. A send marked "ok" up front was acked "ok" to such
+	// a duplicate while its handler was still running, and stayed "ok" when the handler
+	// failed and recording the failure failed too (a store failing over): acknowledged,
+	// never processed.
+	first, recorded, err := m.cfg.Store.MarkUpstream(ctx, key, f.Seq, outcomePending, m.cfg.DedupeTTL)
 	if errors.Is(err, ErrSession) {
 		return Ack{Seq: f.Seq, Err: ErrSession}
 	}
@@ -129,14 +129,15 @@ func (m *Manager) upstream(ctx context.Context, c Claims, f *ClientFrame) Ack {
 		m.cfg.Observer.Upstream("refused")
 		return Ack{Seq: f.Seq, Err: e}
 	}
+	m.record(c, key, f.Seq, outcomeOK)
 	m.cfg.Observer.Upstream("ok")
 	return Ack{Seq: f.Seq}
 }
 
 // record stores the outcome of a processed frame for its duplicates. It has its own
-// StoreTimeout: the frame's may have gone into processing it. A failure leaves a pub's
-// mark pending: its resends are answered "in progress" until the client gives up on it,
-// which is the truth (the client can't learn its position), and is logged.
+// StoreTimeout: the frame's may have gone into processing it. A failure leaves the mark
+// pending: its resends are answered "in progress" until the client gives up on the frame
+// (send timeout: its outcome is unknown), which is the truth, and is logged.
 func (m *Manager) record(c Claims, key string, seq uint64, outcome string) {
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.StoreTimeout)
 	defer cancel()

@@ -16,6 +16,9 @@ type memStore struct {
 	now      time.Time
 	sessions map[string]time.Time // sid -> expiry
 	windows  map[string]*memWindow
+	// recordFails makes RecordUpstream fail, as a store failing over between a frame's
+	// mark and its outcome.
+	recordFails bool
 }
 
 type memWindow struct {
@@ -71,6 +74,9 @@ func (s *memStore) MarkUpstream(_ context.Context, key string, seq uint64, resul
 func (s *memStore) RecordUpstream(_ context.Context, key string, seq uint64, result string, _ time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.recordFails {
+		return errors.New("store unreachable")
+	}
 	s.window(key).l.Record(seq, result)
 	return nil
 }
@@ -85,6 +91,7 @@ type countingHandler struct {
 	off     uint64
 	fail    error         // returned by Publish and Send when set
 	publish chan struct{} // when set, Publish waits for it
+	send    chan struct{} // when set, Send waits for it
 }
 
 func (h *countingHandler) count(c Claims, f *ClientFrame) {
@@ -107,6 +114,9 @@ func (h *countingHandler) Authorize(context.Context, Claims, Action, string) err
 
 func (h *countingHandler) Send(_ context.Context, c Claims, f *ClientFrame) error {
 	h.count(c, f)
+	if h.send != nil {
+		<-h.send
+	}
 	return h.fail
 }
 
@@ -269,6 +279,56 @@ func TestUpstreamDuplicateReplaysOutcome(t *testing.T) {
 	after, _ := m.Upstream(ctx, n.Claims, []ClientFrame{pub})
 	if !after[0].Dup || after[0].Pos != firstAck.Pos || firstAck.Pos.IsZero() || h.times(FramePub, testCID, 3) != 1 {
 		t.Fatalf("first %+v, duplicate afterwards %+v", firstAck, after[0])
+	}
+}
+
+// A send is acknowledged "ok" only once its handler has succeeded: a duplicate that
+// comes while the first attempt runs is told to resend (4029), and one that comes after a
+// failed attempt whose outcome the store could not record is never told "ok".
+func TestUpstreamSendDuplicateWaitsForItsOutcome(t *testing.T) {
+	ctx := context.Background()
+	m, store, h := newUpstreamManager(t)
+	n, _ := m.Negotiate(ctx, "", Identity{}, testCID)
+
+	h.send = make(chan struct{})
+	send := ClientFrame{T: FrameSend, Seq: 1, Data: []byte(`1`)}
+	done := make(chan Ack)
+	go func() {
+		acks, _ := m.Upstream(ctx, n.Claims, []ClientFrame{send})
+		done <- acks[0]
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.times(FrameSend, testCID, 1) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first attempt never reached the handler")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	during, _ := m.Upstream(ctx, n.Claims, []ClientFrame{send})
+	if during[0].Err == nil || during[0].Err.Code != CodeRateLimited {
+		t.Fatalf("duplicate while the first attempt runs: %+v, want 4029 (resend)", during[0])
+	}
+	close(h.send)
+	if first := <-done; first.Err != nil {
+		t.Fatalf("first attempt: %+v", first)
+	}
+	h.send = nil
+	after, _ := m.Upstream(ctx, n.Claims, []ClientFrame{send})
+	if after[0].Err != nil || !after[0].Dup || h.times(FrameSend, testCID, 1) != 1 {
+		t.Fatalf("duplicate afterwards: %+v, handler ran %d times", after[0], h.times(FrameSend, testCID, 1))
+	}
+
+	// The handler fails, and so does recording it.
+	h.fail = Errorf(CodeInternal, "downstream unavailable")
+	store.mu.Lock()
+	store.recordFails = true
+	store.mu.Unlock()
+	send = ClientFrame{T: FrameSend, Seq: 2, Data: []byte(`2`)}
+	first, _ := m.Upstream(ctx, n.Claims, []ClientFrame{send})
+	again, _ := m.Upstream(ctx, n.Claims, []ClientFrame{send})
+	if first[0].Err == nil || again[0].Err == nil || h.times(FrameSend, testCID, 2) != 1 {
+		t.Fatalf("failed send, outcome unrecorded: first %+v, resend %+v (an ok would be a lie), handler ran %d times",
+			first[0], again[0], h.times(FrameSend, testCID, 2))
 	}
 }
 

@@ -83,6 +83,7 @@ type pollConn struct {
 	target   string // how the request line of a poll begins: "GET /ferry/poll"
 	watch    *netpoll.Watch
 	tw       netpoll.Writer // its answers' non-blocking writes
+	tr       netpoll.Reader // its requests' non-blocking reads
 	wd       coarseDeadline // the write deadline of each answer
 	timer    *time.Timer    // the hold while holding, the idle timeout while idle
 	wakeFn   func()         // pc.wake, made once

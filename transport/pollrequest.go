@@ -77,7 +77,7 @@ func (pc *pollConn) read() (*http.Request, error) {
 			pc.in = append(pc.in, 0)[:len(pc.in)] // grow
 		}
 		room := pc.in[len(pc.in):min(cap(pc.in), pollHeaderMax)]
-		n, rerr := netpoll.TryRead(pc.conn, room)
+		n, rerr := pc.tr.TryRead(pc.conn, room)
 		pc.in = pc.in[:len(pc.in)+n]
 		pc.turnRead += n
 		if rerr != nil {

@@ -242,6 +242,9 @@ func noContent(w http.ResponseWriter) {
 // writeFrames answers {"frames":[...]} without re-encoding the frames, and returns the
 // bytes written.
 func writeFrames(w http.ResponseWriter, out []session.Outgoing) int {
+	if pw, ok := w.(*pollResponse); ok {
+		return pw.writeFrames(out)
+	}
 	n := len(`{"frames":[]}`)
 	for _, o := range out {
 		n += len(o.JSON) + 1

@@ -241,6 +241,7 @@ func (pc *pollConn) serveOnce(r *http.Request) {
 		}
 	}
 	b := rw.appendTo(nil, false)
+	rw.free()
 	pc.conn.SetWriteDeadline(time.Now().Add(writeWait()))
 	if _, err := pc.conn.Write(b); err != nil {
 		pc.conn.Close()

@@ -326,6 +326,7 @@ func (pc *pollConn) answered(rw *pollResponse) (readOn bool) {
 	pc.mu.Unlock()
 	buf := responseBufs.Get().(*[]byte)
 	b := rw.appendTo((*buf)[:0], goAway)
+	rw.free()
 	// The runtime fails a non-blocking write too once the deadline has passed: each
 	// answer gets one (coarsely: it moves the runtime's timer once in a while only).
 	pc.wd.set(pc.conn, time.Now().Add(writeWait()))

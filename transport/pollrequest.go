@@ -106,7 +106,18 @@ func (pc *pollConn) consume(n int) {
 	}
 }
 
-var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+// headerReader is what parsePoll hands http.ReadRequest: a buffered reader of the
+// header's bytes, both lent by headerReaders.
+type headerReader struct {
+	src bytes.Reader
+	br  *bufio.Reader
+}
+
+var headerReaders = sync.Pool{New: func() any {
+	hr := &headerReader{}
+	hr.br = bufio.NewReaderSize(&hr.src, 4096)
+	return hr
+}}
 
 // parsePoll parses the request at the start of in if it is a plain GET of the poll path
 // that target names ("GET /ferry/poll") and returns it with the bytes it took. It returns
@@ -129,11 +140,13 @@ func parsePoll(in []byte, target string) (*http.Request, int, error) {
 	if end < 0 {
 		return nil, 0, errNeedMore
 	}
-	br := headerReaders.Get().(*bufio.Reader)
-	br.Reset(bytes.NewReader(in[:end]))
-	r, err := http.ReadRequest(br)
-	br.Reset(nil)
-	headerReaders.Put(br)
+	hr := headerReaders.Get().(*headerReader)
+	hr.src.Reset(in[:end])
+	hr.br.Reset(&hr.src)
+	r, err := http.ReadRequest(hr.br)
+	hr.src.Reset(nil)
+	hr.br.Reset(&hr.src)
+	headerReaders.Put(hr)
 	if err != nil || !servable(r, in[:end]) {
 		return nil, 0, &notPollError{}
 	}

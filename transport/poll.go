@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -119,8 +118,8 @@ func (h *PollHandler) start(ctx context.Context, w http.ResponseWriter, r *http.
 
 // admitted is a poll that passed admit.
 type admitted struct {
-	q       url.Values // parsed once: a poll's query is long (credential, cursor)
-	release func()     // its connection slot
+	q       queryGetter // parsed once: a poll's query is long (credential, cursor)
+	release func()      // its connection slot
 }
 
 // admit makes the checks of a poll that need nothing but the request itself: CORS, the
@@ -131,7 +130,7 @@ func (h *PollHandler) admit(w http.ResponseWriter, r *http.Request) (admitted, b
 	if !ok {
 		return admitted{}, false
 	}
-	q := r.URL.Query()
+	q := parsePollQuery(r.URL.RawQuery)
 	if q.Get("session") == "" {
 		release()
 		err := session.Errorf(session.CodeSessionExpired, "missing session parameter")
@@ -163,7 +162,7 @@ func (h *PollHandler) attachAdmitted(ctx context.Context, w http.ResponseWriter,
 	return p, true
 }
 
-func (h *PollHandler) attach(ctx context.Context, r *http.Request, q url.Values) (*poll, error) {
+func (h *PollHandler) attach(ctx context.Context, r *http.Request, q queryGetter) (*poll, error) {
 	req, err := h.cfg.attachQuery(ctx, r, q, LongPoll)
 	if err != nil {
 		return nil, err

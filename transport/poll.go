@@ -43,6 +43,12 @@ func (h *PollHandler) storeContext(ctx context.Context) (context.Context, contex
 	return context.WithTimeout(ctx, h.cfg.Manager.Params().StoreTimeout)
 }
 
+// connStoreContext is storeContext for a request of a taken-over connection, which has
+// no parent context: a pollCtx, which starts no timer unless something waits on it.
+func (h *PollHandler) connStoreContext() (context.Context, context.CancelFunc) {
+	return newPollCtx(time.Now().Add(h.cfg.Manager.Params().StoreTimeout))
+}
+
 // acquireStore takes a place among the requests of taken-over connections that may wait
 // on the store, waiting (off the pool) until ctx ends.
 func (h *PollHandler) acquireStore(ctx context.Context) bool {

@@ -85,7 +85,7 @@ func (pc *pollConn) waitForRequest() {
 // the session store. The connection is watched meanwhile, so that a client that leaves
 // cancels the store calls made for it, as net/http cancels a request's context.
 func (pc *pollConn) begin(r *http.Request, rw *pollResponse, ad admitted, async bool) {
-	ctx, cancel := pc.h.storeContext(context.Background())
+	ctx, cancel := pc.h.connStoreContext()
 	pc.mu.Lock()
 	if pc.state == pcClosed {
 		pc.mu.Unlock()
@@ -214,7 +214,7 @@ func (pc *pollConn) await(ctx context.Context, p *poll, rw *pollResponse, local 
 // awaitOff is await where it may wait for a history read, off the pool; the turn that
 // reads the next request goes back to the pool.
 func (pc *pollConn) awaitOff(p *poll, rw *pollResponse) {
-	ctx, cancel := pc.h.storeContext(context.Background())
+	ctx, cancel := pc.h.connStoreContext()
 	defer cancel()
 	if pc.await(ctx, p, rw, false) {
 		pc.h.pool.Go(pc.serveFn)

@@ -180,16 +180,20 @@ func (p *poller) removeLocked(w *watch) {
 func (p *poller) loop() {
 	evs := make([]unix.EpollEvent, 256)
 	var drain [8]byte
+	// Made once, not per wait: the function and what it sets would be allocated on
+	// every wake of the loop.
+	var n int
+	var werr error
+	wait := func(fd uintptr) bool {
+		n, werr = unix.EpollWait(int(fd), evs, 0)
+		if werr == unix.EINTR {
+			n, werr = 0, nil
+		}
+		return n > 0 || werr != nil // nothing yet: park until the descriptor is readable
+	}
 	for {
-		var n int
-		var werr error
-		err := p.raw.Read(func(fd uintptr) bool {
-			n, werr = unix.EpollWait(int(fd), evs, 0)
-			if werr == unix.EINTR {
-				n, werr = 0, nil
-			}
-			return n > 0 || werr != nil // nothing yet: park until the descriptor is readable
-		})
+		n, werr = 0, nil
+		err := p.raw.Read(wait)
 		if err == nil {
 			err = werr
 		}

@@ -45,7 +45,7 @@ func (h *PollHandler) storeContext(ctx context.Context) (context.Context, contex
 
 // connStoreContext is storeContext for a request of a taken-over connection, which has
 // no parent context: a pollCtx, which starts no timer unless something waits on it.
-func (h *PollHandler) connStoreContext() (context.Context, context.CancelFunc) {
+func (h *PollHandler) connStoreContext() *pollCtx {
 	return newPollCtx(time.Now().Add(h.cfg.Manager.Params().StoreTimeout))
 }
 

@@ -106,13 +106,13 @@ type pollConn struct {
 	// as net/http's handler sets them on its ResponseWriter, and every answer of the poll
 	// (frames, ping, close, error) goes out with them.
 	rw       *pollResponse
-	cancel   context.CancelFunc // ends the store calls of the request being started
-	deadline time.Time          // when the timer is due; a timer call before it is a stale one
-	armed    bool               // the watch will report readability
-	readable bool               // the watch reported data while a poll was open: read it next
-	goAway   bool               // close after the current answer (Connection: close, a drain)
-	gone     bool               // the client left (or half-closed) while its request started
-	rewake   bool               // a wake came while await looked
+	cancel   *pollCtx  // its cancel ends the store calls of the request being started
+	deadline time.Time // when the timer is due; a timer call before it is a stale one
+	armed    bool      // the watch will report readability
+	readable bool      // the watch reported data while a poll was open: read it next
+	goAway   bool      // close after the current answer (Connection: close, a drain)
+	gone     bool      // the client left (or half-closed) while its request started
+	rewake   bool      // a wake came while await looked
 }
 
 // pollConns is the set of a handler's taken-over connections, for Shutdown.

@@ -25,12 +25,10 @@ type pollCtx struct {
 	err   error // how it ended, if it ended (cancel) before inner was made
 }
 
-// newPollCtx returns a context that ends at deadline or when its cancel is called, and
-// the cancel, which must be called once the request no longer needs it.
-func newPollCtx(deadline time.Time) (*pollCtx, context.CancelFunc) {
-	c := &pollCtx{deadline: deadline}
-	return c, c.cancel
-}
+// newPollCtx returns a context that ends at deadline or when its cancel method is
+// called, which must be called once the request no longer needs it. (A CancelFunc
+// would cost a second allocation: the method value.)
+func newPollCtx(deadline time.Time) *pollCtx { return &pollCtx{deadline: deadline} }
 
 // made returns the inner context, making it if need be.
 func (c *pollCtx) made() context.Context {

@@ -11,7 +11,8 @@ import (
 // or when cancelled, whichever comes first, and its cause says which.
 func TestPollCtxEndsAsWithDeadline(t *testing.T) {
 	t.Run("deadline, nothing waiting", func(t *testing.T) {
-		c, cancel := newPollCtx(time.Now().Add(-time.Millisecond))
+		c := newPollCtx(time.Now().Add(-time.Millisecond))
+		cancel := c.cancel
 		defer cancel()
 		if !errors.Is(c.Err(), context.DeadlineExceeded) {
 			t.Fatalf("Err past the deadline: %v", c.Err())
@@ -22,7 +23,8 @@ func TestPollCtxEndsAsWithDeadline(t *testing.T) {
 		}
 	})
 	t.Run("deadline, waited for", func(t *testing.T) {
-		c, cancel := newPollCtx(time.Now().Add(20 * time.Millisecond))
+		c := newPollCtx(time.Now().Add(20 * time.Millisecond))
+		cancel := c.cancel
 		defer cancel()
 		if c.Err() != nil {
 			t.Fatalf("Err before the deadline: %v", c.Err())
@@ -36,7 +38,8 @@ func TestPollCtxEndsAsWithDeadline(t *testing.T) {
 		}
 	})
 	t.Run("cancelled, nothing waiting", func(t *testing.T) {
-		c, cancel := newPollCtx(time.Now().Add(time.Hour))
+		c := newPollCtx(time.Now().Add(time.Hour))
+		cancel := c.cancel
 		cancel()
 		if c.Err() != context.Canceled {
 			t.Fatalf("Err after cancel: %v", c.Err())
@@ -49,7 +52,8 @@ func TestPollCtxEndsAsWithDeadline(t *testing.T) {
 	t.Run("cancelled after the deadline", func(t *testing.T) {
 		// The deadline came first: it stays the reason, as for a context.WithDeadline
 		// whose timer fired before the cancel.
-		c, cancel := newPollCtx(time.Now().Add(-time.Millisecond))
+		c := newPollCtx(time.Now().Add(-time.Millisecond))
+		cancel := c.cancel
 		cancel()
 		if c.Err() != context.DeadlineExceeded {
 			t.Fatalf("Err: %v", c.Err())
@@ -60,7 +64,8 @@ func TestPollCtxEndsAsWithDeadline(t *testing.T) {
 		}
 	})
 	t.Run("cancelled while waited for", func(t *testing.T) {
-		c, cancel := newPollCtx(time.Now().Add(time.Hour))
+		c := newPollCtx(time.Now().Add(time.Hour))
+		cancel := c.cancel
 		child, stop := context.WithTimeout(c, time.Hour)
 		defer stop()
 		done := c.Done()
@@ -73,7 +78,8 @@ func TestPollCtxEndsAsWithDeadline(t *testing.T) {
 	})
 	t.Run("values", func(t *testing.T) {
 		type key struct{}
-		c, cancel := newPollCtx(time.Now().Add(time.Hour))
+		c := newPollCtx(time.Now().Add(time.Hour))
+		cancel := c.cancel
 		defer cancel()
 		v := context.WithValue(c, key{}, "x")
 		if v.Value(key{}) != "x" || c.Value(key{}) != nil {
@@ -89,7 +95,8 @@ func TestPollCtxEndsAsWithDeadline(t *testing.T) {
 // context.WithTimeout cost three, and a timer started and stopped per poll.
 func TestPollCtxUnwaitedIsCheap(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, func() {
-		c, cancel := newPollCtx(time.Now().Add(time.Second))
+		c := newPollCtx(time.Now().Add(time.Second))
+		cancel := c.cancel
 		_ = c.Err()
 		_, _ = c.Deadline()
 		cancel()
@@ -97,7 +104,8 @@ func TestPollCtxUnwaitedIsCheap(t *testing.T) {
 	if allocs > 1 {
 		t.Errorf("%v allocations, want 1", allocs)
 	}
-	c, cancel := newPollCtx(time.Now().Add(time.Second))
+	c := newPollCtx(time.Now().Add(time.Second))
+	cancel := c.cancel
 	cancel()
 	if c.inner != nil {
 		t.Error("an inner context was made for a context nothing waited on")

@@ -107,3 +107,25 @@ func BenchmarkTakenOverDeliveryUnderFlood(b *testing.B) {
 	b.ReportMetric(float64(flooded)/float64(quiet), "p99-ratio")
 	b.ReportMetric(float64(flood)/float64(b.N), "flood-answers/round")
 }
+
+// BenchmarkTakenOverPollCycle is BenchmarkPollCycle on a connection the poll handler
+// has taken over, as nearly every long-polling client's is: a message published, then a
+// poll that finds it waiting and is answered at once, on one keep-alive connection. The
+// figures include the client's side (building the request, reading and decoding the
+// answer), which is the same before and after a change of the server's; allocs/op is
+// the figure to compare.
+func BenchmarkTakenOverPollCycle(b *testing.B) {
+	needTakeOver(b)
+	pooledOnly(b)
+	ts := newTestServer(b, Config{})
+	c := subscribed(b, ts, "room:bench")
+	conn := dialRaw(b, ts)
+	conn.poll(c, "hello=1")
+	b.ReportAllocs()
+	for b.Loop() {
+		ts.publish(b, "room:bench", 1)
+		if len(conn.poll(c, "")) == 0 {
+			b.Fatal("a poll answered no frames")
+		}
+	}
+}

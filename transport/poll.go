@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -42,6 +41,12 @@ func NewPoll(cfg Config) *PollHandler {
 // place among them (acquireStore).
 func (h *PollHandler) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, h.cfg.Manager.Params().StoreTimeout)
+}
+
+// connStoreContext is storeContext for a request of a taken-over connection, which has
+// no parent context: a pollCtx, which starts no timer unless something waits on it.
+func (h *PollHandler) connStoreContext() *pollCtx {
+	return newPollCtx(time.Now().Add(h.cfg.Manager.Params().StoreTimeout))
 }
 
 // acquireStore takes a place among the requests of taken-over connections that may wait
@@ -119,8 +124,8 @@ func (h *PollHandler) start(ctx context.Context, w http.ResponseWriter, r *http.
 
 // admitted is a poll that passed admit.
 type admitted struct {
-	q       url.Values // parsed once: a poll's query is long (credential, cursor)
-	release func()     // its connection slot
+	q       queryGetter // parsed once: a poll's query is long (credential, cursor)
+	release func()      // its connection slot
 }
 
 // admit makes the checks of a poll that need nothing but the request itself: CORS, the
@@ -131,7 +136,7 @@ func (h *PollHandler) admit(w http.ResponseWriter, r *http.Request) (admitted, b
 	if !ok {
 		return admitted{}, false
 	}
-	q := r.URL.Query()
+	q := parsePollQuery(r.URL.RawQuery)
 	if q.Get("session") == "" {
 		release()
 		err := session.Errorf(session.CodeSessionExpired, "missing session parameter")
@@ -163,7 +168,7 @@ func (h *PollHandler) attachAdmitted(ctx context.Context, w http.ResponseWriter,
 	return p, true
 }
 
-func (h *PollHandler) attach(ctx context.Context, r *http.Request, q url.Values) (*poll, error) {
+func (h *PollHandler) attach(ctx context.Context, r *http.Request, q queryGetter) (*poll, error) {
 	req, err := h.cfg.attachQuery(ctx, r, q, LongPoll)
 	if err != nil {
 		return nil, err
@@ -242,6 +247,9 @@ func noContent(w http.ResponseWriter) {
 // writeFrames answers {"frames":[...]} without re-encoding the frames, and returns the
 // bytes written.
 func writeFrames(w http.ResponseWriter, out []session.Outgoing) int {
+	if pw, ok := w.(*pollResponse); ok {
+		return pw.writeFrames(out)
+	}
 	n := len(`{"frames":[]}`)
 	for _, o := range out {
 		n += len(o.JSON) + 1

@@ -67,5 +67,6 @@ func BenchmarkPollResponse(b *testing.B) {
 		rw := newPollResponse()
 		writeFrames(rw, out)
 		buf = rw.appendTo(buf[:0], false)
+		rw.free()
 	}
 }

@@ -83,6 +83,7 @@ type pollConn struct {
 	target   string // how the request line of a poll begins: "GET /ferry/poll"
 	watch    *netpoll.Watch
 	tw       netpoll.Writer // its answers' non-blocking writes
+	tr       netpoll.Reader // its requests' non-blocking reads
 	wd       coarseDeadline // the write deadline of each answer
 	timer    *time.Timer    // the hold while holding, the idle timeout while idle
 	wakeFn   func()         // pc.wake, made once
@@ -105,13 +106,13 @@ type pollConn struct {
 	// as net/http's handler sets them on its ResponseWriter, and every answer of the poll
 	// (frames, ping, close, error) goes out with them.
 	rw       *pollResponse
-	cancel   context.CancelFunc // ends the store calls of the request being started
-	deadline time.Time          // when the timer is due; a timer call before it is a stale one
-	armed    bool               // the watch will report readability
-	readable bool               // the watch reported data while a poll was open: read it next
-	goAway   bool               // close after the current answer (Connection: close, a drain)
-	gone     bool               // the client left (or half-closed) while its request started
-	rewake   bool               // a wake came while await looked
+	cancel   *pollCtx  // its cancel ends the store calls of the request being started
+	deadline time.Time // when the timer is due; a timer call before it is a stale one
+	armed    bool      // the watch will report readability
+	readable bool      // the watch reported data while a poll was open: read it next
+	goAway   bool      // close after the current answer (Connection: close, a drain)
+	gone     bool      // the client left (or half-closed) while its request started
+	rewake   bool      // a wake came while await looked
 }
 
 // pollConns is the set of a handler's taken-over connections, for Shutdown.
@@ -240,6 +241,7 @@ func (pc *pollConn) serveOnce(r *http.Request) {
 		}
 	}
 	b := rw.appendTo(nil, false)
+	rw.free()
 	pc.conn.SetWriteDeadline(time.Now().Add(writeWait()))
 	if _, err := pc.conn.Write(b); err != nil {
 		pc.conn.Close()

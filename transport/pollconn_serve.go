@@ -85,42 +85,42 @@ func (pc *pollConn) waitForRequest() {
 // the session store. The connection is watched meanwhile, so that a client that leaves
 // cancels the store calls made for it, as net/http cancels a request's context.
 func (pc *pollConn) begin(r *http.Request, rw *pollResponse, ad admitted, async bool) {
-	ctx, cancel := pc.h.storeContext(context.Background())
+	ctx := pc.h.connStoreContext()
 	pc.mu.Lock()
 	if pc.state == pcClosed {
 		pc.mu.Unlock()
 		ad.release()
-		cancel()
+		ctx.cancel()
 		return
 	}
-	pc.state, pc.cancel = pcStarting, cancel
+	pc.state, pc.cancel = pcStarting, ctx
 	arm := !pc.armed && !pc.readable && len(pc.in) == 0
 	pc.armed = pc.armed || arm
 	pc.mu.Unlock()
 	if arm && !pc.watch.Arm() {
 		ad.release()
-		cancel()
+		ctx.cancel()
 		pc.close()
 		return
 	}
 	if async {
 		// Its own pool, whose tasks may wait: at most storeConcurrency of them run at
 		// once, as many as may wait on the store; the rest wait their turn there.
-		pc.h.starts.Go(func() { pc.run(ctx, cancel, r, rw, ad) })
+		pc.h.starts.Go(func() { pc.run(ctx, r, rw, ad) })
 	} else {
-		pc.run(ctx, cancel, r, rw, ad)
+		pc.run(ctx, r, rw, ad)
 	}
 }
 
 // run serves r where it may wait: admission, the session store's calls and the first
 // look for frames (which may read history), at most storeConcurrency at once. The turn
 // that reads the connection's next request is queued on the pool behind every other.
-func (pc *pollConn) run(ctx context.Context, cancel context.CancelFunc, r *http.Request, rw *pollResponse, ad admitted) {
+func (pc *pollConn) run(ctx *pollCtx, r *http.Request, rw *pollResponse, ad admitted) {
 	readOn := pc.handle(ctx, r, rw, ad)
 	pc.mu.Lock()
 	pc.cancel = nil
 	pc.mu.Unlock()
-	cancel()
+	ctx.cancel()
 	if readOn {
 		pc.h.pool.Go(pc.serveFn)
 	}
@@ -214,8 +214,8 @@ func (pc *pollConn) await(ctx context.Context, p *poll, rw *pollResponse, local 
 // awaitOff is await where it may wait for a history read, off the pool; the turn that
 // reads the next request goes back to the pool.
 func (pc *pollConn) awaitOff(p *poll, rw *pollResponse) {
-	ctx, cancel := pc.h.storeContext(context.Background())
-	defer cancel()
+	ctx := pc.h.connStoreContext()
+	defer ctx.cancel()
 	if pc.await(ctx, p, rw, false) {
 		pc.h.pool.Go(pc.serveFn)
 	}
@@ -296,7 +296,7 @@ func (pc *pollConn) onReadable() {
 		cancel := pc.cancel
 		pc.mu.Unlock()
 		if cancel != nil {
-			cancel()
+			cancel.cancel()
 		}
 	case gone:
 		// The client left. A held poll ends having sent nothing: the attachment is
@@ -326,6 +326,7 @@ func (pc *pollConn) answered(rw *pollResponse) (readOn bool) {
 	pc.mu.Unlock()
 	buf := responseBufs.Get().(*[]byte)
 	b := rw.appendTo((*buf)[:0], goAway)
+	rw.free()
 	// The runtime fails a non-blocking write too once the deadline has passed: each
 	// answer gets one (coarsely: it moves the runtime's timer once in a while only).
 	pc.wd.set(pc.conn, time.Now().Add(writeWait()))
@@ -384,7 +385,7 @@ func (pc *pollConn) close() {
 	pc.state, pc.p, pc.rw = pcClosed, nil, nil
 	pc.mu.Unlock()
 	if cancel != nil {
-		cancel()
+		cancel.cancel()
 	}
 	pc.timer.Stop()
 	if pc.watch != nil {

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -320,8 +319,9 @@ func (c *Config) attachRequest(ctx context.Context, r *http.Request, transport s
 	return c.attachQuery(ctx, r, r.URL.Query(), transport)
 }
 
-// attachQuery is attachRequest with r's query parsed already.
-func (c *Config) attachQuery(ctx context.Context, r *http.Request, q url.Values, transport string) (session.AttachRequest, error) {
+// attachQuery is attachRequest with r's query parsed already (url.Values, or a poll's
+// pollQuery).
+func (c *Config) attachQuery(ctx context.Context, r *http.Request, q queryGetter, transport string) (session.AttachRequest, error) {
 	claims, err := c.verify(ctx, r, q.Get("session"))
 	if err != nil {
 		return session.AttachRequest{}, err

@@ -97,6 +97,23 @@ func (w *Writer) TryWrite(c net.Conn, b []byte) (int, error) {
 	return w.w.tryWrite(b)
 }
 
+// Reader makes TryRead's reads of one connection without allocating for each, as Writer
+// does for writes. Its zero value is ready; its reads must not race with each other or
+// with other reads of the connection, and all must be of the same connection.
+type Reader struct{ r *reader }
+
+// TryRead is TryRead(c, b); c must be the connection of every earlier call.
+func (r *Reader) TryRead(c net.Conn, b []byte) (int, error) {
+	if r.r == nil {
+		rr, err := newReader(c)
+		if err != nil {
+			return 0, err
+		}
+		r.r = rr
+	}
+	return r.r.tryRead(b)
+}
+
 // Supported reports whether connections can be watched here at all (Linux, with epoll
 // available); a particular connection may still be refused by Start.
 func Supported() bool { return supported() }

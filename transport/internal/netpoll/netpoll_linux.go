@@ -180,16 +180,20 @@ func (p *poller) removeLocked(w *watch) {
 func (p *poller) loop() {
 	evs := make([]unix.EpollEvent, 256)
 	var drain [8]byte
+	// Made once, not per wait: the function and what it sets would be allocated on
+	// every wake of the loop.
+	var n int
+	var werr error
+	wait := func(fd uintptr) bool {
+		n, werr = unix.EpollWait(int(fd), evs, 0)
+		if werr == unix.EINTR {
+			n, werr = 0, nil
+		}
+		return n > 0 || werr != nil // nothing yet: park until the descriptor is readable
+	}
 	for {
-		var n int
-		var werr error
-		err := p.raw.Read(func(fd uintptr) bool {
-			n, werr = unix.EpollWait(int(fd), evs, 0)
-			if werr == unix.EINTR {
-				n, werr = 0, nil
-			}
-			return n > 0 || werr != nil // nothing yet: park until the descriptor is readable
-		})
+		n, werr = 0, nil
+		err := p.raw.Read(wait)
 		if err == nil {
 			err = werr
 		}
@@ -370,4 +374,51 @@ func (w *writer) tryWrite(b []byte) (int, error) {
 		return 0, err
 	}
 	return w.n, nil
+}
+
+// reader is Reader's: the connection's RawConn and the function its Read calls, made
+// once, so that a read allocates nothing.
+type reader struct {
+	raw syscall.RawConn
+	fn  func(fd uintptr) bool // r.read
+	b   []byte                // what fn reads into, during tryRead only
+	n   int
+	err error
+}
+
+func newReader(c net.Conn) (*reader, error) {
+	raw, err := rawConn(c)
+	if err != nil {
+		return nil, err
+	}
+	r := &reader{raw: raw}
+	r.fn = r.read
+	return r, nil
+}
+
+func (r *reader) read(fd uintptr) bool {
+	for {
+		if r.n, r.err = unix.Read(int(fd), r.b); r.err != unix.EINTR {
+			return true
+		}
+	}
+}
+
+// tryRead answers as tryRead does.
+func (r *reader) tryRead(b []byte) (int, error) {
+	r.b = b
+	err := r.raw.Read(r.fn)
+	r.b = nil
+	if err == nil {
+		err = r.err
+	}
+	switch {
+	case err == unix.EAGAIN:
+		return 0, ErrWouldBlock
+	case err != nil:
+		return 0, err
+	case r.n == 0 && len(b) > 0:
+		return 0, io.EOF
+	}
+	return r.n, nil
 }

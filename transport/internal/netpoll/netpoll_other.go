@@ -22,3 +22,8 @@ type writer struct{}
 
 func newWriter(net.Conn) (*writer, error)    { return nil, ErrUnsupported }
 func (*writer) tryWrite([]byte) (int, error) { return 0, ErrUnsupported }
+
+type reader struct{}
+
+func newReader(net.Conn) (*reader, error)   { return nil, ErrUnsupported }
+func (*reader) tryRead([]byte) (int, error) { return 0, ErrUnsupported }

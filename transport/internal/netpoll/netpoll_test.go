@@ -221,3 +221,46 @@ func TestWriter(t *testing.T) {
 		t.Fatalf("write past the deadline: %v, want os.ErrDeadlineExceeded", err)
 	}
 }
+
+// A Reader reads what has arrived without waiting: what is there, ErrWouldBlock when
+// nothing is, io.EOF once the peer has closed; and it allocates nothing per read.
+func TestReader(t *testing.T) {
+	skipUnsupported(t)
+	server, client := pair(t)
+	var r Reader
+	buf := make([]byte, 16)
+	if n, err := r.TryRead(server, buf); n != 0 || !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("read of nothing: %d %v, want ErrWouldBlock", n, err)
+	}
+	if _, err := client.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for got < 5 { // loopback delivers at once, but not necessarily in one piece
+		n, err := r.TryRead(server, buf[got:])
+		if errors.Is(err, ErrWouldBlock) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("read: %d %v", n, err)
+		}
+		got += n
+	}
+	if string(buf[:got]) != "hello" {
+		t.Fatalf("read %q, want hello", buf[:got])
+	}
+	if allocs := testing.AllocsPerRun(100, func() { r.TryRead(server, buf) }); allocs != 0 {
+		t.Errorf("%v allocations per read, want 0", allocs)
+	}
+	client.Close()
+	for {
+		_, err := r.TryRead(server, buf)
+		if errors.Is(err, ErrWouldBlock) {
+			continue
+		}
+		if err != io.EOF {
+			t.Fatalf("read after the peer closed: %v, want io.EOF", err)
+		}
+		break
+	}
+}

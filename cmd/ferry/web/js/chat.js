@@ -18,8 +18,10 @@ const KEEP = 200;
 const ANIMALS = ['otter', 'heron', 'lynx', 'puffin', 'gecko', 'marten', 'ibis', 'newt', 'wren', 'orca'];
 const COLORS = ['teal', 'amber', 'coral', 'indigo', 'olive', 'plum', 'slate', 'rust'];
 const pick = (a) => a[Math.floor(Math.random() * a.length)];
-// One name per tab (sessionStorage), so two tabs are two people.
-let me = sessionStorage.getItem('ferry-demo-name') || `${pick(COLORS)}-${pick(ANIMALS)}`;
+// One name per tab (sessionStorage), so two tabs are two people. The number keeps two tabs
+// from drawing the same name (1 in 80 without it), whose messages would look like each
+// other's own.
+let me = sessionStorage.getItem('ferry-demo-name') || `${pick(COLORS)}-${pick(ANIMALS)}-${10 + Math.floor(Math.random() * 90)}`;
 sessionStorage.setItem('ferry-demo-name', me);
 
 const $messages = $('#messages');

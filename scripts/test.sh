@@ -56,6 +56,8 @@ log "go test -race ./bridge/ again, its servers on plain I/O (--io plain, the po
 FERRY_TEST_IO=plain FERRY_TEST_REDIS_URL=redis://127.0.0.1:6399/0 FERRY_TEST_REDIS_CLUSTER=$cluster_addrs go test -race -count=1 ./bridge/
 stop_redis
 trap - EXIT
+log "go test ./transport/... without -race: the allocation counts that the race detector hides"
+go test -count=1 ./transport/...
 
 log "fuzz smoke runs"
 scripts/fuzz.sh "${FUZZTIME:-10s}"

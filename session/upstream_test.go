@@ -91,7 +91,8 @@ type countingHandler struct {
 	off     uint64
 	fail    error         // returned by Publish and Send when set
 	publish chan struct{} // when set, Publish waits for it
-	send    chan struct{} // when set, Send waits for it
+	send    chan struct{} // when set, Send tells entered, then waits for it
+	entered chan struct{} // Send's arrival, with send set
 }
 
 func (h *countingHandler) count(c Claims, f *ClientFrame) {
@@ -115,6 +116,7 @@ func (h *countingHandler) Authorize(context.Context, Claims, Action, string) err
 func (h *countingHandler) Send(_ context.Context, c Claims, f *ClientFrame) error {
 	h.count(c, f)
 	if h.send != nil {
+		h.entered <- struct{}{}
 		<-h.send
 	}
 	return h.fail
@@ -290,20 +292,14 @@ func TestUpstreamSendDuplicateWaitsForItsOutcome(t *testing.T) {
 	m, store, h := newUpstreamManager(t)
 	n, _ := m.Negotiate(ctx, "", Identity{}, testCID)
 
-	h.send = make(chan struct{})
+	h.send, h.entered = make(chan struct{}), make(chan struct{}, 1)
 	send := ClientFrame{T: FrameSend, Seq: 1, Data: []byte(`1`)}
 	done := make(chan Ack)
 	go func() {
 		acks, _ := m.Upstream(ctx, n.Claims, []ClientFrame{send})
 		done <- acks[0]
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for h.times(FrameSend, testCID, 1) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the first attempt never reached the handler")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	<-h.entered // the first attempt is in the handler
 	during, _ := m.Upstream(ctx, n.Claims, []ClientFrame{send})
 	if during[0].Err == nil || during[0].Err.Code != CodeRateLimited {
 		t.Fatalf("duplicate while the first attempt runs: %+v, want 4029 (resend)", during[0])

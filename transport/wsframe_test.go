@@ -95,82 +95,66 @@ func FuzzPeekFrame(f *testing.F) {
 // length encoding (up to what the cork gathers before it writes; past it, below). And
 // after a close frame neither writes anything.
 func TestAppendServerFrameMatchesGorilla(t *testing.T) {
-	h := NewWebSocket(Config{})
-	result := make(chan error, 1)
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		result <- func() error {
-			hj := &corkHijacker{ResponseWriter: w}
-			conn, err := h.upgrader.Upgrade(hj, r, nil)
-			if err != nil {
-				return err
+	_, result := corkedUpgrade(t, func(hj *corkHijacker, conn *websocket.Conn) error {
+		c := hj.conn
+		for _, n := range []int{0, 1, 125, 126, 127, 1000, tryBytes, 60000} {
+			payload := make([]byte, n)
+			for i := range payload {
+				payload[i] = byte('a' + i%26)
 			}
-			defer conn.Close()
-			c := hj.conn
-			for _, n := range []int{0, 1, 125, 126, 127, 1000, tryBytes, 60000} {
-				payload := make([]byte, n)
-				for i := range payload {
-					payload[i] = byte('a' + i%26)
-				}
-				for _, kind := range []session.FrameKind{session.KindMsg, session.KindPing} {
-					out := []session.Outgoing{{JSON: payload, Kind: kind}, {JSON: []byte(`{"t":"ack","seq":1}`), Kind: session.KindAck}}
-					c.cork()
-					for _, o := range out { // as wsSession.Write does
-						if err := conn.WriteMessage(websocket.TextMessage, o.JSON); err != nil {
-							return err
-						}
-						if o.Kind == session.KindPing {
-							if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)); err != nil {
-								return err
-							}
-						}
-					}
-					want := bytes.Clone(*c.buf)
-					*c.buf = (*c.buf)[:0]
-					c.appendFrames(out)
-					got := bytes.Clone(*c.buf)
-					*c.buf = (*c.buf)[:0]
-					if err := c.uncork(); err != nil {
+			for _, kind := range []session.FrameKind{session.KindMsg, session.KindPing} {
+				out := []session.Outgoing{{JSON: payload, Kind: kind}, {JSON: []byte(`{"t":"ack","seq":1}`), Kind: session.KindAck}}
+				c.cork()
+				for _, o := range out { // as wsSession.Write does
+					if err := conn.WriteMessage(websocket.TextMessage, o.JSON); err != nil {
 						return err
 					}
-					if !bytes.Equal(got, want) {
-						return fmt.Errorf("payload of %d bytes, kind %v: appendFrames wrote %d bytes (% x...), gorilla %d (% x...)",
-							n, kind, len(got), got[:min(len(got), 12)], len(want), want[:min(len(want), 12)])
+					if o.Kind == session.KindPing {
+						if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)); err != nil {
+							return err
+						}
 					}
 				}
+				want := bytes.Clone(*c.buf)
+				*c.buf = (*c.buf)[:0]
+				c.appendFrames(out)
+				got := bytes.Clone(*c.buf)
+				*c.buf = (*c.buf)[:0]
+				if err := c.uncork(); err != nil {
+					return err
+				}
+				if !bytes.Equal(got, want) {
+					return fmt.Errorf("payload of %d bytes, kind %v: appendFrames wrote %d bytes (% x...), gorilla %d (% x...)",
+						n, kind, len(got), got[:min(len(got), 12)], len(want), want[:min(len(want), 12)])
+				}
 			}
-			// Nothing follows a close frame, as gorilla refuses to write after its own: a
-			// close gathered in the cork before a batch...
-			ack := []session.Outgoing{{JSON: []byte(`{"t":"ack","seq":2}`), Kind: session.KindAck}}
-			c.cork()
-			if err := conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1002, "x"), time.Now().Add(time.Second)); err != nil {
-				return err
-			}
-			gathered := len(*c.buf)
-			c.appendFrames(ack)
-			after := len(*c.buf)
-			if err := c.uncork(); err != nil {
-				return err
-			}
-			if after != gathered {
-				return fmt.Errorf("%d bytes framed after a close frame", after-gathered)
-			}
-			// ...and a close written at once, before the batch was corked.
-			c.cork()
-			c.appendFrames(ack)
-			after = len(*c.buf)
-			c.uncork()
-			if after != 0 {
-				return fmt.Errorf("%d bytes framed after a close frame had gone out", after)
-			}
-			return nil
-		}()
-	}))
-	defer hs.Close()
-	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+		}
+		// Nothing follows a close frame, as gorilla refuses to write after its own: a
+		// close gathered in the cork before a batch...
+		ack := []session.Outgoing{{JSON: []byte(`{"t":"ack","seq":2}`), Kind: session.KindAck}}
+		c.cork()
+		if err := conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1002, "x"), time.Now().Add(time.Second)); err != nil {
+			return err
+		}
+		gathered := len(*c.buf)
+		c.appendFrames(ack)
+		after := len(*c.buf)
+		if err := c.uncork(); err != nil {
+			return err
+		}
+		if after != gathered {
+			return fmt.Errorf("%d bytes framed after a close frame", after-gathered)
+		}
+		// ...and a close written at once, before the batch was corked.
+		c.cork()
+		c.appendFrames(ack)
+		after = len(*c.buf)
+		c.uncork()
+		if after != 0 {
+			return fmt.Errorf("%d bytes framed after a close frame had gone out", after)
+		}
+		return nil
+	})
 	if err := <-result; err != nil {
 		t.Fatal(err)
 	}

@@ -30,9 +30,8 @@ var writers = workers.New(2*runtime.GOMAXPROCS(0)+2, 250*time.Millisecond, write
 // writerTurn is how many connections a writer serves before it lets other goroutines run.
 // At about a microsecond and a half per write it is a fifth of a millisecond: often
 // enough that a fan-out runs within a round of writes, rarely enough that the yield
-// (a fraction of a microsecond) costs nothing. docs/BENCHMARKS.md has the measurement:
-// WebSocket's burst to 10,000 subscribers on one core rose from 0.28 to 0.64 M
-// deliveries per second (64, 128 and 256 gave the same).
+// (a fraction of a microsecond) costs nothing; 64 and 256 did as well. docs/BENCHMARKS.md
+// has the measurement ("writers that batch under load").
 const writerTurn = 128
 
 // writerPool returns the pool a writer of c runs on: writers in the pooled I/O when c

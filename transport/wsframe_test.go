@@ -3,9 +3,6 @@ package transport
 import (
 	"bytes"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -173,35 +170,19 @@ func TestAppendServerFrameLongLength(t *testing.T) {
 // plain writer does (gorilla) and as the pooled one does (append); the write itself is
 // left out.
 func BenchmarkFrameBatch(b *testing.B) {
-	h := NewWebSocket(Config{})
 	type server struct {
 		conn *websocket.Conn
 		cork *corkConn
 	}
 	got := make(chan server, 1)
 	release := make(chan struct{})
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hj := &corkHijacker{ResponseWriter: w}
-		conn, err := h.upgrader.Upgrade(hj, r, nil)
-		if err != nil {
-			close(got)
-			return
-		}
-		defer conn.Close()
+	defer close(release) // before corkedUpgrade's cleanup closes the server
+	corkedUpgrade(b, func(hj *corkHijacker, conn *websocket.Conn) error {
 		got <- server{conn, hj.conn}
 		<-release
-	}))
-	defer hs.Close()
-	defer close(release)
-	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(hs.URL, "http"), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	s, ok := <-got
-	if !ok {
-		b.Fatal("upgrade failed")
-	}
+		return nil
+	})
+	s := <-got
 	out := make([]session.Outgoing, 8)
 	for i := range out {
 		out[i] = session.Outgoing{JSON: bytes.Repeat([]byte("x"), 150), Kind: session.KindMsg}

@@ -48,7 +48,7 @@ func TestGorillaReadsThroughHijackedReader(t *testing.T) {
 // corkedUpgrade serves one WebSocket upgraded through corkHijacker, as the pooled handler
 // upgrades, dials it, and runs fn on the server's side; it returns the client's side and
 // what fn returned, once it has. Both sides close when the test ends.
-func corkedUpgrade(t *testing.T, fn func(hj *corkHijacker, conn *websocket.Conn) error) (*websocket.Conn, <-chan error) {
+func corkedUpgrade(t testing.TB, fn func(hj *corkHijacker, conn *websocket.Conn) error) (*websocket.Conn, <-chan error) {
 	t.Helper()
 	h := NewWebSocket(Config{})
 	result := make(chan error, 1)

@@ -286,42 +286,12 @@ func rawConn(c net.Conn) (syscall.RawConn, error) {
 	return sc.SyscallConn()
 }
 
-// once makes one system call on a descriptor through do (a RawConn's Read or Write,
-// never waiting), again after EINTR, and returns its result.
-func once(do func(func(uintptr) bool) error, call func(fd int) (int, error)) (int, error) {
-	var n int
-	var serr error
-	err := do(func(fd uintptr) bool {
-		for {
-			if n, serr = call(int(fd)); serr != unix.EINTR {
-				return true
-			}
-		}
-	})
-	if err == nil {
-		err = serr
-	}
-	if err != nil {
-		return 0, err
-	}
-	return n, nil
-}
-
 func tryRead(c net.Conn, b []byte) (int, error) {
-	raw, err := rawConn(c)
+	r, err := newReader(c)
 	if err != nil {
 		return 0, err
 	}
-	n, err := once(raw.Read, func(fd int) (int, error) { return unix.Read(fd, b) })
-	switch {
-	case err == unix.EAGAIN:
-		return 0, ErrWouldBlock
-	case err != nil:
-		return 0, err
-	case n == 0 && len(b) > 0:
-		return 0, io.EOF
-	}
-	return n, nil
+	return r.tryRead(b)
 }
 
 func tryWrite(c net.Conn, b []byte) (int, error) {
@@ -332,93 +302,94 @@ func tryWrite(c net.Conn, b []byte) (int, error) {
 	return w.tryWrite(b)
 }
 
-// writer is Writer's: the connection's RawConn and the function its Write calls, made
-// once, so that a write allocates nothing.
-type writer struct {
-	raw syscall.RawConn
-	fn  func(fd uintptr) bool // w.write
-	b   []byte                // what fn writes, during tryWrite only
-	n   int
-	err error
+// rawIO is a Reader's or a Writer's: the connection's RawConn access (its Read or Write)
+// and the function that access calls, made once, so that a read or write allocates
+// nothing.
+type rawIO struct {
+	access func(func(fd uintptr) bool) error   // raw.Read or raw.Write
+	op     func(fd int, p []byte) (int, error) // unix.Read or unix.Write
+	fn     func(fd uintptr) bool               // x.call
+	b      []byte                              // what op reads into or writes, during do only
+	n      int
+	err    error
 }
 
-func newWriter(c net.Conn) (*writer, error) {
+func (x *rawIO) init(c net.Conn, write bool) error {
 	raw, err := rawConn(c)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	w := &writer{raw: raw}
-	w.fn = w.write
-	return w, nil
+	if write {
+		x.access, x.op = raw.Write, unix.Write
+	} else {
+		x.access, x.op = raw.Read, unix.Read
+	}
+	x.fn = x.call
+	return nil
 }
 
-func (w *writer) write(fd uintptr) bool {
+func (x *rawIO) call(fd uintptr) bool {
 	for {
-		if w.n, w.err = unix.Write(int(fd), w.b); w.err != unix.EINTR {
+		if x.n, x.err = x.op(int(fd), x.b); x.err != unix.EINTR {
 			return true
 		}
 	}
 }
 
-func (w *writer) tryWrite(b []byte) (int, error) {
-	w.b = b
-	err := w.raw.Write(w.fn)
-	w.b = nil
+// do makes one read or write of b without waiting: unix.EAGAIN when it would have to.
+func (x *rawIO) do(b []byte) (int, error) {
+	x.b = b
+	err := x.access(x.fn)
+	x.b = nil
 	if err == nil {
-		err = w.err
+		err = x.err
 	}
+	return x.n, err
+}
+
+type writer struct{ rawIO }
+
+func newWriter(c net.Conn) (*writer, error) {
+	w := &writer{}
+	if err := w.init(c, true); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// tryWrite answers as TryWrite does: 0 and no error when the kernel takes nothing now.
+func (w *writer) tryWrite(b []byte) (int, error) {
+	n, err := w.do(b)
 	switch {
 	case err == unix.EAGAIN:
 		return 0, nil
 	case err != nil:
 		return 0, err
 	}
-	return w.n, nil
+	return n, nil
 }
 
-// reader is Reader's: the connection's RawConn and the function its Read calls, made
-// once, so that a read allocates nothing.
-type reader struct {
-	raw syscall.RawConn
-	fn  func(fd uintptr) bool // r.read
-	b   []byte                // what fn reads into, during tryRead only
-	n   int
-	err error
-}
+type reader struct{ rawIO }
 
 func newReader(c net.Conn) (*reader, error) {
-	raw, err := rawConn(c)
-	if err != nil {
+	r := &reader{}
+	if err := r.init(c, false); err != nil {
 		return nil, err
 	}
-	r := &reader{raw: raw}
-	r.fn = r.read
 	return r, nil
 }
 
-func (r *reader) read(fd uintptr) bool {
-	for {
-		if r.n, r.err = unix.Read(int(fd), r.b); r.err != unix.EINTR {
-			return true
-		}
-	}
-}
-
-// tryRead answers as tryRead does.
+// tryRead answers as TryRead does: ErrWouldBlock when nothing has arrived, io.EOF at the
+// end.
 func (r *reader) tryRead(b []byte) (int, error) {
-	r.b = b
-	err := r.raw.Read(r.fn)
-	r.b = nil
-	if err == nil {
-		err = r.err
-	}
+	n, err := r.do(b)
 	switch {
 	case err == unix.EAGAIN:
 		return 0, ErrWouldBlock
 	case err != nil:
 		return 0, err
-	case r.n == 0 && len(b) > 0:
+	case n == 0 && len(b) > 0:
 		return 0, io.EOF
 	}
-	return r.n, nil
+	return n, nil
 }

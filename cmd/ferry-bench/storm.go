@@ -17,7 +17,8 @@ import (
 // itself and restarts it, once per signal of --signals, and reports how long the clients
 // take to come back and resume, what they lost, and the server's memory and CPU during the
 // storm against the steady state before it. With --nodes 3 the nodes share a redis-server
-// the bench starts, and the first node restarts while the publisher uses another.
+// the bench starts; the publisher uses the last node, and each restart takes whichever
+// other node has the most clients attached (the first node in the first restart).
 
 // StormResult is the outcome of one restart.
 type StormResult struct {

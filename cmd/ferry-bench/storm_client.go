@@ -51,6 +51,7 @@ type stormState struct {
 	ep        string
 	off       uint64
 	live      bool      // attached: hello and sub (or reset) arrived, not ended since
+	node      int       // node of the last attachment
 	brokeAt   time.Time // first loss since the storm began (zero: none)
 	backAt    time.Time // first attachment after brokeAt
 	resets    int
@@ -147,7 +148,7 @@ func (c *stormClient) lost(err error) {
 func (c *stormClient) attached() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.st.live = true
+	c.st.live, c.st.node = true, c.node
 	if !c.st.brokeAt.IsZero() && c.st.backAt.IsZero() {
 		c.st.backAt = time.Now()
 	}

@@ -52,7 +52,8 @@ func runStorm(ctx context.Context, o *options, logw io.Writer) ([]*StormResult, 
 
 	var results []*StormResult
 	for _, sigName := range strings.Split(o.signals, ",") {
-		r, err := restartStorm(ctx, o, nodes, cr, pub, sigName, logf)
+		victim := busiestNode(nodes[:max(1, len(nodes)-1)], cr.clients)
+		r, err := restartStorm(ctx, o, nodes, victim, cr, pub, sigName, logf)
 		if err != nil {
 			return results, err
 		}
@@ -167,15 +168,27 @@ func peakRSS(ctx context.Context, pid int) (stop func(), peak func() int64) {
 	return stop, func() int64 { return <-result }
 }
 
-// restartStorm restarts the first node with the signal named sigName ("term" or "kill")
-// under the clients of cr and measures the storm: the steady state before, the clients
-// coming back, the node's memory and CPU meanwhile, and what the clients lost.
-func restartStorm(ctx context.Context, o *options, nodes []*node, cr *stormCrowd, pub *stormPublisher, sigName string, logf func(string, ...any)) (*StormResult, error) {
+// busiestNode returns the node of candidates with the most clients attached, the first on
+// a tie. Clients reconnect to any node, so after a restart the restarted node may serve
+// none of them; the next restart picks a node that does.
+func busiestNode(candidates []*node, clients []*stormClient) *node {
+	count := make([]int, len(candidates))
+	for _, c := range clients {
+		if s := c.snapshot(); s.live && s.node < len(candidates) {
+			count[s.node]++
+		}
+	}
+	return candidates[slices.Index(count, slices.Max(count))]
+}
+
+// restartStorm restarts victim, one of nodes, with the signal named sigName ("term" or
+// "kill") under the clients of cr and measures the storm: the steady state before, the
+// clients coming back, the node's memory and CPU meanwhile, and what the clients lost.
+func restartStorm(ctx context.Context, o *options, nodes []*node, victim *node, cr *stormCrowd, pub *stormPublisher, sigName string, logf func(string, ...any)) (*StormResult, error) {
 	sig := syscall.SIGTERM
 	if sigName == "kill" {
 		sig = syscall.SIGKILL
 	}
-	victim := nodes[0]
 	r := &StormResult{Label: o.label, Scenario: o.scenario, Time: time.Now().UTC().Format(time.RFC3339),
 		Clients: o.clients, Nodes: len(nodes), Signal: "SIG" + strings.ToUpper(sigName), ConnectPeakRSSKiB: cr.firstPeak}
 	logf("steady state for %v", o.steady)
@@ -186,7 +199,7 @@ func restartStorm(ctx context.Context, o *options, nodes []*node, cr *stormCrowd
 	s1, _ := readSample(victim.pid())
 	r.SteadyRSSKiB = s1.rss
 	r.SteadyCPUPct = cpuPct(s0, s1)
-	others := watchOthers(ctx, nodes[1:])
+	others := watchOthers(ctx, slices.DeleteFunc(slices.Clone(nodes), func(n *node) bool { return n == victim }))
 	defer others.stop() // on the early returns; called below otherwise
 	pub0ok, pub0failed := pub.ok.Load(), pub.failed.Load()
 

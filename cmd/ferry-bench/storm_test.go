@@ -93,3 +93,24 @@ func TestStormOptions(t *testing.T) {
 		}
 	}
 }
+
+// A restart takes the candidate node with the most clients attached: a node whose clients
+// all came back elsewhere after the previous restart is not chosen again.
+func TestBusiestNode(t *testing.T) {
+	nodes := []*node{{name: "node0"}, {name: "node1"}}
+	var clients []*stormClient
+	for i, at := range []struct {
+		node int
+		live bool
+	}{{0, true}, {1, true}, {1, true}, {0, false}, {0, false}, {2, true}, {2, true}, {2, true}} {
+		c := &stormClient{id: i}
+		c.st.node, c.st.live = at.node, at.live
+		clients = append(clients, c)
+	}
+	if got := busiestNode(nodes, clients); got != nodes[1] {
+		t.Errorf("busiest: %s, want node1 (node0 has one live client, node2 is not a candidate)", got.name)
+	}
+	if got := busiestNode(nodes, clients[3:5]); got != nodes[0] {
+		t.Errorf("no live client: %s, want the first candidate", got.name)
+	}
+}

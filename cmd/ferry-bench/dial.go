@@ -87,6 +87,9 @@ type httpConn struct {
 	stop   func() bool // unregisters the ctx watch of conn
 	br     *bufio.Reader
 	wbuf   []byte
+	// redials counts the requests that found the kept-alive connection closed and were
+	// answered on a new one, as a browser's are without telling the page.
+	redials int
 }
 
 func newHTTPConn(ctx context.Context, d *dialer, u *url.URL, laddr *net.TCPAddr, rcvbuf int) *httpConn {
@@ -116,6 +119,9 @@ func (c *httpConn) Do(method, pathQuery string, hdr map[string]string, body []by
 		}
 		status, b, err := c.roundTrip(method, pathQuery, hdr, body, deadline)
 		if err == nil {
+			if attempt > 0 {
+				c.redials++
+			}
 			return status, b, nil
 		}
 		c.Close()

@@ -154,6 +154,19 @@ func (c *stormClient) attached() {
 	}
 }
 
+// carriedOver records a poll that found its connection closed by a restart and was
+// answered on a new one: the client lost its connection (it is part of the storm) without
+// losing its attachment, as a browser's fetch retries a GET on a closed kept-alive
+// connection without telling the page.
+func (c *stormClient) carriedOver() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st.live && c.st.brokeAt.IsZero() {
+		c.st.brokeAt = time.Now()
+		c.st.backAt = c.st.brokeAt
+	}
+}
+
 // round negotiates (resuming the session when it has one) and attaches, until the
 // attachment ends.
 func (c *stormClient) round(ctx context.Context, ready func()) error {
@@ -327,6 +340,7 @@ func (c *stormClient) longpoll(h *httpConn, live func()) error {
 		if hello {
 			q.Set("hello", "1")
 		}
+		redials := h.redials
 		status, b, err := h.Do(http.MethodGet, c.e.o.base+"/poll?"+q.Encode(), nil, nil, time.Now().Add(40*time.Second))
 		if err != nil {
 			return err
@@ -345,6 +359,9 @@ func (c *stormClient) longpoll(h *httpConn, live func()) error {
 			if err := c.frame(f, live); err != nil {
 				return err
 			}
+		}
+		if h.redials != redials {
+			c.carriedOver()
 		}
 		hello = false
 	}

@@ -16,7 +16,7 @@ package clientjs
 
 import (
 	"crypto/sha256"
-	_ "embed"
+	"embed"
 	"encoding/hex"
 )
 
@@ -31,52 +31,34 @@ type Bundle struct {
 	Hash string
 }
 
-func newBundle(name string, js, gz, br []byte) Bundle {
-	sum := sha256.Sum256(js)
-	return Bundle{Name: name, Module: js, Gzip: gz, Brotli: br, Hash: hex.EncodeToString(sum[:8])}
-}
+// dist holds the built modules, each with its gzip and brotli forms beside it (build.mjs).
+//
+//go:embed dist/*.js dist/*.js.gz dist/*.js.br
+var dist embed.FS
 
-var (
-	//go:embed dist/client.js
-	clientJS []byte
-	//go:embed dist/client.js.gz
-	clientGz []byte
-	//go:embed dist/client.js.br
-	clientBr []byte
-	//go:embed dist/share.js
-	shareJS []byte
-	//go:embed dist/share.js.gz
-	shareGz []byte
-	//go:embed dist/share.js.br
-	shareBr []byte
-	//go:embed dist/presence.js
-	presenceJS []byte
-	//go:embed dist/presence.js.gz
-	presenceGz []byte
-	//go:embed dist/presence.js.br
-	presenceBr []byte
-	//go:embed dist/codes.js
-	codesJS []byte
-	//go:embed dist/codes.js.gz
-	codesGz []byte
-	//go:embed dist/codes.js.br
-	codesBr []byte
-	//go:embed dist/memory.js
-	memoryJS []byte
-	//go:embed dist/memory.js.gz
-	memoryGz []byte
-	//go:embed dist/memory.js.br
-	memoryBr []byte
-)
+// newBundle reads the module dist/name and its compressed forms. They are embedded, so a
+// missing one is a broken build: it panics at start-up.
+func newBundle(name string) Bundle {
+	read := func(file string) []byte {
+		b, err := dist.ReadFile("dist/" + file)
+		if err != nil {
+			panic("clientjs: " + err.Error())
+		}
+		return b
+	}
+	js := read(name)
+	sum := sha256.Sum256(js)
+	return Bundle{Name: name, Module: js, Gzip: read(name + ".gz"), Brotli: read(name + ".br"), Hash: hex.EncodeToString(sum[:8])}
+}
 
 // Client is the base client; Share the client with tabs that share one connection; Presence
 // who is present on a channel; Codes the close-code table; Memory the transport memory.
 var (
-	Client   = newBundle("client.js", clientJS, clientGz, clientBr)
-	Share    = newBundle("share.js", shareJS, shareGz, shareBr)
-	Presence = newBundle("presence.js", presenceJS, presenceGz, presenceBr)
-	Codes    = newBundle("codes.js", codesJS, codesGz, codesBr)
-	Memory   = newBundle("memory.js", memoryJS, memoryGz, memoryBr)
+	Client   = newBundle("client.js")
+	Share    = newBundle("share.js")
+	Presence = newBundle("presence.js")
+	Codes    = newBundle("codes.js")
+	Memory   = newBundle("memory.js")
 )
 
 // File is the base module's content-hashed file name, "client.<Hash>.js", which the server

@@ -115,7 +115,7 @@ func (h *EventsHandler) serveHijacked(w http.ResponseWriter, a *session.Attachme
 	s.a = a
 	conn.SetWriteDeadline(time.Now().Add(writeWait()))
 	if _, err := conn.Write(streamHead(hdr, eventsPrelude(h.cfg.SSERetry))); err != nil {
-		a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+		writeFailed(a)
 	}
 	s.writer.Start(h.cfg.writerPool(conn), s)
 	s.start(h.cfg.outliveHandler(release))

@@ -106,7 +106,7 @@ type pollConn struct {
 	// as net/http's handler sets them on its ResponseWriter, and every answer of the poll
 	// (frames, ping, close, error) goes out with them.
 	rw       *pollResponse
-	cancel   *pollCtx  // its cancel ends the store calls of the request being started
+	starting *pollCtx  // the store calls of the request being started; cancelled if the client leaves
 	deadline time.Time // when the timer is due; a timer call before it is a stale one
 	armed    bool      // the watch will report readability
 	readable bool      // the watch reported data while a poll was open: read it next

@@ -93,7 +93,7 @@ func (pc *pollConn) begin(r *http.Request, rw *pollResponse, ad admitted, async 
 		ctx.cancel()
 		return
 	}
-	pc.state, pc.cancel = pcStarting, ctx
+	pc.state, pc.starting = pcStarting, ctx
 	arm := !pc.armed && !pc.readable && len(pc.in) == 0
 	pc.armed = pc.armed || arm
 	pc.mu.Unlock()
@@ -118,7 +118,7 @@ func (pc *pollConn) begin(r *http.Request, rw *pollResponse, ad admitted, async 
 func (pc *pollConn) run(ctx *pollCtx, r *http.Request, rw *pollResponse, ad admitted) {
 	readOn := pc.handle(ctx, r, rw, ad)
 	pc.mu.Lock()
-	pc.cancel = nil
+	pc.starting = nil
 	pc.mu.Unlock()
 	ctx.cancel()
 	if readOn {
@@ -293,10 +293,10 @@ func (pc *pollConn) onReadable() {
 		// net/http does, the request's context is cancelled, and what it answers is still
 		// written before the connection closes; a poll it would hold is abandoned.
 		pc.gone, pc.goAway = true, true
-		cancel := pc.cancel
+		starting := pc.starting
 		pc.mu.Unlock()
-		if cancel != nil {
-			cancel.cancel()
+		if starting != nil {
+			starting.cancel()
 		}
 	case gone:
 		// The client left. A held poll ends having sent nothing: the attachment is
@@ -381,11 +381,11 @@ func (pc *pollConn) close() {
 	if pc.state == pcHolding {
 		held = pc.p
 	}
-	cancel := pc.cancel
+	starting := pc.starting
 	pc.state, pc.p, pc.rw = pcClosed, nil, nil
 	pc.mu.Unlock()
-	if cancel != nil {
-		cancel.cancel()
+	if starting != nil {
+		starting.cancel()
 	}
 	pc.timer.Stop()
 	if pc.watch != nil {

@@ -107,7 +107,7 @@ func (c *Config) streamFrames(ctx context.Context, w http.ResponseWriter, rc *ht
 			c.obs().Sent(transport, len(out), bytes)
 		}
 		if putSSEWriter(bw) != nil || rc.Flush() != nil {
-			a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+			writeFailed(a)
 			return
 		}
 	}

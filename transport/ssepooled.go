@@ -62,7 +62,7 @@ func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, relea
 	s.a = a
 	conn.SetWriteDeadline(time.Now().Add(writeWait()))
 	if _, err := conn.Write(b); err != nil {
-		a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+		writeFailed(a)
 	}
 	s.writer.Start(h.cfg.writerPool(conn), s)
 	s.start(h.cfg.outliveHandler(release))
@@ -173,7 +173,7 @@ func (s *sseStream) Write(out []session.Outgoing) bool {
 	bw := getSSEWriter(s.conn)
 	last := s.encodeBatch(bw, out)
 	if putSSEWriter(bw) != nil || last {
-		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+		writeFailed(s.a)
 		return false
 	}
 	return true
@@ -216,7 +216,7 @@ func (s *sseStream) Try(out []session.Outgoing) (rest []byte, ok bool) {
 		corkPool.Put(buf)
 	}
 	if err != nil {
-		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+		writeFailed(s.a)
 		return nil, false
 	}
 	return rest, true
@@ -227,7 +227,7 @@ func (s *sseStream) Try(out []session.Outgoing) (rest []byte, ok bool) {
 func (s *sseStream) WriteRest(rest []byte) bool {
 	s.wd.set(s.conn, time.Now().Add(writeWait()))
 	if _, err := s.conn.Write(rest); err != nil {
-		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+		writeFailed(s.a)
 		return false
 	}
 	return true

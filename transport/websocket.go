@@ -312,7 +312,7 @@ func (s *wsSession) Write(out []session.Outgoing) (ok bool) {
 		s.cork.cork()
 		defer func() {
 			if err := s.cork.uncork(); err != nil && ok {
-				s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+				writeFailed(s.a)
 				ok = false
 			}
 		}()
@@ -323,12 +323,12 @@ func (s *wsSession) Write(out []session.Outgoing) (ok bool) {
 			return false
 		}
 		if err := s.conn.WriteMessage(websocket.TextMessage, o.JSON); err != nil {
-			s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+			writeFailed(s.a)
 			return false
 		}
 		if o.Kind == session.KindPing {
 			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait())); err != nil {
-				s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+				writeFailed(s.a)
 				return false
 			}
 		}

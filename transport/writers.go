@@ -74,3 +74,9 @@ func batchMayWait(out []session.Outgoing, overhead int) bool {
 	}
 	return n > tryBytes
 }
+
+// writeFailed ends a stream whose connection could not be written to, with 1006: the
+// connection is as good as dropped.
+func writeFailed(s interface{ Close(*session.Error) }) {
+	s.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+}

@@ -75,7 +75,7 @@ func (s *wsSession) writeFramed(out []session.Outgoing) bool {
 		writeClose(s.conn, s.a.Err())
 	}
 	if err := s.cork.uncork(); err != nil {
-		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+		writeFailed(s.a)
 		return false
 	}
 	return end == len(out)
@@ -89,7 +89,7 @@ func (s *wsSession) MayWait(out []session.Outgoing) bool { return batchMayWait(o
 // the connection goes on.
 func (s *wsSession) WriteRest(rest []byte) bool {
 	if err := s.cork.writeRest(rest); err != nil {
-		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+		writeFailed(s.a)
 		return false
 	}
 	return true
@@ -107,7 +107,7 @@ func (s *wsSession) Try(out []session.Outgoing) (rest []byte, ok bool) {
 	s.cork.appendFrames(out) // what the plain mode's WriteMessage calls write, framed once
 	rest, err := s.cork.uncorkTry()
 	if err != nil {
-		s.a.Close(&session.Error{Code: session.CodeAbnormal, Reason: "write failed"})
+		writeFailed(s.a)
 		return nil, false
 	}
 	return rest, true

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferryrt/ferry/session"
@@ -38,11 +39,18 @@ func (c *corkConn) SetWriteDeadline(t time.Time) error { return c.wd.set(c.Conn,
 // the cut gets its own second). Its lock is its own, not the writer's, which a blocked
 // write may hold: a close must get through then.
 //
-// A non-blocking write (netpoll.TryWrite) needs a deadline too: the runtime fails any
-// write, raw ones included, once the connection's deadline has passed.
+// A non-blocking write (netpoll.TryWrite) never waits, so it needs no deadline of its
+// own; but the runtime fails any write, raw ones included, once the connection's deadline
+// has passed, and one left by a blocking write (a pong, the rest of a batch) passes a
+// writeWait later. keep moves such a deadline ahead before a non-blocking write. Every
+// deadline of a connection that writes with keep must be set through set, or keep can't
+// see it.
 type coarseDeadline struct {
 	mu sync.Mutex
 	t  time.Time // the deadline last set on the connection
+	// isSet: a deadline is set on the connection (t is not zero), for keep to read without
+	// the lock.
+	isSet atomic.Bool
 }
 
 func (d *coarseDeadline) set(c net.Conn, t time.Time) error {
@@ -52,7 +60,18 @@ func (d *coarseDeadline) set(c net.Conn, t time.Time) error {
 		return nil
 	}
 	d.t = t
+	d.isSet.Store(!t.IsZero())
 	return c.SetWriteDeadline(t)
+}
+
+// keep makes sure a deadline set on c earlier is still ahead, for a non-blocking write:
+// one a writeWait from now (coarsely, as set). Where none was set, the usual case for a
+// pooled connection between blocking writes, it costs an atomic load.
+func (d *coarseDeadline) keep(c net.Conn) error {
+	if !d.isSet.Load() {
+		return nil
+	}
+	return d.set(c, time.Now().Add(writeWait()))
 }
 
 // Read reads through the close guard: every byte gorilla sees has passed it.

@@ -113,7 +113,7 @@ func (h *EventsHandler) serveHijacked(w http.ResponseWriter, a *session.Attachme
 	cut.use(conn.SetWriteDeadline)
 	s := newSSEStream(h.cfg, conn, enc.write, "")
 	s.a = a
-	conn.SetWriteDeadline(time.Now().Add(writeWait()))
+	s.wd.set(conn, time.Now().Add(writeWait())) // through wd: Try keeps it ahead
 	if _, err := conn.Write(streamHead(hdr, eventsPrelude(h.cfg.SSERetry))); err != nil {
 		writeFailed(a)
 	}

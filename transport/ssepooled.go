@@ -60,7 +60,7 @@ func (h *SSEHandler) serveHijacked(w http.ResponseWriter, r *http.Request, relea
 		return true
 	}
 	s.a = a
-	conn.SetWriteDeadline(time.Now().Add(writeWait()))
+	s.wd.set(conn, time.Now().Add(writeWait())) // through wd: Try keeps it ahead
 	if _, err := conn.Write(b); err != nil {
 		writeFailed(a)
 	}
@@ -204,10 +204,13 @@ func (s *sseStream) MayWait(out []session.Outgoing) bool { return batchMayWait(o
 func (s *sseStream) Try(out []session.Outgoing) (rest []byte, ok bool) {
 	buf := corkPool.Get().(*[]byte)
 	bw := getSSEWriter((*appendWriter)(buf))
-	s.encodeBatch(bw, out)                        // never the close: MayWait
-	putSSEWriter(bw)                              // into buf: never fails
-	s.wd.set(s.conn, time.Now().Add(writeWait())) // raw writes fail past it too
-	n, err := s.tw.TryWrite(s.conn, *buf)
+	s.encodeBatch(bw, out)   // never the close: MayWait
+	putSSEWriter(bw)         // into buf: never fails
+	err := s.wd.keep(s.conn) // raw writes fail past a deadline left by a blocking write
+	n := 0
+	if err == nil {
+		n, err = s.tw.TryWrite(s.conn, *buf)
+	}
 	if err == nil && n < len(*buf) {
 		rest = append([]byte(nil), (*buf)[n:]...)
 	}

@@ -69,6 +69,9 @@ func (s *wsSession) writeFramed(out []session.Outgoing) bool {
 			break
 		}
 	}
+	// gorilla's deadline (Write sets it) is not the connection's: gorilla applies it only
+	// to what it writes itself.
+	s.cork.SetWriteDeadline(time.Now().Add(writeWait()))
 	s.cork.cork()
 	s.cork.appendFrames(out[:end])
 	if end < len(out) {
@@ -99,10 +102,14 @@ func (s *wsSession) WriteRest(rest []byte) bool {
 // write, and returns what the kernel didn't take.
 func (s *wsSession) Try(out []session.Outgoing) (rest []byte, ok bool) {
 	s.sent(out)
-	// gorilla applies its own write deadline to every frame it writes, into the cork's
-	// buffer too. One left from an earlier blocking write (write sets it) has passed by
-	// now, and the non-blocking write below honours it: every batch would fail.
-	s.conn.SetWriteDeadline(time.Now().Add(writeWait()))
+	// A deadline left by a blocking write (a pong gorilla wrote, the rest of a batch) has
+	// passed by now, and the non-blocking write below honours it: every batch would fail.
+	// gorilla's own deadline (Conn.SetWriteDeadline) needs no care here: it applies only
+	// to the data frames gorilla writes, and a pooled connection frames its own.
+	if err := s.cork.wd.keep(s.cork.Conn); err != nil {
+		writeFailed(s.a)
+		return nil, false
+	}
 	s.cork.cork()
 	s.cork.appendFrames(out) // what the plain mode's WriteMessage calls write, framed once
 	rest, err := s.cork.uncorkTry()

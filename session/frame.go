@@ -378,6 +378,22 @@ func (f *ServerFrame) Encode() Outgoing {
 	return o
 }
 
+// PingFrame is (&ServerFrame{T: FramePing, TS: ts, Seq: seq}).Encode(), the same bytes,
+// without encoding/json: every attachment sends one every heartbeat, ten thousand
+// attachments some seven hundred a second. TestPingFrameMatchesEncode compares the two.
+func PingFrame(seq uint64, ts int64) Outgoing {
+	b := make([]byte, 0, len(`{"t":"ping","ts":,"seq":}`)+2*20)
+	b = append(b, `{"t":"ping"`...)
+	if ts != 0 {
+		b = strconv.AppendInt(append(b, `,"ts":`...), ts, 10)
+	}
+	if seq != 0 {
+		b = strconv.AppendUint(append(b, `,"seq":`...), seq, 10)
+	}
+	b = append(b, '}')
+	return Outgoing{JSON: b, Kind: KindPing, ctl: &control{Control: Control{TS: ts}}}
+}
+
 // Moves returns the channel and position the frame moves a client's cursor to: those of
 // a msg frame, or of a sub or reset frame that carries a position.
 func (o Outgoing) Moves() (ch string, pos Position, ok bool) {

@@ -2,6 +2,7 @@ package session
 
 import (
 	"encoding/json"
+	"math"
 	"testing"
 	"unsafe"
 )
@@ -94,5 +95,20 @@ func TestOutgoingStaysSmall(t *testing.T) {
 	ping := ServerFrame{T: FramePing, Seq: 1}
 	if id := ping.Encode().EventID(); id != "" {
 		t.Errorf("ping frame's event id %q, want none", id)
+	}
+}
+
+// PingFrame writes by hand what Encode writes with encoding/json, for the values at the
+// edges of each field: zero (left out), one, the largest, and a clock's milliseconds.
+func TestPingFrameMatchesEncode(t *testing.T) {
+	for _, seq := range []uint64{0, 1, 9, 10, 1 << 32, math.MaxUint64} {
+		for _, ts := range []int64{0, 1, -1, 1700000000000, math.MaxInt64, math.MinInt64} {
+			want := (&ServerFrame{T: FramePing, TS: ts, Seq: seq}).Encode()
+			got := PingFrame(seq, ts)
+			if string(got.JSON) != string(want.JSON) || got.Kind != want.Kind || got.Control() != want.Control() {
+				t.Errorf("PingFrame(%d, %d) = %s %v %+v, Encode gives %s %v %+v",
+					seq, ts, got.JSON, got.Kind, got.Control(), want.JSON, want.Kind, want.Control())
+			}
+		}
 	}
 }

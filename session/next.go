@@ -146,8 +146,7 @@ func (c *Stream) ping(now time.Time) {
 	if c.cfg.Heartbeat > 0 {
 		c.nextPing = now.Add(c.cfg.Heartbeat)
 	}
-	f := ServerFrame{T: FramePing, Seq: c.pingSeq, TS: now.UnixMilli()}
-	c.pushLocked(f.Encode())
+	c.pushLocked(PingFrame(c.pingSeq, now.UnixMilli()))
 	c.unlock()
 	if c.OnHeartbeat != nil {
 		c.OnHeartbeat()

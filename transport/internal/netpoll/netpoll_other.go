@@ -20,10 +20,12 @@ func tryWrite(net.Conn, []byte) (int, error) { return 0, ErrUnsupported }
 
 type writer struct{}
 
-func newWriter(net.Conn) (*writer, error)    { return nil, ErrUnsupported }
+func (*writer) ready() bool                  { return false }
+func (*writer) init(net.Conn) error          { return ErrUnsupported }
 func (*writer) tryWrite([]byte) (int, error) { return 0, ErrUnsupported }
 
 type reader struct{}
 
-func newReader(net.Conn) (*reader, error)   { return nil, ErrUnsupported }
+func (*reader) ready() bool                 { return false }
+func (*reader) init(net.Conn) error         { return ErrUnsupported }
 func (*reader) tryRead([]byte) (int, error) { return 0, ErrUnsupported }

@@ -264,3 +264,31 @@ func TestReader(t *testing.T) {
 		break
 	}
 }
+
+// pipeConn is a pipe as a net.Conn: a descriptor that is not a socket.
+type pipeConn struct{ *os.File }
+
+func (pipeConn) LocalAddr() net.Addr  { return nil }
+func (pipeConn) RemoteAddr() net.Addr { return nil }
+
+// A Writer writes to sockets with send(2); to a descriptor that is not a socket, it falls
+// back to write(2).
+func TestWriterOnAPipe(t *testing.T) {
+	skipUnsupported(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	var tw Writer
+	for _, s := range []string{"hello", " again"} {
+		if n, err := tw.TryWrite(pipeConn{w}, []byte(s)); n != len(s) || err != nil {
+			t.Fatalf("write of %q: %d %v", s, n, err)
+		}
+	}
+	got := make([]byte, len("hello again"))
+	if _, err := io.ReadFull(r, got); err != nil || string(got) != "hello again" {
+		t.Fatalf("read %q %v", got, err)
+	}
+}

@@ -57,7 +57,6 @@ type Batches[E any] interface {
 type Writer[E any] struct {
 	b     Batches[E]
 	pool  *workers.Pool
-	task  func() // the pooled drain, made once
 	state atomic.Int32
 }
 
@@ -79,9 +78,6 @@ const writerTurn = 16
 // what b gives; a wake that came before runs now. It is called once.
 func (w *Writer[E]) Start(pool *workers.Pool, b Batches[E]) {
 	w.b, w.pool = b, pool
-	if pool != nil {
-		w.task = w.drainPooled
-	}
 	if w.state.CompareAndSwap(held, idle) {
 		return
 	}
@@ -116,7 +112,7 @@ func (w *Writer[E]) Wake() {
 // run starts the writer, which is marked running.
 func (w *Writer[E]) run() {
 	if w.pool != nil {
-		w.pool.Go(w.task)
+		w.pool.Run((*pooled[E])(w))
 	} else {
 		go w.drain()
 	}
@@ -156,6 +152,12 @@ func (w *Writer[E]) drain() {
 	}
 }
 
+// pooled is a Writer as a task of the pool (workers.Task), queued as itself: no func
+// value of its own to reach through.
+type pooled[E any] Writer[E]
+
+func (p *pooled[E]) Run() { (*Writer[E])(p).drainPooled() }
+
 // drainPooled is the writer as a task of the pool: it never waits, and hands what may
 // wait to a goroutine of its own (offPool).
 func (w *Writer[E]) drainPooled() {
@@ -187,7 +189,7 @@ func (w *Writer[E]) drainPooled() {
 			return
 		}
 	}
-	w.pool.Go(w.task) // the turn is over: to the back of the queue
+	w.pool.Run((*pooled[E])(w)) // the turn is over: to the back of the queue
 }
 
 // offPool is the pooled writer moved to a goroutine of its own: it writes the rest of a

@@ -77,7 +77,23 @@ func (c *Stream) Ready() bool {
 
 // Ping queues a ping frame now, for a transport that keeps the heartbeat itself (see
 // TryNext), and runs OnHeartbeat.
-func (c *Stream) Ping() { c.ping(time.Now()) }
+func (c *Stream) Ping() { c.ping(time.Now(), true) }
+
+// PingLater is Ping without waking an idle writer: the ping goes out with the next frame
+// that does, in the same write, or with Flush. A transport whose heartbeats of many
+// connections come together (transport/internal/beat) calls Flush a little later, so that
+// where data flows the ping costs no write of its own.
+func (c *Stream) PingLater() { c.ping(time.Now(), false) }
+
+// Flush wakes an idle writer if frames are queued: a ping of PingLater's that no other
+// frame has carried yet.
+func (c *Stream) Flush() {
+	c.mu.Lock()
+	if len(c.queue) > 0 {
+		c.wake()
+	}
+	c.mu.Unlock()
+}
 
 // Next blocks until frames are ready and returns them, at most a batch. holdUntil, if not
 // zero, makes Next return a ping frame at that time if nothing else came (long-polling).
@@ -106,7 +122,7 @@ func (c *Stream) Next(ctx context.Context, holdUntil time.Time) ([]Outgoing, err
 			if c.nextPing.IsZero() {
 				c.nextPing = now.Add(c.cfg.Heartbeat)
 			} else if !now.Before(c.nextPing) {
-				c.ping(now)
+				c.ping(now, true)
 			}
 		}
 		if out, err := c.ready(ctx, false, false); out != nil || err != nil {
@@ -133,20 +149,22 @@ func (c *Stream) Next(ctx context.Context, holdUntil time.Time) ([]Outgoing, err
 		case <-holdC:
 			hold = nil
 			holdUntil = time.Time{}
-			c.ping(time.Now())
+			c.ping(time.Now(), true)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
 }
 
-func (c *Stream) ping(now time.Time) {
+func (c *Stream) ping(now time.Time, wake bool) {
 	c.mu.Lock()
 	c.pingSeq++
 	if c.cfg.Heartbeat > 0 {
 		c.nextPing = now.Add(c.cfg.Heartbeat)
 	}
-	c.pushLocked(PingFrame(c.pingSeq, now.UnixMilli()))
+	if c.closeErr == nil && c.queueLocked(PingFrame(c.pingSeq, now.UnixMilli())) && wake {
+		c.wake()
+	}
 	c.unlock()
 	if c.OnHeartbeat != nil {
 		c.OnHeartbeat()
@@ -161,6 +179,13 @@ func (c *Stream) takeLocked() []Outgoing {
 			break
 		}
 		n++
+	}
+	if n == len(c.queue) {
+		// All of it, the usual case: the queue's array becomes the batch, with no copy,
+		// and the next push starts another.
+		out := c.queue
+		c.queue, c.qbytes = nil, 0
+		return out
 	}
 	out := make([]Outgoing, n)
 	copy(out, c.queue)

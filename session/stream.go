@@ -287,13 +287,21 @@ func (c *Stream) Enqueue(o Outgoing) {
 }
 
 func (c *Stream) pushLocked(o Outgoing) {
+	if c.queueLocked(o) {
+		c.wake()
+	}
+}
+
+// queueLocked adds o to the queue without waking a writer, or closes c as a slow consumer
+// when the queue is full; it reports whether o was queued.
+func (c *Stream) queueLocked(o Outgoing) bool {
 	if len(c.queue) >= c.cfg.QueueMessages || c.qbytes+len(o.JSON) > c.cfg.QueueBytes {
 		c.closeLocked(ErrSlowConsumer)
-		return
+		return false
 	}
 	c.queue = append(c.queue, o)
 	c.qbytes += len(o.JSON)
-	c.wake()
+	return true
 }
 
 // Close ends the attachment with reason e. Queued frames are dropped (the client resumes

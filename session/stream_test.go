@@ -368,3 +368,54 @@ func TestStreamWakeAndTryNext(t *testing.T) {
 		t.Fatal("TryNext after the close frame returned no error")
 	}
 }
+
+// PingLater queues a ping without waking an idle writer: it goes out with the next frame
+// that wakes one, in the same batch, or when Flush wakes the writer. Flush with nothing
+// queued wakes nothing.
+func TestStreamPingLaterRidesTheNextFrame(t *testing.T) {
+	src := newFakeSource()
+	c := testStream(src, 64)
+	wakes := 0
+	c.OnWake = func() { wakes++ } // under the Stream's lock, on this goroutine
+	c.Subscribe("c", Position{}, false)
+	for { // what subscribing queued (a sub frame from the recovery)
+		out, err := c.TryNext(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out == nil {
+			break
+		}
+	}
+	wakes = 0
+
+	c.PingLater()
+	if wakes != 0 {
+		t.Fatalf("PingLater woke the writer %d times, want none", wakes)
+	}
+	src.publish(1)
+	out, err := c.TryNext(context.Background())
+	if wakes != 1 || err != nil || len(out) != 2 || !isPing(out[0]) || out[1].Kind != KindMsg {
+		t.Fatalf("after a message: %d wakes, batch %v %v; want one wake and the ping with the message", wakes, out, err)
+	}
+	if out, _ := c.TryNext(context.Background()); out != nil {
+		t.Fatalf("left after the batch: %v", out)
+	}
+
+	wakes = 0
+	c.Flush()
+	if wakes != 0 {
+		t.Fatalf("Flush of an empty queue woke the writer %d times", wakes)
+	}
+	c.PingLater()
+	c.Flush()
+	out, _ = c.TryNext(context.Background())
+	if wakes != 1 || len(out) != 1 || !isPing(out[0]) {
+		t.Fatalf("Flush after PingLater: %d wakes, batch %v; want one wake and the ping", wakes, out)
+	}
+	c.Close(ErrNormal)
+	c.PingLater() // after the close: nothing queued, nothing woken beyond the close
+	if out, _ := c.TryNext(context.Background()); len(out) != 1 || out[0].Kind != KindClose {
+		t.Fatalf("after Close and a ping: %v, want the close frame alone", out)
+	}
+}

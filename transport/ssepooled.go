@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ferryrt/ferry/session"
+	"github.com/ferryrt/ferry/transport/internal/beat"
 	"github.com/ferryrt/ferry/transport/internal/netpoll"
 	"github.com/ferryrt/ferry/transport/internal/stream"
 )
@@ -93,7 +94,7 @@ func streamHead(hdr http.Header, first string) []byte {
 // watched). The stream.Writer runs only while there are frames: as a task of the pool,
 // which encodes a batch into one buffer and writes it with one non-blocking write (Try),
 // or, where writes can't be tried (TLS), on a goroutine of its own (Write). Heartbeats
-// come from a timer.
+// come from a wheel (beat), as a WebSocket session's do.
 type sseStream struct {
 	cfg    *Config
 	encode encodeFunc
@@ -101,7 +102,7 @@ type sseStream struct {
 	conn   net.Conn
 	a      *session.Attachment // set before the writer starts
 	closed chan struct{}       // the connection is closed
-	hb     *time.Timer
+	hb     *beat.Beat
 	end    func() // releases the connection slot once the stream is torn down
 	once   sync.Once
 	writer stream.Writer[session.Outgoing] // owns the writing: wake-ups, pool or goroutine
@@ -130,16 +131,17 @@ func (s *sseStream) Finish() {
 func (s *sseStream) start(end func()) {
 	s.end = end
 	every := s.cfg.Manager.Params().Heartbeat
-	s.hb = time.AfterFunc(time.Hour, func() {
+	s.hb = heartbeats(every).Add(func(due bool) {
 		select {
 		case <-s.closed:
 		default:
-			s.a.Ping()
-			s.hb.Reset(every)
+			if due {
+				s.a.PingLater() // flushed a tick later, if no data carried it
+			} else {
+				s.a.Flush()
+			}
 		}
 	})
-	s.hb.Stop() // armed only once s.hb is set, which the callback uses
-	s.hb.Reset(every)
 	s.reader.Start(s.conn, true, s.read, s.teardown)
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/ferryrt/ferry/session"
+	"github.com/ferryrt/ferry/transport/internal/beat"
 	"github.com/ferryrt/ferry/transport/internal/stream"
 )
 
@@ -135,7 +136,7 @@ func (h *WebSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // which takes the attachment's batches with Next). Pooled (Config.IO), an idle session
 // has no goroutine at all: a writer exists only while there are frames to write, as a
 // task of the pool that never waits (Try, in wspooled.go), a reader only while the client
-// has sent something (readPolled), and heartbeats come from a timer. Plain, or where the
+// has sent something (readPolled), and heartbeats come from a wheel (beat). Plain, or where the
 // connection can't be watched (TLS, other platforms), one reader goroutine blocks in
 // Read and every wake-up of the writer is a goroutine of its own.
 type wsSession struct {
@@ -148,7 +149,7 @@ type wsSession struct {
 	a        *session.Attachment // set before the writer starts
 	end      func()              // releases the connection slot, once the session is torn down
 	idle     time.Duration
-	hb       *time.Timer
+	hb       *beat.Beat
 	lastRead atomic.Int64 // UnixNano of the last frame or pong from the client
 
 	done   chan struct{} // closed once the writer has sent the close frame, or failed
@@ -166,9 +167,7 @@ func (s *wsSession) start(br *bufio.Reader) {
 	s.idle = 2 * mc.Heartbeat
 	s.touch()
 	s.conn.SetPongHandler(func(string) error { s.touch(); return nil })
-	s.hb = time.AfterFunc(time.Hour, func() { s.heartbeat(mc.Heartbeat) })
-	s.hb.Stop() // armed only once s.hb is set, which the callback uses
-	s.hb.Reset(mc.Heartbeat)
+	s.hb = heartbeats(mc.Heartbeat).Add(s.heartbeat)
 
 	// Pooled reading sees every byte the client sent that no poller report will announce
 	// again: those in br, the read buffer gorilla reads through (see corkHijacker). When
@@ -187,19 +186,23 @@ func (s *wsSession) read(polled bool) bool {
 	return s.readOne()
 }
 
-// heartbeat runs every interval: a ping, or the end of a client that stopped answering.
-func (s *wsSession) heartbeat(every time.Duration) {
+// heartbeat runs every interval (due): a ping, or the end of a client that stopped
+// answering; the ping waits for the data of the wheel's next tick, and goes out then
+// (not due) if none carried it.
+func (s *wsSession) heartbeat(due bool) {
 	select {
 	case <-s.done:
 		return
 	default:
 	}
-	if time.Since(time.Unix(0, s.lastRead.Load())) > s.idle {
+	switch {
+	case !due:
+		s.a.Flush()
+	case time.Since(time.Unix(0, s.lastRead.Load())) > s.idle:
 		s.a.Close(session.Errorf(session.CodeHeartbeat, "no frame or pong from the client in %v", s.idle))
-		return
+	default:
+		s.a.PingLater()
 	}
-	s.a.Ping()
-	s.hb.Reset(every)
 }
 
 func (s *wsSession) touch() { s.lastRead.Store(time.Now().UnixNano()) }

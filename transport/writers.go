@@ -1,18 +1,20 @@
 package transport
 
 // What the writers of WebSocket connections and hijacked SSE streams share: the pool they
-// write on in the pooled I/O, and the way they take a batch from an attachment. The
-// wake-ups, the drain loop and the move off the pool are stream.Writer's.
+// write on in the pooled I/O, their heartbeats, and the way they take a batch from an
+// attachment. The wake-ups, the drain loop and the move off the pool are stream.Writer's.
 
 import (
 	"context"
 	"errors"
 	"net"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/ferryrt/ferry/session"
+	"github.com/ferryrt/ferry/transport/internal/beat"
 	"github.com/ferryrt/ferry/transport/internal/netpoll"
 	"github.com/ferryrt/ferry/transport/internal/stream"
 	"github.com/ferryrt/ferry/transport/internal/workers"
@@ -42,6 +44,30 @@ func (c *Config) writerPool(conn net.Conn) *workers.Pool {
 		return writers
 	}
 	return nil
+}
+
+// wheels are the heartbeat wheels of WebSocket sessions and SSE streams, one per
+// heartbeat period (one in a server; tests use several), shared by every handler.
+var wheels struct {
+	mu sync.Mutex
+	m  map[time.Duration]*beat.Wheel
+}
+
+// heartbeats returns the wheel of period. A session's heartbeat queues its ping without
+// waking the writer (session.Stream.PingLater) and flushes it a tick later: the pings
+// of a slot go out with the data of the next tick, in the same writes, or alone then.
+func heartbeats(period time.Duration) *beat.Wheel {
+	wheels.mu.Lock()
+	defer wheels.mu.Unlock()
+	w := wheels.m[period]
+	if w == nil {
+		if wheels.m == nil {
+			wheels.m = make(map[time.Duration]*beat.Wheel)
+		}
+		w = beat.New(period)
+		wheels.m[period] = w
+	}
+	return w
 }
 
 // tryBytes is the largest batch a pool worker writes; a larger one is written by a

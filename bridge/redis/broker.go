@@ -380,9 +380,6 @@ func (b *Broker) Publish(ctx context.Context, channel string, data json.RawMessa
 	if err != nil {
 		return nil, fmt.Errorf("bridge: redis publish to %s: %w", channel, err)
 	}
-	if len(res) == 3 { // a new message, not the replay of an idempotent one
-		b.passOwn(channel, pos, ms, kind, p)
-	}
 	return &session.Message{Channel: channel, Pos: pos, Data: data, Bin: bin, Time: ms}, nil
 }
 

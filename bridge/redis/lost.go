@@ -71,11 +71,7 @@ func (b *Broker) lastDelivered(ch string) session.Position {
 // it came live (from pub/sub) while the channel's last delivered message is not checked
 // yet: then it is held. A message at the very position of the last one delivered, with
 // another payload, shows that history was lost.
-func (b *Broker) pass(m *session.Message, live bool) { b.passIf(m, live, false) }
-
-// passIf is pass; onlyNext passes m only if it is the very next message after the last
-// delivered on its channel, checked in this generation: see passOwn.
-func (b *Broker) passIf(m *session.Message, live, onlyNext bool) {
+func (b *Broker) pass(m *session.Message, live bool) {
 	sum := b.payloadSum(m)
 	b.passMu.Lock()
 	defer b.passMu.Unlock()
@@ -85,10 +81,6 @@ func (b *Broker) passIf(m *session.Message, live, onlyNext bool) {
 		return
 	}
 	d := b.seen[m.Channel]
-	if onlyNext && !d.isNext(m.Pos) {
-		b.mu.Unlock()
-		return
-	}
 	if d == nil {
 		d = &delivered{checked: true}
 		b.seen[m.Channel] = d
@@ -123,35 +115,6 @@ func (b *Broker) passIf(m *session.Message, live, onlyNext bool) {
 	if deliver != nil {
 		deliver(m)
 	}
-}
-
-// isNext reports whether pos comes right after the last message delivered, in an epoch
-// that lost nothing, checked in the current generation (nil d: nothing delivered yet).
-func (d *delivered) isNext(pos session.Position) bool {
-	return d != nil && d.checked && pos.Epoch == d.pos.Epoch && pos.Epoch != d.broken && pos.Offset == d.pos.Offset+1
-}
-
-// passOwn fans out a message this node has just published as soon as Redis has taken
-// it, not when its pub/sub echo comes back: on a busy node, with redis-server on the same
-// core, the echo waits for redis-server to be scheduled once more before the fan-out can
-// start (issue #15: the steady p99 at a saturated core). Only the very next message of
-// the channel goes this way, so that no gap opens: publishes answered out of order, and
-// any channel not checked since the last failure, are left to pub/sub, and pass drops
-// the echo of what went this way by its position. The payload is decoded from what was
-// sent (kind, p), as every other node decodes the echo: the bytes delivered, and the
-// digest pass compares with the echo's, are the same.
-func (b *Broker) passOwn(channel string, pos session.Position, ms int64, kind, p string) {
-	b.mu.Lock()
-	next := b.seen[channel].isNext(pos)
-	b.mu.Unlock()
-	if !next {
-		return // saves the decode; passIf decides again, under passMu
-	}
-	data, bin, err := payload(kind, p)
-	if err != nil {
-		return // the echo brings it, or its error
-	}
-	b.passIf(&session.Message{Channel: channel, Pos: pos, Data: data, Bin: bin, Time: ms}, true, true)
 }
 
 // lostLocked marks d's epoch broken. A channel already checked in the current

@@ -164,12 +164,16 @@ func (c *corkConn) uncork() error {
 }
 
 // uncorkTry writes what was gathered without waiting, and returns what the kernel didn't
-// take, for WriteRest (wsSession's, off the pool).
+// take, for WriteRest (wsSession's, off the pool). A deadline left by a blocking write (a
+// pong gorilla wrote, the rest of a batch) is kept ahead first: the write honours it.
 func (c *corkConn) uncorkTry() (rest []byte, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b := *c.buf
-	n, err := c.tw.TryWrite(c.Conn, b)
+	n := 0
+	if err = c.wd.keep(c.Conn); err == nil {
+		n, err = c.tw.TryWrite(c.Conn, b)
+	}
 	if err == nil && n < len(b) {
 		rest = append([]byte(nil), b[n:]...)
 	}

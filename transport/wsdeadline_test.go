@@ -48,14 +48,17 @@ func TestWebSocketWritesAfterPongDeadline(t *testing.T) {
 				t.Fatal(err)
 			}
 			<-pong
-			// The subject: the pong's deadline passing, not a wait for something to happen.
-			time.Sleep(3 * wait)
+			pongAt := time.Now()
+			// The subject is a deadline passing, which no event announces: the server set
+			// it a writeWait after a moment before it wrote the pong, so it has passed
+			// once a writeWait has since the pong arrived. This waits exactly that long.
+			time.Sleep(time.Until(pongAt.Add(wait)))
 			// A small frame goes out with a non-blocking write on the pool; one larger
 			// than a try (32 KiB) with a blocking write off it.
+			// Each is sent once the one before has arrived, so that each goes its own way.
 			a := ts.fake.attachment("s1")
-			a.Enqueue((&session.ServerFrame{T: session.FrameUnsub, Ch: "small"}).Encode())
-			a.Enqueue((&session.ServerFrame{T: session.FrameUnsub, Ch: strings.Repeat("L", 40<<10)}).Encode())
 			for _, want := range []int{len("small"), 40 << 10} {
+				a.Enqueue((&session.ServerFrame{T: session.FrameUnsub, Ch: strings.Repeat("s", want)}).Encode())
 				f, ok := <-frames
 				if !ok || f.T != session.FrameUnsub || len(f.Ch) != want {
 					t.Fatalf("after the pong's deadline: frame %q of a %d-byte channel (open %v), want unsub of a %d-byte one", f.T, len(f.Ch), ok, want)

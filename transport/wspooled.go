@@ -102,14 +102,9 @@ func (s *wsSession) WriteRest(rest []byte) bool {
 // write, and returns what the kernel didn't take.
 func (s *wsSession) Try(out []session.Outgoing) (rest []byte, ok bool) {
 	s.sent(out)
-	// A deadline left by a blocking write (a pong gorilla wrote, the rest of a batch) has
-	// passed by now, and the non-blocking write below honours it: every batch would fail.
 	// gorilla's own deadline (Conn.SetWriteDeadline) needs no care here: it applies only
-	// to the data frames gorilla writes, and a pooled connection frames its own.
-	if err := s.cork.wd.keep(s.cork.Conn); err != nil {
-		writeFailed(s.a)
-		return nil, false
-	}
+	// to the data frames gorilla writes, and a pooled connection frames its own. The
+	// connection's is uncorkTry's.
 	s.cork.cork()
 	s.cork.appendFrames(out) // what the plain mode's WriteMessage calls write, framed once
 	rest, err := s.cork.uncorkTry()

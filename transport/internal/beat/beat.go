@@ -27,7 +27,6 @@ type Wheel struct {
 	n       int         // beats registered
 	timer   *time.Timer // runs tick while n > 0
 	running bool        // the timer is armed or its callback runs
-	scratch []*Beat     // the beats one tick calls, outside mu
 }
 
 // New returns a Wheel whose beats come every period.
@@ -96,7 +95,7 @@ func (w *Wheel) run() {
 	due := w.slots[w.cur]
 	prev := w.slots[(w.cur+Slots-1)%Slots]
 	w.cur = (w.cur + 1) % Slots
-	calls := append(w.scratch[:0], due...)
+	calls := append([]*Beat(nil), due...) // called outside mu; one slice a tick
 	ndue := len(due)
 	for _, b := range due {
 		b.due = true
@@ -111,7 +110,6 @@ func (w *Wheel) run() {
 	} else {
 		w.timer.Reset(w.tick)
 	}
-	w.scratch = nil // a tick that overlaps this one (a slow call) makes its own
 	w.mu.Unlock()
 
 	for i, b := range calls {
@@ -121,10 +119,4 @@ func (w *Wheel) run() {
 			b.fn(false)
 		}
 	}
-	clear(calls)
-	w.mu.Lock()
-	if w.scratch == nil {
-		w.scratch = calls[:0]
-	}
-	w.mu.Unlock()
 }

@@ -153,7 +153,7 @@ type Broker struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	pubq   chan *pubCall // publishes waiting for a pipeline (pipeline.go)
+	calls  chan *scriptCall // script calls waiting for a pipeline (pipeline.go)
 
 	mu        sync.Mutex
 	deliver   func(*session.Message)
@@ -235,9 +235,9 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	_, b.sharded = b.rdb.(*goredis.ClusterClient)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.pubq = make(chan *pubCall)
-	for range publishers {
-		b.wg.Go(b.publisher)
+	b.calls = make(chan *scriptCall)
+	for range pipeliners {
+		b.wg.Go(b.pipeliner)
 	}
 	return b, nil
 }
@@ -370,8 +370,8 @@ func (b *Broker) Publish(ctx context.Context, channel string, data json.RawMessa
 		kind, p = kindBinary, string(bin)
 	}
 	size, hist, idle := b.historyArgs()
-	res, err := b.runPublish(ctx, []string{b.keys.meta(channel), b.keys.log(channel), b.keys.pubID(channel, id)},
-		broker.NewEpoch(), kind, p, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest, b.pubCmd())
+	res, err := b.runScript(ctx, luaPublish, []string{b.keys.meta(channel), b.keys.log(channel), b.keys.pubID(channel, id)},
+		broker.NewEpoch(), kind, p, size, hist, idle, b.keys.pubsub(channel), ttl.Milliseconds(), digest, b.pubCmd()).Slice()
 	b.notePublish(ctx, err)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: redis publish to %s: %w", channel, err)

@@ -9,11 +9,12 @@ import (
 // The names of a broker's keys, for the tests of package redis_test, which look at Redis
 // directly.
 
-func MetaKey(b *Broker, ch string) string { return b.keys.meta(ch) }
-func LogKey(b *Broker, ch string) string  { return b.keys.log(ch) }
-func ControlKey(b *Broker) string         { return b.keys.control() }
-func PresenceDueKey(b *Broker) string     { return b.keys.presenceDue() }
-func PublishStreamKey(b *Broker) string   { return b.keys.publishStream() }
+func MetaKey(b *Broker, ch string) string     { return b.keys.meta(ch) }
+func LogKey(b *Broker, ch string) string      { return b.keys.log(ch) }
+func ControlKey(b *Broker) string             { return b.keys.control() }
+func PresenceDueKey(b *Broker) string         { return b.keys.presenceDue() }
+func PublishStreamKey(b *Broker) string       { return b.keys.publishStream() }
+func SessionKey(b *Broker, sid string) string { return b.keys.session(sid) }
 
 // RetryIDTTL is how long the broker remembers the id of a publish without a key.
 const RetryIDTTL = retryIDTTL

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	goredis "github.com/redis/go-redis/v9"
@@ -18,7 +19,8 @@ import (
 	"github.com/ferryrt/ferry/session"
 )
 
-// pipelines records the largest pipeline a client sent.
+// pipelines records the most script calls one pipeline of a client carried. (go-redis
+// sets up each new connection with a pipeline of its own, which is not counted.)
 type pipelines struct{ largest atomic.Int64 }
 
 func (*pipelines) DialHook(next goredis.DialHook) goredis.DialHook { return next }
@@ -27,7 +29,13 @@ func (*pipelines) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook { re
 
 func (p *pipelines) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []goredis.Cmder) error {
-		for n := int64(len(cmds)); ; {
+		var n int64
+		for _, c := range cmds {
+			if c.Name() == "evalsha" || c.Name() == "eval" {
+				n++
+			}
+		}
+		for {
 			l := p.largest.Load()
 			if n <= l || p.largest.CompareAndSwap(l, n) {
 				break
@@ -86,6 +94,62 @@ func TestRedisConcurrentPublishesSharePipelines(t *testing.T) {
 		}
 	}
 	if n := seen.largest.Load(); n < 2 {
-		t.Errorf("the largest pipeline carried %d commands: %d publishes at once never shared a round trip", n, channels*each)
+		t.Errorf("the largest pipeline carried %d script calls: %d publishes at once never shared a round trip", n, channels*each)
+	}
+}
+
+// Session touches in flight at once (the heartbeats of sessions that connected together)
+// share pipelines, with each other and with publishes, and each caller still gets its own
+// answer: alive for a live session, not alive for one that expired or never was.
+func TestRedisConcurrentTouchesSharePipelines(t *testing.T) {
+	mr := miniredis.RunT(t)
+	b := redistest.NewBroker(t, mr, redis.Config{})
+	ctx := context.Background()
+	const sessions = 300
+	for i := range sessions {
+		if i%3 == 2 {
+			continue // never created
+		}
+		if err := b.CreateSession(ctx, fmt.Sprintf("s%d", i), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i < sessions; i += 3 {
+		mr.Del(redis.SessionKey(b, fmt.Sprintf("s%d", i))) // expired
+	}
+	seen := &pipelines{} // from here: creating a session is a pipeline of its own
+	b.Client().AddHook(seen)
+	touchAll := func(publishes bool) {
+		var wg sync.WaitGroup
+		for i := range sessions {
+			wg.Go(func() {
+				alive, err := b.TouchSession(ctx, fmt.Sprintf("s%d", i), time.Minute)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if want := i%3 == 0; alive != want {
+					t.Errorf("touch of s%d: alive %v, want %v", i, alive, want)
+				}
+			})
+			if publishes && i%50 == 0 {
+				wg.Go(func() {
+					if _, err := b.Publish(ctx, "room:touch", json.RawMessage(`1`), nil); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+		}
+		wg.Wait()
+	}
+	touchAll(false)
+	if n := seen.largest.Load(); n < 2 {
+		t.Errorf("the largest pipeline carried %d script calls: %d touches at once never shared a round trip", n, sessions)
+	}
+	mr.SetTTL(redis.SessionKey(b, "s0"), time.Second)
+	touchAll(true)
+	// The touch set the expiry of a live session afresh: a minute, not what was left.
+	if ttl := mr.TTL(redis.SessionKey(b, "s0")); ttl != time.Minute {
+		t.Errorf("s0's expiry after the touch: %v, want a minute", ttl)
 	}
 }

@@ -28,9 +28,11 @@ func (b *Broker) CreateSession(ctx context.Context, sid string, ttl time.Duratio
 	return nil
 }
 
-// TouchSession implements session.Store.
+// TouchSession implements session.Store. Touches run in pipelines with the other script
+// calls in flight (pipeline.go): the heartbeats of sessions that connected together fall
+// due together.
 func (b *Broker) TouchSession(ctx context.Context, sid string, ttl time.Duration) (bool, error) {
-	n, err := luaTouch.Run(ctx, b.rdb, []string{b.keys.session(sid)}, ttl.Milliseconds()).Int64()
+	n, err := b.runScript(ctx, luaTouch, []string{b.keys.session(sid)}, ttl.Milliseconds()).Int64()
 	if err != nil {
 		return false, fmt.Errorf("bridge: redis touch session: %w", err)
 	}

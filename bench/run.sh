@@ -41,6 +41,7 @@
 #                 loopback port)
 #   ferry-redis1  one node on its own redis-server: issue #15's "Redis, one node" against
 #                 ferry-mem, the same node with only the broker changed
+#   base-redis1   the same, with Ferry built from BASELINE
 #   ferry-cluster two nodes on a Redis Cluster of 3 masters and 3 replicas
 #                 (scripts/redis-cluster.sh, on free loopback ports)
 # Ferry's nodes and Redis all run on core 0, the generator on core 1; the CPU reported
@@ -111,7 +112,7 @@ if [ -n "$SCALE_EVENTS" ]; then
   fi
 fi
 
-case " $PEERS " in *" ferry-redis "* | *" ferry-redis1 "* | *" ferry-cluster "*) need_redis=1 ;; *) need_redis= ;; esac
+case " $PEERS " in *" ferry-redis "* | *" ferry-redis1 "* | *" base-redis1 "* | *" ferry-cluster "*) need_redis=1 ;; *) need_redis= ;; esac
 if [ -n "$need_redis" ]; then
   for tool in redis-server redis-cli; do
     command -v "$tool" >/dev/null || { echo "bench/run.sh: $tool is needed for the Redis peers" >&2; exit 1; }
@@ -221,14 +222,14 @@ wait_port() {
 start_brokers() {
   local redis_url= nodes=1 p
   case $1 in
-  ferry-redis | ferry-redis1)
+  ferry-redis | ferry-redis1 | base-redis1)
     p=$(free_ports 1)
     taskset -c 0 redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no \
       --dir "$BIN" >"$BIN/redis.log" 2>&1 &
     REDIS_PIDS+=("$!")
     wait_port "$p" "${REDIS_PIDS[0]}" redis-server "$BIN/redis.log"
     redis_url=redis://127.0.0.1:$p/0 nodes=2
-    [ "$1" = ferry-redis1 ] && nodes=1
+    [ "$1" = ferry-redis ] || nodes=1
     ;;
   ferry-cluster)
     p=$(free_ports 6)
@@ -245,7 +246,11 @@ start_brokers() {
     redis_url=redis+cluster://$addrs nodes=2
     ;;
   esac
-  local i port pid flags first
+  local i port pid flags first bin=$BIN/ferry
+  if [ "$1" = base-redis1 ]; then
+    [ -x "$BIN/ferry-base" ] || { echo "bench/run.sh: $1 needs BASELINE=<revision>" >&2; exit 1; }
+    bin=$BIN/ferry-base
+  fi
   URLS= PIDS=
   first=$(free_ports "$nodes")
   for ((i = 0; i < nodes; i++)); do
@@ -253,7 +258,7 @@ start_brokers() {
     flags=("${FERRY_FLAGS[@]}")
     flags[1]=127.0.0.1:$port # the value of --addr
     [ -n "$redis_url" ] && flags+=(--redis "$redis_url" --secret "$SECRET" --node-id "node$i")
-    taskset -c 0 "$BIN/ferry" "${flags[@]}" >"$BIN/server$i.log" 2>&1 &
+    taskset -c 0 "$bin" "${flags[@]}" >"$BIN/server$i.log" 2>&1 &
     pid=$!
     if [ "$i" = 0 ]; then SERVER_PID=$pid; else NODE_PIDS+=("$pid"); fi
     wait_port "$port" "$pid" "ferry node $i" "$BIN/server$i.log"
@@ -265,7 +270,7 @@ start_brokers() {
 # start_server PEER: starts the server of PEER on core 0 and waits for its port.
 start_server() {
   case $1 in
-  ferry-mem | ferry-redis | ferry-redis1 | ferry-cluster) start_brokers "$1"; return 0 ;;
+  ferry-mem | ferry-redis | ferry-redis1 | base-redis1 | ferry-cluster) start_brokers "$1"; return 0 ;;
   ferry-*) taskset -c 0 "$BIN/ferry" "${FERRY_FLAGS[@]}" >"$BIN/server.log" 2>&1 & ;;
   base-*)
     [ -x "$BIN/ferry-base" ] || { echo "bench/run.sh: $1 needs BASELINE=<revision>" >&2; exit 1; }
@@ -305,6 +310,7 @@ run() {
   ferry-mem) target=ferry transport=websocket label=ferry/memory ;;
   ferry-redis) target=ferry transport=websocket label=ferry/redis ;;
   ferry-redis1) target=ferry transport=websocket label=ferry/redis-1node ;;
+  base-redis1) target=ferry transport=websocket label=ferry@$BASE_REV/redis-1node ;;
   ferry-cluster) target=ferry transport=websocket label=ferry/redis-cluster ;;
   *) echo "bench/run.sh: unknown peer $peer" >&2; exit 1 ;;
   esac
@@ -323,7 +329,7 @@ SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') # one for every node of a 
 
 for peer in $PEERS; do
   case $peer in
-  ferry-mem | ferry-redis | ferry-redis1 | ferry-cluster)
+  ferry-mem | ferry-redis | ferry-redis1 | base-redis1 | ferry-cluster)
     # The broker comparison: the same subscribers on 1 and on many channels, a steady
     # rate per channel, a burst, then publishes as fast as they go.
     for c in $CHANNELS; do
@@ -367,7 +373,7 @@ log "writing $OUT/results.md (and $OUT/p99.svg with the transport peers)"
 chart=(--in "$RESULTS" --md "$OUT/results.md" --machine "$OUT/machine.md")
 # The chart is of the 2 msg/s runs of the peers other than the broker ones.
 for peer in $PEERS; do
-  case $peer in ferry-mem | ferry-redis | ferry-redis1 | ferry-cluster) ;; *) chart+=(--svg "$OUT/p99.svg"); break ;; esac
+  case $peer in ferry-mem | ferry-redis | ferry-redis1 | base-redis1 | ferry-cluster) ;; *) chart+=(--svg "$OUT/p99.svg"); break ;; esac
 done
 "$BIN/chart" "${chart[@]}"
 cat "$OUT/results.md"

@@ -10,6 +10,13 @@
 #   bench/profile.sh gorilla OUTDIR        # the floor, the same way
 #   TRANSPORT=longpoll CLIENTS=5000 bench/profile.sh ferry OUTDIR
 #   FERRY_ARGS="--heartbeat 10m --session-ttl 30m" bench/profile.sh ferry OUTDIR
+#   IDLE=1 bench/profile.sh ferry OUTDIR   # memory through the settle instead (see below)
+#
+# With IDLE=1 nothing is profiled: the clients connect and sit idle for SETTLE_IDLE (35 s,
+# as in bench/run.sh, unless set), then a 3 s steady phase, and OUTDIR/trace.txt gets the server's
+# VmRSS in KiB (and, for Ferry, its goroutines) every half second from the start: for the
+# spread of the "idle KiB per connection" figure, which bench/run.sh reads once, as the
+# settle ends (kib_per_conn in result.jsonl).
 #
 # Writes OUTDIR/{stat.txt,bench.log,result.jsonl,cpu.pprof,perf.data}; read the profile
 # with `go tool pprof -top OUTDIR/ferry OUTDIR/cpu.pprof` or `perf report -i
@@ -24,6 +31,9 @@ CLIENTS=${CLIENTS:-10000}
 RATE=${RATE:-2}
 DURATION=${DURATION:-70s}
 SETTLE=${SETTLE:-20s}
+if [ "${IDLE:-}" = 1 ]; then
+  DURATION=3s SETTLE=${SETTLE_IDLE:-35s}
+fi
 WINDOW=${WINDOW:-30}
 PORT=${PORT:-18990}
 DEBUG_PORT=${DEBUG_PORT:-18991}
@@ -49,19 +59,37 @@ gorilla)
 *) echo "bench/profile.sh: unknown peer $peer (ferry or gorilla)" >&2; exit 1 ;;
 esac
 server=$!
-bench=
-trap 'kill $server $bench 2>/dev/null || true' EXIT
+bench= tracer=
+trap 'kill $server $bench $tracer 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
   kill -0 "$server" 2>/dev/null || { cat "$out/server.log" >&2; exit 1; }
   sleep 0.1
 done
 
+if [ "${IDLE:-}" = 1 ]; then
+  (
+    while kill -0 "$server" 2>/dev/null; do
+      rss=$(awk '/^VmRSS:/{print $2}' "/proc/$server/status" 2>/dev/null || true)
+      gs=
+      [ "$peer" = ferry ] && gs=$(curl -s --max-time 1 "http://127.0.0.1:$DEBUG_PORT/debug/pprof/goroutine?debug=1" | head -1 | awk '{print $NF}' || true)
+      echo "$(date +%s.%N | cut -c1-14) ${rss:-?} ${gs:-}"
+      sleep 0.5
+    done
+  ) >"$out/trace.txt" &
+  tracer=$!
+fi
 taskset -c 1 "$out/ferry-bench" --target "$peer" --transport "$TRANSPORT" --url "http://127.0.0.1:$PORT" \
   --api-key bench --clients "$CLIENTS" --server-pid "$server" --max-time 5m --label "$peer" \
   --scenario profile --json "$out/result.jsonl" --quiet --rate "$RATE" --duration "$DURATION" \
   --burst 0 --settle "$SETTLE" >"$out/bench.log" 2>&1 &
 bench=$!
+if [ "${IDLE:-}" = 1 ]; then
+  wait "$bench" || true
+  bench=
+  grep -o '"kib_per_conn":[0-9.]*' "$out/result.jsonl"
+  exit 0
+fi
 # The window starts once every client is connected and the settle is over.
 for _ in $(seq 1 300); do
   [ "$(ss -Htn state established "sport = :$PORT" 2>/dev/null | wc -l)" -ge "$CLIENTS" ] && break

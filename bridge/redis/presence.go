@@ -149,17 +149,19 @@ func (p *Presence) change(ctx context.Context, script *goredis.Script, event str
 			return fmt.Errorf("bridge: presence %s: bad channel name %.40q", event, ch)
 		}
 	}
+	// Each step goes through the broker's pipelines (pipeline.go): the heartbeats of many
+	// sessions refresh their presence at once.
 	for _, ch := range channels {
 		pc, due := presence.Channel(ch), ch+" "+member
 		if event == presence.Join {
 			// Indexed before the join, so that no member is ever present unindexed (and
 			// so never swept). A provisional score; the script's expiry replaces it.
 			exp := time.Now().Add(p.cfg.TTL).UnixMilli()
-			if err := p.b.rdb.ZAdd(ctx, k.presenceDue(), goredis.Z{Score: float64(exp), Member: due}).Err(); err != nil {
+			if err := p.b.runCommand(ctx, "ZADD", k.presenceDue(), exp, due).Err(); err != nil {
 				return fmt.Errorf("bridge: redis presence %s: %w", event, err)
 			}
 		}
-		res, err := script.Run(ctx, p.b.rdb, []string{k.presence(ch), k.meta(pc), k.log(pc)},
+		res, err := p.b.runScript(ctx, script, []string{k.presence(ch), k.meta(pc), k.log(pc)},
 			member, p.cfg.TTL.Milliseconds(), broker.NewEpoch(), size, ttl, idle, string(presence.EventData(event, ch, m)), k.pubsub(pc), p.b.pubCmd()).Result()
 		if err != nil {
 			return fmt.Errorf("bridge: redis presence %s: %w", event, err)
@@ -167,10 +169,10 @@ func (p *Presence) change(ctx context.Context, script *goredis.Script, event str
 		if event == presence.Join {
 			if r, ok := res.([]any); ok && len(r) == 2 {
 				if exp, ok := r[1].(int64); ok {
-					p.b.rdb.ZAdd(ctx, k.presenceDue(), goredis.Z{Score: float64(exp), Member: due}) // best effort: the provisional score stands
+					p.b.runCommand(ctx, "ZADD", k.presenceDue(), exp, due) // best effort: the provisional score stands
 				}
 			}
-		} else if err := p.b.rdb.ZRem(ctx, k.presenceDue(), due).Err(); err != nil {
+		} else if err := p.b.runCommand(ctx, "ZREM", k.presenceDue(), due).Err(); err != nil {
 			// The entry stays; the sweeper drops it when it finds nobody.
 			p.cfg.Logger.Debug("presence: unindexing a leave failed", "channel", ch, "err", err)
 		}

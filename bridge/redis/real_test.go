@@ -110,6 +110,23 @@ func testRealRedisBroker(t *testing.T, url, prefix string, rdb goredis.Universal
 	if got := fmt.Sprint(in.Events(t, "room:r")); got != "[join s leave s]" {
 		t.Fatalf("events: %s", got)
 	}
+	// Joins at once share pipelines, which a cluster splits by node: the due index (a slot
+	// of its own) and each channel's set both hold every member.
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			if err := p.Join(ctx, presence.Member{Session: fmt.Sprintf("s%02d", i)}, "room:many"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if got, err := p.List(ctx, "room:many"); err != nil || len(got) != 40 {
+		t.Fatalf("members after 40 joins at once: %d (%v)", len(got), err)
+	}
+	if n, err := rdb.ZCard(ctx, redis.PresenceDueKey(a)).Result(); err != nil || n < 40 {
+		t.Fatalf("due index after 40 joins at once: %d entries (%v)", n, err)
+	}
 
 	// Trimming by age, on Redis's clock.
 	aged := redistest.NewRealBroker(t, url, prefix, redis.Config{History: broker.HistoryConfig{TTL: 300 * time.Millisecond}, NoPublishStream: true})

@@ -153,7 +153,7 @@ type Broker struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	calls  chan *scriptCall // script calls waiting for a pipeline (pipeline.go)
+	calls  chan *pipelineCall // calls waiting for a pipeline (pipeline.go)
 
 	mu        sync.Mutex
 	deliver   func(*session.Message)
@@ -235,7 +235,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	_, b.sharded = b.rdb.(*goredis.ClusterClient)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.calls = make(chan *scriptCall)
+	b.calls = make(chan *pipelineCall)
 	for range pipeliners {
 		b.wg.Go(b.pipeliner)
 	}

@@ -10,24 +10,25 @@ import (
 
 // Calls in flight at once go to Redis together. Each publish, and each session touch and
 // presence refresh of a heartbeat, is a script call (or a command) whose answer its caller
-// waits for; one at a time, a node's rate is one round trip per call. A benchmark showed that to be the bound
-// of publishing at many channels (neither the node nor Redis was busy), and the heartbeats
-// of 10,000 sessions that connected together made 2,000 round trips a second on a busy
-// node. So a few pipeliners each take every call waiting (up to pipelineBatch) and send
-// them in one pipeline: one round trip for all of them, and go-redis splits a cluster's
-// pipeline by the node of each key. A retry of a pipeline (go-redis's, on a network
-// error) repeats calls that may have run, as a retry of a single call does: a publish
-// carries its publish id, which the script checks, so each still lands once, and a touch
-// only moves an expiry.
+// waits for; one at a time, a node's rate is one round trip per call. A benchmark showed
+// that to be the bound of publishing at many channels (neither the node nor Redis was
+// busy), and the heartbeats of 10,000 sessions that connected together made 2,000 round
+// trips a second on a busy node. So a few pipeliners each take every call waiting (up to
+// pipelineBatch) and send them in one pipeline: one round trip for all of them, and
+// go-redis splits a cluster's pipeline by the node of each key. A retry of a pipeline
+// (go-redis's, on a network error) repeats calls that may have run, as a retry of a single
+// call does: a publish carries its publish id, which the script checks, so each still
+// lands once; a touch only moves an expiry; a presence change adds to or removes from a
+// set, and announces only a change.
 
 const (
 	pipeliners    = 4  // pipelines in flight at once
 	pipelineBatch = 64 // calls in one pipeline at most
 )
 
-// scriptCall is one call waiting for its pipeline: script with keys and args, or, with no
+// pipelineCall is one call waiting for its pipeline: script with keys and args, or, with no
 // script, the command args. Once done is closed, cmd holds its answer.
-type scriptCall struct {
+type pipelineCall struct {
 	script *goredis.Script
 	keys   []string
 	args   []any
@@ -37,7 +38,7 @@ type scriptCall struct {
 
 // alone makes the call outside a pipeline; a script goes as EVALSHA, then as EVAL if
 // Redis does not have it.
-func (c *scriptCall) alone(ctx context.Context, rdb goredis.UniversalClient) *goredis.Cmd {
+func (c *pipelineCall) alone(ctx context.Context, rdb goredis.UniversalClient) *goredis.Cmd {
 	if c.script == nil {
 		return rdb.Do(ctx, c.args...)
 	}
@@ -48,15 +49,16 @@ func (c *scriptCall) alone(ctx context.Context, rdb goredis.UniversalClient) *go
 // at the same time, and returns its answer. The answer holds ctx's error if ctx ends first
 // (the call may have been sent), and broker.ErrBrokerClosed once the broker is closed.
 func (b *Broker) runScript(ctx context.Context, script *goredis.Script, keys []string, args ...any) *goredis.Cmd {
-	return b.pipelined(ctx, &scriptCall{script: script, keys: keys, args: args, done: make(chan struct{})})
+	return b.pipelined(ctx, &pipelineCall{script: script, keys: keys, args: args, done: make(chan struct{})})
 }
 
 // runCommand sends the command args as runScript sends a script call.
 func (b *Broker) runCommand(ctx context.Context, args ...any) *goredis.Cmd {
-	return b.pipelined(ctx, &scriptCall{args: args, done: make(chan struct{})})
+	return b.pipelined(ctx, &pipelineCall{args: args, done: make(chan struct{})})
 }
 
-func (b *Broker) pipelined(ctx context.Context, c *scriptCall) *goredis.Cmd {
+// pipelined hands c to a pipeliner and waits for its answer.
+func (b *Broker) pipelined(ctx context.Context, c *pipelineCall) *goredis.Cmd {
 	select {
 	case b.calls <- c:
 	case <-ctx.Done():
@@ -72,6 +74,7 @@ func (b *Broker) pipelined(ctx context.Context, c *scriptCall) *goredis.Cmd {
 	}
 }
 
+// failedCmd is an answer of err, for a call that was not answered by Redis.
 func failedCmd(ctx context.Context, err error) *goredis.Cmd {
 	cmd := goredis.NewCmd(ctx)
 	cmd.SetErr(err)
@@ -80,7 +83,7 @@ func failedCmd(ctx context.Context, err error) *goredis.Cmd {
 
 // pipeliner sends the calls waiting in b.calls in pipelines until the broker closes.
 func (b *Broker) pipeliner() {
-	batch := make([]*scriptCall, 0, pipelineBatch)
+	batch := make([]*pipelineCall, 0, pipelineBatch)
 	for {
 		select {
 		case c := <-b.calls:
@@ -105,7 +108,7 @@ func (b *Broker) pipeliner() {
 // sendCalls sends calls in one pipeline and hands each its answer. A script Redis does
 // not have yet (NOSCRIPT: the first call after a start or a failover) is sent again on its
 // own, which loads it. A cluster's pipeline finds each command's node by its first key.
-func (b *Broker) sendCalls(calls []*scriptCall) {
+func (b *Broker) sendCalls(calls []*pipelineCall) {
 	// Not a caller's context: one caller giving up must not fail the others' calls. Each
 	// attempt is bounded by go-redis's timeouts, and the retries by its MaxRetries.
 	ctx := b.ctx

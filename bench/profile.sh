@@ -13,10 +13,10 @@
 #   IDLE=1 bench/profile.sh ferry OUTDIR   # memory through the settle instead (see below)
 #
 # With IDLE=1 nothing is profiled: the clients connect and sit idle for SETTLE_IDLE (35 s,
-# as in bench/run.sh, unless set), then a 3 s steady phase, and OUTDIR/trace.txt gets the server's
-# VmRSS in KiB (and, for Ferry, its goroutines) every half second from the start: for the
-# spread of the "idle KiB per connection" figure, which bench/run.sh reads once, as the
-# settle ends (kib_per_conn in result.jsonl).
+# as in bench/run.sh, unless set), then a 3 s steady phase, and OUTDIR/trace.txt gets the
+# server's VmRSS in KiB (and, for Ferry, its goroutines) every half second from the start:
+# for the spread of the "idle KiB per connection" figure, which bench/run.sh reads once,
+# as the settle ends (kib_per_conn in result.jsonl).
 #
 # Writes OUTDIR/{stat.txt,bench.log,result.jsonl,cpu.pprof,perf.data}; read the profile
 # with `go tool pprof -top OUTDIR/ferry OUTDIR/cpu.pprof` or `perf report -i

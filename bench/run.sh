@@ -112,6 +112,10 @@ if [ -n "$SCALE_EVENTS" ]; then
   fi
 fi
 
+# The base-* peers run Ferry built from BASELINE: refused at the start, not midway.
+case " $PEERS " in *" base-"*)
+  [ -n "${BASELINE:-}" ] || { echo "bench/run.sh: the base-* peers need BASELINE=<revision>" >&2; exit 1; } ;;
+esac
 case " $PEERS " in *" ferry-redis "* | *" ferry-redis1 "* | *" base-redis1 "* | *" ferry-cluster "*) need_redis=1 ;; *) need_redis= ;; esac
 if [ -n "$need_redis" ]; then
   for tool in redis-server redis-cli; do
@@ -248,7 +252,6 @@ start_brokers() {
   esac
   local i port pid flags first bin=$BIN/ferry
   if [ "$1" = base-redis1 ]; then
-    [ -x "$BIN/ferry-base" ] || { echo "bench/run.sh: $1 needs BASELINE=<revision>" >&2; exit 1; }
     bin=$BIN/ferry-base
   fi
   URLS= PIDS=
@@ -273,7 +276,6 @@ start_server() {
   ferry-mem | ferry-redis | ferry-redis1 | base-redis1 | ferry-cluster) start_brokers "$1"; return 0 ;;
   ferry-*) taskset -c 0 "$BIN/ferry" "${FERRY_FLAGS[@]}" >"$BIN/server.log" 2>&1 & ;;
   base-*)
-    [ -x "$BIN/ferry-base" ] || { echo "bench/run.sh: $1 needs BASELINE=<revision>" >&2; exit 1; }
     taskset -c 0 "$BIN/ferry-base" "${FERRY_FLAGS[@]}" >"$BIN/server.log" 2>&1 & ;;
   socketio-*) taskset -c 0 node bench/socketio/server.js "127.0.0.1:$PORT" >"$BIN/server.log" 2>&1 & ;;
   gorilla-*) taskset -c 0 "$BIN/gorilla-floor" --addr "127.0.0.1:$PORT" >"$BIN/server.log" 2>&1 & ;;

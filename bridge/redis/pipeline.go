@@ -62,23 +62,16 @@ func (b *Broker) pipelined(ctx context.Context, c *pipelineCall) *goredis.Cmd {
 	select {
 	case b.calls <- c:
 	case <-ctx.Done():
-		return failedCmd(ctx, ctx.Err())
+		return goredis.NewCmdResult(nil, ctx.Err())
 	case <-b.ctx.Done():
-		return failedCmd(ctx, broker.ErrBrokerClosed)
+		return goredis.NewCmdResult(nil, broker.ErrBrokerClosed)
 	}
 	select {
 	case <-c.done:
 		return c.cmd
 	case <-ctx.Done():
-		return failedCmd(ctx, ctx.Err())
+		return goredis.NewCmdResult(nil, ctx.Err())
 	}
-}
-
-// failedCmd is an answer of err, for a call that was not answered by Redis.
-func failedCmd(ctx context.Context, err error) *goredis.Cmd {
-	cmd := goredis.NewCmd(ctx)
-	cmd.SetErr(err)
-	return cmd
 }
 
 // pipeliner sends the calls waiting in b.calls in pipelines until the broker closes.

@@ -65,7 +65,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_disconnects_total",
 			Help: "Ended attachments by transport and close code (4002: slow consumer)."}, []string{"transport", "code"}),
 		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_upstream_total",
-			Help: "Upstream frames by outcome: ok, duplicate (dedupe hit), in_progress (a duplicate whose first attempt is still running), refused."}, []string{"outcome"}),
+			Help: "Upstream frames by outcome: ok, duplicate (dedupe hit), in_progress (a duplicate whose first attempt is still running), refused, rate_limited, unavailable (not processed: the session store failed)."}, []string{"outcome"}),
 		framesOut: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_frames_out_total",
 			Help: "Frames written to clients, by transport."}, []string{"transport"}),
 		bytesOut: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bytes_out_total",

@@ -16,8 +16,9 @@ type Observer interface {
 	// Reset counts a subscription that history could not resume.
 	Reset()
 	// Upstream counts an upstream frame by outcome: "ok", "duplicate", "in_progress",
-	// "refused", or "rate_limited" (the session's upstream rate was exceeded; the frame
-	// was not processed and the client resends it).
+	// "refused", "rate_limited" (the session's upstream rate was exceeded) or
+	// "unavailable" (the session store failed). The last two were not processed; the
+	// client resends them.
 	Upstream(outcome string)
 }
 

@@ -46,7 +46,7 @@ func (allowAll) Publish(context.Context, Claims, *ClientFrame) (Position, error)
 
 // A store that stops answering fails every request that needs it once StoreTimeout has
 // passed, even one made with a context that never ends, with the retry code (4000,
-// HTTP 503), not an internal error.
+// HTTP 503), not an internal error; an upstream frame gets its own retry code (4029).
 func TestStoreTimeoutFailsRequestsWithRetry(t *testing.T) {
 	m := NewManager(Config{Store: stuckStore{}, Source: newFakeSource(), Handler: allowAll{}, StoreTimeout: 20 * time.Millisecond})
 	claims := Claims{SID: NewSessionID(), Issued: time.Now()}
@@ -70,8 +70,11 @@ func TestStoreTimeoutFailsRequestsWithRetry(t *testing.T) {
 	check("resume", err)
 	_, err = m.Attach(ctx, AttachRequest{Claims: claims, Transport: "websocket"})
 	check("attach", err)
-	_, err = m.Upstream(ctx, claims, []ClientFrame{{T: FrameSend, Seq: 1}})
-	check("upstream", err)
+	// An upstream frame the store could not mark has no outcome yet: 4029, resend later.
+	acks, err := m.Upstream(ctx, claims, []ClientFrame{{T: FrameSend, Seq: 1}})
+	if err != nil || len(acks) != 1 || acks[0].Err == nil || acks[0].Err.Code != CodeRateLimited {
+		t.Errorf("upstream: %+v, %v; want one ack with 4029", acks, err)
+	}
 }
 
 // A request whose context ends within StoreTimeout already (a transport's store bound)

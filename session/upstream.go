@@ -37,26 +37,32 @@ func (m *Manager) HandleFrame(ctx context.Context, a *Attachment, f *ClientFrame
 }
 
 // Upstream processes send and pub frames that arrived by POST and returns one ack each,
-// in order. An error is returned only when the shared store fails; frames acked before it
-// stay processed, and the client resends the rest.
+// in order. The only error is ErrSession (the session is gone: nothing after it was
+// processed). When the store fails on a frame (errStore, 4029), the frames after it are
+// not processed and get errStoreSkipped (4029 too): the client resends them after a
+// backoff, while the acks of the frames processed before the failure still reach it. Those
+// carry outcomes that resends could not learn when the store failed to record them.
 func (m *Manager) Upstream(ctx context.Context, c Claims, frames []ClientFrame) ([]Ack, error) {
 	ctx, cancel := m.storeCtx(ctx)
 	defer cancel()
 	acks := make([]Ack, 0, len(frames))
+	storeFailed := false
 	for i := range frames {
 		f := &frames[i]
-		if f.T != FrameSend && f.T != FramePub {
-			acks = append(acks, Ack{Seq: f.Seq, Err: Errorf(CodeBadRequest, "%s frames are not accepted by POST", f.T)})
-			continue
+		var ack Ack
+		switch {
+		case f.T != FrameSend && f.T != FramePub:
+			ack = Ack{Seq: f.Seq, Err: Errorf(CodeBadRequest, "%s frames are not accepted by POST", f.T)}
+		case storeFailed:
+			m.cfg.Observer.Upstream("unavailable")
+			ack = Ack{Seq: f.Seq, Err: errStoreSkipped}
+		default:
+			ack = m.upstream(ctx, c, f)
 		}
-		ack := m.upstream(ctx, c, f)
 		if ack.Err == ErrSession {
 			return acks, ErrSession
 		}
-		if ack.Err == errStore {
-			// upstream has logged the store's error.
-			return acks, storeFailure("dedupe for "+c.SID, errors.New("store failed"))
-		}
+		storeFailed = storeFailed || ack.Err == errStore
 		acks = append(acks, ack)
 	}
 	return acks, nil
@@ -68,7 +74,13 @@ var errRateLimited = &Error{Code: CodeRateLimited, Reason: "rate limited: resend
 // client resends it after a backoff, as after a rate limit, and then gets the outcome.
 var errInProgress = &Error{Code: CodeRateLimited, Reason: "the first attempt of this frame is still being processed: resend after a backoff"}
 
-var errStore = &Error{Code: CodeInternal, Reason: "session store unavailable"}
+// errStore answers a frame whose mark the store failed to take: it was not processed (or,
+// if the mark was stored and its answer lost, its resends are answered errInProgress until
+// the client gives up on it). Either way the client resends it after a backoff.
+var errStore = &Error{Code: CodeRateLimited, Reason: "session store unavailable: resend after a backoff"}
+
+// errStoreSkipped answers the frames of a POST after one that got errStore: not processed.
+var errStoreSkipped = &Error{Code: CodeRateLimited, Reason: "not processed, the session store failed on an earlier frame: resend after a backoff"}
 
 // upstream processes one send or pub frame at most once per DedupeKey and seq, and
 // answers a duplicate as its first attempt was answered (see outcome).
@@ -99,6 +111,7 @@ func (m *Manager) upstream(ctx context.Context, c Claims, f *ClientFrame) Ack {
 	}
 	if err != nil {
 		m.cfg.Logger.Warn("dedupe store failed", "sid", c.SID, "key", key, "err", err)
+		m.cfg.Observer.Upstream("unavailable")
 		return Ack{Seq: f.Seq, Err: errStore}
 	}
 	if !first {

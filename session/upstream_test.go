@@ -19,6 +19,8 @@ type memStore struct {
 	// recordFails makes RecordUpstream fail, as a store failing over between a frame's
 	// mark and its outcome.
 	recordFails bool
+	// markFailsFrom makes MarkUpstream fail for every seq from it on (0: never).
+	markFailsFrom uint64
 }
 
 type memWindow struct {
@@ -65,6 +67,9 @@ func (s *memStore) window(key string) *memWindow {
 func (s *memStore) MarkUpstream(_ context.Context, key string, seq uint64, result string, ttl time.Duration) (bool, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.markFailsFrom != 0 && seq >= s.markFailsFrom {
+		return false, "", errors.New("store unreachable")
+	}
 	w := s.window(key)
 	w.expires = s.now.Add(ttl)
 	first, rec := w.l.Mark(seq, result)
@@ -359,6 +364,58 @@ func TestCheckClientID(t *testing.T) {
 		var e *Error
 		if !errors.As(err, &e) || e.Code != CodeBadRequest || !strings.Contains(e.Reason, why) || !strings.Contains(e.Reason, "cid") {
 			t.Errorf("CheckClientID(%q) = %v, want 4100 naming the problem (%s)", bad, err, why)
+		}
+	}
+}
+
+// The store fails part-way through a POST's frames, as a Redis master dies: the frame
+// processed before the failure keeps its ack, whose outcome (here the handler's failure)
+// no resend could learn, since recording it failed too. The frame the store failed on and
+// the ones after it are answered 4029 (resend after a backoff) and not processed; resent
+// once the store is back, each is processed once, and the one processed before is not
+// processed again.
+func TestUpstreamStoreFailingPartWayKeepsEarlierAcks(t *testing.T) {
+	ctx := context.Background()
+	m, store, h := newUpstreamManager(t)
+	n, _ := m.Negotiate(ctx, "", Identity{}, testCID)
+	setStore := func(recordFails bool, markFailsFrom uint64) {
+		store.mu.Lock()
+		store.recordFails, store.markFailsFrom = recordFails, markFailsFrom
+		store.mu.Unlock()
+	}
+
+	h.fail = Errorf(CodeInternal, "echo service down")
+	setStore(true, 2)
+	frames := []ClientFrame{
+		{T: FrameSend, Seq: 1, Data: []byte(`1`)},
+		{T: FramePub, Seq: 2, Ch: "room:a", Data: []byte(`2`)},
+		{T: FrameSend, Seq: 3, Data: []byte(`3`)},
+	}
+	acks, err := m.Upstream(ctx, n.Claims, frames)
+	if err != nil || len(acks) != 3 {
+		t.Fatalf("Upstream: %d acks, %v; want 3 acks and no error", len(acks), err)
+	}
+	if acks[0].Seq != 1 || acks[0].Err == nil || acks[0].Err.Code != CodeInternal {
+		t.Errorf("the processed frame's ack: %+v, want the handler's error (1011)", acks[0])
+	}
+	for _, a := range acks[1:] {
+		if a.Err == nil || a.Err.Code != CodeRateLimited || !strings.Contains(a.Err.Reason, "store") {
+			t.Errorf("ack %d: %+v, want 4029 naming the store", a.Seq, a.Err)
+		}
+	}
+	if h.times(FramePub, testCID, 2) != 0 || h.times(FrameSend, testCID, 3) != 0 {
+		t.Fatal("a frame after the store failed was processed")
+	}
+
+	h.fail = nil
+	setStore(false, 0)
+	acks, err = m.Upstream(ctx, n.Claims, frames[1:])
+	if err != nil || len(acks) != 2 || acks[0].Err != nil || acks[0].Pos.IsZero() || acks[1].Err != nil {
+		t.Fatalf("resent after the store came back: %+v, %v; want both processed, the pub with a position", acks, err)
+	}
+	for _, f := range frames {
+		if n := h.times(f.T, testCID, f.Seq); n != 1 {
+			t.Errorf("%s %d processed %d times, want 1", f.T, f.Seq, n)
 		}
 	}
 }

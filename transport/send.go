@@ -2,7 +2,6 @@ package transport
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 
 	"github.com/ferryrt/ferry/internal/httpx"
@@ -59,14 +58,8 @@ func (h *SendHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.cfg.obs().Received(HTTPUpstream, len(frames), size)
 	acks, err := h.cfg.Manager.Upstream(ctx, claims, frames)
-	if errors.Is(err, session.ErrSession) {
-		writeError(w, err) // 401 4005: negotiate again and resend
-		return
-	}
 	if err != nil {
-		// The store failed part-way: the client resends what got no ack.
-		h.cfg.logFailure(r, "send", err)
-		writeError(w, &session.Error{Code: session.CodeInternal, Reason: "upstream store unavailable; resend"})
+		writeError(w, err) // ErrSession, 401 4005: negotiate again and resend
 		return
 	}
 	resp := SendResponse{Acks: make([]json.RawMessage, len(acks))}

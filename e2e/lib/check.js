@@ -72,21 +72,29 @@ export function analyze(pub, snap) {
   return r;
 }
 
-/** Upstream: every acknowledged send must come back as exactly one echo. */
+/**
+ * Upstream: every acknowledged send must come back as exactly one echo (missing: acked and
+ * never echoed), and every send must settle, acked or failed (unsettled: neither, which a
+ * send that was never answered shows until the client's sendTimeout rejects it).
+ */
 export function analyzeUpstream(snap) {
   const u = snap.up;
   const count = new Map();
   for (const e of u.echoes) count.set(e.n, (count.get(e.n) || 0) + 1);
   let dup = 0;
   for (const v of count.values()) if (v > 1) dup += v - 1;
-  // Sends still in flight at the end are not owed; acked ones are.
+  const acked = new Set(u.ackedN);
   const failedN = new Set(u.failed.map((f) => f.n));
-  let missing = 0;
   const missed = [];
+  const unsettled = [];
   for (let n = 1; n <= u.sent; n++) {
-    if (!count.has(n) && !failedN.has(n)) { missing++; missed.push(n); }
+    if (acked.has(n) && !count.has(n)) missed.push(n);
+    if (!acked.has(n) && !failedN.has(n)) unsettled.push(n);
   }
-  return { sent: u.sent, acked: u.acked, echoed: count.size, dup, missing, missed, failed: u.failed.length, sessions: u.sids.length };
+  return {
+    sent: u.sent, acked: u.acked, echoed: count.size, dup, missing: missed.length, missed,
+    unsettled, failed: u.failed.length, sessions: u.sids.length,
+  };
 }
 
 /** "1-4,7,9-12" from a sorted list of integers. */

@@ -106,7 +106,8 @@ export async function finish(ctx, pub, h, { upstream = true, catchUp = 20000 } =
   if (upstream) {
     if (up.sent === 0) ctx.fail('the page sent nothing upstream (it never connected with a session?)');
     if (up.dup) ctx.fail(`upstream: ${up.dup} sends echoed more than once`);
-    if (up.missing) ctx.fail(`upstream: ${up.missing} of ${up.sent} sends never echoed (n=${up.missed.slice(0, 10).join(',')})`);
+    if (up.missing) ctx.fail(`upstream: ${up.missing} of ${up.sent} acknowledged sends never echoed (n=${up.missed.slice(0, 10).join(',')})`);
+    if (up.unsettled.length) ctx.fail(`upstream: ${up.unsettled.length} of ${up.sent} sends neither acknowledged nor failed (n=${up.unsettled.slice(0, 10).join(',')})`);
     if (up.failed) ctx.fail(`upstream: ${up.failed} sends failed, e.g. ${JSON.stringify(snap.up.failed[0])}`);
   }
   for (const e of snap.subErrors) ctx.fail(`subscription error on ${e.ch}: ${e.code} ${e.reason}`);

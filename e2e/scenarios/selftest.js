@@ -38,8 +38,12 @@ async function run(ctx) {
     resets: [{ t: 1, ch: 'room:a', epoch: 'e2', offset: 0, reason: 'test' }],
   }));
   ctx.check(r.resets === 1 && r.problems.some((p) => p.includes('reset')), 'a reset is not reported');
-  const up = analyzeUpstream({ up: { sent: 3, acked: 3, failed: [], sids: [], echoes: [{ n: 1 }, { n: 1 }, { n: 3 }] } });
-  ctx.check(up.dup === 1 && up.missing === 1, `upstream: dup ${up.dup} missing ${up.missing}, want 1 and 1`);
+  const up = analyzeUpstream({
+    up: { sent: 4, acked: 3, ackedN: [1, 2, 3], failed: [], sids: [], echoes: [{ n: 1 }, { n: 1 }, { n: 3 }] },
+  });
+  ctx.check(up.dup === 1 && up.missing === 1 && up.missed[0] === 2,
+    `upstream: dup ${up.dup} missing ${up.missed}, want 1 and [2]`);
+  ctx.check(up.unsettled.length === 1 && up.unsettled[0] === 4, `upstream: unsettled ${up.unsettled}, want [4]`);
   ctx.result.transport = 'n/a (no browser)';
 }
 

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"crypto/rand"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -10,7 +11,8 @@ import (
 // (Store.MarkUpstream) so that a duplicate gets the answer the first attempt got:
 //
 //	""              processed, nothing to add (a send that succeeded)
-//	"?"             being processed: a pub whose position is not known yet
+//	"?<attempt>"    being processed by that attempt (pendingOutcome); "?" alone from
+//	                nodes before attempts were named
 //	"p<ep>.<off>"   a pub published at that position
 //	"e<code> <why>" refused or failed with that error (the reason cut to 200 bytes)
 const (
@@ -18,6 +20,12 @@ const (
 	outcomePending   = "?"
 	maxOutcomeReason = 200
 )
+
+// pendingOutcome returns the mark of one attempt at a frame: pending, with a random name.
+// The attempt that finds its own mark already there (its store call was sent again after
+// the answer was lost: go-redis retries a script on a timeout or a broken connection) knows
+// that the mark is its own, not a concurrent duplicate's, and goes on processing the frame.
+func pendingOutcome() string { return outcomePending + rand.Text() }
 
 func positionOutcome(p Position) string { return "p" + p.String() }
 
@@ -37,7 +45,7 @@ func errorOutcome(e *Error) string {
 func replay(seq uint64, outcome string) Ack {
 	ack := Ack{Seq: seq, Dup: true}
 	switch {
-	case outcome == outcomePending:
+	case strings.HasPrefix(outcome, outcomePending):
 		return Ack{Seq: seq, Err: errInProgress}
 	case strings.HasPrefix(outcome, "p"):
 		if pos, err := ParsePosition(outcome[1:]); err == nil {

@@ -104,8 +104,10 @@ func (m *Manager) upstream(ctx context.Context, c Claims, f *ClientFrame) Ack {
 	// later, and gets the outcome then. A send marked "ok" up front was acked "ok" to such
 	// a duplicate while its handler was still running, and stayed "ok" when the handler
 	// failed and recording the failure failed too (a store failing over): acknowledged,
-	// never processed.
-	first, recorded, err := m.cfg.Store.MarkUpstream(ctx, key, f.Seq, outcomePending, m.cfg.DedupeTTL)
+	// never processed. The mark names this attempt: finding it already there means the
+	// store's client sent it twice (pendingOutcome), not that a duplicate is under way.
+	mark := pendingOutcome()
+	first, recorded, err := m.cfg.Store.MarkUpstream(ctx, key, f.Seq, mark, m.cfg.DedupeTTL)
 	if errors.Is(err, ErrSession) {
 		return Ack{Seq: f.Seq, Err: ErrSession}
 	}
@@ -114,7 +116,7 @@ func (m *Manager) upstream(ctx context.Context, c Claims, f *ClientFrame) Ack {
 		m.cfg.Observer.Upstream("unavailable")
 		return Ack{Seq: f.Seq, Err: errStore}
 	}
-	if !first {
+	if !first && recorded != mark {
 		ack := replay(f.Seq, recorded)
 		if ack.Err == errInProgress {
 			m.cfg.Observer.Upstream("in_progress")

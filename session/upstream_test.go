@@ -419,3 +419,52 @@ func TestUpstreamStoreFailingPartWayKeepsEarlierAcks(t *testing.T) {
 		}
 	}
 }
+
+// retriedMarkStore sends every mark twice and returns the second answer, as go-redis does
+// when the answer to the first was lost (a read timeout, a broken connection) although
+// Redis ran it.
+type retriedMarkStore struct{ *memStore }
+
+func (s retriedMarkStore) MarkUpstream(ctx context.Context, key string, seq uint64, result string, ttl time.Duration) (bool, string, error) {
+	s.memStore.MarkUpstream(ctx, key, seq, result, ttl) // its answer is lost
+	return s.memStore.MarkUpstream(ctx, key, seq, result, ttl)
+}
+
+// An attempt whose mark was sent again by the store's client finds its own mark and
+// processes the frame: it is not taken for a duplicate still in progress, which would
+// answer 4029 to every resend until the client gave the frame up as of unknown outcome.
+// A duplicate of another attempt is still told that the frame is in progress.
+func TestUpstreamAttemptFindsItsOwnMark(t *testing.T) {
+	ctx := context.Background()
+	st := newMemStore()
+	h := &countingHandler{calls: map[string]int{}}
+	m := NewManager(Config{Store: retriedMarkStore{st}, Source: newFakeSource(), Handler: h, SessionTTL: 30 * time.Second, UpstreamRate: -1})
+	n, _ := m.Negotiate(ctx, "", Identity{}, testCID)
+
+	acks, _ := m.Upstream(ctx, n.Claims, []ClientFrame{
+		{T: FramePub, Seq: 1, Ch: "room:a", Data: []byte(`1`)},
+		{T: FrameSend, Seq: 2, Data: []byte(`2`)},
+	})
+	if len(acks) != 2 || acks[0].Err != nil || acks[0].Dup || acks[0].Pos.IsZero() || acks[1].Err != nil || acks[1].Dup {
+		t.Fatalf("acks %+v, want both processed (the pub with its position), neither a duplicate", acks)
+	}
+	if h.times(FramePub, testCID, 1) != 1 || h.times(FrameSend, testCID, 2) != 1 {
+		t.Fatal("a frame was not processed exactly once")
+	}
+
+	h.send, h.entered = make(chan struct{}), make(chan struct{}, 1)
+	done := make(chan []Ack)
+	go func() {
+		acks, _ := m.Upstream(ctx, n.Claims, []ClientFrame{{T: FrameSend, Seq: 3, Data: []byte(`3`)}})
+		done <- acks
+	}()
+	<-h.entered
+	during, _ := m.Upstream(ctx, n.Claims, []ClientFrame{{T: FrameSend, Seq: 3, Data: []byte(`3`)}})
+	close(h.send)
+	if first := <-done; first[0].Err != nil {
+		t.Fatalf("first attempt: %+v", first[0])
+	}
+	if during[0].Err == nil || during[0].Err.Code != CodeRateLimited || h.times(FrameSend, testCID, 3) != 1 {
+		t.Fatalf("a duplicate while the first attempt ran: %+v, want 4029; handler ran %d times", during[0], h.times(FrameSend, testCID, 3))
+	}
+}

@@ -253,3 +253,56 @@ func TestRedisBrokerTakesUniversalClient(t *testing.T) {
 	brokertest.MustPublish(t, b, "room:u", `1`)
 	in.WaitFor(t, "the message", func() bool { return len(in.On("room:u")) == 1 })
 }
+
+// go-redis sends a dedupe mark again when the answer to the first sending is lost (the
+// link dies after the request went out): Redis runs the mark twice. The second answer
+// must hand back the first one's result, the attempt's own pending mark, by which
+// session.Manager tells its own mark from a concurrent duplicate's and goes on processing
+// the frame (session.TestUpstreamAttemptFindsItsOwnMark).
+func TestRedisMarkSentAgainAnswersItsOwnMark(t *testing.T) {
+	mr := miniredis.RunT(t)
+	px := redistest.NewStallProxy(t, mr.Addr())
+	var sent atomic.Int64
+	rdb := goredis.NewClient(&goredis.Options{
+		Addr: px.Addr(), ReadTimeout: 200 * time.Millisecond, MaxRetries: 3, ContextTimeoutEnabled: true,
+		// One connection: the retry cannot take another idle one whose answers are held.
+		PoolSize: 1,
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return evalshaCounter{c, &sent}, nil
+		},
+	})
+	defer rdb.Close()
+	b, err := redis.New(context.Background(), redis.Config{Client: rdb, NoPublishStream: true,
+		HealthInterval: time.Minute, Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if first, _, err := b.MarkUpstream(ctx, "c:tab", 1, "?warm", time.Minute); err != nil || !first {
+		t.Fatalf("warm-up mark: first %v, %v", first, err) // loads the script
+	}
+	before := sent.Load()
+
+	px.HoldAnswers()
+	const mine = "?attempt-1"
+	first, recorded, err := b.MarkUpstream(ctx, "c:tab", 2, mine, time.Minute)
+	if err != nil {
+		t.Fatalf("mark across a lost answer: %v", err)
+	}
+	if n := sent.Load() - before; n < 2 {
+		t.Fatalf("the mark was sent %d times: go-redis did not send it again, so this test shows nothing", n)
+	}
+	if first || recorded != mine {
+		t.Fatalf("the second sending answered first %v, recorded %q; want the first sending's own mark %q", first, recorded, mine)
+	}
+	if first, recorded, _ := b.MarkUpstream(ctx, "c:tab", 2, "?attempt-2", time.Minute); first || recorded != mine {
+		t.Fatalf("another attempt at seq 2: first %v, recorded %q; want a duplicate of %q", first, recorded, mine)
+	}
+}

@@ -170,6 +170,17 @@ func (p *StallProxy) HoldRequests() {
 	}
 }
 
+// HoldAnswers holds what Redis sends back on every connection open now, until Release:
+// requests still reach Redis and run, and their answers are lost to the client, as over
+// a link that dies after the request went out. Connections opened later pass.
+func (p *StallProxy) HoldAnswers() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.down.hold()
+	}
+}
+
 // FreezePubSub holds both directions of every pub/sub connection open now (one that
 // carried a SUBSCRIBE): they go silent, as over a link that died without a reset. Other
 // connections, and those opened later, pass.

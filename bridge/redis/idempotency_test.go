@@ -75,6 +75,18 @@ func (c evalshaCounter) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// evalshaDialer dials connections that count in n the EVALSHA commands written through them.
+func evalshaDialer(n *atomic.Int64) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return evalshaCounter{c, n}, nil
+	}
+}
+
 // The defect of issue 16: Redis freezes (a slow fork, a failover, a network stall) while
 // a publish is under way; go-redis's read timeout passes and it sends the publish script
 // again, while the first attempt is still queued in Redis. Both run once Redis resumes.
@@ -87,14 +99,7 @@ func TestRedisFrozenMidPublishLandsOnce(t *testing.T) {
 	rdb := goredis.NewClient(&goredis.Options{
 		Addr: addr, ReadTimeout: readTimeout, MaxRetries: 3, ContextTimeoutEnabled: true,
 		PoolSize: 8,
-		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return evalshaCounter{c, &sent}, nil
-		},
+		Dialer:   evalshaDialer(&sent),
 	})
 	defer rdb.Close()
 	b, err := redis.New(context.Background(), redis.Config{Client: rdb, NoPublishStream: true, Logger: brokertest.Logger(t)})
@@ -267,14 +272,7 @@ func TestRedisMarkSentAgainAnswersItsOwnMark(t *testing.T) {
 		Addr: px.Addr(), ReadTimeout: 200 * time.Millisecond, MaxRetries: 3, ContextTimeoutEnabled: true,
 		// One connection: the retry cannot take another idle one whose answers are held.
 		PoolSize: 1,
-		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return evalshaCounter{c, &sent}, nil
-		},
+		Dialer:   evalshaDialer(&sent),
 	})
 	defer rdb.Close()
 	b, err := redis.New(context.Background(), redis.Config{Client: rdb, NoPublishStream: true,

@@ -97,6 +97,16 @@ export function analyzeUpstream(snap) {
   };
 }
 
+/** What analyzeUpstream found against the rule that each acknowledged send echoes once. */
+export function upstreamProblems(up) {
+  const ns = (list) => list.slice(0, 10).join(',');
+  const problems = [];
+  if (up.dup) problems.push(`upstream: ${up.dup} sends echoed more than once`);
+  if (up.missing) problems.push(`upstream: ${up.missing} of ${up.sent} acknowledged sends never echoed (n=${ns(up.missed)})`);
+  if (up.unsettled.length) problems.push(`upstream: ${up.unsettled.length} of ${up.sent} sends neither acknowledged nor failed (n=${ns(up.unsettled)})`);
+  return problems;
+}
+
 /** "1-4,7,9-12" from a sorted list of integers. */
 export function rangeList(xs, max = 12) {
   const out = [];

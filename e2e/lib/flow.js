@@ -5,7 +5,7 @@ import { FerryNode } from './ferry.js';
 import { Nginx } from './nginx.js';
 import { Publisher } from './publisher.js';
 import { launchBrowser, openHarness } from './browser.js';
-import { analyze, analyzeUpstream, fmtPath, transportPath } from './check.js';
+import { analyze, analyzeUpstream, fmtPath, transportPath, upstreamProblems } from './check.js';
 import { waitFor } from './util.js';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -105,9 +105,7 @@ export async function finish(ctx, pub, h, { upstream = true, catchUp = 20000 } =
   if (pub.unknown.length) ctx.note(`${pub.unknown.length} publishes with unknown outcome, e.g. ${pub.unknown[0].error}`);
   if (upstream) {
     if (up.sent === 0) ctx.fail('the page sent nothing upstream (it never connected with a session?)');
-    if (up.dup) ctx.fail(`upstream: ${up.dup} sends echoed more than once`);
-    if (up.missing) ctx.fail(`upstream: ${up.missing} of ${up.sent} acknowledged sends never echoed (n=${up.missed.slice(0, 10).join(',')})`);
-    if (up.unsettled.length) ctx.fail(`upstream: ${up.unsettled.length} of ${up.sent} sends neither acknowledged nor failed (n=${up.unsettled.slice(0, 10).join(',')})`);
+    for (const p of upstreamProblems(up)) ctx.fail(p);
     if (up.failed) ctx.fail(`upstream: ${up.failed} sends failed, e.g. ${JSON.stringify(snap.up.failed[0])}`);
   }
   for (const e of snap.subErrors) ctx.fail(`subscription error on ${e.ch}: ${e.code} ${e.reason}`);

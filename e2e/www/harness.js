@@ -19,7 +19,7 @@ const S = {
   transports: [], // {t, from, to, reason}
   timeline: [], // {t, state, transport}: every change of (state, transport)
   errors: [], // {t, code, message}
-  up: { sent: 0, acked: 0, ackedN: [], dupAcks: 0, failed: [], echoes: [], sids: [] },
+  up: { sent: 0, ackedN: [], dupAcks: 0, failed: [], echoes: [], sids: [] },
 };
 window.e2e = S;
 
@@ -75,7 +75,7 @@ function watchSession() {
       const k = ++n;
       S.up.sent = k;
       ferry.send({ n: k }).then(
-        (ack) => { S.up.acked++; S.up.ackedN.push(k); if (ack && ack.dup) S.up.dupAcks++; },
+        (ack) => { S.up.ackedN.push(k); if (ack && ack.dup) S.up.dupAcks++; },
         (e) => S.up.failed.push({ n: k, code: e?.code, message: String(e?.message ?? e) }),
       );
     }, cfg.upstream);
@@ -97,6 +97,6 @@ S.snapshot = () => ({
   transports: S.transports,
   timeline: S.timeline,
   errors: S.errors,
-  up: { sent: S.up.sent, acked: S.up.acked, ackedN: S.up.ackedN, dupAcks: S.up.dupAcks, failed: S.up.failed, echoes: S.up.echoes, sids: S.up.sids },
+  up: { sent: S.up.sent, acked: S.up.ackedN.length, ackedN: S.up.ackedN, dupAcks: S.up.dupAcks, failed: S.up.failed, echoes: S.up.echoes, sids: S.up.sids },
 });
 S.count = () => S.msgs.length;

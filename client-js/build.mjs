@@ -16,7 +16,7 @@ import { build } from 'esbuild';
 
 export const DIST = fileURLToPath(new URL('./dist/', import.meta.url));
 
-const SRC = fileURLToPath(new URL('./src/', import.meta.url));
+export const SRC = fileURLToPath(new URL('./src/', import.meta.url));
 
 // The modules of the base client that share.js and presence.js import: in their builds they
 // come from ./client.js (the base bundle beside it), so a page that loads both has one Ferry,
@@ -33,6 +33,20 @@ function forms(contents) {
   };
 }
 
+/** How every bundle is built (size.mjs measures with the same). */
+export const OPTIONS = {
+  bundle: true,
+  minify: true,
+  format: /** @type {const} */ ('esm'),
+  legalComments: /** @type {const} */ ('none'),
+  // Members internal to the package end in `_` (emit_, apply_, ferry_…: what one module
+  // calls on another's object, where a #private name can't reach). Their names are
+  // shortened like #private ones; nothing outside the bundle may use them, except
+  // the entries on top of it (share.js, presence.js), built with the same names (mangleCache).
+  mangleProps: /_$/,
+  write: false,
+};
+
 /**
  * The bundles and their compressed forms, as Buffers: `client` (the base client, src/index.js),
  * `share` and `presence` (src/share.js, src/presence.js, which import the base from
@@ -41,22 +55,10 @@ function forms(contents) {
  * (src/memory.js, the transport memory).
  */
 export async function bundles() {
-  const options = {
-    bundle: true,
-    minify: true,
-    format: /** @type {const} */ ('esm'),
-    legalComments: /** @type {const} */ ('none'),
-    // Members internal to the package end in `_` (emit_, apply_, ferry_…: what one module
-    // calls on another's object, where a #private name can't reach). Their names are
-    // shortened like #private ones; nothing outside the bundle may use them, except
-    // the entries on top of it (share.js, presence.js), built with the same names (mangleCache).
-    mangleProps: /_$/,
-    write: false,
-  };
-  const client = await build({ ...options, entryPoints: [SRC + 'index.js'], mangleCache: {} });
+  const client = await build({ ...OPTIONS, entryPoints: [SRC + 'index.js'], mangleCache: {} });
   // An entry on top of the base: the base's modules come from ./client.js.
   const onBase = async (/** @type {string} */ file) => forms((await build({
-    ...options,
+    ...OPTIONS,
     entryPoints: [SRC + file],
     mangleCache: client.mangleCache,
     plugins: [{
@@ -69,7 +71,7 @@ export async function bundles() {
       },
     }],
   })).outputFiles[0].contents);
-  const alone = async (/** @type {string} */ file) => forms((await build({ ...options, entryPoints: [SRC + file] })).outputFiles[0].contents);
+  const alone = async (/** @type {string} */ file) => forms((await build({ ...OPTIONS, entryPoints: [SRC + file] })).outputFiles[0].contents);
   return {
     client: forms(client.outputFiles[0].contents),
     share: await onBase('share.js'),

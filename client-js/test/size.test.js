@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
 import { bundles } from '../build.mjs';
+import { sizeWithout } from '../size.mjs';
 
 // The measure of issue 18: esbuild --bundle --minify --format=esm, then gzip -9. Peers by the
 // same measure: phoenix 7.8 KB, engine.io-client 8.3 KB, socket.io-client 13.5 KB.
@@ -20,3 +21,13 @@ for (const [name, budget] of Object.entries(BUDGET)) {
     assert.ok(gz < budget, `${gz} bytes gzipped, budget ${budget}`);
   });
 }
+
+test('size.mjs measures the base as built, and less with a module stubbed', async () => {
+  const { js } = (await bundles()).client;
+  const base = await sizeWithout([]);
+  assert.equal(base.minified, js.length);
+  assert.equal(base.gzipped, gzipSync(js, { level: 9 }).length);
+  const without = await sizeWithout(['detector.js']);
+  assert.ok(without.gzipped < base.gzipped, `without detector.js ${without.gzipped}, base ${base.gzipped}`);
+  await assert.rejects(sizeWithout(['no-such.js']), /not a module of the base client/);
+});

@@ -92,7 +92,7 @@ export function analyzeUpstream(snap) {
     if (!acked.has(n) && !failedN.has(n)) unsettled.push(n);
   }
   return {
-    sent: u.sent, acked: u.acked, echoed: count.size, dup, missing: missed.length, missed,
+    sent: u.sent, acked: acked.size, echoed: count.size, dup, missing: missed.length, missed,
     unsettled, failed: u.failed.length, sessions: u.sids.length,
   };
 }
@@ -106,6 +106,9 @@ export function upstreamProblems(up) {
   if (up.unsettled.length) problems.push(`upstream: ${up.unsettled.length} of ${up.sent} sends neither acknowledged nor failed (n=${ns(up.unsettled)})`);
   return problems;
 }
+
+/** The result line of analyzeUpstream: "echoed/sent", with duplicates and failures. */
+export const fmtUpstream = (up) => `${up.echoed}/${up.sent}` + (up.dup ? ` dup ${up.dup}` : '') + (up.failed ? ` fail ${up.failed}` : '');
 
 /** "1-4,7,9-12" from a sorted list of integers. */
 export function rangeList(xs, max = 12) {

@@ -5,7 +5,7 @@ import { FerryNode } from './ferry.js';
 import { Nginx } from './nginx.js';
 import { Publisher } from './publisher.js';
 import { launchBrowser, openHarness } from './browser.js';
-import { analyze, analyzeUpstream, fmtPath, transportPath, upstreamProblems } from './check.js';
+import { analyze, analyzeUpstream, fmtPath, fmtUpstream, transportPath, upstreamProblems } from './check.js';
 import { waitFor } from './util.js';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -69,11 +69,8 @@ export async function finish(ctx, pub, h, { upstream = true, catchUp = 20000 } =
   try {
     await waitFor(async () => {
       snap = await h.snapshot();
-      const a = analyze(pub, snap);
-      const u = snap.up;
-      const settled = u.acked + u.failed.length >= u.sent;
-      const echoes = new Set(u.echoes.map((e) => e.n)).size;
-      return a.missing === 0 && settled && (!upstream || echoes >= u.acked);
+      const up = analyzeUpstream(snap);
+      return analyze(pub, snap).missing === 0 && !up.unsettled.length && (!upstream || up.missing === 0);
     }, { timeout: catchUp, interval: 250, what: 'the page to receive everything published and settle its sends' });
   } catch (e) {
     ctx.fail(e.message);
@@ -94,7 +91,7 @@ export async function finish(ctx, pub, h, { upstream = true, catchUp = 20000 } =
     sent: a.sent, expected: a.expected, received: a.received,
     dup: a.dup, missing: a.missing, ooo: a.ooo, offsetErrs: a.offsetErrs + a.mismatched,
     resets: a.resets,
-    up: `${up.echoed}/${up.sent}` + (up.dup ? ` dup ${up.dup}` : '') + (up.failed ? ` fail ${up.failed}` : ''),
+    up: fmtUpstream(up),
   });
   ctx.snap = snap;
   ctx.analysis = a;

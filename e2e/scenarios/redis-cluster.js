@@ -26,7 +26,7 @@ import { RedisCluster } from '../lib/redis-cluster.js';
 import { Nginx } from '../lib/nginx.js';
 import { Publisher } from '../lib/publisher.js';
 import { CHANNELS, page, steps } from '../lib/flow.js';
-import { analyzeUpstream, fmtPath, rangeList, transportPath, upstreamProblems } from '../lib/check.js';
+import { analyzeUpstream, fmtPath, fmtUpstream, rangeList, transportPath, upstreamProblems } from '../lib/check.js';
 import { delay, waitFor } from '../lib/util.js';
 import { attaches, connsBy, fmtCounts, holder } from './cluster.js';
 
@@ -218,8 +218,7 @@ function failoverCase(tr) {
       try {
         await waitFor(async () => {
           snap = await h.snapshot();
-          const u = snap.up;
-          return analyzeWithResets(pub, snap).missing === 0 && u.acked + u.failed.length >= u.sent;
+          return analyzeWithResets(pub, snap).missing === 0 && !analyzeUpstream(snap).unsettled.length;
         }, { timeout: SETTLE, interval: 250, what: 'the page to receive everything owed and settle its sends' });
       } catch (e) {
         ctx.fail(e.message);
@@ -239,7 +238,7 @@ function failoverCase(tr) {
         firstMsg: snap.msgs.length ? snap.msgs[0].t - snap.start : null,
         sent: a.sent, expected: a.expected, received: a.received,
         dup: a.dup, missing: a.missing, ooo: a.ooo, offsetErrs: a.offsetErrs, resets: a.resets,
-        up: `${up.echoed}/${up.sent}` + (up.dup ? ` dup ${up.dup}` : '') + (up.failed ? ` fail ${up.failed}` : ''),
+        up: fmtUpstream(up),
       });
       for (const p of a.problems) ctx.fail(p);
       if (a.expected === 0) ctx.fail('nothing was owed to the page: the publisher or the subscription never worked');

@@ -12,7 +12,7 @@ const msg = (seq, off = 10 + seq, ep = 'e1') => ({ t: 1, ch: 'room:a', ep, off, 
 function snap(msgs, extra = {}) {
   return {
     start: 0, msgs, resets: [], subscribed: [{ t: 0, ch: 'room:a', epoch: 'e1', offset: 10 }],
-    up: { sent: 0, acked: 0, failed: [], echoes: [], sids: [] }, ...extra,
+    up: { sent: 0, ackedN: [], failed: [], echoes: [], sids: [] }, ...extra,
   };
 }
 
@@ -39,7 +39,7 @@ async function run(ctx) {
   }));
   ctx.check(r.resets === 1 && r.problems.some((p) => p.includes('reset')), 'a reset is not reported');
   const up = analyzeUpstream({
-    up: { sent: 4, acked: 3, ackedN: [1, 2, 3], failed: [], sids: [], echoes: [{ n: 1 }, { n: 1 }, { n: 3 }] },
+    up: { sent: 4, ackedN: [1, 2, 3], failed: [], sids: [], echoes: [{ n: 1 }, { n: 1 }, { n: 3 }] },
   });
   ctx.check(up.dup === 1 && up.missing === 1 && up.missed[0] === 2,
     `upstream: dup ${up.dup} missing ${up.missed}, want 1 and [2]`);

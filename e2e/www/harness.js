@@ -97,6 +97,6 @@ S.snapshot = () => ({
   transports: S.transports,
   timeline: S.timeline,
   errors: S.errors,
-  up: { sent: S.up.sent, acked: S.up.ackedN.length, ackedN: S.up.ackedN, dupAcks: S.up.dupAcks, failed: S.up.failed, echoes: S.up.echoes, sids: S.up.sids },
+  up: { sent: S.up.sent, ackedN: S.up.ackedN, dupAcks: S.up.dupAcks, failed: S.up.failed, echoes: S.up.echoes, sids: S.up.sids },
 });
 S.count = () => S.msgs.length;

@@ -75,8 +75,15 @@ func checkNoReuse(t *testing.T, in *brokertest.Inbox, ch, ep string, want map[ui
 	}
 }
 
-// newEpochDelivered waits until in got a message of ch in an epoch other than ep, and
-// returns that epoch.
+// last returns the message that in delivered last on ch, as Inbox.On gives it, or "".
+func last(in *brokertest.Inbox, ch string) string {
+	got := in.On(ch)
+	if len(got) == 0 {
+		return ""
+	}
+	return got[len(got)-1]
+}
+
 // checkResetThenNext checks that a client of b at each of offs in the lost epoch ep of ch
 // is reset to newEp, and that the next message pub publishes is in newEp and reaches in.
 func checkResetThenNext(t *testing.T, b, pub broker.Broker, in *brokertest.Inbox, ch, ep, newEp string, offs ...uint64) {
@@ -96,6 +103,8 @@ func checkResetThenNext(t *testing.T, b, pub broker.Broker, in *brokertest.Inbox
 	})
 }
 
+// newEpochDelivered waits until in got a message of ch in an epoch other than ep, and
+// returns that epoch.
 func newEpochDelivered(t *testing.T, in *brokertest.Inbox, ch, ep string) string {
 	t.Helper()
 	var got string
@@ -128,9 +137,11 @@ func testRealRedisLostTail(t *testing.T, url, prefix string, rdb goredis.Univers
 	brokertest.Start(t, pub)
 	inB, inC := brokertest.Start(t, b), brokertest.Start(t, c)
 
-	// publish5 publishes 1 to 5 on ch, waits for b to deliver them, and returns the epoch
-	// and the data by offset.
-	publish5 := func(ch string) (string, map[uint64]string) {
+	// publish5 publishes 1 to 5 on ch and waits for b and c to deliver 5, and returns
+	// the epoch and the data by offset. A node whose subscription was down when it
+	// subscribed delivers only 5, the latest, when it is up again (sessions read the
+	// rest from history): the previous subtest's reconnection may still be under way.
+	publish5 := func(t *testing.T, ch string) (string, map[uint64]string) {
 		t.Helper()
 		for _, n := range []*redis.Broker{b, c} {
 			if err := n.Subscribe(ctx, ch); err != nil {
@@ -144,11 +155,11 @@ func testRealRedisLostTail(t *testing.T, url, prefix string, rdb goredis.Univers
 			ep, want[m.Pos.Offset] = m.Pos.Epoch, string(m.Data)
 		}
 		for _, in := range []*brokertest.Inbox{inB, inC} {
-			in.WaitFor(t, "5 messages on "+ch, func() bool { return len(in.On(ch)) == 5 })
+			in.WaitFor(t, "message 5 on "+ch, func() bool { return last(in, ch) == `5:"old 5"` })
 		}
 		return ep, want
 	}
-	afterwards := func(ch, ep, newEp string, want map[uint64]string) {
+	afterwards := func(t *testing.T, ch, ep, newEp string, want map[uint64]string) {
 		t.Helper()
 		if got, err := rdb.HGet(ctx, redis.MetaKey(b, ch), "epoch").Result(); err != nil || got != newEp {
 			t.Fatalf("the channel's epoch is %q (%v), the node delivered epoch %s", got, err, newEp)
@@ -160,7 +171,7 @@ func testRealRedisLostTail(t *testing.T, url, prefix string, rdb goredis.Univers
 
 	t.Run("top below what a node delivered", func(t *testing.T) {
 		ch := "room:lost-top"
-		ep, want := publish5(ch)
+		ep, want := publish5(t, ch)
 		loseTail(t, rdb, b, ch, 3)
 		// Both nodes find it: one new epoch.
 		redis.Reconnect(b)
@@ -169,24 +180,24 @@ func testRealRedisLostTail(t *testing.T, url, prefix string, rdb goredis.Univers
 		if other := newEpochDelivered(t, inC, ch, ep); other != newEp {
 			t.Fatalf("two nodes made two epochs, %s and %s", newEp, other)
 		}
-		afterwards(ch, ep, newEp, want)
+		afterwards(t, ch, ep, newEp, want)
 	})
 
 	t.Run("offset reused while the nodes were away", func(t *testing.T) {
 		ch := "room:lost-reused"
-		ep, want := publish5(ch)
+		ep, want := publish5(t, ch)
 		loseTail(t, rdb, b, ch, 3)
 		appendSilently(t, rdb, b, ch, `"new 4"`)
 		appendSilently(t, rdb, b, ch, `"new 5"`)
 		redis.Reconnect(b)
 		redis.Reconnect(c)
 		newEp := newEpochDelivered(t, inB, ch, ep)
-		afterwards(ch, ep, newEp, want)
+		afterwards(t, ch, ep, newEp, want)
 	})
 
 	t.Run("offset reused live", func(t *testing.T) {
 		ch := "room:lost-live"
-		ep, want := publish5(ch)
+		ep, want := publish5(t, ch)
 		loseTail(t, rdb, b, ch, 3)
 		// The nodes drop 4 (not newer than 5), and see at 5 another message.
 		for _, d := range []string{`"new 4"`, `"new 5"`, `"new 6"`} {
@@ -196,24 +207,25 @@ func testRealRedisLostTail(t *testing.T, url, prefix string, rdb goredis.Univers
 			}
 		}
 		newEp := newEpochDelivered(t, inB, ch, ep)
-		afterwards(ch, ep, newEp, want)
+		afterwards(t, ch, ep, newEp, want)
 	})
 
 	t.Run("trimmed, not lost", func(t *testing.T) {
 		// Messages published while the nodes were away pushed what they delivered last
 		// out of history: nothing to compare, and no new epoch.
 		ch := "room:trimmed"
-		ep, _ := publish5(ch)
+		ep, _ := publish5(t, ch)
 		for i := 6; i <= 8; i++ {
 			appendSilently(t, rdb, b, ch, fmt.Sprintf(`"%d"`, i))
 		}
 		if err := rdb.XTrimMinID(ctx, redis.LogKey(b, ch), "6-0").Err(); err != nil {
 			t.Fatal(err)
 		}
+		n := len(inB.On(ch))
 		redis.Reconnect(b)
-		inB.WaitFor(t, "the latest message", func() bool { return len(inB.On(ch)) == 6 })
-		if got := inB.On(ch); got[5] != `8:"8"` {
-			t.Fatalf("delivered %v, want 8 last", got)
+		inB.WaitFor(t, "the latest message", func() bool { return len(inB.On(ch)) == n+1 })
+		if got := last(inB, ch); got != `8:"8"` {
+			t.Fatalf("delivered %s after the reconnection, want 8, the latest", got)
 		}
 		m := brokertest.MustPublish(t, pub, ch, `"9"`)
 		if m.Pos != (session.Position{Epoch: ep, Offset: 9}) {
@@ -223,7 +235,8 @@ func testRealRedisLostTail(t *testing.T, url, prefix string, rdb goredis.Univers
 
 	t.Run("nothing lost", func(t *testing.T) {
 		ch := "room:kept"
-		ep, _ := publish5(ch)
+		ep, _ := publish5(t, ch)
+		n := len(inB.On(ch))
 		ps, _ := redis.PubSub(b)
 		redis.Reconnect(b)
 		await.Until(t, "the node subscribed again", func() bool {
@@ -232,7 +245,7 @@ func testRealRedisLostTail(t *testing.T, url, prefix string, rdb goredis.Univers
 		})
 		// What comes next is in the same epoch, after 5.
 		m := brokertest.MustPublish(t, pub, ch, `"6"`)
-		inB.WaitFor(t, "the message after the reconnection", func() bool { return len(inB.On(ch)) == 6 })
+		inB.WaitFor(t, "the message after the reconnection", func() bool { return len(inB.On(ch)) == n+1 })
 		if m.Pos != (session.Position{Epoch: ep, Offset: 6}) {
 			t.Fatalf("after a reconnection that lost nothing, the publish got %v", m.Pos)
 		}

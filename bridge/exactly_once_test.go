@@ -129,13 +129,13 @@ func exactlyOnce(t *testing.T, broker Broker, cfg Config, expire func(t *testing
 	// Resend both, as the client does: again after a backoff while either answer is 4029
 	// (its first attempt may still be recording its outcome).
 	var acks []fclient.Frame
+	inProgress := func(a fclient.Frame) bool { return a.Err != nil && a.Err.Code == 4029 }
 	await.Until(t, "both resent frames to be acked", func() bool {
 		var err error
 		acks, err = c.Send(ctx, pub, send)
 		if err != nil {
 			t.Fatal(err)
 		}
-		inProgress := func(a fclient.Frame) bool { return a.Err != nil && a.Err.Code == 4029 }
 		return len(acks) == 2 && !inProgress(acks[0]) && !inProgress(acks[1])
 	})
 	if a := acks[0]; !a.Dup || a.Err != nil || a.Ep != published.Epoch || a.Off != published.Offset {

@@ -33,8 +33,8 @@ function forms(contents) {
   };
 }
 
-/** How every bundle is built (size.mjs measures with the same). */
-export const OPTIONS = {
+/** How every bundle is built. */
+const OPTIONS = {
   bundle: true,
   minify: true,
   format: /** @type {const} */ ('esm'),
@@ -48,6 +48,15 @@ export const OPTIONS = {
 };
 
 /**
+ * Builds the base client (src/index.js), with its own mangle cache for the entries on top
+ * of it. size.mjs builds it through here too, with plugins that stub modules out.
+ * @param {import('esbuild').Plugin[]} [plugins]
+ */
+export function buildBase(plugins = []) {
+  return build({ ...OPTIONS, entryPoints: [SRC + 'index.js'], mangleCache: {}, plugins });
+}
+
+/**
  * The bundles and their compressed forms, as Buffers: `client` (the base client, src/index.js),
  * `share` and `presence` (src/share.js, src/presence.js, which import the base from
  * ./client.js), and those that import
@@ -55,7 +64,7 @@ export const OPTIONS = {
  * (src/memory.js, the transport memory).
  */
 export async function bundles() {
-  const client = await build({ ...OPTIONS, entryPoints: [SRC + 'index.js'], mangleCache: {} });
+  const client = await buildBase();
   // An entry on top of the base: the base's modules come from ./client.js.
   const onBase = async (/** @type {string} */ file) => forms((await build({
     ...OPTIONS,

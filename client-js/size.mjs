@@ -9,8 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { build } from 'esbuild';
-import { OPTIONS, SRC } from './build.mjs';
+import { buildBase, SRC } from './build.mjs';
 
 /** A module with the exports of `file`, each a function that does nothing. @param {string} file */
 function stub(file) {
@@ -27,21 +26,16 @@ function stub(file) {
 export async function sizeWithout(files) {
   const stubbed = new Set(files.map((f) => SRC + f));
   const seen = new Set();
-  const result = await build({
-    ...OPTIONS,
-    entryPoints: [SRC + 'index.js'],
-    mangleCache: {},
-    plugins: [{
-      name: 'stub',
-      setup(b) {
-        b.onLoad({ filter: /\.js$/ }, (args) => {
-          if (!stubbed.has(args.path)) return undefined;
-          seen.add(args.path);
-          return { contents: stub(args.path), loader: 'js' };
-        });
-      },
-    }],
-  });
+  const result = await buildBase([{
+    name: 'stub',
+    setup(b) {
+      b.onLoad({ filter: /\.js$/ }, (args) => {
+        if (!stubbed.has(args.path)) return undefined;
+        seen.add(args.path);
+        return { contents: stub(args.path), loader: 'js' };
+      });
+    },
+  }]);
   for (const f of stubbed) if (!seen.has(f)) throw new Error(`${f}: not a module of the base client`);
   const js = result.outputFiles[0].contents;
   return { minified: js.length, gzipped: gzipSync(js, { level: 9 }).length };
